@@ -1,0 +1,44 @@
+"""splice-core's own components, registered through the same hooks as any plugin.
+
+Factories are ``"module:attr"`` strings so loading this module imports no torch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from splice.hookspecs import hookimpl
+from splice.models.configs import DecoderConfig
+from splice.nn import configs as c
+
+
+@hookimpl
+def register_norms(register: Any) -> None:
+    register(c.LayerNormConfig, "splice.nn.norms:build_layernorm")
+    register(c.RMSNormConfig, "splice.nn.norms:build_rmsnorm")
+
+
+@hookimpl
+def register_positional_encodings(register: Any) -> None:
+    register(c.NoPositionalConfig, "splice.nn.positional:build_none")
+    register(c.SinusoidalPositionalConfig, "splice.nn.positional:build_sinusoidal")
+    register(c.LearnedPositionalConfig, "splice.nn.positional:build_learned")
+    register(c.RoPEConfig, "splice.nn.positional:build_rope")
+
+
+@hookimpl
+def register_channel_mixers(register: Any) -> None:
+    register(c.MLPConfig, "splice.nn.ffn:build_mlp")
+    register(c.SwiGLUConfig, "splice.nn.ffn:build_swiglu")
+
+
+@hookimpl
+def register_blocks(register: Any) -> None:
+    register(c.PreNormBlockConfig, "splice.nn.blocks:build_pre_norm")
+    register(c.PostNormBlockConfig, "splice.nn.blocks:build_post_norm")
+    register(c.ParallelBlockConfig, "splice.nn.blocks:build_parallel")
+
+
+@hookimpl
+def register_models(register: Any) -> None:
+    register(DecoderConfig, "splice.models.decoder:build_decoder")

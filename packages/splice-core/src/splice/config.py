@@ -1,0 +1,74 @@
+"""Pydantic config base classes and interface-typed fields resolved through the registry.
+
+A component config is a pydantic model with ``type: Literal["<tag>"]``. A field
+typed by interface (``TokenMixerField``, ``ChannelMixerField``, ...) accepts a
+config instance, or a dict / JSON object carrying ``"type"``; the tag is looked
+up in the registry and the dict validated by the registered config class.
+Serialisation keeps the concrete subclass, so ``Config -> JSON -> Config`` is
+lossless.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, SerializeAsAny
+
+
+class SpliceConfig(BaseModel):
+    """Base of every splice config: unknown fields are errors, assignments are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+
+class ComponentConfig(SpliceConfig):
+    """A config for a registered component; subclasses narrow ``type`` to ``Literal["tag"]``."""
+
+    type: str
+
+
+def _resolver(kind: str) -> Any:
+    def resolve(value: Any) -> Any:
+        if isinstance(value, ComponentConfig):
+            from splice.registry import get_registry
+
+            reg = get_registry().get(kind, value.type)
+            if not isinstance(value, reg.config_cls):
+                raise ValueError(
+                    f"{type(value).__name__} has type {value.type!r} but the registered "
+                    f"{kind} config for that tag is {reg.config_cls.__name__}"
+                )
+            return value
+        if isinstance(value, str):  # a bare tag: all defaults
+            value = {"type": value}
+        if isinstance(value, dict):
+            if "type" not in value:
+                raise ValueError(f"a {kind} config needs a 'type' field naming a registered {kind}")
+            from splice.registry import get_registry
+
+            reg = get_registry().get(kind, str(value["type"]))
+            return reg.config_cls.model_validate(value)
+        raise ValueError(f"expected a {kind} config (instance or dict with 'type'), got {type(value).__name__}")
+
+    return resolve
+
+
+def component_field(kind: str) -> Any:
+    """The annotation of a config field holding a component of ``kind``."""
+    return Annotated[SerializeAsAny[ComponentConfig], BeforeValidator(_resolver(kind))]
+
+
+TokenMixerField = component_field("token_mixer")
+ChannelMixerField = component_field("channel_mixer")
+BlockField = component_field("block")
+NormField = component_field("norm")
+PositionalField = component_field("positional")
+ModelField = component_field("model")
+AdapterField = component_field("adapter")
+QuantizerField = component_field("quantizer")
+ObjectiveField = component_field("objective")
+RegularizerField = component_field("regularizer")
+ConnectorField = component_field("connector")
+EncoderField = component_field("encoder")
+RewardField = component_field("reward")
+TaskField = component_field("task")

@@ -1,0 +1,1 @@
+"""Autoregressive generation with a pre-allocated KV cache."""

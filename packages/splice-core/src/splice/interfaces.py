@@ -1,0 +1,239 @@
+"""The small interfaces that plugins implement.
+
+Shapes: ``B`` batch, ``T`` query length, ``S`` key length (cache + new tokens, or
+encoder length for cross-attention), ``D`` model width, ``V`` vocabulary.
+Every interface is either an abstract ``nn.Module`` base (for layers) or a
+``typing.Protocol`` (for things that are not modules).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+import torch
+from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from splice.generation.kv_cache import LayerKVCache
+
+
+# --------------------------------------------------------------------------- build context
+@dataclass
+class BuildContext:
+    """What a factory needs to know besides its own config.
+
+    Attributes:
+        d_model: width of the residual stream ``D``.
+        max_seq_len: longest sequence the model must handle (cache size, learned positions).
+        layer_idx: index of the block being built (``-1`` outside blocks).
+        n_layers: number of blocks in the stack.
+        rotary: the model's rotary embedding, if it uses RoPE, else None.
+        d_context: width of cross-attention context (encoder output), if any.
+        causal: whether self-attention in this stack is causal.
+        extra: free-form values for plugins (e.g. ``n_experts`` overrides).
+    """
+
+    d_model: int
+    max_seq_len: int = 2048
+    layer_idx: int = -1
+    n_layers: int = 1
+    rotary: nn.Module | None = None
+    d_context: int | None = None
+    causal: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- token mixing
+@dataclass
+class AttentionInputs:
+    """Everything a TokenMixer may need besides ``x``, built once per model forward.
+
+    Attributes:
+        positions: ``(B, T)`` absolute positions of the query tokens (for RoPE).
+        attn_mask: ``(B, 1, T, S)`` bool, True = may attend; None means "use ``is_causal``".
+        is_causal: plain causal attention over ``T == S`` (the fast SDPA path).
+        cache: this layer's KV cache; the mixer appends its new K/V and attends to all of it.
+        context: ``(B, S_ctx, D_ctx)`` encoder output / image features for cross-attention.
+        context_mask: ``(B, 1, T, S_ctx)`` bool mask over the context, or None for "all visible".
+        aux_losses: channel mixers' auxiliary losses (e.g. MoE balancing) are appended here.
+    """
+
+    positions: Tensor
+    attn_mask: Tensor | None = None
+    is_causal: bool = True
+    cache: LayerKVCache | None = None
+    context: Tensor | None = None
+    context_mask: Tensor | None = None
+    aux_losses: list[Tensor] = field(default_factory=list)
+
+    def for_layer(self, cache: LayerKVCache | None) -> AttentionInputs:
+        """The same inputs with one layer's cache (aux losses are shared)."""
+        return AttentionInputs(
+            self.positions, self.attn_mask, self.is_causal, cache, self.context,
+            self.context_mask, self.aux_losses,
+        )
+
+
+class TokenMixer(nn.Module, ABC):
+    """Attention-like layer: mixes information across positions.
+
+    ``forward(x (B, T, D), inputs) -> (B, T, D)``. Self-attention reads
+    ``inputs.positions``, ``attn_mask``/``is_causal`` and ``cache``;
+    cross-attention reads ``inputs.context`` and ``context_mask``.
+    """
+
+    @abstractmethod
+    def forward(self, x: Tensor, inputs: AttentionInputs) -> Tensor: ...
+
+
+# --------------------------------------------------------------------------- channel mixing
+@dataclass
+class ChannelMixerOutput:
+    """A channel mixer's output with an auxiliary loss (e.g. MoE load balancing).
+
+    The block adds ``aux_loss`` to ``AttentionInputs.aux_losses``; the model sums
+    them into ``ModelOutput.aux_loss``; objectives add that to their loss.
+    """
+
+    hidden: Tensor
+    aux_loss: Tensor | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+class ChannelMixer(nn.Module, ABC):
+    """FFN-like layer applied to each position: ``(B, T, D) -> (B, T, D)``.
+
+    May return ``ChannelMixerOutput`` instead of a tensor to report an auxiliary loss.
+    """
+
+    @abstractmethod
+    def forward(self, x: Tensor) -> Tensor | ChannelMixerOutput: ...
+
+
+# --------------------------------------------------------------------------- blocks
+class Block(nn.Module, ABC):
+    """One transformer block built from a TokenMixer, a ChannelMixer and norms.
+
+    ``forward(x (B, T, D), inputs) -> (B, T, D)``.
+    """
+
+    @abstractmethod
+    def forward(self, x: Tensor, inputs: AttentionInputs) -> Tensor: ...
+
+
+# --------------------------------------------------------------------------- models
+@dataclass
+class ModelOutput:
+    """What every splice language model returns.
+
+    Attributes:
+        logits: ``(B, T, V)``, or None when the caller asked for hidden states only
+            (memory-frugal losses project chunks themselves).
+        hidden: ``(B, T, D)`` final hidden states (after the final norm).
+        aux_loss: sum of channel mixers' auxiliary losses, or None.
+    """
+
+    logits: Tensor | None
+    hidden: Tensor
+    aux_loss: Tensor | None = None
+
+
+# --------------------------------------------------------------------------- adapters / quantizers
+class Adapter(Protocol):
+    """Wraps chosen modules of a built model (LoRA, QLoRA, ...).
+
+    ``apply`` replaces target modules in place and freezes the base weights;
+    ``merge`` folds the adapter into the base weights and returns a plain model.
+    """
+
+    def apply(self, model: nn.Module) -> nn.Module: ...
+
+    def enable(self, model: nn.Module) -> None: ...
+
+    def disable(self, model: nn.Module) -> None: ...
+
+    def merge(self, model: nn.Module) -> nn.Module: ...
+
+    def adapter_state_dict(self, model: nn.Module) -> dict[str, Tensor]: ...
+
+
+class Quantizer(Protocol):
+    """Turns a ``nn.Linear`` into a quantized module and back; reports storage bytes."""
+
+    def quantize(self, linear: nn.Linear) -> nn.Module: ...
+
+    def dequantize(self, module: nn.Module) -> nn.Linear: ...
+
+    def nbytes(self, module: nn.Module) -> int: ...
+
+
+# --------------------------------------------------------------------------- objectives
+@dataclass
+class LossOutput:
+    """A scalar loss to backpropagate plus float metrics to log."""
+
+    loss: Tensor
+    metrics: dict[str, float] = field(default_factory=dict)
+    n_tokens: int = 0
+
+
+class Objective(Protocol):
+    """Computes the training loss of a batch: ``loss(model, batch) -> LossOutput``.
+
+    Offline objectives (SFT, DPO) read the batch; online ones (PPO, GRPO) first
+    implement ``OnlineObjective.collect`` to generate and score experience.
+    """
+
+    def loss(self, model: nn.Module, batch: Mapping[str, Any]) -> LossOutput: ...
+
+
+@runtime_checkable
+class OnlineObjective(Protocol):
+    """An objective that generates its own batches from prompts (PPO, GRPO).
+
+    ``collect(model, prompts, generate)`` returns the experience batch that
+    ``loss`` then consumes; ``generate`` is ``splice.generation.generate`` bound
+    to the run's sampling config.
+    """
+
+    def collect(
+        self, model: nn.Module, prompts: Mapping[str, Any], generate: Callable[..., Any]
+    ) -> Mapping[str, Any]: ...
+
+    def loss(self, model: nn.Module, batch: Mapping[str, Any]) -> LossOutput: ...
+
+
+class Regularizer(Protocol):
+    """A term added to any objective's loss (EWC, L2-SP, KL to a reference).
+
+    ``setup`` runs once before training with the model at its starting weights
+    (snapshot, Fisher estimation on old data); ``penalty`` is called each step.
+    """
+
+    def setup(self, model: nn.Module, data: Iterable[Mapping[str, Any]] | None = None) -> None: ...
+
+    def penalty(self, model: nn.Module, batch: Mapping[str, Any]) -> Tensor: ...
+
+
+# --------------------------------------------------------------------------- multimodal
+class Connector(nn.Module, ABC):
+    """Maps encoder features into the language model's embedding space.
+
+    ``forward(features (B, N, D_enc)) -> (B, N', D)``; the model splices the
+    result into the decoder's ``inputs_embeds`` at image-token positions.
+    """
+
+    @abstractmethod
+    def forward(self, features: Tensor) -> Tensor: ...
+
+
+# --------------------------------------------------------------------------- rewards
+class Reward(Protocol):
+    """Scores completions: returns a float tensor ``(N,)``, one reward per completion."""
+
+    def __call__(
+        self, prompts: Sequence[str], completions: Sequence[str], references: Sequence[str]
+    ) -> torch.Tensor: ...

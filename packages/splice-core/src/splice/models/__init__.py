@@ -1,0 +1,1 @@
+"""Model families assembled from configs: decoder-only LM, encoder-decoder, vision-language."""

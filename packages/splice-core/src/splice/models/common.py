@@ -1,0 +1,103 @@
+"""Pieces shared by model families: positions, masks, attention inputs, init."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from splice.generation.kv_cache import KVCache
+from splice.interfaces import AttentionInputs, BuildContext
+from splice.nn.masks import build_attention_mask
+
+
+def head_dim_of(block: Any, d_model: int) -> int | None:
+    """Head size of a block's token mixer, if it declares one (needed to size RoPE)."""
+    fn = getattr(block.token_mixer, "head_dim_for", None)
+    return int(fn(d_model)) if fn is not None else None
+
+
+def build_rotary(positional_cfg: Any, ctx: BuildContext, head_dim: int | None) -> nn.Module:
+    from splice.registry import get_registry
+
+    ctx.extra["head_dim"] = head_dim if head_dim is not None else ctx.d_model
+    return get_registry().build("positional", positional_cfg, ctx)  # type: ignore[no-any-return]
+
+
+def default_positions(
+    batch: int, t: int, *, past: int, attention_mask: Tensor | None, device: torch.device
+) -> Tensor:
+    """``(B, T)`` positions: ``past..past+T-1``, or counted over real tokens when left-padded."""
+    if attention_mask is not None:
+        pos = attention_mask.long().cumsum(-1) - 1  # (B, S)
+        return pos.clamp(min=0)[:, -t:]
+    return torch.arange(past, past + t, device=device).expand(batch, t)
+
+
+def attention_inputs(
+    *,
+    batch: int,
+    t: int,
+    device: torch.device,
+    causal: bool,
+    positions: Tensor | None,
+    attention_mask: Tensor | None,
+    doc_ids: Tensor | None,
+    cache: KVCache | None,
+    context: Tensor | None = None,
+    context_mask: Tensor | None = None,
+) -> AttentionInputs:
+    """Build the ``AttentionInputs`` of one forward pass, choosing the cheapest mask.
+
+    Args:
+        attention_mask: ``(B, S)`` bool/int key padding over cache + new tokens (1 = real).
+        doc_ids: ``(B, T)`` document index per token for packed sequences.
+        context_mask: ``(B, S_ctx)`` key padding of the cross-attention context.
+    """
+    past = cache.length if cache is not None else 0
+    s = past + t
+    if attention_mask is not None and attention_mask.shape[-1] != s:
+        raise ValueError(
+            f"attention_mask has length {attention_mask.shape[-1]}, expected cache+input length {s}"
+        )
+    if positions is None:
+        positions = default_positions(batch, t, past=past, attention_mask=attention_mask, device=device)
+    mask: Tensor | None = None
+    is_causal = causal
+    if attention_mask is not None or doc_ids is not None or (past > 0 and t > 1 and causal):
+        if doc_ids is not None and past > 0:
+            raise ValueError("doc_ids (packing) cannot be combined with a KV cache")
+        mask = build_attention_mask(
+            t=t, s=s, causal=causal,
+            key_padding=attention_mask.bool() if attention_mask is not None else None,
+            doc_ids=doc_ids, device=device,
+        )
+        is_causal = False
+    elif past > 0:  # one new token sees every cached key
+        is_causal = False
+    ctx_mask = None
+    if context_mask is not None:
+        ctx_mask = context_mask.bool()[:, None, None, :].expand(batch, 1, t, context_mask.shape[-1])
+    return AttentionInputs(
+        positions=positions, attn_mask=mask, is_causal=is_causal, cache=None,
+        context=context, context_mask=ctx_mask,
+    )
+
+
+def init_weights(module: nn.Module, std: float) -> None:
+    """Normal(0, std) for linear and embedding weights, zeros for biases (GPT-2 init)."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, std=std)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Embedding):
+            nn.init.normal_(m.weight, std=std)
+
+
+def sum_aux(losses: list[Tensor]) -> Tensor | None:
+    return torch.stack(losses).sum() if losses else None
+
+
+

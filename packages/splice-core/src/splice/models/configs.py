@@ -1,0 +1,85 @@
+"""Model configs (torch-free)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, NonNegativeInt, PositiveInt, model_validator
+
+from splice.config import BlockField, ComponentConfig, NormField, PositionalField, SpliceConfig
+from splice.nn.configs import LayerNormConfig, RoPEConfig
+
+
+class LayerOverride(SpliceConfig):
+    """Use ``block`` instead of the model's default block on some layers.
+
+    Either list ``layers`` explicitly, or give ``every`` (and ``start``) to pick
+    layers ``start, start+every, ...`` — e.g. ``every=2, start=1`` for an MoE FFN
+    on every other layer.
+    """
+
+    block: BlockField  # type: ignore[valid-type]
+    layers: list[NonNegativeInt] = Field(default_factory=list)
+    every: PositiveInt | None = None
+    start: NonNegativeInt = 0
+
+    @model_validator(mode="after")
+    def _one_selector(self) -> LayerOverride:
+        if not self.layers and self.every is None:
+            raise ValueError("a layer override needs `layers` or `every`")
+        return self
+
+    def selects(self, layer: int) -> bool:
+        if layer in self.layers:
+            return True
+        return self.every is not None and layer >= self.start and (layer - self.start) % self.every == 0
+
+
+def check_block(block: Any, *, d_model: int, where: str) -> None:
+    """Ask a block's sub-configs whether they can be built at width ``d_model``."""
+    for name in ("token_mixer", "cross_attention", "channel_mixer"):
+        sub = getattr(block, name, None)
+        check = getattr(sub, "check_compatible", None)
+        if check is not None:
+            try:
+                check(d_model=d_model)
+            except ValueError as exc:
+                raise ValueError(f"{where}.{name}.{exc}") from None
+
+
+class DecoderConfig(ComponentConfig):
+    """A decoder-only language model (GPT / Llama family).
+
+    ``tokens -> embed (+ additive positions) -> n_layers x block -> final_norm -> lm_head``.
+    """
+
+    type: Literal["decoder"] = "decoder"
+    vocab_size: PositiveInt
+    d_model: PositiveInt
+    n_layers: PositiveInt
+    max_seq_len: PositiveInt = 512
+    block: BlockField  # type: ignore[valid-type]
+    overrides: list[LayerOverride] = Field(default_factory=list)
+    positional: PositionalField = RoPEConfig()  # type: ignore[valid-type]
+    final_norm: NormField = LayerNormConfig()  # type: ignore[valid-type]
+    tie_embeddings: bool = True
+    init_std: float = Field(default=0.02, gt=0.0)
+    embedding_dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _check_layers(self) -> DecoderConfig:
+        check_block(self.block, d_model=self.d_model, where="block")
+        for i, ov in enumerate(self.overrides):
+            bad = [layer for layer in ov.layers if layer >= self.n_layers]
+            if bad:
+                raise ValueError(f"overrides.{i}.layers: {bad} out of range for n_layers={self.n_layers}")
+            check_block(ov.block, d_model=self.d_model, where=f"overrides.{i}.block")
+        return self
+
+    def block_for(self, layer: int) -> Any:
+        """The block config of ``layer``: the last override that selects it, else ``block``."""
+        chosen = self.block
+        for ov in self.overrides:
+            if ov.selects(layer):
+                chosen = ov.block
+        return chosen

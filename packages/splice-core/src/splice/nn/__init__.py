@@ -1,0 +1,1 @@
+"""Neural-network parts every model needs: norms, positions, FFNs, blocks, masks."""

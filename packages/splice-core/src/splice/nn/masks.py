@@ -1,0 +1,53 @@
+"""Boolean attention masks (True = may attend), shaped ``(B, 1, T, S)`` for SDPA."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def causal_mask(t: int, s: int, *, device: torch.device | None = None) -> Tensor:
+    """``(T, S)``: query i (at absolute index ``S - T + i``) sees keys ``<= S - T + i``."""
+    q = torch.arange(s - t, s, device=device)[:, None]
+    k = torch.arange(s, device=device)[None, :]
+    return k <= q
+
+
+def build_attention_mask(
+    *,
+    t: int,
+    s: int,
+    causal: bool,
+    key_padding: Tensor | None = None,
+    doc_ids: Tensor | None = None,
+    device: torch.device | None = None,
+) -> Tensor:
+    """Combine causal, key-padding and same-document masks into ``(B, 1, T, S)``.
+
+    Args:
+        t: number of query positions (the last ``t`` of the ``s`` key positions).
+        s: number of key positions (cache + new).
+        causal: forbid attending to later keys.
+        key_padding: ``(B, S)`` bool, True for real tokens.
+        doc_ids: ``(B, S)`` int document index per position (packing); tokens only
+            attend within their document.
+
+    A query row that would see no key at all (a padding query) is allowed to see
+    itself, so softmax never divides by zero; its output is ignored anyway.
+    """
+    b = 1
+    if key_padding is not None:
+        b = key_padding.shape[0]
+    elif doc_ids is not None:
+        b = doc_ids.shape[0]
+    mask = torch.ones(b, 1, t, s, dtype=torch.bool, device=device)
+    if causal:
+        mask = mask & causal_mask(t, s, device=device)
+    if key_padding is not None:
+        mask = mask & key_padding[:, None, None, :].bool()
+    if doc_ids is not None:
+        mask = mask & (doc_ids[:, None, s - t :, None] == doc_ids[:, None, None, :])
+    diag = torch.zeros(t, s, dtype=torch.bool, device=device)
+    diag[torch.arange(t), torch.arange(s - t, s)] = True
+    empty = ~mask.any(dim=-1, keepdim=True)  # (B, 1, T, 1)
+    return mask | (empty & diag)

@@ -1,0 +1,102 @@
+"""Positional encodings: additive (sinusoidal, learned) and rotary (RoPE)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from splice.interfaces import BuildContext
+from splice.nn.configs import (
+    LearnedPositionalConfig,
+    NoPositionalConfig,
+    RoPEConfig,
+    SinusoidalPositionalConfig,
+)
+
+
+class AdditivePositional(nn.Module):
+    """Base of encodings added to token embeddings: ``forward(positions (B, T)) -> (B, T, D)``."""
+
+
+class SinusoidalPositional(AdditivePositional):
+    """``PE[p, 2i] = sin(p / base^(2i/D))``, ``PE[p, 2i+1] = cos(...)``; not learned."""
+
+    def __init__(self, d_model: int, max_len: int, *, base: float = 10000.0) -> None:
+        super().__init__()
+        pos = torch.arange(max_len, dtype=torch.float32)[:, None]
+        inv = torch.exp(torch.arange(0, d_model, 2, dtype=torch.float32) * (-math.log(base) / d_model))
+        table = torch.zeros(max_len, d_model)
+        table[:, 0::2] = torch.sin(pos * inv)
+        table[:, 1::2] = torch.cos(pos * inv)[:, : d_model // 2]
+        self.register_buffer("table", table, persistent=False)
+
+    def forward(self, positions: Tensor) -> Tensor:
+        return self.table[positions]  # (B, T, D)
+
+
+class LearnedPositional(AdditivePositional):
+    """One learned vector per absolute position (GPT-2's ``wpe``)."""
+
+    def __init__(self, d_model: int, max_len: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(max_len, d_model) * 0.02)
+
+    def forward(self, positions: Tensor) -> Tensor:
+        return nn.functional.embedding(positions, self.weight)  # (B, T, D)
+
+
+class RotaryEmbedding(nn.Module):
+    """RoPE: rotates each (even, odd) half-pair of q and k by ``position * theta^(-2i/d)``.
+
+    Uses the "rotate half" layout of Llama / Hugging Face: dims ``[0, d/2)`` pair with
+    ``[d/2, d)``. ``apply(q, k, positions)`` with q ``(B, H, T, d)``, k ``(B, Hkv, T, d)``.
+    """
+
+    def __init__(self, head_dim: int, max_len: int, *, theta: float = 10000.0) -> None:
+        super().__init__()
+        if head_dim % 2:
+            raise ValueError(f"RoPE needs an even head_dim, got {head_dim}")
+        self.head_dim = head_dim
+        inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+        angles = torch.arange(max_len, dtype=torch.float32)[:, None] * inv_freq  # (L, d/2)
+        angles = torch.cat([angles, angles], dim=-1)  # (L, d)
+        self.register_buffer("cos", angles.cos(), persistent=False)
+        self.register_buffer("sin", angles.sin(), persistent=False)
+
+    @staticmethod
+    def _rotate_half(x: Tensor) -> Tensor:
+        x1, x2 = x.chunk(2, dim=-1)
+        return torch.cat([-x2, x1], dim=-1)
+
+    def apply(self, q: Tensor, k: Tensor, positions: Tensor) -> tuple[Tensor, Tensor]:
+        cos = self.cos[positions].unsqueeze(1).to(q.dtype)  # (B, 1, T, d)
+        sin = self.sin[positions].unsqueeze(1).to(q.dtype)
+        q = q * cos + self._rotate_half(q) * sin
+        k = k * cos + self._rotate_half(k) * sin
+        return q, k
+
+
+class NoPositional(AdditivePositional):
+    """Adds nothing."""
+
+    def forward(self, positions: Tensor) -> Tensor:  # pragma: no cover - never called
+        raise RuntimeError("NoPositional is skipped by the model")
+
+
+def build_none(config: NoPositionalConfig, ctx: BuildContext) -> nn.Module:
+    return NoPositional()
+
+
+def build_sinusoidal(config: SinusoidalPositionalConfig, ctx: BuildContext) -> nn.Module:
+    return SinusoidalPositional(ctx.d_model, ctx.max_seq_len, base=config.base)
+
+
+def build_learned(config: LearnedPositionalConfig, ctx: BuildContext) -> nn.Module:
+    return LearnedPositional(ctx.d_model, ctx.max_seq_len)
+
+
+def build_rope(config: RoPEConfig, ctx: BuildContext) -> nn.Module:
+    head_dim = int(ctx.extra["head_dim"])
+    return RotaryEmbedding(head_dim, ctx.max_seq_len, theta=config.theta)

@@ -1,0 +1,264 @@
+"""The plugin registry: loads ``splice`` entry points and stores what they register.
+
+Plugins are loaded one entry point at a time. A plugin that fails to import is
+recorded (name, distribution, error) and the others still load, unless
+``SPLICE_STRICT_PLUGINS=1``. ``SPLICE_DISABLE_PLUGINS=a,b`` skips entry points
+by name. A tag registered twice for one kind is an error naming both
+distributions. Factories may be lazy ``"module:attr"`` strings so that
+``splice plugins`` never imports torch-heavy code.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib.metadata import EntryPoint, entry_points
+from typing import Any
+
+import pluggy
+
+from splice import hookspecs
+
+ENTRY_POINT_GROUP = "splice"
+
+#: kind name -> hook that registers it.
+KINDS: dict[str, str] = {
+    "token_mixer": "register_token_mixers",
+    "channel_mixer": "register_channel_mixers",
+    "block": "register_blocks",
+    "norm": "register_norms",
+    "positional": "register_positional_encodings",
+    "model": "register_models",
+    "adapter": "register_adapters",
+    "quantizer": "register_quantizers",
+    "objective": "register_objectives",
+    "regularizer": "register_regularizers",
+    "connector": "register_connectors",
+    "encoder": "register_encoders",
+    "reward": "register_rewards",
+    "task": "register_tasks",
+    "recipe": "register_recipes",
+}
+
+#: Which distribution to install for tags that are not built in (used in error hints).
+INSTALL_HINTS: dict[str, str] = {
+    "mha": "splice-mha",
+    "gqa": "splice-mha",
+    "cross_attention": "splice-mha",
+    "moe": "splice-moe",
+    "lora": "splice-lora",
+    "qlora": "splice-qlora",
+    "nf4": "splice-qlora",
+    "int8": "splice-qlora",
+    "dpo": "splice-dpo",
+    "ppo": "splice-ppo",
+    "grpo": "splice-grpo",
+    "l2sp": "splice-forgetting",
+    "ewc": "splice-forgetting",
+    "kl_reference": "splice-forgetting",
+    "vit": "splice-vision",
+    "mlp_projector": "splice-vision",
+}
+
+
+class PluginError(RuntimeError):
+    """A plugin could not be loaded or registered something invalid."""
+
+
+class DuplicateTagError(PluginError):
+    """Two distributions registered the same tag for the same kind."""
+
+
+class UnknownTagError(ValueError):
+    """No component of this kind is registered under this tag."""
+
+
+@dataclass(frozen=True)
+class Registration:
+    """One registered component: ``factory(config, ctx)`` builds it from ``config_cls``."""
+
+    kind: str
+    tag: str
+    config_cls: Any
+    factory: Callable[..., Any] | str
+    plugin: str
+    distribution: str
+
+    def resolve_factory(self) -> Callable[..., Any]:
+        """Import a lazy ``"module:attr"`` factory on first use."""
+        if callable(self.factory):
+            return self.factory
+        module_name, _, attr = self.factory.partition(":")
+        obj: Any = importlib.import_module(module_name)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+        return obj  # type: ignore[no-any-return]
+
+
+@dataclass
+class PluginInfo:
+    """What one entry point did when loaded."""
+
+    name: str
+    distribution: str
+    version: str
+    registered: dict[str, list[str]] = field(default_factory=dict)
+    error: str | None = None
+
+
+class Registry:
+    """All components registered by loaded plugins, keyed by (kind, tag)."""
+
+    def __init__(self) -> None:
+        self.pm = pluggy.PluginManager("splice")
+        self.pm.add_hookspecs(hookspecs)
+        self._items: dict[tuple[str, str], Registration] = {}
+        self.plugins: dict[str, PluginInfo] = {}
+        self.loaded = False
+
+    # -- loading ---------------------------------------------------------
+    def load_entry_points(self) -> None:
+        """Load every ``splice`` entry point, one at a time, isolating failures."""
+        strict = os.environ.get("SPLICE_STRICT_PLUGINS", "") not in ("", "0")
+        disabled = {
+            n.strip() for n in os.environ.get("SPLICE_DISABLE_PLUGINS", "").split(",") if n.strip()
+        }
+        eps = sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: (e.name != "core", e.name))
+        for ep in eps:
+            if ep.name in disabled or ep.name in self.plugins:
+                continue
+            self._load_one(ep, strict=strict)
+        self.loaded = True
+
+    def _load_one(self, ep: EntryPoint, *, strict: bool) -> None:
+        dist = ep.dist.name if ep.dist is not None else "unknown"
+        version = ep.dist.version if ep.dist is not None else "?"
+        info = PluginInfo(name=ep.name, distribution=dist, version=version)
+        self.plugins[ep.name] = info
+        try:
+            module = ep.load()
+            self.register_plugin(module, name=ep.name, distribution=dist)
+        except Exception as exc:
+            info.error = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            if strict:
+                raise PluginError(f"plugin {ep.name!r} ({dist}) failed to load: {info.error}") from exc
+
+    def register_plugin(self, module: Any, *, name: str, distribution: str = "local") -> None:
+        """Register a plugin object (module or class with hookimpls) and run its hooks."""
+        info = self.plugins.setdefault(
+            name, PluginInfo(name=name, distribution=distribution, version="local")
+        )
+        self.pm.register(module, name=name)
+        try:
+            self.pm.check_pending()
+        except pluggy.PluginValidationError as exc:
+            self.pm.unregister(name=name)
+            raise PluginError(f"plugin {name!r} ({distribution}): {exc}") from exc
+        added: list[tuple[str, str]] = []
+        try:
+            for kind, hook_name in KINDS.items():
+                impls = [i for i in getattr(self.pm.hook, hook_name).get_hookimpls() if i.plugin_name == name]
+                for impl in impls:
+                    impl.function(register=self._registrar(kind, name, distribution, added))
+        except Exception:
+            for key in added:  # nothing half-registered
+                self._items.pop(key, None)
+            self.pm.unregister(name=name)
+            raise
+        for kind, tag in added:
+            info.registered.setdefault(kind, []).append(tag)
+
+    def _registrar(
+        self, kind: str, plugin: str, distribution: str, added: list[tuple[str, str]]
+    ) -> Callable[..., None]:
+        def register(config_cls_or_name: Any, factory: Callable[..., Any] | str) -> None:
+            if kind == "recipe":
+                tag, config_cls = str(config_cls_or_name), None
+            else:
+                config_cls = config_cls_or_name
+                tag = _tag_of(config_cls)
+            key = (kind, tag)
+            if key in self._items:
+                other = self._items[key]
+                raise DuplicateTagError(
+                    f"{kind} tag {tag!r} is registered by both {other.distribution} "
+                    f"(plugin {other.plugin!r}) and {distribution} (plugin {plugin!r})"
+                )
+            self._items[key] = Registration(kind, tag, config_cls, factory, plugin, distribution)
+            added.append(key)
+
+        return register
+
+    # -- lookup ----------------------------------------------------------
+    def ensure_loaded(self) -> None:
+        if not self.loaded:
+            self.load_entry_points()
+
+    def get(self, kind: str, tag: str) -> Registration:
+        """The registration for ``tag`` of ``kind``; raises UnknownTagError listing the known tags."""
+        self.ensure_loaded()
+        if kind not in KINDS:
+            raise ValueError(f"unknown component kind {kind!r}; expected one of {sorted(KINDS)}")
+        try:
+            return self._items[(kind, tag)]
+        except KeyError:
+            known = self.tags(kind)
+            hint = INSTALL_HINTS.get(tag)
+            msg = f"unknown {kind} type {tag!r}; registered {kind} types: {known or 'none'}"
+            if hint:
+                msg += f". Install the plugin that provides it: `uv add {hint}` (or pip install {hint})"
+            else:
+                msg += ". Is the plugin that provides it installed? (`splice plugins` lists them)"
+            raise UnknownTagError(msg) from None
+
+    def tags(self, kind: str) -> list[str]:
+        self.ensure_loaded()
+        return sorted(t for (k, t) in self._items if k == kind)
+
+    def registrations(self, kind: str) -> list[Registration]:
+        self.ensure_loaded()
+        return [self._items[(kind, t)] for t in self.tags(kind)]
+
+    def build(self, kind: str, config: Any, ctx: Any = None) -> Any:
+        """Build the component described by ``config`` (a registered config instance)."""
+        reg = self.get(kind, _tag_of(type(config)))
+        return reg.resolve_factory()(config, ctx)
+
+    def unregister_plugin(self, name: str) -> None:
+        """Remove everything one plugin registered (used by tests)."""
+        for key in [k for k, r in self._items.items() if r.plugin == name]:
+            del self._items[key]
+        if self.pm.has_plugin(name):
+            self.pm.unregister(name=name)
+        self.plugins.pop(name, None)
+
+
+def _tag_of(config_cls: Any) -> str:
+    """The tag of a config class: the single value of its ``type: Literal[...]`` field."""
+    fields = getattr(config_cls, "model_fields", None)
+    if not fields or "type" not in fields:
+        raise PluginError(f"{config_cls!r} has no `type: Literal['<tag>']` field")
+    default = fields["type"].default
+    if not isinstance(default, str):
+        raise PluginError(f"{config_cls.__name__}.type must default to its tag, got {default!r}")
+    return default
+
+
+_REGISTRY: Registry | None = None
+
+
+def get_registry() -> Registry:
+    """The process-wide registry, loading entry points on first use."""
+    global _REGISTRY
+    if _REGISTRY is None:
+        _REGISTRY = Registry()
+        _REGISTRY.load_entry_points()
+    return _REGISTRY
+
+
+def reset_registry() -> None:
+    """Forget the loaded registry (tests, or after changing SPLICE_* variables)."""
+    global _REGISTRY
+    _REGISTRY = None

@@ -1,0 +1,118 @@
+"""Multi-head attention as the seed describes it, on ``scaled_dot_product_attention``.
+
+``Q = x W_Q``, ``K = x W_K``, ``V = x W_V`` split into heads;
+``softmax(Q K^T / sqrt(d_k)) V`` per head; heads concatenated; output projection.
+Grouped-query attention shares each K/V head across ``n_heads / n_kv_heads``
+query heads. Cross-attention takes K and V from ``inputs.context``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from splice.interfaces import AttentionInputs, BuildContext, TokenMixer
+from splice.nn.norms import RMSNorm
+from splice_mha.config import CrossAttentionConfig, MHAConfig
+
+
+class MultiHeadAttention(TokenMixer):
+    """Self-attention ``(B, T, D) -> (B, T, D)`` with causal/padding masks, GQA, QK-norm, RoPE, KV cache.
+
+    Args:
+        d_model: width ``D`` of the input and output.
+        n_heads: number of query heads ``H``.
+        n_kv_heads: number of key/value heads ``H_kv`` (divides ``H``).
+        head_dim: size ``d`` of each head.
+        bias: bias on the output projection.
+        qkv_bias: bias on the Q, K, V projections.
+        qk_norm: RMS-normalise queries and keys per head before RoPE (OLMo-2 / Qwen3 style).
+        dropout: attention-probability dropout while training.
+        rotary: the model's RoPE module, or None for additive / no positions.
+        d_context: width of the K/V source when it is not ``x`` (cross-attention).
+    """
+
+    def __init__(
+        self, d_model: int, *, n_heads: int, n_kv_heads: int, head_dim: int, bias: bool = False,
+        qkv_bias: bool = False, qk_norm: bool = False, dropout: float = 0.0,
+        rotary: nn.Module | None = None, d_context: int | None = None,
+    ) -> None:
+        super().__init__()
+        if n_heads % n_kv_heads:
+            raise ValueError(f"n_kv_heads={n_kv_heads} must divide n_heads={n_heads}")
+        self.n_heads, self.n_kv_heads, self.head_dim = n_heads, n_kv_heads, head_dim
+        d_kv_in = d_context or d_model
+        self.q_proj = nn.Linear(d_model, n_heads * head_dim, bias=qkv_bias)
+        self.k_proj = nn.Linear(d_kv_in, n_kv_heads * head_dim, bias=qkv_bias)
+        self.v_proj = nn.Linear(d_kv_in, n_kv_heads * head_dim, bias=qkv_bias)
+        self.o_proj = nn.Linear(n_heads * head_dim, d_model, bias=bias)
+        self.q_norm = RMSNorm(head_dim) if qk_norm else None
+        self.k_norm = RMSNorm(head_dim) if qk_norm else None
+        self.dropout = dropout
+        self.rotary = rotary
+
+    def _heads(self, x: Tensor, n: int) -> Tensor:
+        b, t, _ = x.shape
+        return x.view(b, t, n, self.head_dim).transpose(1, 2)  # (B, n, T, d)
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, is_causal: bool) -> Tensor:
+        """``softmax(q k^T / sqrt(d)) v``: q ``(B, H, T, d)``, k/v ``(B, H_kv, S, d)`` -> ``(B, T, H*d)``."""
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, is_causal=is_causal and mask is None,
+            dropout_p=self.dropout if self.training else 0.0,
+            enable_gqa=self.n_kv_heads != self.n_heads,
+        )  # (B, H, T, d)
+        b, _, t, _ = y.shape
+        return y.transpose(1, 2).reshape(b, t, self.n_heads * self.head_dim)
+
+    def forward(self, x: Tensor, inputs: AttentionInputs) -> Tensor:
+        q = self._heads(self.q_proj(x), self.n_heads)  # (B, H, T, d)
+        k = self._heads(self.k_proj(x), self.n_kv_heads)  # (B, H_kv, T, d)
+        v = self._heads(self.v_proj(x), self.n_kv_heads)
+        if self.q_norm is not None and self.k_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        if self.rotary is not None:
+            q, k = self.rotary.apply(q, k, inputs.positions)  # type: ignore[operator]
+        if inputs.cache is not None:
+            k, v = inputs.cache.update(k, v)  # (B, H_kv, S, d)
+        return self.o_proj(self.attend(q, k, v, inputs.attn_mask, inputs.is_causal))
+
+
+class CrossAttention(MultiHeadAttention):
+    """Queries from ``x (B, T, D)``, keys/values from ``inputs.context (B, S, D_ctx)``; no causal mask.
+
+    With ``gated=True`` the output is scaled by ``tanh(gate)``, ``gate`` starting at 0, so a
+    pretrained decoder is unchanged until training opens the gate (Flamingo).
+    """
+
+    def __init__(self, d_model: int, *, gated: bool = False, **kwargs: object) -> None:
+        super().__init__(d_model, **kwargs)  # type: ignore[arg-type]
+        self.gate = nn.Parameter(torch.zeros(1)) if gated else None
+
+    def forward(self, x: Tensor, inputs: AttentionInputs) -> Tensor:
+        if inputs.context is None:
+            raise ValueError("cross-attention needs inputs.context (B, S, D_ctx); none was given")
+        q = self._heads(self.q_proj(x), self.n_heads)  # (B, H, T, d)
+        k = self._heads(self.k_proj(inputs.context), self.n_kv_heads)  # (B, H_kv, S, d)
+        v = self._heads(self.v_proj(inputs.context), self.n_kv_heads)
+        if self.q_norm is not None and self.k_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        y = self.o_proj(self.attend(q, k, v, inputs.context_mask, False))
+        return y * torch.tanh(self.gate) if self.gate is not None else y
+
+
+def _kwargs(config: MHAConfig, ctx: BuildContext) -> dict[str, object]:
+    return dict(
+        n_heads=config.n_heads, n_kv_heads=config.kv_heads, head_dim=config.head_dim_for(ctx.d_model),
+        bias=config.bias, qkv_bias=config.bias if config.qkv_bias is None else config.qkv_bias,
+        qk_norm=config.qk_norm, dropout=config.dropout,
+    )
+
+
+def build_mha(config: MHAConfig, ctx: BuildContext) -> TokenMixer:
+    return MultiHeadAttention(ctx.d_model, rotary=ctx.rotary, **_kwargs(config, ctx))  # type: ignore[arg-type]
+
+
+def build_cross_attention(config: CrossAttentionConfig, ctx: BuildContext) -> TokenMixer:
+    return CrossAttention(ctx.d_model, gated=config.gated, d_context=ctx.d_context, **_kwargs(config, ctx))
