@@ -1,0 +1,1 @@
+"""Data: tokenizers, built-in synthetic tasks, JSONL readers, collators."""

@@ -1,0 +1,12 @@
+"""splice-recipes entry point: registers every runnable recipe by name."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from splice.hookspecs import hookimpl
+
+
+@hookimpl
+def register_recipes(register: Any) -> None:
+    """Each recipe module exposes ``recipe: splice.recipe.Recipe``."""
