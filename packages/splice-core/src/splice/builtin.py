@@ -9,6 +9,7 @@ from typing import Any
 
 from splice.hookspecs import hookimpl
 from splice.models.configs import DecoderConfig
+from splice.models.encoder_decoder_config import EncoderDecoderConfig
 from splice.nn import configs as c
 
 
@@ -42,3 +43,4 @@ def register_blocks(register: Any) -> None:
 @hookimpl
 def register_models(register: Any) -> None:
     register(DecoderConfig, "splice.models.decoder:build_decoder")
+    register(EncoderDecoderConfig, "splice.models.encoder_decoder:build_encoder_decoder")
