@@ -63,7 +63,9 @@ class KVCache:
     @property
     def nbytes(self) -> int:
         return sum(
-            (t.numel() * t.element_size()) for layer in self.layers for t in (layer.k, layer.v)
+            (t.numel() * t.element_size())
+            for layer in self.layers
+            for t in (layer.k, layer.v)
             if t is not None
         )
 

@@ -1,0 +1,273 @@
+"""Batched autoregressive generation with a pre-allocated KV cache.
+
+``generate`` left-pads prompts of different lengths, prefills them once, repeats the
+cache ``n`` times for ``n`` samples per prompt, then decodes one token per step for
+every row. Positions count real tokens only, so a left-padded prompt sees exactly the
+positions it would see alone, and padded keys are masked out of every step.
+
+Per-step work is batched tensor code; the only host sync is one "all rows stopped?"
+check per step, and only when stop tokens are given.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from pydantic import Field, NonNegativeFloat, PositiveInt
+from torch import Tensor, nn
+
+from splice.config import SpliceConfig
+from splice.generation.logits import sample_next
+
+
+class SamplingConfig(SpliceConfig):
+    """How to pick tokens.
+
+    Attributes:
+        max_new_tokens: most tokens generated per row (stop tokens may end a row earlier).
+        temperature: divides the logits; ``0`` means greedy (argmax).
+        top_k: sample only among the ``k`` most likely tokens.
+        top_p: sample only among the smallest set of tokens with probability ``>= top_p``.
+        n: samples per prompt; the prompt is prefilled once and its cache repeated.
+        stop_token_ids: a row ends after emitting any of these (the stop token is kept).
+        seed: seeds a dedicated ``torch.Generator``; None draws one from torch's global RNG.
+    """
+
+    max_new_tokens: PositiveInt = 32
+    temperature: NonNegativeFloat = 0.0
+    top_k: PositiveInt | None = None
+    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
+    n: PositiveInt = 1
+    stop_token_ids: list[int] = Field(default_factory=list)
+    seed: int | None = None
+
+
+@dataclass
+class GenerationOutput:
+    """Generated continuations, one row per (prompt, sample).
+
+    Attributes:
+        tokens: ``(N, L)`` long, ``N = B * n`` (the ``n`` samples of a prompt are adjacent),
+            ``L <= max_new_tokens`` (generation stops early once every row has stopped);
+            ``pad_id`` after a row's stop token.
+        logprobs: ``(N, L)`` float32, log-probability of each generated token under the model's
+            own distribution (``log_softmax`` of the raw logits: temperature 1, no top-k/top-p),
+            i.e. exactly what a training forward pass over prompt + completion computes;
+            ``0`` where ``mask`` is False.
+        mask: ``(N, L)`` bool, True for generated tokens including the stop token.
+        prompt_index: ``(N,)`` long, the prompt each row continues.
+    """
+
+    tokens: Tensor
+    logprobs: Tensor
+    mask: Tensor
+    prompt_index: Tensor
+
+    def completions(self) -> list[list[int]]:
+        """Each row's generated ids (stop token included), as Python lists."""
+        return [row[m].tolist() for row, m in zip(self.tokens, self.mask)]
+
+
+def left_pad(prompts: list[list[int]], pad_id: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """``(ids (B, P), mask (B, P))``: prompts right-aligned, ``mask`` 1 on real tokens."""
+    if not prompts:
+        raise ValueError("prompts is empty; expected at least one prompt")
+    lengths = [len(p) for p in prompts]
+    if min(lengths) == 0:
+        raise ValueError(f"prompt {lengths.index(0)} is empty; every prompt needs >= 1 token")
+    width = max(lengths)
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for i, p in enumerate(prompts):
+        ids[i, width - len(p) :] = torch.tensor(p, dtype=torch.long)
+        mask[i, width - len(p) :] = 1
+    return ids.to(device), mask.to(device)
+
+
+def _check_length(model: nn.Module, total: int) -> None:
+    limit = getattr(getattr(model, "config", None), "max_seq_len", None)
+    if isinstance(limit, int) and total > limit:
+        raise ValueError(
+            f"longest prompt + max_new_tokens = {total} exceeds the model's max_seq_len {limit}; "
+            "lower max_new_tokens or shorten the prompts"
+        )
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    param = next(model.parameters(), None)
+    return param.device if param is not None else torch.device("cpu")
+
+
+def _generator(sampling: SamplingConfig, device: torch.device) -> torch.Generator | None:
+    if sampling.temperature == 0.0:
+        return None
+    seed = sampling.seed
+    if seed is None:  # still reproducible under torch.manual_seed
+        seed = int(torch.randint(0, 2**62, (1,)).item())
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+def generate(
+    model: nn.Module,
+    prompts: list[list[int]],
+    sampling: SamplingConfig,
+    *,
+    pad_id: int,
+    context: Tensor | None = None,
+    context_mask: Tensor | None = None,
+) -> GenerationOutput:
+    """Continue each prompt ``sampling.n`` times.
+
+    Args:
+        model: any model with the ``DecoderLM`` call signature and ``new_cache(max_len)``.
+        prompts: ``B`` lists of token ids (different lengths are fine).
+        sampling: temperature, top-k/top-p, ``n``, stop tokens, length, seed.
+        pad_id: id written after a row stops (and used to pad prompts; it is always masked).
+        context: ``(B, S_ctx, D_ctx)`` encoder output for cross-attention, per prompt.
+        context_mask: ``(B, S_ctx)`` 1 for real context positions.
+
+    Returns:
+        ``GenerationOutput`` with ``N = B * n`` rows.
+
+    Raises:
+        ValueError: an empty prompt, or prompt + ``max_new_tokens`` beyond the model's length.
+    """
+    device = _model_device(model)
+    ids, prompt_mask = left_pad(prompts, pad_id, device)
+    b, p = ids.shape
+    n, steps = sampling.n, sampling.max_new_tokens
+    _check_length(model, p + steps)
+    if context is not None and context.shape[0] != b:
+        raise ValueError(f"context has batch {context.shape[0]}, expected one row per prompt ({b})")
+    generator = _generator(sampling, device)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            out = _decode(
+                model,
+                ids,
+                prompt_mask,
+                sampling,
+                pad_id=pad_id,
+                n=n,
+                steps=steps,
+                context=context,
+                context_mask=context_mask,
+                generator=generator,
+            )
+    finally:
+        model.train(was_training)
+    # Clone outside inference mode so callers may use the results in autograd (e.g. gather).
+    tokens, logprobs, mask = (t.clone() for t in out)
+    prompt_index = torch.arange(b, device=device).repeat_interleave(n)
+    return GenerationOutput(tokens=tokens, logprobs=logprobs, mask=mask, prompt_index=prompt_index)
+
+
+def _decode(
+    model: nn.Module,
+    ids: Tensor,
+    prompt_mask: Tensor,
+    sampling: SamplingConfig,
+    *,
+    pad_id: int,
+    n: int,
+    steps: int,
+    context: Tensor | None,
+    context_mask: Tensor | None,
+    generator: torch.Generator | None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The prefill + decode loop; returns ``tokens, logprobs, mask``, each ``(B*n, L)``."""
+    b, p = ids.shape
+    rows, device = b * n, ids.device
+    padded = bool((prompt_mask == 0).any())
+    cache = model.new_cache(p + steps)
+    positions = (prompt_mask.cumsum(-1) - 1).clamp(min=0)  # (B, P) counts real tokens only
+    out = model(
+        ids,
+        attention_mask=prompt_mask if padded else None,
+        positions=positions,
+        cache=cache,
+        context=context,
+        context_mask=context_mask,
+    )
+    last = out.logits[:, -1]  # (B, V)
+    next_pos = positions[:, -1:] + 1  # (B, 1)
+    if n > 1:  # n samples share one prefill
+        cache.repeat_interleave(n)
+        last, next_pos = last.repeat_interleave(n, 0), next_pos.repeat_interleave(n, 0)
+        if context is not None:
+            context = context.repeat_interleave(n, 0)
+        if context_mask is not None:
+            context_mask = context_mask.repeat_interleave(n, 0)
+    # The key mask grows by one column per step inside one buffer (no re-allocation).
+    key_mask = None
+    if padded:
+        key_mask = torch.ones(rows, p + steps, dtype=torch.long, device=device)
+        key_mask[:, :p] = prompt_mask.repeat_interleave(n, 0)
+    tokens = torch.full((rows, steps), pad_id, dtype=torch.long, device=device)
+    logprobs = torch.zeros(rows, steps, dtype=torch.float32, device=device)
+    stop_ids = torch.tensor(sampling.stop_token_ids, dtype=torch.long, device=device)
+    use_stop = stop_ids.numel() > 0
+    finished = torch.zeros(rows, dtype=torch.bool, device=device)
+    mask = torch.ones(rows, steps, dtype=torch.bool, device=device)
+    done = steps
+    for i in range(steps):
+        scores = last.float()  # (N, V)
+        tok = sample_next(
+            scores,
+            temperature=sampling.temperature,
+            top_k=sampling.top_k,
+            top_p=sampling.top_p,
+            generator=generator,
+        )  # (N,)
+        lp = scores.gather(-1, tok[:, None]).squeeze(-1) - scores.logsumexp(-1)
+        if use_stop:
+            live = ~finished
+            tok = torch.where(live, tok, pad_id)
+            lp = torch.where(live, lp, 0.0)
+            mask[:, i] = live
+            finished |= torch.isin(tok, stop_ids) & live
+        tokens[:, i] = tok
+        logprobs[:, i] = lp
+        if i == steps - 1 or (use_stop and bool(finished.all())):
+            done = i + 1
+            break
+        out = model(
+            tok[:, None],
+            positions=next_pos,
+            cache=cache,
+            context=context,
+            context_mask=context_mask,
+            attention_mask=key_mask[:, : p + i + 1] if key_mask is not None else None,
+        )
+        last = out.logits[:, -1]
+        next_pos = next_pos + 1
+    return tokens[:, :done], logprobs[:, :done], mask[:, :done]
+
+
+def generate_text(
+    model: nn.Module,
+    tokenizer: Any,
+    prompts: list[str],
+    sampling: SamplingConfig,
+    *,
+    bos: bool = True,
+) -> list[str]:
+    """Encode ``prompts``, generate, and decode each completion up to (not incl.) a stop token."""
+    sampling = sampling.model_copy(
+        update={"stop_token_ids": sorted({*sampling.stop_token_ids, tokenizer.eos_id})}
+    )
+    encoded = [tokenizer.encode(text, bos=bos) for text in prompts]
+    out = generate(model, encoded, sampling, pad_id=tokenizer.pad_id)
+    stops = set(sampling.stop_token_ids)
+    texts = []
+    for ids in out.completions():
+        kept = ids[:-1] if ids and ids[-1] in stops else ids
+        texts.append(tokenizer.decode(kept))
+    return texts
+
+
+__all__ = ["GenerationOutput", "SamplingConfig", "generate", "generate_text", "left_pad"]
