@@ -10,6 +10,7 @@ distributions. Factories may be lazy ``"module:attr"`` strings so that
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import os
 from collections.abc import Callable
@@ -116,18 +117,33 @@ class Registry:
         self.pm.add_hookspecs(hookspecs)
         self._items: dict[tuple[str, str], Registration] = {}
         self.plugins: dict[str, PluginInfo] = {}
+        #: entry points skipped because SPLICE_DISABLE_PLUGINS names them.
+        self.disabled: list[str] = []
         self.loaded = False
 
     # -- loading ---------------------------------------------------------
     def load_entry_points(self) -> None:
-        """Load every ``splice`` entry point, one at a time, isolating failures."""
+        """Load every ``splice`` entry point, one at a time, isolating failures.
+
+        Raises:
+            PluginError: a plugin failed and ``SPLICE_STRICT_PLUGINS=1`` is set.
+            DuplicateTagError: two distributions register the same tag for one kind
+                (always: which one would win is not the user's choice to guess).
+        """
         strict = os.environ.get("SPLICE_STRICT_PLUGINS", "") not in ("", "0")
         disabled = {
             n.strip() for n in os.environ.get("SPLICE_DISABLE_PLUGINS", "").split(",") if n.strip()
         }
-        eps = sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: (e.name != "core", e.name))
+        # core first, so a plugin that clashes with a built-in tag is the one reported.
+        eps = sorted(
+            entry_points(group=ENTRY_POINT_GROUP), key=lambda e: (e.name != "core", e.name)
+        )
         for ep in eps:
-            if ep.name in disabled or ep.name in self.plugins:
+            if ep.name in disabled:
+                if ep.name not in self.disabled:
+                    self.disabled.append(ep.name)
+                continue
+            if ep.name in self.plugins:
                 continue
             self._load_one(ep, strict=strict)
         self.loaded = True
@@ -140,26 +156,55 @@ class Registry:
         try:
             module = ep.load()
             self.register_plugin(module, name=ep.name, distribution=dist)
+        except DuplicateTagError:
+            del self.plugins[ep.name]
+            raise
         except Exception as exc:
-            info.error = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            info.error = _one_line(exc)
             if strict:
-                raise PluginError(f"plugin {ep.name!r} ({dist}) failed to load: {info.error}") from exc
+                raise PluginError(
+                    f"plugin {ep.name!r} ({dist}) failed to load: {info.error}"
+                ) from exc
 
     def register_plugin(self, module: Any, *, name: str, distribution: str = "local") -> None:
-        """Register a plugin object (module or class with hookimpls) and run its hooks."""
+        """Register a plugin object (module or class with hookimpls) and run its hooks.
+
+        Raises:
+            PluginError: a hook implementation is misspelled or has the wrong signature
+                (pluggy validation), or a registered config has no ``type`` tag.
+            DuplicateTagError: a tag it registers is already registered for that kind.
+        """
+        created = name not in self.plugins
         info = self.plugins.setdefault(
             name, PluginInfo(name=name, distribution=distribution, version="local")
         )
-        self.pm.register(module, name=name)
         try:
-            self.pm.check_pending()
+            self._register_hooks(module, name=name, distribution=distribution, info=info)
+        except Exception:
+            if created:
+                del self.plugins[name]
+            raise
+
+    def _register_hooks(
+        self, module: Any, *, name: str, distribution: str, info: PluginInfo
+    ) -> None:
+        try:
+            self.pm.register(module, name=name)
+            self.pm.check_pending()  # a hookimpl whose name matches no hookspec (a typo)
         except pluggy.PluginValidationError as exc:
-            self.pm.unregister(name=name)
-            raise PluginError(f"plugin {name!r} ({distribution}): {exc}") from exc
+            if self.pm.has_plugin(name):
+                self.pm.unregister(name=name)
+            raise PluginError(
+                f"plugin {name!r} ({distribution}): {_explain_validation(exc)}"
+            ) from exc
         added: list[tuple[str, str]] = []
         try:
             for kind, hook_name in KINDS.items():
-                impls = [i for i in getattr(self.pm.hook, hook_name).get_hookimpls() if i.plugin_name == name]
+                impls = [
+                    i
+                    for i in getattr(self.pm.hook, hook_name).get_hookimpls()
+                    if i.plugin_name == name
+                ]
                 for impl in impls:
                     impl.function(register=self._registrar(kind, name, distribution, added))
         except Exception:
@@ -184,7 +229,8 @@ class Registry:
                 other = self._items[key]
                 raise DuplicateTagError(
                     f"{kind} tag {tag!r} is registered by both {other.distribution} "
-                    f"(plugin {other.plugin!r}) and {distribution} (plugin {plugin!r})"
+                    f"(plugin {other.plugin!r}) and {distribution} (plugin {plugin!r}); "
+                    f"uninstall one, or set SPLICE_DISABLE_PLUGINS={plugin}"
                 )
             self._items[key] = Registration(kind, tag, config_cls, factory, plugin, distribution)
             added.append(key)
@@ -204,14 +250,27 @@ class Registry:
         try:
             return self._items[(kind, tag)]
         except KeyError:
-            known = self.tags(kind)
-            hint = INSTALL_HINTS.get(tag)
-            msg = f"unknown {kind} type {tag!r}; registered {kind} types: {known or 'none'}"
-            if hint:
-                msg += f". Install the plugin that provides it: `uv add {hint}` (or pip install {hint})"
-            else:
-                msg += ". Is the plugin that provides it installed? (`splice plugins` lists them)"
-            raise UnknownTagError(msg) from None
+            raise UnknownTagError(self._unknown_tag_message(kind, tag)) from None
+
+    def _unknown_tag_message(self, kind: str, tag: str) -> str:
+        known = self.tags(kind)
+        msg = f"unknown {kind} type {tag!r}; registered {kind} types: {known or 'none'}"
+        elsewhere = sorted(k for (k, t) in self._items if t == tag)
+        if elsewhere:
+            msg += f" ({tag!r} is registered as a {' and a '.join(elsewhere)}, not a {kind})"
+        hint = INSTALL_HINTS.get(tag)
+        if hint:
+            msg += (
+                f". Install the plugin that provides it: `uv add {hint}` (or `pip install {hint}`)"
+            )
+        else:
+            msg += ". Is the plugin that provides it installed? (`splice plugins` lists them)"
+        failed = [f"{i.name} ({i.error})" for i in self.plugins.values() if i.error]
+        if failed:
+            msg += f". Plugins that failed to load: {'; '.join(failed)}"
+        if self.disabled:
+            msg += f". Disabled by SPLICE_DISABLE_PLUGINS: {', '.join(self.disabled)}"
+        return msg
 
     def tags(self, kind: str) -> list[str]:
         self.ensure_loaded()
@@ -235,6 +294,23 @@ class Registry:
         self.plugins.pop(name, None)
 
 
+def _one_line(exc: BaseException) -> str:
+    """``"ErrorType: first line of the message"``, for a one-line load-error report."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
+def _explain_validation(exc: pluggy.PluginValidationError) -> str:
+    """pluggy's validation message on one line, with a "did you mean" for misspelled hooks."""
+    text = " ".join(str(exc).split())
+    unknown = text.partition("unknown hook '")[2].partition("'")[0]
+    if unknown:
+        close = difflib.get_close_matches(unknown, KINDS.values(), n=1)
+        if close:
+            text += f"; did you mean {close[0]!r}?"
+    return text
+
+
 def _tag_of(config_cls: Any) -> str:
     """The tag of a config class: the single value of its ``type: Literal[...]`` field."""
     fields = getattr(config_cls, "model_fields", None)
@@ -253,8 +329,9 @@ def get_registry() -> Registry:
     """The process-wide registry, loading entry points on first use."""
     global _REGISTRY
     if _REGISTRY is None:
-        _REGISTRY = Registry()
-        _REGISTRY.load_entry_points()
+        registry = Registry()
+        registry.load_entry_points()  # may raise; then the next call tries again from scratch
+        _REGISTRY = registry
     return _REGISTRY
 
 

@@ -1,0 +1,1 @@
+"""A splice plugin whose tag clashes with another distribution's."""

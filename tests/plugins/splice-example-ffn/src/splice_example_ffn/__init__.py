@@ -1,0 +1,1 @@
+"""An example third-party splice plugin: the squared-ReLU MLP (``type: "relu2"``)."""

@@ -1,0 +1,1 @@
+"""A splice plugin with a misspelled hook implementation."""
