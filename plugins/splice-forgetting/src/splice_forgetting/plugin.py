@@ -6,7 +6,11 @@ from typing import Any
 
 from splice.hookspecs import hookimpl
 
+from splice_forgetting.config import EWCConfig, KLReferenceConfig, L2SPConfig
+
 
 @hookimpl
 def register_regularizers(register: Any) -> None:
-    """Registered as the regularizers are implemented (see splice_forgetting.config)."""
+    register(L2SPConfig, "splice_forgetting.l2sp:build_l2sp")
+    register(EWCConfig, "splice_forgetting.ewc:build_ewc")
+    register(KLReferenceConfig, "splice_forgetting.kl:build_kl_reference")
