@@ -1,0 +1,15 @@
+"""Checkpoints: safetensors for tensors, JSON for everything else, written atomically.
+
+Nothing here ever unpickles: ``torch.load`` is not used anywhere in splice.
+"""
+
+from splice.checkpoint.atomic import atomic_dir, atomic_write_text
+from splice.checkpoint.manager import CheckpointManager, load_model_weights, save_model_weights
+
+__all__ = [
+    "CheckpointManager",
+    "atomic_dir",
+    "atomic_write_text",
+    "load_model_weights",
+    "save_model_weights",
+]

@@ -1,0 +1,158 @@
+"""Training and experiment configs (torch-free, so ``splice config`` stays fast).
+
+``ExperimentConfig`` is everything one run needs: model, tokenizer, data,
+objective (+ regularizers), optimizer/schedule, evaluation, output folder. It
+round-trips through JSON and each run saves it as ``config.json``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
+
+from splice.config import ModelField, ObjectiveField, RegularizerField, SpliceConfig, TaskField
+from splice.data.tokenizer import DEFAULT_ALPHABET
+
+
+class OptimizerConfig(SpliceConfig):
+    """The optimizer. Only parameters with ``requires_grad`` are given to it.
+
+    ``weight_decay`` applies to matrices (ndim >= 2) only; norms, biases and
+    other vectors are not decayed (the usual GPT/Llama practice).
+    """
+
+    name: Literal["adamw", "sgd"] = "adamw"
+    lr: PositiveFloat = 1e-3
+    weight_decay: float = Field(default=0.0, ge=0.0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: PositiveFloat = 1e-8
+    momentum: float = Field(default=0.0, ge=0.0, lt=1.0)  # SGD only
+    fused: bool | None = None  # None: fused AdamW where torch supports it on this device
+
+    @model_validator(mode="after")
+    def _check_betas(self) -> OptimizerConfig:
+        if not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ValueError(f"betas: expected two values in [0, 1), got {list(self.betas)}")
+        return self
+
+
+class ScheduleConfig(SpliceConfig):
+    """Learning-rate multiplier over optimizer steps: linear warmup, then constant/linear/cosine.
+
+    The multiplier decays from 1 to ``min_lr_ratio`` between ``warmup_steps`` and the last step.
+    """
+
+    kind: Literal["constant", "linear", "cosine"] = "constant"
+    warmup_steps: NonNegativeInt = 0
+    min_lr_ratio: float = Field(default=0.0, ge=0.0, le=1.0)
+
+
+class TrainConfig(SpliceConfig):
+    """How the trainer runs.
+
+    A *step* is one optimizer update over ``batch_size * grad_accum`` examples
+    (``grad_accum`` micro-batches of ``batch_size``).
+    """
+
+    steps: PositiveInt = 1000
+    batch_size: PositiveInt = 32
+    grad_accum: PositiveInt = 1
+    max_grad_norm: PositiveFloat | None = 1.0
+    precision: Literal["float32", "bf16"] = "float32"
+    optimizer: OptimizerConfig = OptimizerConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
+    log_every: PositiveInt = 10
+    checkpoint_every: PositiveInt | None = None
+    keep_last: PositiveInt | None = 2
+    deterministic: bool = True
+    progress: bool = True
+    num_threads: PositiveInt | None = None
+
+    @model_validator(mode="after")
+    def _check_warmup(self) -> TrainConfig:
+        if self.schedule.warmup_steps > self.steps:
+            raise ValueError(
+                f"schedule.warmup_steps={self.schedule.warmup_steps} exceeds steps={self.steps}"
+            )
+        return self
+
+
+class EvalConfig(SpliceConfig):
+    """In-training and final evaluation on held-out data.
+
+    Attributes:
+        every: evaluate every N optimizer steps (None: only at the end).
+        loss_batches: held-out batches for loss / perplexity (0 disables).
+        exact_match_examples: held-out problems generated greedily and compared to the answer.
+        max_new_tokens: generation budget per problem.
+        batch_size: problems generated per batch.
+        tasks: extra named tasks evaluated the same way (e.g. the old task, to measure forgetting).
+    """
+
+    every: PositiveInt | None = None
+    loss_batches: NonNegativeInt = 4
+    exact_match_examples: NonNegativeInt = 200
+    max_new_tokens: PositiveInt = 8
+    batch_size: PositiveInt = 100
+    tasks: dict[str, TaskField] = Field(default_factory=dict)  # type: ignore[valid-type]
+
+
+class TokenizerConfig(SpliceConfig):
+    """The tokenizer: a character-level one over ``alphabet`` (ids 0-2 are pad/bos/eos)."""
+
+    type: Literal["char"] = "char"
+    alphabet: str = DEFAULT_ALPHABET
+
+
+class DataConfig(SpliceConfig):
+    """Training data: a registered task, tokenized and collated to at most ``max_len`` tokens."""
+
+    task: TaskField  # type: ignore[valid-type]
+    max_len: PositiveInt = 64
+    packing: bool = False
+
+
+def _default_objective() -> dict[str, Any]:
+    return {"type": "sft"}
+
+
+class ExperimentConfig(SpliceConfig):
+    """One run: ``splice run`` validates this, trains, evaluates and writes the run folder.
+
+    Attributes:
+        output_dir: the run folder (checkpoints, metrics.jsonl, plot, report);
+            default ``runs/<name>``.
+        init_from: a ``model.safetensors`` (or a run/checkpoint folder holding one) to start from.
+        reference_data: data given to the regularizers' ``setup`` (e.g. the old task for EWC);
+            ``reference_batches`` batches of it.
+    """
+
+    name: str = "experiment"
+    seed: int = 0
+    model: ModelField  # type: ignore[valid-type]
+    tokenizer: TokenizerConfig = TokenizerConfig()
+    data: DataConfig
+    objective: ObjectiveField = Field(  # type: ignore[valid-type]
+        default_factory=_default_objective, validate_default=True
+    )
+    regularizers: list[RegularizerField] = Field(default_factory=list)  # type: ignore[valid-type]
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+    output_dir: str | None = None
+    init_from: str | None = None
+    reference_data: DataConfig | None = None
+    reference_batches: PositiveInt = 16
+
+    @model_validator(mode="after")
+    def _check_vocab(self) -> ExperimentConfig:
+        vocab = getattr(self.model, "vocab_size", None)
+        need = 3 + len(self.tokenizer.alphabet)
+        if isinstance(vocab, int) and vocab < need:
+            raise ValueError(
+                f"model.vocab_size={vocab} is smaller than the tokenizer's vocabulary ({need})"
+            )
+        return self
+
+    def run_dir(self) -> str:
+        return self.output_dir or f"runs/{self.name}"

@@ -1,0 +1,442 @@
+"""The training engine: any ``Objective`` (+ ``Regularizer`` terms) over a batch stream.
+
+One *step* = ``grad_accum`` micro-batches, then clip, then one optimizer update.
+Per-step values stay tensors until a *flush* (every ``log_every`` steps, and before
+an eval or a checkpoint), where they are synced once, checked for non-finite
+values, written to ``metrics.jsonl`` (one line per step) and shown in the progress bar.
+A checkpoint is only written after a flush that found every step finite, so a
+diverged run always leaves its last good checkpoint behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from splice.checkpoint import CheckpointManager
+from splice.training.config import OptimizerConfig, TrainConfig
+from splice.training.metrics import MetricsLog
+from splice.training.report import plot_curves, write_report
+from splice.training.schedule import lr_multiplier
+from splice.training.stream import Batch, BatchSource, as_source
+
+Evaluator = Callable[[nn.Module], Mapping[str, float]]
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss or gradient norm became NaN/inf; the message names the step and last checkpoint."""
+
+
+def build_optimizer(model: nn.Module, cfg: OptimizerConfig) -> torch.optim.Optimizer:
+    """AdamW (or SGD) over the parameters that require grad; frozen ones get no state.
+
+    Matrices (ndim >= 2) are weight-decayed, vectors (norm scales, biases) are not.
+    """
+    decay, no_decay = [], []
+    for p in model.parameters():  # shared (tied) parameters are yielded once
+        if p.requires_grad:
+            (decay if p.ndim >= 2 else no_decay).append(p)
+    if not decay and not no_decay:
+        raise ValueError("the model has no trainable parameters (every requires_grad is False)")
+    groups = [
+        {"params": ps, "weight_decay": wd}
+        for ps, wd in ((decay, cfg.weight_decay), (no_decay, 0.0))
+        if ps
+    ]
+    if cfg.name == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+    fused = cfg.fused
+    if fused is None:  # the fused kernel is one pass over all params: less per-step overhead
+        fused = all(
+            p.dtype in (torch.float32, torch.bfloat16, torch.float16)
+            for g in groups
+            for p in g["params"]
+        )
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, fused=fused)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch, Python ``random`` and NumPy from one integer."""
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+
+
+@dataclass
+class _Pending:
+    """One step's values, kept as tensors until the next flush."""
+
+    step: int
+    lr: float
+    loss: Tensor
+    tokens: Tensor | int
+    grad_norm: Tensor | None
+    penalty: Tensor | None
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+class Trainer:
+    """Trains ``model`` with ``objective`` on ``train_batches``.
+
+    Args:
+        model: the module to train (its ``requires_grad`` flags choose what trains).
+        objective: ``loss(model, batch) -> LossOutput``.
+        train_batches: a ``BatchSource`` (restartable at a micro-batch index, needed for exact
+            resume) or a re-iterable of batches (dicts of tensors).
+        config: the ``TrainConfig``.
+        regularizers: terms whose ``penalty(model, batch)`` is added to the loss; each gets
+            ``setup(model, regularizer_data)`` once, at the model's starting weights.
+        run_dir: folder for ``metrics.jsonl``, ``checkpoints/``, ``curves.png``, ``report.md``
+            (None: write nothing).
+        seed: seeds torch/Python/NumPy at the start of a fresh run.
+        evaluator: ``evaluator(model) -> {name: value}``, run in eval mode without grad every
+            ``eval_every`` steps and at the end.
+        run_config: JSON-able config saved inside each checkpoint.
+        title: heading of ``report.md``.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        objective: Any,
+        train_batches: BatchSource | Iterable[Batch],
+        config: TrainConfig,
+        *,
+        regularizers: Sequence[Any] = (),
+        regularizer_data: Iterable[Batch] | None = None,
+        run_dir: str | Path | None = None,
+        seed: int = 0,
+        evaluator: Evaluator | None = None,
+        eval_every: int | None = None,
+        run_config: dict[str, Any] | None = None,
+        title: str = "splice run",
+    ) -> None:
+        self.model, self.objective, self.config = model, objective, config
+        self.source = as_source(train_batches)
+        self.regularizers = list(regularizers)
+        self.regularizer_data = regularizer_data
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.seed, self.evaluator, self.eval_every = seed, evaluator, eval_every
+        self.run_config, self.title = run_config, title
+        self.is_main = True  # distributed subclasses set False on ranks that must not write
+        self.optimizer = build_optimizer(model, config.optimizer)
+        self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        self.device = next(model.parameters()).device
+        self.step = 0
+        self.micro_batches = 0
+        self.train_time = 0.0  # seconds spent in training steps, carried across resumes
+        self.tokens_seen = 0
+        self.last_checkpoint: Path | None = None
+        self.history: list[dict[str, Any]] = []  # eval records
+        self._pending: list[_Pending] = []
+        self._last_loss = math.nan
+        self._pbar: Any = None
+        self._t0: float | None = None  # start of the step being timed
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def checkpoints(self) -> CheckpointManager | None:
+        if self.run_dir is None:
+            return None
+        return CheckpointManager(self.run_dir / "checkpoints", keep_last=self.config.keep_last)
+
+    def _metrics(self) -> MetricsLog:
+        path = self.run_dir / "metrics.jsonl" if self.run_dir is not None and self.is_main else None
+        return MetricsLog(path)
+
+    def _to_device(self, batch: Batch) -> Batch:
+        if self.device.type == "cpu":
+            return batch
+        return {
+            k: v.to(self.device, non_blocking=True) if isinstance(v, Tensor) else v
+            for k, v in batch.items()
+        }
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.config.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def no_sync(self, last_micro: bool) -> contextlib.AbstractContextManager[Any]:
+        """Context for one micro-batch's backward; DDP subclasses skip the all-reduce until the last."""
+        return contextlib.nullcontext()
+
+    # ------------------------------------------------------------------ state
+    def state(self) -> dict[str, Any]:
+        """The trainer's own resumable state (besides model, optimizer and RNG)."""
+        return {
+            "micro_batches": self.micro_batches,
+            "examples": self.micro_batches * self.config.batch_size,
+            "schedule_step": self.step,
+            "train_time_s": self.train_time,
+            "tokens_seen": self.tokens_seen,
+        }
+
+    def save_checkpoint(self) -> Path | None:
+        """Flush (so only verified-finite steps are saved), then write checkpoint ``step``."""
+        self.flush()
+        mgr = self.checkpoints
+        if mgr is None or not self.is_main:
+            return None
+        self.last_checkpoint = mgr.save(
+            self.step,
+            model=self.model,
+            optimizer=self.optimizer,
+            state=self.state(),
+            config=self.run_config,
+        )
+        return self.last_checkpoint
+
+    def resume(self) -> bool:
+        """Load the latest checkpoint of ``run_dir`` if there is one; True when resumed."""
+        mgr = self.checkpoints
+        latest = mgr.latest() if mgr is not None else None
+        if latest is None:
+            return False
+        st = mgr.load(latest, model=self.model, optimizer=self.optimizer)  # type: ignore[union-attr]
+        self.step = int(st["step"])
+        self.micro_batches = int(st["micro_batches"])
+        self.train_time = float(st.get("train_time_s", 0.0))
+        self.tokens_seen = int(st.get("tokens_seen", 0))
+        self.last_checkpoint = latest
+        self._metrics().truncate_after(self.step)
+        return True
+
+    # ------------------------------------------------------------------ one step
+    def train_step(self, batches: Any) -> None:
+        """``grad_accum`` forward/backward passes, clip, one optimizer update."""
+        cfg = self.config
+        lr = cfg.optimizer.lr * lr_multiplier(self.step, cfg.steps, cfg.schedule)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        loss_sum: Tensor | None = None
+        pen_sum: Tensor | None = None
+        tokens: Tensor | int = 0
+        metrics: dict[str, Any] = {}
+        for micro in range(cfg.grad_accum):
+            try:
+                batch = self._to_device(next(batches))
+            except StopIteration:
+                raise ValueError(
+                    f"the training data ran out after {self.micro_batches} micro-batches "
+                    f"(step {self.step} of {cfg.steps}); give an endless BatchSource or fewer steps"
+                ) from None
+            with self._autocast():
+                out = self.objective.loss(self.model, batch)
+                loss = out.loss
+                if self.regularizers:
+                    pen = sum(r.penalty(self.model, batch) for r in self.regularizers)
+                    loss = loss + pen
+                    pen_sum = pen.detach() if pen_sum is None else pen_sum + pen.detach()
+            with self.no_sync(micro == cfg.grad_accum - 1):
+                (loss / cfg.grad_accum).backward()
+            loss_sum = out.loss.detach() if loss_sum is None else loss_sum + out.loss.detach()
+            tokens = tokens + _count_tokens(batch, out)
+            for k, v in out.metrics.items():
+                if k not in ("loss", "tokens"):
+                    metrics[k] = metrics.get(k, 0.0) + v / cfg.grad_accum
+            self.micro_batches += 1
+        grad_norm = None
+        if cfg.max_grad_norm is not None:
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm, foreach=True)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        assert loss_sum is not None
+        self._pending.append(
+            _Pending(
+                step=self.step,
+                lr=lr,
+                loss=loss_sum / cfg.grad_accum,
+                tokens=tokens,
+                grad_norm=grad_norm,
+                metrics=metrics,
+                penalty=pen_sum / cfg.grad_accum if pen_sum is not None else None,
+            )
+        )
+
+    # ------------------------------------------------------------------ logging
+    def flush(self) -> None:
+        """Sync pending step values once, stop on a non-finite one, log the rest."""
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, []
+        losses = torch.stack([p.loss.float() for p in pending]).tolist()
+        norms = [float(p.grad_norm) if p.grad_norm is not None else None for p in pending]
+        records = []
+        window_tokens = 0
+        for p, loss, norm in zip(pending, losses, norms):
+            tokens = int(p.tokens)
+            window_tokens += tokens
+            rec: dict[str, Any] = {
+                "kind": "train",
+                "step": p.step,
+                "loss": loss,
+                "lr": p.lr,
+                "tokens": tokens,
+            }
+            if norm is not None:
+                rec["grad_norm"] = norm
+            if p.penalty is not None:
+                rec["penalty"] = float(p.penalty)
+            rec.update({k: float(v) for k, v in p.metrics.items()})
+            if not math.isfinite(loss) or (norm is not None and not math.isfinite(norm)):
+                self._metrics().write(records)
+                what = f"loss={loss}" if not math.isfinite(loss) else f"gradient norm={norm}"
+                where = (
+                    f"the last good checkpoint is {self.last_checkpoint}"
+                    if self.last_checkpoint is not None
+                    else "no checkpoint was written yet"
+                )
+                raise NonFiniteLossError(
+                    f"non-finite {what} at step {p.step}: training stopped; {where}. "
+                    "Lower train.optimizer.lr, set train.max_grad_norm, or check the data."
+                )
+            records.append(rec)
+        self.tokens_seen += window_tokens
+        self._last_loss = losses[-1]
+        elapsed = self._elapsed()
+        for rec in records:
+            rec["elapsed_s"] = round(elapsed, 3)
+        self._metrics().write(records)
+        if self._pbar is not None:
+            self._pbar.update(pending[-1].step - self._pbar.n)
+            self._pbar.set_postfix(
+                loss=f"{sum(losses) / len(losses):.4f}",
+                tok_s=f"{self.tokens_seen / max(elapsed, 1e-9):.0f}",
+                refresh=False,
+            )
+
+    def _elapsed(self) -> float:
+        return self.train_time + (time.perf_counter() - self._t0 if self._t0 is not None else 0.0)
+
+    # ------------------------------------------------------------------ eval
+    def evaluate(self) -> dict[str, Any]:
+        """Run the evaluator (eval mode, no grad) and log an ``eval`` record."""
+        self.flush()
+        if self.evaluator is None:
+            return {}
+        was_training = self.model.training
+        self.model.eval()
+        with torch.no_grad(), self._autocast():
+            result = dict(self.evaluator(self.model))
+        self.model.train(was_training)
+        rec = {"kind": "eval", "step": self.step, **result}
+        self.history.append(rec)
+        self._metrics().write([rec])
+        if self._pbar is not None:
+            shown = {k: f"{v:.3g}" for k, v in result.items() if isinstance(v, float)}
+            self._pbar.write(
+                f"step {self.step}: " + ", ".join(f"{k}={v}" for k, v in shown.items())
+            )
+        return rec
+
+    # ------------------------------------------------------------------ the loop
+    def fit(self, *, resume: bool = False) -> dict[str, Any]:
+        """Train to ``config.steps`` (continuing from the latest checkpoint if ``resume``).
+
+        Returns a summary dict (steps, loss, tokens/s, final eval, paths).
+
+        Raises:
+            NonFiniteLossError: the loss or gradient norm became NaN/inf (names the step).
+        """
+        cfg = self.config
+        if cfg.num_threads is not None:
+            torch.set_num_threads(cfg.num_threads)
+        if cfg.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+        # Regularizers snapshot the *starting* weights, so set up before loading a checkpoint.
+        for reg in self.regularizers:
+            reg.setup(self.model, self.regularizer_data)
+        seed_everything(self.seed)
+        resumed = self.resume() if resume else False
+        if self.run_dir is not None and self.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            if not resumed:  # a fresh run starts a fresh log
+                (self.run_dir / "metrics.jsonl").unlink(missing_ok=True)
+        self._t0 = None
+        from tqdm.auto import tqdm
+
+        self._pbar = tqdm(
+            total=cfg.steps,
+            initial=self.step,
+            desc=self.title,
+            unit="step",
+            disable=not (cfg.progress and self.is_main),
+            dynamic_ncols=True,
+        )
+        self.model.train()
+        batches = self.source.batches(self.micro_batches)
+        evaluated_at = -1
+        try:
+            while self.step < cfg.steps:
+                self._t0 = time.perf_counter()
+                self.train_step(batches)
+                step = self.step
+                if step % cfg.log_every == 0 or step == cfg.steps:
+                    self.flush()
+                self.train_time += time.perf_counter() - self._t0
+                self._t0 = None
+                if self.eval_every and step % self.eval_every == 0:
+                    self.evaluate()
+                    evaluated_at = step
+                if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
+                    self.save_checkpoint()
+            self.flush()
+            done = evaluated_at == self.step and self.history
+            final = self.history[-1] if done else self.evaluate()
+            if self.last_checkpoint is None or not self.last_checkpoint.name.endswith(
+                f"{self.step:06d}"
+            ):
+                self.save_checkpoint()
+        finally:
+            self._pbar.close()
+            self._pbar = None
+        return self._finish(final, resumed=resumed)
+
+    def _finish(self, final: dict[str, Any], *, resumed: bool) -> dict[str, Any]:
+        n_params = sum(p.numel() for p in {id(p): p for p in self.model.parameters()}.values())
+        summary: dict[str, Any] = {
+            "steps": self.step,
+            "final_train_loss": self._last_loss,
+            "train_time_s": round(self.train_time, 2),
+            "tokens_seen": self.tokens_seen,
+            "tokens_per_s": round(self.tokens_seen / max(self.train_time, 1e-9), 1),
+            "trainable_params": sum(p.numel() for p in self.params),
+            "total_params": n_params,
+            "resumed": resumed,
+        }
+        if self.run_dir is not None and self.is_main:
+            png = plot_curves(self.run_dir / "metrics.jsonl", self.run_dir / "curves.png")
+            write_report(
+                self.run_dir / "report.md",
+                title=self.title,
+                summary=summary,
+                final_eval=final,
+                plot=png.name if png else None,
+            )
+            summary["run_dir"] = str(self.run_dir)
+            summary["checkpoint"] = str(self.last_checkpoint) if self.last_checkpoint else None
+        summary["eval"] = {k: v for k, v in final.items() if k not in ("kind", "step")}
+        return summary
+
+
+def _count_tokens(batch: Batch, out: Any) -> Tensor | int:
+    """Tokens processed by one micro-batch: real (unpadded) input tokens."""
+    mask = batch.get("attention_mask")
+    if isinstance(mask, Tensor):
+        return mask.sum()
+    ids = batch.get("input_ids")
+    if isinstance(ids, Tensor):
+        return ids.numel()
+    return int(getattr(out, "n_tokens", 0) or 0)
