@@ -9,11 +9,12 @@ query heads. Cross-attention takes K and V from ``inputs.context``.
 from __future__ import annotations
 
 import torch
+from splice.interfaces import AttentionInputs, BuildContext, TokenMixer
+from splice.nn.masks import causal_mask
+from splice.nn.norms import RMSNorm
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from splice.interfaces import AttentionInputs, BuildContext, TokenMixer
-from splice.nn.norms import RMSNorm
 from splice_mha.config import CrossAttentionConfig, MHAConfig
 
 
@@ -34,9 +35,18 @@ class MultiHeadAttention(TokenMixer):
     """
 
     def __init__(
-        self, d_model: int, *, n_heads: int, n_kv_heads: int, head_dim: int, bias: bool = False,
-        qkv_bias: bool = False, qk_norm: bool = False, dropout: float = 0.0,
-        rotary: nn.Module | None = None, d_context: int | None = None,
+        self,
+        d_model: int,
+        *,
+        n_heads: int,
+        n_kv_heads: int,
+        head_dim: int,
+        bias: bool = False,
+        qkv_bias: bool = False,
+        qk_norm: bool = False,
+        dropout: float = 0.0,
+        rotary: nn.Module | None = None,
+        d_context: int | None = None,
     ) -> None:
         super().__init__()
         if n_heads % n_kv_heads:
@@ -56,10 +66,27 @@ class MultiHeadAttention(TokenMixer):
         b, t, _ = x.shape
         return x.view(b, t, n, self.head_dim).transpose(1, 2)  # (B, n, T, d)
 
-    def attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, is_causal: bool) -> Tensor:
-        """``softmax(q k^T / sqrt(d)) v``: q ``(B, H, T, d)``, k/v ``(B, H_kv, S, d)`` -> ``(B, T, H*d)``."""
+    def attend(
+        self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, is_causal: bool
+    ) -> Tensor:
+        """``softmax(q k^T / sqrt(d)) v``: q ``(B, H, T, d)``, k/v ``(B, H_kv, S, d)`` -> ``(B, T, H*d)``.
+
+        ``mask (B, 1, T, S)`` bool (True = may attend) wins over ``is_causal``. Causal with
+        ``T < S`` (new tokens after a cache) aligns query ``i`` with key ``S - T + i``;
+        SDPA's own ``is_causal`` would align it with key ``i``, so that case gets a mask.
+        """
+        t, s = q.shape[2], k.shape[2]
+        if mask is None and is_causal and t != s:
+            if t == 1:
+                is_causal = False  # the newest token sees every key
+            else:
+                mask = causal_mask(t, s, device=q.device)
         y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, is_causal=is_causal and mask is None,
+            q,
+            k,
+            v,
+            attn_mask=mask,
+            is_causal=is_causal and mask is None,
             dropout_p=self.dropout if self.training else 0.0,
             enable_gqa=self.n_kv_heads != self.n_heads,
         )  # (B, H, T, d)
@@ -104,9 +131,13 @@ class CrossAttention(MultiHeadAttention):
 
 def _kwargs(config: MHAConfig, ctx: BuildContext) -> dict[str, object]:
     return dict(
-        n_heads=config.n_heads, n_kv_heads=config.kv_heads, head_dim=config.head_dim_for(ctx.d_model),
-        bias=config.bias, qkv_bias=config.bias if config.qkv_bias is None else config.qkv_bias,
-        qk_norm=config.qk_norm, dropout=config.dropout,
+        n_heads=config.n_heads,
+        n_kv_heads=config.kv_heads,
+        head_dim=config.head_dim_for(ctx.d_model),
+        bias=config.bias,
+        qkv_bias=config.bias if config.qkv_bias is None else config.qkv_bias,
+        qk_norm=config.qk_norm,
+        dropout=config.dropout,
     )
 
 
@@ -115,4 +146,6 @@ def build_mha(config: MHAConfig, ctx: BuildContext) -> TokenMixer:
 
 
 def build_cross_attention(config: CrossAttentionConfig, ctx: BuildContext) -> TokenMixer:
-    return CrossAttention(ctx.d_model, gated=config.gated, d_context=ctx.d_context, **_kwargs(config, ctx))
+    return CrossAttention(
+        ctx.d_model, gated=config.gated, d_context=ctx.d_context, **_kwargs(config, ctx)
+    )

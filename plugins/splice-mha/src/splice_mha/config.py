@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import Field, PositiveInt, model_validator
-
 from splice.config import ComponentConfig
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from splice.hookspecs import hookimpl
+
 from splice_mha.config import CrossAttentionConfig, MHAConfig
 
 

@@ -1,0 +1,59 @@
+"""Conformance testing for splice components (PEFT-style common tester).
+
+Plain functions (``check_output``, ``check_gradients``, ``check_state_dict_roundtrip``,
+``check_config_roundtrip``, ``check_determinism``, ``check_position_mixing``,
+``check_kv_cache``, ``run_all``) take a registered config and a ``BuildContext``;
+the pytest suites (``TokenMixerConformance``, ``ChannelMixerConformance``, ...) run
+them from a subclass that defines ``make_config()``. Add a kind with ``register_spec``.
+"""
+
+from splice.testing.checks import (
+    build_seeded,
+    check_config_roundtrip,
+    check_determinism,
+    check_gradients,
+    check_kv_cache,
+    check_output,
+    check_position_mixing,
+    check_state_dict_roundtrip,
+    make_probe,
+    run_all,
+)
+from splice.testing.specs import KindSpec, Probe, Result, kind_of, register_spec, spec_for
+from splice.testing.suites import (
+    BlockConformance,
+    CachedModelConformance,
+    CachedTokenMixerConformance,
+    ChannelMixerConformance,
+    ConformanceSuite,
+    ModelConformance,
+    NormConformance,
+    TokenMixerConformance,
+)
+
+__all__ = [
+    "BlockConformance",
+    "CachedModelConformance",
+    "CachedTokenMixerConformance",
+    "ChannelMixerConformance",
+    "ConformanceSuite",
+    "KindSpec",
+    "ModelConformance",
+    "NormConformance",
+    "Probe",
+    "Result",
+    "TokenMixerConformance",
+    "build_seeded",
+    "check_config_roundtrip",
+    "check_determinism",
+    "check_gradients",
+    "check_kv_cache",
+    "check_output",
+    "check_position_mixing",
+    "check_state_dict_roundtrip",
+    "kind_of",
+    "make_probe",
+    "register_spec",
+    "run_all",
+    "spec_for",
+]

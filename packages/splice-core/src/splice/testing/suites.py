@@ -1,0 +1,166 @@
+"""Pytest-friendly conformance suites: subclass one, define ``make_config()``, done.
+
+Example (a plugin's ``tests/test_conformance.py``)::
+
+    from splice.interfaces import BuildContext
+    from splice.testing import CachedTokenMixerConformance
+    from splice_mha.config import MHAConfig
+
+    class TestMHA(CachedTokenMixerConformance):
+        def make_config(self):
+            return MHAConfig(n_heads=4, n_kv_heads=2)
+
+        def make_context(self):
+            return BuildContext(d_model=16, max_seq_len=32)
+
+The base classes are not named ``Test*`` so pytest collects only subclasses.
+No pytest import is needed: ``tmp_path`` is requested by argument name.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from splice.interfaces import BuildContext
+from splice.testing import checks
+from splice.testing.checks import PositionMixing
+
+
+class ConformanceSuite:
+    """The common tests of every registered component; subclasses set ``kind``.
+
+    Hooks and knobs:
+        make_config(): the registered config under test (required).
+        make_context(): the ``BuildContext`` to build it with.
+        prepare(module): runs after each build (open a zero-init gate, randomise LoRA ``B``).
+        dtypes: dtypes the output check runs in (weights and inputs cast).
+        may_skip: ``fnmatch`` patterns of parameters allowed no/zero gradient on a tiny batch.
+        position_mixing: how outputs may depend on other positions; None derives it
+            from the context (``causal`` if ``ctx.causal`` else ``bidirectional``).
+    """
+
+    kind: ClassVar[str] = ""
+    dtypes: ClassVar[tuple[torch.dtype, ...]] = (torch.float32, torch.bfloat16)
+    may_skip: ClassVar[tuple[str, ...]] = ()
+    position_mixing: ClassVar[PositionMixing | None] = None
+
+    def make_config(self) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} must define make_config()")
+
+    def make_context(self) -> BuildContext | None:
+        return BuildContext(d_model=16, max_seq_len=32)
+
+    def prepare(self, module: nn.Module) -> None:
+        """Called on every freshly built module; the default leaves it as built."""
+
+    def expected_mixing(self, ctx: BuildContext | None) -> PositionMixing:
+        if self.position_mixing is not None:
+            return self.position_mixing
+        return "causal" if ctx is None or ctx.causal else "bidirectional"
+
+    # -- the tests ---------------------------------------------------------
+    def test_output_shape_and_dtype(self) -> None:
+        for dtype in self.dtypes:
+            checks.check_output(
+                self.make_config(),
+                self.make_context(),
+                kind=self.kind,
+                dtype=dtype,
+                prepare=self.prepare,
+            )
+
+    def test_gradients_reach_inputs_and_parameters(self) -> None:
+        checks.check_gradients(
+            self.make_config(),
+            self.make_context(),
+            kind=self.kind,
+            may_skip=self.may_skip,
+            prepare=self.prepare,
+        )
+
+    def test_state_dict_roundtrips_through_safetensors(self, tmp_path: Any) -> None:
+        checks.check_state_dict_roundtrip(
+            self.make_config(),
+            self.make_context(),
+            kind=self.kind,
+            tmp_dir=tmp_path,
+            prepare=self.prepare,
+        )
+
+    def test_config_roundtrips_through_json(self) -> None:
+        checks.check_config_roundtrip(self.make_config(), kind=self.kind)
+
+    def test_deterministic_under_seed(self) -> None:
+        checks.check_determinism(
+            self.make_config(), self.make_context(), kind=self.kind, prepare=self.prepare
+        )
+
+    def test_position_mixing(self) -> None:
+        ctx = self.make_context()
+        checks.check_position_mixing(
+            self.make_config(),
+            ctx,
+            kind=self.kind,
+            expect=self.expected_mixing(ctx),
+            prepare=self.prepare,
+        )
+
+
+class _CacheTest:
+    """Adds the KV-cache test: prefill, then one token at a time, equals the full pass."""
+
+    def test_kv_cache_matches_full_pass(self) -> None:
+        checks.check_kv_cache(
+            self.make_config(),
+            self.make_context(),  # type: ignore[attr-defined]
+            kind=self.kind,
+            prepare=self.prepare,
+        )  # type: ignore[attr-defined]
+
+
+class TokenMixerConformance(ConformanceSuite):
+    """Attention-like layers (``kind = "token_mixer"``). Use ``CachedTokenMixerConformance``
+    for self-attention with a KV cache; set ``position_mixing = "pointwise"`` for
+    cross-attention (each query depends only on itself and the context)."""
+
+    kind = "token_mixer"
+
+
+class CachedTokenMixerConformance(_CacheTest, TokenMixerConformance):
+    """Self-attention that reads and extends ``inputs.cache``."""
+
+
+class ChannelMixerConformance(ConformanceSuite):
+    """FFN-like layers (``kind = "channel_mixer"``); pointwise by default."""
+
+    kind = "channel_mixer"
+    position_mixing: ClassVar[PositionMixing | None] = "pointwise"
+
+
+class NormConformance(ConformanceSuite):
+    """Normalisation layers (``kind = "norm"``)."""
+
+    kind = "norm"
+    position_mixing: ClassVar[PositionMixing | None] = "pointwise"
+
+
+class BlockConformance(ConformanceSuite):
+    """Transformer blocks (``kind = "block"``)."""
+
+    kind = "block"
+
+
+class ModelConformance(ConformanceSuite):
+    """Language models (``kind = "model"``): ``model(ids) -> ModelOutput``; causal by default."""
+
+    kind = "model"
+
+    def make_context(self) -> BuildContext | None:
+        return None
+
+
+class CachedModelConformance(_CacheTest, ModelConformance):
+    """Models with ``new_cache()`` whose cached decoding must equal the full pass."""
