@@ -11,6 +11,7 @@ from splice.hookspecs import hookimpl
 from splice.models.configs import DecoderConfig
 from splice.models.encoder_decoder_config import EncoderDecoderConfig
 from splice.nn import configs as c
+from splice.objectives.configs import SFTConfig
 
 
 @hookimpl
@@ -44,3 +45,8 @@ def register_blocks(register: Any) -> None:
 def register_models(register: Any) -> None:
     register(DecoderConfig, "splice.models.decoder:build_decoder")
     register(EncoderDecoderConfig, "splice.models.encoder_decoder:build_encoder_decoder")
+
+
+@hookimpl
+def register_objectives(register: Any) -> None:
+    register(SFTConfig, "splice.objectives.sft:build_sft")
