@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from splice.data.tasks import ArithmeticTaskConfig, JsonlTaskConfig
 from splice.hookspecs import hookimpl
 from splice.models.configs import DecoderConfig
 from splice.models.encoder_decoder_config import EncoderDecoderConfig
@@ -50,3 +51,9 @@ def register_models(register: Any) -> None:
 @hookimpl
 def register_objectives(register: Any) -> None:
     register(SFTConfig, "splice.objectives.sft:build_sft")
+
+
+@hookimpl
+def register_tasks(register: Any) -> None:
+    register(ArithmeticTaskConfig, "splice.data.tasks:build_arithmetic")
+    register(JsonlTaskConfig, "splice.data.tasks:build_jsonl")

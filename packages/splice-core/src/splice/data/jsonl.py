@@ -1,0 +1,118 @@
+"""Read SFT data from JSON Lines files.
+
+Two line formats:
+
+* prompt/completion: ``{"prompt": "...", "completion": "...", "answer": "..."}``
+  (``answer`` optional; defaults to the stripped completion, the reference that
+  exact-match evaluation compares against);
+* chat: ``{"messages": [{"role": "user", "content": "..."}, ..., {"role": "assistant", ...}]}``,
+  turned into a prompt/completion pair by ``splice.data.chat`` (only the last
+  assistant message is trained on).
+
+Blank lines are skipped. A malformed line raises ``ValueError`` starting with
+``"<file>:<line>:"`` and saying what was wrong (bad JSON, missing key, wrong type).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+from splice.data.chat import SIMPLE_TEMPLATE, ChatTemplate
+from splice.data.examples import Example
+
+Format = Literal["auto", "prompt_completion", "chat"]
+
+
+def _objects(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(line number, JSON object)`` for each non-blank line; errors name file and line."""
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(
+                    f"{path}:{lineno}: invalid JSON ({exc.msg} at column {exc.colno})"
+                ) from None
+            if not isinstance(obj, dict):
+                raise ValueError(
+                    f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}"
+                )
+            yield lineno, obj
+
+
+def _string(obj: dict[str, Any], key: str, *, required: bool = True) -> str | None:
+    if key not in obj:
+        if required:
+            raise ValueError(f"missing key {key!r} (keys present: {sorted(obj)})")
+        return None
+    value = obj[key]
+    if not isinstance(value, str):
+        raise ValueError(f"{key!r} must be a string, got {type(value).__name__}")
+    return value
+
+
+def prompt_completion_example(obj: dict[str, Any]) -> Example:
+    """One ``{"prompt", "completion", "answer"?}`` object -> ``Example``."""
+    prompt, completion = _string(obj, "prompt"), _string(obj, "completion")
+    assert prompt is not None and completion is not None
+    answer = _string(obj, "answer", required=False)
+    return Example(prompt, completion, completion.strip() if answer is None else answer)
+
+
+def chat_example(obj: dict[str, Any], template: ChatTemplate = SIMPLE_TEMPLATE) -> Example:
+    """One ``{"messages": [...]}`` object -> ``Example`` (see ``splice.data.chat``)."""
+    if "messages" not in obj:
+        raise ValueError(f"missing key 'messages' (keys present: {sorted(obj)})")
+    prompt, completion = template.render(obj["messages"])
+    return Example(prompt, completion, completion.strip())
+
+
+def _read(path: str | Path, parse: Callable[[dict[str, Any]], Example]) -> list[Example]:
+    out = []
+    for lineno, obj in _objects(path):
+        try:
+            out.append(parse(obj))
+        except ValueError as exc:
+            raise ValueError(f"{path}:{lineno}: {exc}") from None
+    return out
+
+
+def read_prompt_completion(path: str | Path) -> list[Example]:
+    """All examples of a prompt/completion JSONL file."""
+    return _read(path, prompt_completion_example)
+
+
+def read_chat(path: str | Path, *, template: ChatTemplate = SIMPLE_TEMPLATE) -> list[Example]:
+    """All examples of a chat JSONL file, rendered with ``template``."""
+    return _read(path, lambda obj: chat_example(obj, template))
+
+
+def read_jsonl(
+    path: str | Path, *, format: Format = "auto", template: ChatTemplate = SIMPLE_TEMPLATE
+) -> list[Example]:
+    """Read either format; ``"auto"`` decides per line (``messages`` key -> chat)."""
+    if format == "prompt_completion":
+        return read_prompt_completion(path)
+    if format == "chat":
+        return read_chat(path, template=template)
+    if format != "auto":
+        raise ValueError(f"format must be 'auto', 'prompt_completion' or 'chat', got {format!r}")
+
+    def parse(obj: dict[str, Any]) -> Example:
+        return chat_example(obj, template) if "messages" in obj else prompt_completion_example(obj)
+
+    return _read(path, parse)
+
+
+__all__ = [
+    "chat_example",
+    "prompt_completion_example",
+    "read_chat",
+    "read_jsonl",
+    "read_prompt_completion",
+]

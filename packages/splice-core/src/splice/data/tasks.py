@@ -1,0 +1,156 @@
+"""Task configs registered under kind ``"task"`` and the task objects they build (torch-free).
+
+A task object has ``examples(split, *, seed) -> Iterator[Example]`` (an endless,
+deterministic stream) and ``sample(split, n, *, seed) -> list[Example]``; splits are
+``"train"`` and ``"held_out"``.
+
+* ``{"type": "arithmetic", "op": "+", "min_digits": 1, "max_digits": 2, ...}``: the
+  synthetic problems of ``splice.data.arithmetic`` (unlimited, disjoint splits).
+* ``{"type": "jsonl", "train": "train.jsonl", "held_out": "eval.jsonl"}``: examples read
+  from JSONL files (``splice.data.jsonl``). Without a ``held_out`` file,
+  ``held_out_fraction`` of the train file is set aside by a hash of each example, so the
+  split does not depend on line order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from splice.config import ComponentConfig
+from splice.data.arithmetic import ArithmeticTask
+from splice.data.examples import Example
+
+Split = Literal["train", "held_out"]
+
+
+class ArithmeticTaskConfig(ComponentConfig):
+    """Synthetic arithmetic ``"a op b="`` -> ``"result"`` (see ``ArithmeticTask``)."""
+
+    type: Literal["arithmetic"] = "arithmetic"
+    op: Literal["+", "-", "*"] = "+"
+    min_digits: int = Field(default=1, ge=1)
+    max_digits: int = Field(default=2, ge=1)
+    held_out_fraction: float = Field(default=0.1, gt=0.0, lt=1.0)
+    reverse_answer: bool = False
+
+    @model_validator(mode="after")
+    def _digits(self) -> ArithmeticTaskConfig:
+        if self.min_digits > self.max_digits:
+            raise ValueError(
+                f"min_digits={self.min_digits} must be <= max_digits={self.max_digits}"
+            )
+        return self
+
+
+def build_arithmetic(config: ArithmeticTaskConfig, ctx: object = None) -> ArithmeticTask:
+    return ArithmeticTask(
+        config.op,
+        min_digits=config.min_digits,
+        max_digits=config.max_digits,
+        held_out_fraction=config.held_out_fraction,
+        reverse_answer=config.reverse_answer,
+    )
+
+
+class JsonlTaskConfig(ComponentConfig):
+    """Examples from JSONL files (prompt/completion or chat lines).
+
+    Attributes:
+        train: path of the training file (relative paths: to the working directory).
+        held_out: path of the evaluation file, or None to split ``train``.
+        format: ``"auto"`` (per line: ``messages`` -> chat), ``"prompt_completion"`` or ``"chat"``.
+        held_out_fraction: share of ``train`` set aside when ``held_out`` is None
+            (0 = no held-out split; asking for one is then an error).
+    """
+
+    type: Literal["jsonl"] = "jsonl"
+    train: str
+    held_out: str | None = None
+    format: Literal["auto", "prompt_completion", "chat"] = "auto"
+    held_out_fraction: float = Field(default=0.0, ge=0.0, lt=1.0)
+
+
+def _hash_fraction(ex: Example) -> float:
+    digest = hashlib.sha256(f"{ex.prompt}\x00{ex.completion}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") / 2**32
+
+
+class JsonlTask:
+    """A finite dataset read from JSONL; files are read on first use.
+
+    ``examples`` loops over the split forever, reshuffled each epoch (seeded);
+    ``sample(split, n)`` returns ``min(n, size)`` distinct examples: a seeded
+    random subset, never repeats.
+    """
+
+    def __init__(self, config: JsonlTaskConfig) -> None:
+        self.config = config
+        self._splits: dict[str, list[Example]] | None = None
+
+    def _load(self) -> dict[str, list[Example]]:
+        if self._splits is None:
+            from splice.data.jsonl import read_jsonl
+
+            cfg = self.config
+            train = read_jsonl(Path(cfg.train), format=cfg.format)
+            if cfg.held_out is not None:
+                held = read_jsonl(Path(cfg.held_out), format=cfg.format)
+            else:
+                frac = cfg.held_out_fraction
+                held = [ex for ex in train if _hash_fraction(ex) < frac]
+                train = [ex for ex in train if _hash_fraction(ex) >= frac]
+            self._splits = {"train": train, "held_out": held}
+        return self._splits
+
+    def split(self, split: Split) -> list[Example]:
+        """Every example of ``split``, in file order."""
+        data = self._load()
+        if split not in data:
+            raise ValueError(f"split must be 'train' or 'held_out', got {split!r}")
+        if not data[split]:
+            where = (
+                "set `held_out` to a file or `held_out_fraction` > 0"
+                if split == "held_out" and self.config.held_out is None
+                else "check the file"
+            )
+            raise ValueError(f"jsonl task ({self.config.train}): split {split!r} is empty; {where}")
+        return data[split]
+
+    def __len__(self) -> int:
+        return len(self._load()["train"])
+
+    def examples(self, split: Split, *, seed: int = 0) -> Iterator[Example]:
+        """Endless stream: every example once per epoch, a new seeded order each epoch."""
+        data = self.split(split)
+        epoch = 0
+        while True:
+            order = list(range(len(data)))
+            random.Random(f"{seed}-{split}-{epoch}").shuffle(order)
+            for i in order:
+                yield data[i]
+            epoch += 1
+
+    def sample(self, split: Split, n: int, *, seed: int = 0) -> list[Example]:
+        """``min(n, size)`` distinct examples of ``split`` (the first epoch's order)."""
+        data = self.split(split)
+        it = self.examples(split, seed=seed)
+        return [next(it) for _ in range(min(n, len(data)))]
+
+
+def build_jsonl(config: JsonlTaskConfig, ctx: object = None) -> JsonlTask:
+    return JsonlTask(config)
+
+
+__all__ = [
+    "ArithmeticTaskConfig",
+    "JsonlTask",
+    "JsonlTaskConfig",
+    "build_arithmetic",
+    "build_jsonl",
+]
