@@ -1,0 +1,129 @@
+"""A small chat-template renderer: format strings per role, no Jinja.
+
+A template is a ``ChatTemplate`` (or the same as JSON in ``tokenizer_config.json``
+under ``"splice_chat_template"``, or the name of a preset)::
+
+    {"prefix": "{bos_token}",
+     "messages": {"system": "<|im_start|>system\\n{content}<|im_end|>\\n",
+                  "user": "<|im_start|>user\\n{content}<|im_end|>\\n",
+                  "default": "<|im_start|>{role}\\n{content}<|im_end|>\\n"},
+     "generation_prompt": "<|im_start|>assistant\\n",
+     "default_system": null, "strip_content": false}
+
+Rendering: ``prefix``, then each message through the format of its role (or
+``"default"``), then ``generation_prompt`` when asked. A ``default_system`` message
+is put first when the conversation does not start with a system message.
+
+Placeholders, replaced in one pass: ``{content}``, ``{role}``, ``{bos_token}``,
+``{eos_token}``. Any other text, braces included, is literal, and placeholders
+inside message content are never expanded. There are no conditionals or loops:
+a Jinja ``chat_template`` from Hugging Face is not executed; write its equivalent
+here (presets: ``chatml``, ``llama3``, ``plain``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+
+from pydantic import Field
+
+from splice.config import SpliceConfig
+
+_PLACEHOLDER = re.compile(r"\{(content|role|bos_token|eos_token)\}")
+
+
+class ChatTemplate(SpliceConfig):
+    """Per-role format strings; see the module docstring for the syntax."""
+
+    prefix: str = ""
+    messages: dict[str, str] = Field(min_length=1)
+    generation_prompt: str = ""
+    default_system: str | None = None
+    strip_content: bool = False
+
+    def render(
+        self,
+        messages: Sequence[Mapping[str, str]],
+        *,
+        add_generation_prompt: bool = False,
+        bos_token: str = "",
+        eos_token: str = "",
+    ) -> str:
+        """The conversation as one string, ready to tokenize (special tokens inline).
+
+        Args:
+            messages: ``[{"role": "user", "content": "..."}, ...]``.
+            add_generation_prompt: end with the header that starts the assistant's turn.
+
+        Raises:
+            ValueError: a message without role/content, or a role the template has no
+                format for (and no ``"default"``).
+        """
+        msgs = list(messages)
+        if self.default_system is not None and (not msgs or msgs[0].get("role") != "system"):
+            msgs.insert(0, {"role": "system", "content": self.default_system})
+        values = {"bos_token": bos_token, "eos_token": eos_token}
+        out = [self._fill(self.prefix, values)]
+        for i, msg in enumerate(msgs):
+            if "role" not in msg or "content" not in msg:
+                raise ValueError(
+                    f"messages[{i}] needs 'role' and 'content', got keys {sorted(msg)}"
+                )
+            role = msg["role"]
+            fmt = self.messages.get(role, self.messages.get("default"))
+            if fmt is None:
+                raise ValueError(
+                    f"messages[{i}].role={role!r}: the chat template has formats for "
+                    f"{sorted(self.messages)} and no 'default'"
+                )
+            content = msg["content"].strip() if self.strip_content else msg["content"]
+            out.append(self._fill(fmt, {**values, "role": role, "content": content}))
+        if add_generation_prompt:
+            out.append(self._fill(self.generation_prompt, values))
+        return "".join(out)
+
+    @staticmethod
+    def _fill(fmt: str, values: Mapping[str, str]) -> str:
+        # One regex pass, so text substituted for {content} is never scanned again.
+        return _PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), fmt)
+
+
+def _chatml() -> ChatTemplate:
+    return ChatTemplate(
+        messages={"default": "<|im_start|>{role}\n{content}<|im_end|>\n"},
+        generation_prompt="<|im_start|>assistant\n",
+    )
+
+
+def _llama3() -> ChatTemplate:
+    turn = "<|start_header_id|>{role}<|end_header_id|>\n\n{content}<|eot_id|>"
+    return ChatTemplate(
+        prefix="{bos_token}",
+        messages={"default": turn},
+        strip_content=True,
+        generation_prompt="<|start_header_id|>assistant<|end_header_id|>\n\n",
+    )
+
+
+def _plain() -> ChatTemplate:
+    return ChatTemplate(messages={"default": "{role}: {content}\n"}, generation_prompt="assistant:")
+
+
+PRESETS = {"chatml": _chatml, "llama3": _llama3, "plain": _plain}
+
+
+def chat_template(spec: str | Mapping[str, object] | ChatTemplate) -> ChatTemplate:
+    """A template from a preset name, a JSON-style dict, or a ``ChatTemplate``.
+
+    Raises:
+        ValueError: an unknown preset name (lists the presets) or an invalid dict (pydantic
+            names the field).
+    """
+    if isinstance(spec, ChatTemplate):
+        return spec
+    if isinstance(spec, str):
+        if spec not in PRESETS:
+            raise ValueError(f"unknown chat template preset {spec!r}; presets: {sorted(PRESETS)}")
+        return PRESETS[spec]()
+    return ChatTemplate.model_validate(spec)
