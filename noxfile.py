@@ -1,0 +1,161 @@
+"""Sessions: lint, typecheck, tests, isolated (one plugin alone), bench, docs.
+
+``uvx nox`` runs the defaults (lint, tests); ``uvx nox -s isolated`` the per-plugin runs.
+Every environment is synced from ``uv.lock`` with ``--locked``: a stale lock fails fast.
+Extra arguments after ``--`` go to the tool (e.g. ``uvx nox -s tests -- -k registry``).
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import tomllib
+from pathlib import Path
+
+import nox
+
+nox.needs_version = ">=2025.2.9"  # uv backend with run_install("uv", ...), parametrize ids
+nox.options.default_venv_backend = "uv"
+nox.options.sessions = ["lint", "tests"]
+nox.options.reuse_venv = "yes"  # uv sync makes a reused env exactly the lock's again
+nox.options.error_on_missing_interpreters = True
+
+ROOT = Path(__file__).parent
+PYTHON = "3.11"
+PLUGINS = sorted(p.name for p in (ROOT / "plugins").iterdir() if (p / "pyproject.toml").is_file())
+TEST_DIRS = sorted(
+    str(p.relative_to(ROOT))
+    for p in [*ROOT.glob("packages/*/tests"), *ROOT.glob("plugins/*/tests"), ROOT / "tests"]
+    if p.is_dir()
+)
+
+
+def sync(session: nox.Session, *args: str) -> None:
+    """``uv sync --locked`` into this session's virtualenv (not the repo's ``.venv``)."""
+    env = {"UV_PROJECT_ENVIRONMENT": str(session.virtualenv.location)}
+    session.run_install("uv", "sync", "--locked", *args, env=env)
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    """ruff check and ruff format --check over the whole repository."""
+    sync(session, "--only-group", "lint")
+    session.run("ruff", "check", ".", *session.posargs)
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session(python=PYTHON)
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict on splice-core's sources."""
+    sync(session, "--no-default-groups", "--group", "lint", "--group", "test")
+    session.run("mypy", "--strict", "packages/splice-core/src", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def tests(session: nox.Session) -> None:
+    """Every package's and plugin's tests plus the cross-package tests in tests/."""
+    sync(session, "--no-default-groups", "--group", "test", "--group", "peers")
+    session.run("pytest", *(session.posargs or TEST_DIRS))
+
+
+@nox.session(python=PYTHON)
+@nox.parametrize("plugin", PLUGINS, ids=PLUGINS)
+def isolated(session: nox.Session, plugin: str) -> None:
+    """One plugin alone: splice-core, the plugin, its declared dependencies, and pytest.
+
+    Proves "install only the plugins you need": the env holds no splice distribution the
+    plugin does not declare (checked below), so a hidden import of another plugin fails
+    here. A plugin whose tests need more declares them in its own ``test`` dependency group.
+    """
+    groups = _dependency_groups(plugin)
+    sync(session, "--package", plugin, "--no-default-groups", *groups)
+    pins = Path(session.create_tmp()) / "test-requirements.txt"
+    session.run_install(
+        "uv", "export", "--locked", "--only-group", "test", "--no-hashes", "--no-emit-workspace",
+        "--quiet", "-o", str(pins), silent=True,
+    )  # fmt: skip
+    session.install("-r", str(pins))  # pytest at the versions the lock pins
+    session.run("python", "-c", _ONLY_THESE_PLUGINS, *_declared_splice_packages(plugin))
+    session.run("pytest", f"plugins/{plugin}/tests", *session.posargs)
+
+
+def _pyproject(plugin: str) -> dict:  # type: ignore[type-arg]
+    with open(ROOT / "plugins" / plugin / "pyproject.toml", "rb") as f:
+        return tomllib.load(f)
+
+
+def _dependency_groups(plugin: str) -> list[str]:
+    """``["--group", "test"]`` if the plugin declares a ``test`` dependency group."""
+    return ["--group", "test"] if "test" in _pyproject(plugin).get("dependency-groups", {}) else []
+
+
+def _declared_splice_packages(plugin: str) -> list[str]:
+    """splice-core, the plugin, and splice packages in its dependencies or test group."""
+    data = _pyproject(plugin)
+    requirements = [*data["project"].get("dependencies", [])]
+    requirements += data.get("dependency-groups", {}).get("test", [])
+    names = {
+        re.split(r"[\s<>=!~;\[]", r, maxsplit=1)[0] for r in requirements if isinstance(r, str)
+    }
+    return sorted({"splice-core", plugin} | {n for n in names if n.startswith("splice-")})
+
+
+_ONLY_THESE_PLUGINS = """
+import sys
+from importlib.metadata import distributions
+found = {d.metadata["Name"] for d in distributions() if any(e.group == "splice" for e in d.entry_points)}
+wanted = set(sys.argv[1:])
+assert found == wanted, f"expected exactly {sorted(wanted)} installed, found {sorted(found)}"
+print("splice distributions installed:", ", ".join(sorted(found)))
+"""
+
+
+@nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """Benchmarks side by side with the peers; writes docs/benchmarks.md."""
+    if not (ROOT / "benchmarks" / "run_all.py").is_file():
+        session.skip("benchmarks/run_all.py does not exist yet")
+    sync(session, "--no-default-groups", "--group", "bench", "--group", "peers")
+    session.run("python", "benchmarks/run_all.py", *session.posargs)
+
+
+@nox.session(venv_backend="none")
+def docs(session: nox.Session) -> None:
+    """Every relative link (and #anchor) in README.md and docs/**/*.md resolves."""
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    broken = [problem for page in pages if page.is_file() for problem in _broken_links(page)]
+    if broken:
+        session.error("broken links:\n  " + "\n  ".join(broken))
+    session.log(f"{len(pages)} pages, all relative links resolve")
+
+
+_LINK = re.compile(r"!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
+_FENCE = re.compile(r"^(```|~~~).*?^\1", re.S | re.M)
+_INLINE_CODE = re.compile(r"`[^`\n]*`")
+
+
+def _anchors(page: Path) -> set[str]:
+    """GitHub-style heading anchors of a Markdown page."""
+    text = _FENCE.sub("", page.read_text(encoding="utf-8"))
+    heads = re.findall(r"^#{1,6}\s+(.+?)\s*#*\s*$", text, re.M)
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in heads}
+
+
+def _broken_links(page: Path) -> list[str]:
+    text = _INLINE_CODE.sub("", _FENCE.sub("", page.read_text(encoding="utf-8")))
+    problems = []
+    for target in _LINK.findall(text):
+        if re.match(r"^[a-z][a-z0-9+.-]*:", target, re.I):  # http:, https:, mailto:
+            continue
+        path, _, anchor = target.partition("#")
+        dest = (page.parent / path).resolve() if path else page
+        where = f"{page.relative_to(ROOT)}: {target}"
+        if not dest.exists():
+            problems.append(f"{where} (no such file)")
+        elif anchor and dest.suffix == ".md" and anchor.lower() not in _anchors(dest):
+            problems.append(f"{where} (no heading #{anchor})")
+    return problems
+
+
+if __name__ == "__main__":
+    sys.exit("run with nox: uvx nox (or: uvx nox -s isolated)")
