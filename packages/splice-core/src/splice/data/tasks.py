@@ -1,4 +1,4 @@
-"""Task configs registered under kind ``"task"`` and the task objects they build (torch-free).
+"""The built-in tasks (kind ``"task"``) and their factories; configs are in ``task_configs``.
 
 A task object has ``examples(split, *, seed) -> Iterator[Example]`` (an endless,
 deterministic stream) and ``sample(split, n, *, seed) -> list[Example]``; splits are
@@ -20,32 +20,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
-
-from splice.config import ComponentConfig
 from splice.data.arithmetic import ArithmeticTask
 from splice.data.examples import Example
+from splice.data.task_configs import ArithmeticTaskConfig, JsonlTaskConfig
 
 Split = Literal["train", "held_out"]
-
-
-class ArithmeticTaskConfig(ComponentConfig):
-    """Synthetic arithmetic ``"a op b="`` -> ``"result"`` (see ``ArithmeticTask``)."""
-
-    type: Literal["arithmetic"] = "arithmetic"
-    op: Literal["+", "-", "*"] = "+"
-    min_digits: int = Field(default=1, ge=1)
-    max_digits: int = Field(default=2, ge=1)
-    held_out_fraction: float = Field(default=0.1, gt=0.0, lt=1.0)
-    reverse_answer: bool = False
-
-    @model_validator(mode="after")
-    def _digits(self) -> ArithmeticTaskConfig:
-        if self.min_digits > self.max_digits:
-            raise ValueError(
-                f"min_digits={self.min_digits} must be <= max_digits={self.max_digits}"
-            )
-        return self
 
 
 def build_arithmetic(config: ArithmeticTaskConfig, ctx: object = None) -> ArithmeticTask:
@@ -56,24 +35,6 @@ def build_arithmetic(config: ArithmeticTaskConfig, ctx: object = None) -> Arithm
         held_out_fraction=config.held_out_fraction,
         reverse_answer=config.reverse_answer,
     )
-
-
-class JsonlTaskConfig(ComponentConfig):
-    """Examples from JSONL files (prompt/completion or chat lines).
-
-    Attributes:
-        train: path of the training file (relative paths: to the working directory).
-        held_out: path of the evaluation file, or None to split ``train``.
-        format: ``"auto"`` (per line: ``messages`` -> chat), ``"prompt_completion"`` or ``"chat"``.
-        held_out_fraction: share of ``train`` set aside when ``held_out`` is None
-            (0 = no held-out split; asking for one is then an error).
-    """
-
-    type: Literal["jsonl"] = "jsonl"
-    train: str
-    held_out: str | None = None
-    format: Literal["auto", "prompt_completion", "chat"] = "auto"
-    held_out_fraction: float = Field(default=0.0, ge=0.0, lt=1.0)
 
 
 def _hash_fraction(ex: Example) -> float:

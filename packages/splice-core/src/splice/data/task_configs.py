@@ -1,0 +1,50 @@
+"""Configs of the built-in tasks (kind ``"task"``); kept apart from the task code so that
+loading the registry imports neither the tasks nor torch. Built by ``splice.data.tasks``."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from splice.config import ComponentConfig
+
+
+class ArithmeticTaskConfig(ComponentConfig):
+    """Synthetic arithmetic ``"a op b="`` -> ``"result"`` (see ``ArithmeticTask``)."""
+
+    type: Literal["arithmetic"] = "arithmetic"
+    op: Literal["+", "-", "*"] = "+"
+    min_digits: int = Field(default=1, ge=1)
+    max_digits: int = Field(default=2, ge=1)
+    held_out_fraction: float = Field(default=0.1, gt=0.0, lt=1.0)
+    reverse_answer: bool = False
+
+    @model_validator(mode="after")
+    def _digits(self) -> ArithmeticTaskConfig:
+        if self.min_digits > self.max_digits:
+            raise ValueError(
+                f"min_digits={self.min_digits} must be <= max_digits={self.max_digits}"
+            )
+        return self
+
+
+class JsonlTaskConfig(ComponentConfig):
+    """Examples from JSONL files (prompt/completion or chat lines).
+
+    Attributes:
+        train: path of the training file (relative paths: to the working directory).
+        held_out: path of the evaluation file, or None to split ``train``.
+        format: ``"auto"`` (per line: ``messages`` -> chat), ``"prompt_completion"`` or ``"chat"``.
+        held_out_fraction: share of ``train`` set aside when ``held_out`` is None
+            (0 = no held-out split; asking for one is then an error).
+    """
+
+    type: Literal["jsonl"] = "jsonl"
+    train: str
+    held_out: str | None = None
+    format: Literal["auto", "prompt_completion", "chat"] = "auto"
+    held_out_fraction: float = Field(default=0.0, ge=0.0, lt=1.0)
+
+
+__all__ = ["ArithmeticTaskConfig", "JsonlTaskConfig"]
