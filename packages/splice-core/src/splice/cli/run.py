@@ -1,0 +1,160 @@
+"""``splice run NAME|file.py [--set a.b=v ...] [--resume] [--output-dir DIR]``.
+
+A recipe is a registered name (kind ``"recipe"``, a ``splice.recipe.Recipe``) or a
+Python file defining ``recipe`` (a ``Recipe``) or ``config()`` (returning a config).
+Its config is overridden, validated, saved in the run folder and run: by the
+recipe's own ``run`` if it has one, else by the standard trainer (``run_experiment``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import inspect
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from splice.recipe import Recipe
+
+
+def load_recipe(target: str) -> Recipe:
+    """The recipe named ``target`` in the registry, or defined by the file ``target``.
+
+    Raises:
+        FileNotFoundError: ``target`` looks like a path (ends in ``.py``) but does not exist.
+        ValueError: an unknown recipe name (lists the registered ones), or a file with
+            neither ``recipe`` nor ``config``.
+    """
+    if target.endswith(".py") or Path(target).is_file():
+        return _recipe_from_file(Path(target))
+    from splice.registry import UnknownTagError, get_registry
+
+    try:
+        reg = get_registry().get("recipe", target)
+    except UnknownTagError as exc:
+        raise ValueError(f"{exc} (or give a path to a .py file)") from None
+    recipe = reg.resolve_factory()
+    if not isinstance(recipe, Recipe):
+        raise ValueError(
+            f"recipe {target!r} ({reg.distribution}) is {type(recipe).__name__}, not a Recipe"
+        )
+    return recipe
+
+
+def _recipe_from_file(path: Path) -> Recipe:
+    if not path.is_file():
+        raise FileNotFoundError(f"recipe file not found: {path}")
+    module_name = f"splice_recipe_file_{path.stem}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise ValueError(f"cannot import {path} as a Python module")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module  # so pickling-free introspection and dataclasses work
+    spec.loader.exec_module(module)
+    recipe = getattr(module, "recipe", None)
+    if isinstance(recipe, Recipe):
+        return recipe
+    config_fn = getattr(module, "config", None)
+    if callable(config_fn):
+        doc = (module.__doc__ or "").strip().splitlines()
+        return Recipe(name=path.stem, description=doc[0] if doc else "", config=config_fn)
+    raise ValueError(f"{path} defines neither `recipe` (a splice.recipe.Recipe) nor `config()`")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("run", help="run a recipe (train, evaluate, report)")
+    p.add_argument("recipe", help="a registered recipe name or a path to a .py recipe file")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a field by dotted path (value parsed as JSON, else a string)",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the latest checkpoint in the run folder",
+    )
+    p.add_argument("--output-dir", help="the run folder (default: the config's, else runs/<name>)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from splice.overrides import apply_overrides
+
+    try:
+        recipe = load_recipe(args.recipe)
+        overrides = list(args.overrides)
+        if args.output_dir:
+            overrides.append(f"output_dir={json.dumps(args.output_dir)}")
+        config = apply_overrides(recipe.config(), overrides)
+    except (ValidationError, ValueError, FileNotFoundError) as exc:
+        print(f"splice run: {exc}", file=sys.stderr)
+        return 2
+    return execute(recipe, config, resume=args.resume)
+
+
+def execute(recipe: Recipe, config: Any, *, resume: bool = False) -> int:
+    """Run ``recipe`` on a validated ``config``; print the report; 1 on a stopped run."""
+    from splice.training.trainer import NonFiniteLossError
+
+    try:
+        if recipe.run is not None:
+            if resume and "resume" not in inspect.signature(recipe.run).parameters:
+                print(
+                    f"splice run: recipe {recipe.name!r} cannot resume (its run() takes no "
+                    "`resume` argument)",
+                    file=sys.stderr,
+                )
+                return 2
+            report = recipe.run(config, resume=True) if resume else recipe.run(config)
+        else:
+            from splice.training.experiment import run_experiment
+
+            report = run_experiment(config, resume=resume)
+    except NonFiniteLossError as exc:
+        print(f"splice run: {exc}", file=sys.stderr)
+        return 1
+    print(format_report(report))
+    return 0
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """The run's closing lines: where it went, how long it took, the final evaluation."""
+    lines = [f"== {report.get('name', 'run')} =="]
+    for key in ("run_dir", "steps", "train_time_s", "tokens_per_s", "final_train_loss"):
+        if key in report:
+            lines.append(f"{key}: {_fmt(report[key])}")
+    for key, value in (report.get("eval") or {}).items():
+        lines.append(f"{key}: {_fmt(value)}")
+    extra = {
+        k: v
+        for k, v in report.items()
+        if k
+        not in {
+            "name",
+            "eval",
+            "run_dir",
+            "steps",
+            "train_time_s",
+            "tokens_per_s",
+            "final_train_loss",
+            "checkpoint",
+            "tokens_seen",
+            "resumed",
+            "trainable_params",
+            "total_params",
+        }
+    }
+    lines += [f"{k}: {_fmt(v)}" for k, v in extra.items()]
+    return "\n".join(lines)
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4f}" if isinstance(v, float) else str(v)

@@ -1,0 +1,173 @@
+"""``run_experiment(config)``: build everything an ``ExperimentConfig`` names, train, evaluate.
+
+config -> tokenizer, task, model (+ init weights), objective, regularizers -> Trainer
+-> run folder (``config.json``, ``metrics.jsonl``, ``checkpoints/``, ``curves.png``,
+``report.md``) -> a report dict.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from splice.checkpoint import atomic_write_text, load_model_weights
+from splice.data.examples import Example
+from splice.data.tokenizer import CharTokenizer
+from splice.training.config import DataConfig, ExperimentConfig, TokenizerConfig
+from splice.training.stream import BatchSource, ListBatches, TaskBatches, derive_seed
+from splice.training.trainer import Trainer, seed_everything
+
+
+def build_tokenizer(config: TokenizerConfig) -> CharTokenizer:
+    """The tokenizer a ``TokenizerConfig`` describes."""
+    return CharTokenizer(config.alphabet)
+
+
+def build_task(config: Any) -> Any:
+    """The task object (``examples``/``sample``) of a registered task config."""
+    from splice.registry import get_registry
+
+    return get_registry().build("task", config, None)
+
+
+def build_collator(tokenizer: Any, data: DataConfig) -> Callable[[list[Example]], dict[str, Any]]:
+    """Padded (or packed) SFT batches of at most ``data.max_len`` tokens."""
+    from splice.data.collate import PackedSFTCollator, SFTCollator
+
+    cls = PackedSFTCollator if data.packing else SFTCollator
+    return cls(tokenizer, max_len=data.max_len)
+
+
+def build_evaluator(config: ExperimentConfig, tokenizer: Any, objective: Any, task: Any) -> Any:
+    """Held-out loss/perplexity and greedy exact match on the training task and ``eval.tasks``.
+
+    The held-out sets are drawn once with fixed seeds (``splice eval`` draws the same ones),
+    so every evaluation of a run scores the same problems. Metric names: ``eval_loss``,
+    ``eval_perplexity``, ``exact_match``; prefixed ``<name>/`` for ``eval.tasks``.
+    """
+    from splice.evaluation import Evaluator
+    from splice.generation.sampling import SamplingConfig
+
+    ev, seed = config.eval, config.seed
+    collate = build_collator(tokenizer, config.data)
+    sampling = SamplingConfig(max_new_tokens=ev.max_new_tokens)
+    parts = []
+    for prefix, t in {"": task, **{f"{k}/": build_task(v) for k, v in ev.tasks.items()}}.items():
+        loss_batches = [
+            collate(
+                t.sample("held_out", config.train.batch_size, seed=derive_seed(seed, "eval", i))
+            )
+            for i in range(ev.loss_batches)
+        ]
+        em = t.sample("held_out", ev.exact_match_examples, seed=derive_seed(seed, "em"))
+        parts.append(
+            Evaluator(
+                tokenizer,
+                objective=objective,
+                loss_batches=loss_batches,
+                exact_match_examples=em if ev.exact_match_examples else (),
+                sampling=sampling,
+                batch_size=ev.batch_size,
+                prefix=prefix,
+            )
+        )
+
+    def evaluate(model: nn.Module) -> dict[str, float]:
+        return {k: v for part in parts for k, v in part(model).items()}
+
+    return evaluate
+
+
+def build_batches(task: Any, collate: Any, *, batch_size: int, seed: int) -> BatchSource:
+    """Finite datasets (with ``split``) run in reshuffled epochs; generated tasks are sampled."""
+    if callable(getattr(task, "split", None)):
+        return ListBatches(task.split("train"), collate, batch_size=batch_size, seed=seed)
+    return TaskBatches(task, collate, batch_size=batch_size, seed=seed)
+
+
+def _write_config(run_dir: Path, config: ExperimentConfig, *, resume: bool) -> None:
+    path = run_dir / "config.json"
+    new = config.model_dump(mode="json")
+    if resume and path.is_file():
+        old = json.loads(path.read_text())
+        changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        if changed:
+            print(
+                f"warning: resuming with a config that differs from the saved one in {changed}",
+                file=sys.stderr,
+            )
+    atomic_write_text(path, json.dumps(new, indent=2) + "\n")
+
+
+def run_experiment(
+    config: ExperimentConfig | Mapping[str, Any], *, resume: bool = False
+) -> dict[str, Any]:
+    """Train and evaluate the experiment ``config`` describes; returns the report dict.
+
+    Args:
+        config: an ``ExperimentConfig`` (or its JSON dict).
+        resume: continue from the latest checkpoint in the run folder, if any.
+
+    Returns:
+        ``{"name", "run_dir", "steps", "final_train_loss", "tokens_per_s", ..., "eval": {...}}``.
+    """
+    from splice.models.build import build_model
+    from splice.registry import get_registry
+
+    if not isinstance(config, ExperimentConfig):
+        config = ExperimentConfig.model_validate(config)
+    reg = get_registry()
+    run_dir = Path(config.run_dir())
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _write_config(run_dir, config, resume=resume)
+
+    seed_everything(config.seed)
+    tokenizer = build_tokenizer(config.tokenizer)
+    task = build_task(config.data.task)
+    model = build_model(config.model)
+    if config.init_from:
+        load_model_weights(model, config.init_from)
+    objective = reg.build("objective", config.objective, None)
+    regularizers = [reg.build("regularizer", r, None) for r in config.regularizers]
+    collate = build_collator(tokenizer, config.data)
+    train = TaskBatches(
+        task,
+        collate,
+        batch_size=config.train.batch_size,
+        seed=derive_seed(config.seed, "train-data"),
+    )
+    reg_data = None
+    if config.reference_data is not None:
+        ref_source = build_batches(
+            build_task(config.reference_data.task),
+            build_collator(tokenizer, config.reference_data),
+            batch_size=config.train.batch_size,
+            seed=derive_seed(config.seed, "reference-data"),
+        )
+        reg_data = [b for _, b in zip(range(config.reference_batches), ref_source.batches(0))]
+    ev = config.eval
+    evaluator = None
+    if ev.loss_batches or ev.exact_match_examples:
+        evaluator = build_evaluator(config, tokenizer, objective, task)
+
+    trainer = Trainer(
+        model,
+        objective,
+        train,
+        config.train,
+        regularizers=regularizers,
+        regularizer_data=reg_data,
+        run_dir=run_dir,
+        seed=config.seed,
+        evaluator=evaluator,
+        eval_every=ev.every,
+        run_config=config.model_dump(mode="json"),
+        title=config.name,
+    )
+    summary = trainer.fit(resume=resume)
+    return {"name": config.name, **summary}
