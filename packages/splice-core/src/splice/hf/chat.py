@@ -83,6 +83,30 @@ class ChatTemplate(SpliceConfig):
             out.append(self._fill(self.generation_prompt, values))
         return "".join(out)
 
+    def prompt_completion(
+        self, messages: Sequence[Mapping[str, str]], *, bos_token: str = "", eos_token: str = ""
+    ) -> tuple[str, str]:
+        """Split a conversation ending in an assistant message for SFT: the prompt is every
+        earlier message plus the generation prompt; the completion is the rest of the full
+        rendering (the reply and its closing tokens, e.g. ``"4<|im_end|>\\n"``).
+
+        Raises:
+            ValueError: the last message is not the assistant's, or the template renders the
+                assistant turn differently from its generation prompt (no clean split).
+        """
+        if not messages or messages[-1].get("role") != "assistant":
+            raise ValueError(
+                "prompt_completion needs a conversation ending in an assistant message"
+            )
+        specials = {"bos_token": bos_token, "eos_token": eos_token}
+        full = self.render(messages, **specials)
+        prompt = self.render(messages[:-1], add_generation_prompt=True, **specials)
+        if not full.startswith(prompt):
+            raise ValueError(
+                "generation_prompt does not match how the template renders an assistant message"
+            )
+        return prompt, full[len(prompt) :]
+
     @staticmethod
     def _fill(fmt: str, values: Mapping[str, str]) -> str:
         # One regex pass, so text substituted for {content} is never scanned again.
