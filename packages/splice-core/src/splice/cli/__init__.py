@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-SUBCOMMANDS = ["plugins", "hf_import", "generate"]
+SUBCOMMANDS = ["plugins", "config_cmd", "run", "hf_import", "generate"]
 
 
 def build_parser() -> argparse.ArgumentParser:
