@@ -127,7 +127,7 @@ def test_atomic_dir_replaces_an_existing_folder(tmp_path):
 
 
 def test_load_model_weights_from_file_and_run_folder(tmp_path):
-    model, opt = trained()
+    model, _ = trained()
     save_model_weights(model, tmp_path / "w.safetensors")
     other = Tied()
     load_model_weights(other, tmp_path / "w.safetensors")
