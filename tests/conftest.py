@@ -74,3 +74,7 @@ def run_python() -> Callable[..., subprocess.CompletedProcess[str]]:
         )
 
     return run
+
+
+# Test plugin packages are installed by the tests above, not collected from the source tree.
+collect_ignore_glob = ["plugins/*"]

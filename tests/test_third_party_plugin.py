@@ -106,3 +106,17 @@ def test_without_the_plugin_the_tag_is_unknown_and_listed(run_python):
         "('channel_mixer',) Value error, unknown channel_mixer type 'relu2'"
     )
     assert "registered channel_mixer types: ['mlp', 'swiglu']" in done.stdout
+
+
+def test_the_plugin_passes_splices_conformance_suite(install_plugin, run_python, tmp_path):
+    """The plugin's own tests (``splice.testing.ChannelMixerConformance``) pass once installed."""
+    from pathlib import Path
+
+    tests = Path(__file__).parent / "plugins" / "splice-example-ffn" / "tests"
+    done = run_python(
+        "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", str(tests.parent),
+        "--basetemp", str(tmp_path / "pytest"), str(tests),
+        plugins=[install_plugin("splice-example-ffn")],
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert " passed" in done.stdout.splitlines()[-1] and "failed" not in done.stdout
