@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-SUBCOMMANDS = ["plugins", "config_cmd", "run", "hf_import", "generate"]
+SUBCOMMANDS = ["plugins", "config_cmd", "run", "hf_import", "generate", "eval"]
 
 
 def build_parser() -> argparse.ArgumentParser:

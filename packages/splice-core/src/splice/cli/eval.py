@@ -1,0 +1,67 @@
+"""``splice eval --run RUN_DIR | --checkpoint CKPT [--task JSON] [--samples N --k K ...]``.
+
+Rebuilds the model from the run's config, loads the weights (the run's latest
+checkpoint by default), evaluates held-out loss/perplexity, greedy exact match and,
+with ``--samples``, pass@k; prints the results as JSON and writes them to
+``<run or checkpoint folder>/<name>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("eval", help="evaluate a trained run or checkpoint on held-out data")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--run", help="a run folder (evaluates its latest checkpoint)")
+    where.add_argument("--checkpoint", help="a checkpoint folder or model.safetensors file")
+    p.add_argument("--config", help="experiment config.json, if not found next to the weights")
+    p.add_argument("--task", help='task config as JSON, e.g. \'{"type": "arithmetic", "op": "-"}\'')
+    p.add_argument("--examples", type=int, help="exact-match problems (default: config.eval)")
+    p.add_argument("--loss-batches", type=int, help="held-out loss batches (default: config.eval)")
+    p.add_argument("--samples", type=int, default=0, help="samples per problem for pass@k")
+    p.add_argument("--k", type=int, action="append", help="pass@k's k (repeatable; default 1)")
+    p.add_argument("--temperature", type=float, default=1.0, help="pass@k sampling temperature")
+    p.add_argument("--max-new-tokens", type=int, help="generation budget (default: config.eval)")
+    p.add_argument("--batch-size", type=int, help="prompts generated per batch")
+    p.add_argument("--name", default="eval", help="results file name, without .json")
+    p.add_argument("--no-write", action="store_true", help="print only, write no file")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from splice.evaluation import write_results
+    from splice.evaluation.from_run import evaluate_run
+
+    task = None
+    if args.task:
+        try:
+            task = json.loads(args.task)
+        except json.JSONDecodeError as exc:
+            raise SystemExit(f"--task is not valid JSON ({exc}): {args.task!r}") from None
+    ks = args.k or [1]
+    if args.samples and max(ks) > args.samples:
+        raise SystemExit(f"--k {max(ks)} exceeds --samples {args.samples}; need k <= samples")
+    results = evaluate_run(
+        run_dir=args.run,
+        checkpoint=args.checkpoint,
+        config_path=args.config,
+        task=task,
+        examples=args.examples,
+        loss_batches=args.loss_batches,
+        pass_samples=args.samples,
+        ks=ks,
+        temperature=args.temperature,
+        max_new_tokens=args.max_new_tokens,
+        batch_size=args.batch_size,
+    )
+    print(json.dumps(results, indent=2))
+    if not args.no_write:
+        folder = Path(args.run) if args.run else Path(args.checkpoint)
+        if folder.is_file():
+            folder = folder.parent
+        print(f"wrote {write_results(folder, results, name=args.name)}")
+    return 0

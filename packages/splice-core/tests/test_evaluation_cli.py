@@ -1,0 +1,75 @@
+"""``splice eval`` on a run folder: rebuilds the model from config.json and loads its checkpoint."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+from splice.checkpoint import save_model_weights
+from splice.cli import main
+from splice.data.tokenizer import CharTokenizer
+from splice.evaluation import exact_match
+from splice.generation.sampling import SamplingConfig
+from splice.models.build import build_model
+from splice.training.config import ExperimentConfig
+from splice.training.stream import derive_seed
+
+MODEL = {
+    "type": "decoder",
+    "vocab_size": 51,
+    "d_model": 32,
+    "n_layers": 1,
+    "max_seq_len": 64,
+    "block": {"type": "pre_norm", "token_mixer": {"type": "mha", "n_heads": 2}},
+    "init_std": 0.5,
+}
+
+
+def make_run(tmp_path):
+    config = ExperimentConfig.model_validate(
+        {
+            "name": "t",
+            "seed": 3,
+            "model": MODEL,
+            "data": {"task": {"type": "arithmetic", "op": "+", "max_digits": 1}, "max_len": 16},
+            "train": {"steps": 1, "batch_size": 4},
+            "eval": {"loss_batches": 2, "exact_match_examples": 6, "max_new_tokens": 3},
+        }
+    )
+    run = tmp_path / "run"
+    ckpt = run / "checkpoints" / "step-000001"
+    ckpt.mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps(config.model_dump(mode="json")))
+    torch.manual_seed(5)
+    model = build_model(MODEL)
+    save_model_weights(model, ckpt / "model.safetensors")
+    return config, run, model
+
+
+def test_splice_eval_run_folder_writes_json_matching_direct_evaluation(tmp_path, capsys) -> None:
+    config, run, model = make_run(tmp_path)
+    argv = ["eval", "--run", str(run), "--samples", "4", "--k", "1", "--k", "4"]
+    assert main(argv) == 0
+    results = json.loads((run / "eval.json").read_text())
+    for key in ("eval_loss", "eval_perplexity", "exact_match", "pass@1", "pass@4"):
+        assert key in results, key
+    assert results["exact_match_examples"] == 6 and results["loss_batches"] == 2
+    assert results["weights"] == str(run)
+    assert 0.0 <= results["pass@1"] <= results["pass@4"] <= 1.0
+    # the same held-out problems, scored directly with the same weights
+    from splice.registry import get_registry
+
+    task = get_registry().build("task", config.data.task, None)
+    held_out = task.sample("held_out", 6, seed=derive_seed(3, "em"))
+    direct = exact_match(model, CharTokenizer(), held_out, SamplingConfig(max_new_tokens=3))
+    assert results["exact_match"] == direct["accuracy"]
+    assert '"exact_match"' in capsys.readouterr().out
+
+
+def test_splice_eval_checkpoint_with_other_task_and_no_write(tmp_path) -> None:
+    _, run, _ = make_run(tmp_path)
+    ckpt = run / "checkpoints" / "step-000001"
+    task = '{"type": "arithmetic", "op": "-", "max_digits": 1}'
+    argv = ["eval", "--checkpoint", str(ckpt), "--task", task, "--loss-batches", "0", "--no-write"]
+    assert main(argv) == 0
+    assert not (ckpt / "eval.json").exists()
