@@ -48,7 +48,9 @@ def _resolver(kind: str) -> Any:
 
             reg = get_registry().get(kind, str(value["type"]))
             return reg.config_cls.model_validate(value)
-        raise ValueError(f"expected a {kind} config (instance or dict with 'type'), got {type(value).__name__}")
+        raise ValueError(
+            f"expected a {kind} config (instance or dict with 'type'), got {type(value).__name__}"
+        )
 
     return resolve
 
