@@ -15,6 +15,15 @@ from splice.models.configs import DecoderConfig
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models: one thread is fastest and avoids oversubscription on a busy machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     bpe = Tokenizer(models.BPE())

@@ -98,9 +98,10 @@ class ChatTemplate(SpliceConfig):
             raise ValueError(
                 "prompt_completion needs a conversation ending in an assistant message"
             )
-        specials = {"bos_token": bos_token, "eos_token": eos_token}
-        full = self.render(messages, **specials)
-        prompt = self.render(messages[:-1], add_generation_prompt=True, **specials)
+        full = self.render(messages, bos_token=bos_token, eos_token=eos_token)
+        prompt = self.render(
+            messages[:-1], add_generation_prompt=True, bos_token=bos_token, eos_token=eos_token
+        )
         if not full.startswith(prompt):
             raise ValueError(
                 "generation_prompt does not match how the template renders an assistant message"

@@ -25,7 +25,8 @@ from splice.nn.configs import (
 )
 from splice.nn.ffn import hidden_size
 
-_ACTIVATIONS = {
+# transformers' activation_function name -> splice MLPConfig.activation
+_ACTIVATIONS: dict[str, Any] = {
     "gelu_new": "gelu_tanh",
     "gelu_pytorch_tanh": "gelu_tanh",
     "gelu": "gelu",

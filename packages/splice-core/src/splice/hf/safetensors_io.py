@@ -111,7 +111,7 @@ def read_index(directory: Path) -> dict[str, TensorInfo]:
                 users = sorted(k for k, v in weight_map.items() if v == shard)
                 raise CheckpointError(
                     f"{directory / shard}: shard listed in {INDEX_FILE} is missing "
-                    f"(it holds {len(users)} tensors, e.g. {users[0]!r})"
+                    f"(it holds {len(users)} tensor(s), e.g. {users[0]!r})"
                 )
             headers[shard] = read_header(directory / shard)
         out: dict[str, TensorInfo] = {}
