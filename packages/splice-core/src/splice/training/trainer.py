@@ -351,8 +351,6 @@ class Trainer:
             NonFiniteLossError: the loss or gradient norm became NaN/inf (names the step).
         """
         cfg = self.config
-        if cfg.num_threads is not None:
-            torch.set_num_threads(cfg.num_threads)
         if cfg.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
         # Regularizers snapshot the *starting* weights, so set up before loading a checkpoint.
@@ -367,6 +365,9 @@ class Trainer:
         self._t0 = None
         from tqdm.auto import tqdm
 
+        threads_before = torch.get_num_threads()
+        if cfg.num_threads is not None:  # for this run only (tiny models run best on 1 thread)
+            torch.set_num_threads(cfg.num_threads)
         self._pbar = tqdm(
             total=cfg.steps,
             initial=self.step,
@@ -402,6 +403,7 @@ class Trainer:
         finally:
             self._pbar.close()
             self._pbar = None
+            torch.set_num_threads(threads_before)
         return self._finish(final, resumed=resumed)
 
     def _finish(self, final: dict[str, Any], *, resumed: bool) -> dict[str, Any]:
