@@ -53,7 +53,7 @@ def test_parse_assignment_values():
     assert parse_assignment("name=run-2") == (["name"], "run-2")
     assert parse_assignment("init_from=null") == (["init_from"], None)
     assert parse_assignment('model.final_norm={"type": "rmsnorm"}')[1] == {"type": "rmsnorm"}
-    with pytest.raises(ValueError, match="dotted.key=value"):
+    with pytest.raises(ValueError, match=r"dotted\.key=value"):
         parse_assignment("train.steps")
 
 
