@@ -8,6 +8,7 @@ top-level ``tests/test_broken_plugin.py``.
 from __future__ import annotations
 
 import inspect
+import math
 import sys
 import types
 from importlib.metadata import EntryPoint
@@ -110,8 +111,6 @@ def test_register_plugin_records_tags_and_resolves_lazy_factories():
     registration = reg.get("channel_mixer", "geglu")
     assert registration.distribution == "splice-geglu"
     assert registration.factory == "math:sqrt"  # stays a string until first use
-    import math
-
     assert registration.resolve_factory() is math.sqrt
 
 
@@ -184,6 +183,21 @@ def test_duplicate_tag_raises_naming_both_distributions():
 def test_duplicate_of_a_builtin_raises_even_when_not_strict(fake_entry_points):
     fake_entry_points({"clash": GOOD.replace('"geglu"', '"mlp"')})
     with pytest.raises(DuplicateTagError, match="'mlp' is registered by both splice-core"):
+        Registry().load_entry_points()
+
+
+def test_two_distributions_with_one_entry_point_name_is_an_error(monkeypatch):
+    """Otherwise the second distribution's components would silently be missing."""
+
+    def entry_point(dist: str) -> Any:
+        # The attributes the registry reads from an importlib.metadata.EntryPoint.
+        return types.SimpleNamespace(
+            name="same", dist=types.SimpleNamespace(name=dist, version="1.0"), load=lambda: math
+        )
+
+    points = [entry_point("splice-a"), entry_point("splice-b")]
+    monkeypatch.setattr(registry, "entry_points", lambda group: points)
+    with pytest.raises(DuplicateTagError, match="'same' is used by both splice-a and splice-b"):
         Registry().load_entry_points()
 
 

@@ -144,6 +144,7 @@ class Registry:
                     self.disabled.append(ep.name)
                 continue
             if ep.name in self.plugins:
+                _check_same_distribution(self.plugins[ep.name], ep)
                 continue
             self._load_one(ep, strict=strict)
         self.loaded = True
@@ -292,6 +293,16 @@ class Registry:
         if self.pm.has_plugin(name):
             self.pm.unregister(name=name)
         self.plugins.pop(name, None)
+
+
+def _check_same_distribution(loaded: PluginInfo, ep: EntryPoint) -> None:
+    """Two distributions using one entry-point name would hide one of them: an error."""
+    dist = ep.dist.name if ep.dist is not None else "unknown"
+    if loaded.distribution not in (dist, "local"):
+        raise DuplicateTagError(
+            f"entry point name {ep.name!r} is used by both {loaded.distribution} and {dist}; "
+            "uninstall one of them"
+        )
 
 
 def _one_line(exc: BaseException) -> str:
