@@ -1,0 +1,243 @@
+"""Shared benchmark harness: machine peak, side-by-side timing, and ``docs/benchmarks.md`` sections.
+
+Benchmarks are not tests. Each ``benchmarks/bench_<name>.py`` measures splice next
+to a reference (a peer library or a bare PyTorch call) *in the same process*,
+alternating the candidates round by round so that drift in machine load hits
+both alike, and writes its own section of ``docs/benchmarks.md``.
+
+Writing a new benchmark (``benchmarks/bench_<name>.py``)::
+
+    from harness import bench_args, compare, configure_threads, write_section
+
+    def main(quick: bool = False) -> str:
+        configure_threads()                      # same thread count for every candidate
+        model, peer, batch = ...                 # build everything outside the timed calls
+        result = compare(
+            {"splice": lambda: model(batch), "transformers": lambda: peer(batch)},
+            baseline="transformers", warmup=2, rounds=3 if quick else 15,
+        )
+        body = result.table() + f"\\n\\nTarget: splice >= 2x. Measured: {result.speedup('splice'):.2f}x."
+        return write_section("generation", "Generation tokens/s vs transformers", body)
+
+    if __name__ == "__main__":
+        main(**bench_args())
+
+- ``compare`` returns a ``Comparison``: ``median(name)`` seconds, ``ratio(name)`` =
+  time(name) / time(baseline) as the median of per-round ratios (lower is faster),
+  ``speedup(name)`` = its inverse,
+  ``table()`` a Markdown table (pass ``work={"name": units}`` and ``unit_name`` to add a
+  throughput column, e.g. tokens/s).
+- ``write_section(key, title, body)`` replaces the text between
+  ``<!-- bench:key:begin -->`` and ``<!-- bench:key:end -->`` (or appends a new section),
+  keeps every other section, prefixes the body with the machine line (CPU, threads,
+  torch, measured float32/bfloat16 matmul peak, load average), and writes atomically.
+- ``run_all.py`` imports every ``bench_*.py`` and calls ``main(quick=...)``; keep
+  module import cheap (build models inside ``main``).
+- Run from the repository root: ``.venv/bin/python benchmarks/bench_<name>.py [--quick]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
+HEADER = """# Benchmarks
+
+Measured by `benchmarks/` (`nox -s bench`, or `.venv/bin/python benchmarks/run_all.py`).
+Every section is written by one `bench_*.py` from its own run: candidates are timed in
+one process, alternating round by round after a warm-up, and reported as medians with
+ratios. Each section states the machine it ran on and that machine's measured matmul peak,
+so figures from different machines are not mixed up silently.
+"""
+
+
+# --------------------------------------------------------------------------- machine
+def configure_threads(n: int | None = None) -> int:
+    """Use ``n`` intra-op threads (default: ``$SPLICE_BENCH_THREADS`` or every CPU core)."""
+    n = n or int(os.environ.get("SPLICE_BENCH_THREADS", "0")) or os.cpu_count() or 1
+    torch.set_num_threads(n)
+    return n
+
+
+def device() -> torch.device:
+    """The device benchmarks run on: CUDA if present, else CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def synchronize() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+_PEAK: dict[tuple[str, str, int], float] = {}
+
+
+def matmul_peak(dtype: torch.dtype = torch.float32, *, n: int = 1024, repeats: int = 7) -> float:
+    """Best observed ``n x n @ n x n`` throughput in GFLOP/s (``2 n^3`` FLOPs), cached per process."""
+    dev = device()
+    key = (str(dtype), dev.type, torch.get_num_threads())
+    if key not in _PEAK:
+        a = torch.randn(n, n, device=dev).to(dtype)
+        b = torch.randn(n, n, device=dev).to(dtype)
+        for _ in range(2):
+            a @ b
+        synchronize()
+        best = float("inf")
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            a @ b
+            synchronize()
+            best = min(best, time.perf_counter() - t0)
+        _PEAK[key] = 2 * n**3 / best / 1e9
+    return _PEAK[key]
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_line() -> str:
+    """One Markdown line describing where and how a section was measured."""
+    dev = device()
+    where = torch.cuda.get_device_name() if dev.type == "cuda" else cpu_name()
+    load = ""
+    if hasattr(os, "getloadavg"):
+        avg, cores = os.getloadavg()[0], os.cpu_count() or 1
+        load = f" · load avg {avg:.1f} on {cores} cores"
+        if avg > 1.5 * cores:  # other processes competed for the cores during the run
+            load += " (oversubscribed: absolute times inflated; same-round ratios stay comparable)"
+    return (
+        f"*{_dt.date.today().isoformat()} · {dev.type}: {where} · {torch.get_num_threads()} threads"
+        f" · torch {torch.__version__} · matmul peak float32 {matmul_peak(torch.float32):.0f} GFLOP/s,"
+        f" bfloat16 {matmul_peak(torch.bfloat16):.0f} GFLOP/s{load}*"
+    )
+
+
+# --------------------------------------------------------------------------- timing
+@dataclass
+class Comparison:
+    """Per-candidate wall-clock samples (seconds) from one alternating run."""
+
+    samples: dict[str, list[float]]
+    baseline: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def median(self, name: str) -> float:
+        return statistics.median(self.samples[name])
+
+    def ratio(self, name: str) -> float:
+        """``time(name) / time(baseline)``: below 1 means ``name`` is faster.
+
+        The median of per-round ratios: both samples of a round ran back to back, so a
+        load spike on a shared machine hits both and cancels out of the ratio.
+        """
+        pairs = zip(self.samples[name], self.samples[self.baseline])
+        return statistics.median(a / b for a, b in pairs)
+
+    def speedup(self, name: str) -> float:
+        """``time(baseline) / time(name)``: above 1 means ``name`` is faster."""
+        return 1.0 / self.ratio(name)
+
+    def table(self, *, work: Mapping[str, float] | None = None, unit_name: str = "") -> str:
+        """Markdown: candidate, median ms, spread (min-max), ratio to baseline[, throughput]."""
+        head = "| candidate | median ms | min–max ms | time / baseline (paired median) |"
+        sep = "|---|---:|---:|---:|"
+        if work:
+            head += f" {unit_name} |"
+            sep += "---:|"
+        rows = [head, sep]
+        for name, s in self.samples.items():
+            row = (
+                f"| {name} | {1e3 * self.median(name):.2f} | {1e3 * min(s):.2f}–{1e3 * max(s):.2f}"
+                f" | {self.ratio(name):.3f} |"
+            )
+            if work:
+                row += f" {work[name] / self.median(name):,.0f} |"
+            rows.append(row)
+        return "\n".join(rows)
+
+
+def compare(
+    candidates: Mapping[str, Callable[[], object]],
+    *,
+    baseline: str | None = None,
+    warmup: int = 2,
+    rounds: int = 10,
+    inner: int = 1,
+) -> Comparison:
+    """Time each callable side by side: ``warmup`` untimed calls each, then ``rounds`` rounds.
+
+    In every round each candidate runs ``inner`` times back to back (one sample = mean
+    of those); the order rotates each round (A B C, B C A, ...) so no candidate always
+    runs right after the same neighbour. CUDA is synchronised around every sample.
+    """
+    names = list(candidates)
+    if not names:
+        raise ValueError("compare() needs at least one candidate")
+    baseline = baseline or names[0]
+    if baseline not in candidates:
+        raise ValueError(f"baseline {baseline!r} is not one of the candidates {names}")
+    for name in names:
+        for _ in range(warmup):
+            candidates[name]()
+    synchronize()
+    samples: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(rounds):
+        order = names[r % len(names) :] + names[: r % len(names)]
+        for name in order:
+            fn = candidates[name]
+            synchronize()
+            t0 = time.perf_counter()
+            for _ in range(inner):
+                fn()
+            synchronize()
+            samples[name].append((time.perf_counter() - t0) / inner)
+    return Comparison(samples, baseline, {"warmup": warmup, "rounds": rounds, "inner": inner})
+
+
+# --------------------------------------------------------------------------- docs/benchmarks.md
+def _markers(key: str) -> tuple[str, str]:
+    return f"<!-- bench:{key}:begin -->", f"<!-- bench:{key}:end -->"
+
+
+def write_section(key: str, title: str, body: str, *, path: Path | None = None) -> str:
+    """Replace (or append) section ``key`` of ``docs/benchmarks.md``; return the section text."""
+    path = path or DOCS
+    begin, end = _markers(key)
+    section = f"{begin}\n## {title}\n\n{machine_line()}\n\n{body.strip()}\n{end}"
+    text = path.read_text() if path.exists() else HEADER
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        _, tail = rest.split(end, 1)
+        text = head + section + tail
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".md.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)  # atomic: readers never see half a file
+    return section
+
+
+def bench_args(argv: list[str] | None = None) -> dict[str, Any]:
+    """``--quick`` (fewer rounds) for a benchmark's ``main(**bench_args())``."""
+    p = argparse.ArgumentParser()
+    p.add_argument("--quick", action="store_true", help="fewer rounds and smaller shapes")
+    return vars(p.parse_args(argv))
