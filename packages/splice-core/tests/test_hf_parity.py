@@ -243,3 +243,33 @@ def test_export_rejects_config_without_hf_equivalent(tmp_path):
     with pytest.raises(ValueError, match=r"block.type='post_norm'"):
         save_pretrained(model, tmp_path / "m")
     assert not (tmp_path / "m").exists()
+
+
+def test_legacy_gpt2_names_and_mask_buffers_load(tmp_path):
+    """The original gpt2 upload: no "transformer." prefix, causal-mask buffers saved as tensors."""
+    from safetensors.torch import load_file, save_file
+
+    torch.manual_seed(0)
+    hf_model = _gpt2()
+    _randomize(hf_model, seed=4)
+    hf_model.eval()
+    hf_model.save_pretrained(tmp_path)
+    tensors = load_file(tmp_path / "model.safetensors")
+    legacy = {k.removeprefix("transformer."): v for k, v in tensors.items()}
+    for i in range(2):
+        legacy[f"h.{i}.attn.bias"] = torch.tril(torch.ones(1, 1, 64, 64))
+    save_file(legacy, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    model, _ = load_pretrained(tmp_path)
+    ids = _inputs()
+    with torch.no_grad():
+        assert (model(ids).logits - hf_model(ids).logits).abs().max().item() <= TOL
+
+
+def test_dtype_auto_keeps_checkpoint_dtype(tmp_path):
+    torch.manual_seed(0)
+    _llama().to(torch.bfloat16).save_pretrained(tmp_path)
+    model, _ = load_pretrained(tmp_path)
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    model32, _ = load_pretrained(tmp_path, dtype=torch.float32)
+    assert {p.dtype for p in model32.parameters()} == {torch.float32}
+    assert torch.equal(model32.embed.weight, model.embed.weight.float())
