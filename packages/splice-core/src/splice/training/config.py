@@ -68,14 +68,8 @@ class TrainConfig(SpliceConfig):
     deterministic: bool = True
     progress: bool = True
     num_threads: PositiveInt | None = None
-
-    @model_validator(mode="after")
-    def _check_warmup(self) -> TrainConfig:
-        if self.schedule.warmup_steps > self.steps:
-            raise ValueError(
-                f"schedule.warmup_steps={self.schedule.warmup_steps} exceeds steps={self.steps}"
-            )
-        return self
+    # Data parallelism under torchrun (see docs/distributed.md); batch_size stays global.
+    distributed: Literal["none", "ddp", "fsdp2"] = "none"
 
 
 class EvalConfig(SpliceConfig):
