@@ -10,3 +10,4 @@ from splice.hookspecs import hookimpl
 @hookimpl
 def register_recipes(register: Any) -> None:
     """Each recipe module exposes ``recipe: splice.recipe.Recipe``."""
+    register("arithmetic", "splice_recipes.arithmetic:recipe")
