@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 from splice.checkpoint import save_model_weights
 from splice.cli import main
@@ -73,3 +74,55 @@ def test_splice_eval_checkpoint_with_other_task_and_no_write(tmp_path) -> None:
     argv = ["eval", "--checkpoint", str(ckpt), "--task", task, "--loss-batches", "0", "--no-write"]
     assert main(argv) == 0
     assert not (ckpt / "eval.json").exists()
+
+
+def test_splice_eval_hugging_face_folder_needs_a_task_and_uses_its_tokenizer(tmp_path) -> None:
+    from splice.hf import HFTokenizer, save_pretrained
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=300,
+        special_tokens=["<s>", "</s>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    bpe.train_from_iterator([f"{a}+{b}={a + b}" for a in range(10) for b in range(10)], trainer)
+    tok = HFTokenizer(bpe, bos_token="<s>", eos_token="</s>")
+    torch.manual_seed(0)
+    model = build_model(
+        {
+            **MODEL,
+            "vocab_size": tok.vocab_size,
+            "positional": {"type": "rope"},
+            "block": {
+                "type": "pre_norm",
+                "token_mixer": {"type": "mha", "n_heads": 2},
+                "channel_mixer": {"type": "swiglu"},
+                "norm": {"type": "rmsnorm"},
+            },
+            "final_norm": {"type": "rmsnorm"},
+        }
+    )
+    folder = tmp_path / "hf"
+    save_pretrained(model, folder, tokenizer=tok)
+    task = '{"type": "arithmetic", "op": "+", "max_digits": 1}'
+    argv = [
+        "eval",
+        "--model",
+        str(folder),
+        "--task",
+        task,
+        "--examples",
+        "4",
+        "--loss-batches",
+        "1",
+        "--max-new-tokens",
+        "3",
+    ]
+    assert main(argv) == 0
+    results = json.loads((folder / "eval.json").read_text())
+    assert results["exact_match_examples"] == 4 and "eval_perplexity" in results
+    with pytest.raises(ValueError, match="--task"):
+        main(["eval", "--model", str(folder), "--no-write"])

@@ -1,9 +1,9 @@
-"""``splice eval --run RUN_DIR | --checkpoint CKPT [--task JSON] [--samples N --k K ...]``.
+"""``splice eval --run RUN | --checkpoint CKPT | --model HF_DIR [--task JSON] [--samples N --k K]``.
 
-Rebuilds the model from the run's config, loads the weights (the run's latest
-checkpoint by default), evaluates held-out loss/perplexity, greedy exact match and,
-with ``--samples``, pass@k; prints the results as JSON and writes them to
-``<run or checkpoint folder>/<name>.json``.
+Rebuilds the model from the run's config and loads the weights (the run's latest
+checkpoint by default), or reads a Hugging Face folder with ``splice.hf``; then
+evaluates held-out loss/perplexity, greedy exact match and, with ``--samples``,
+pass@k; prints the results as JSON and writes them to ``<folder>/<name>.json``.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--run", help="a run folder (evaluates its latest checkpoint)")
     where.add_argument("--checkpoint", help="a checkpoint folder or model.safetensors file")
+    where.add_argument("--model", help="a Hugging Face folder (with tokenizer.json); needs --task")
     p.add_argument("--config", help="experiment config.json, if not found next to the weights")
     p.add_argument("--task", help='task config as JSON, e.g. \'{"type": "arithmetic", "op": "-"}\'')
     p.add_argument("--examples", type=int, help="exact-match problems (default: config.eval)")
@@ -48,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
     results = evaluate_run(
         run_dir=args.run,
         checkpoint=args.checkpoint,
+        model=args.model,
         config_path=args.config,
         task=task,
         examples=args.examples,
@@ -60,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     )
     print(json.dumps(results, indent=2))
     if not args.no_write:
-        folder = Path(args.run) if args.run else Path(args.checkpoint)
+        folder = Path(args.run or args.checkpoint or args.model)
         if folder.is_file():
             folder = folder.parent
         print(f"wrote {write_results(folder, results, name=args.name)}")

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from splice.evaluation.evaluator import Evaluator
 from splice.generation.sampling import SamplingConfig
+from splice.training.config import EvalConfig
 
 
 def find_config(run_dir: Path | None, checkpoint: Path | None) -> Path:
@@ -32,10 +34,76 @@ def find_config(run_dir: Path | None, checkpoint: Path | None) -> Path:
     )
 
 
+@dataclass
+class _Target:
+    """What to evaluate and how: built from a run's config or from a Hugging Face folder."""
+
+    model: Any
+    tokenizer: Any
+    task: Any
+    collate: Any
+    objective: Any
+    eval: EvalConfig
+    seed: int
+    loss_batch_size: int
+    weights: str
+
+
+def _from_run(run: Path | None, ckpt: Path | None, config_path: Path | None, task: Any) -> _Target:
+    from splice.checkpoint import load_model_weights
+    from splice.models.build import build_model
+    from splice.registry import get_registry
+    from splice.training.config import ExperimentConfig
+    from splice.training.experiment import build_collator, build_tokenizer
+
+    cfg_path = config_path if config_path is not None else find_config(run, ckpt)
+    config = ExperimentConfig.model_validate(json.loads(cfg_path.read_text()))
+    model = build_model(config.model)
+    weights = ckpt if ckpt is not None else run
+    assert weights is not None
+    load_model_weights(model, weights)
+    tokenizer = build_tokenizer(config.tokenizer)
+    return _Target(
+        model=model,
+        tokenizer=tokenizer,
+        task=task if task is not None else config.data.task,
+        collate=build_collator(tokenizer, config.data),
+        objective=get_registry().build("objective", config.objective, None),
+        eval=config.eval,
+        seed=config.seed,
+        loss_batch_size=config.train.batch_size,
+        weights=str(weights),
+    )
+
+
+def _from_hf(folder: Path, task: Any, max_len: int) -> _Target:
+    from splice.data.collate import SFTCollator
+    from splice.hf import load_pretrained
+    from splice.objectives.sft import SFTObjective
+
+    if task is None:
+        raise ValueError("--model needs --task: a Hugging Face folder names no task")
+    model, tokenizer = load_pretrained(folder, dtype="float32")
+    if tokenizer is None:
+        raise ValueError(f"{folder}: no tokenizer.json; evaluation needs the model's tokenizer")
+    return _Target(
+        model=model,
+        tokenizer=tokenizer,
+        task=task,
+        collate=SFTCollator(tokenizer, max_len=max_len),
+        objective=SFTObjective(),
+        eval=EvalConfig(),
+        seed=0,
+        loss_batch_size=8,
+        weights=str(folder),
+    )
+
+
 def evaluate_run(
     *,
     run_dir: str | Path | None = None,
     checkpoint: str | Path | None = None,
+    model: str | Path | None = None,
     config_path: str | Path | None = None,
     task: Mapping[str, Any] | None = None,
     examples: int | None = None,
@@ -45,65 +113,61 @@ def evaluate_run(
     temperature: float = 1.0,
     max_new_tokens: int | None = None,
     batch_size: int | None = None,
+    max_len: int = 256,
 ) -> dict[str, Any]:
-    """Evaluate the weights of ``checkpoint`` (default: the run's latest) on a held-out split.
+    """Evaluate a run's weights (default: its latest checkpoint) on a held-out split.
 
     Args:
         run_dir: a ``splice run`` output folder.
-        checkpoint: a checkpoint folder or ``model.safetensors`` file.
+        checkpoint: a checkpoint folder or ``model.safetensors`` file of a run.
+        model: instead of a run, a Hugging Face folder (``config.json``, safetensors,
+            ``tokenizer.json``) read by ``splice.hf``; needs ``task``.
         config_path: the experiment config, when it is not next to the weights.
         task: a task config (``{"type": "arithmetic", "op": "-"}``) to evaluate instead of
             the run's training task (e.g. an old task, to measure forgetting).
         examples / loss_batches / max_new_tokens / batch_size: override ``config.eval``.
         pass_samples: samples per problem for pass@k (0: skip pass@k).
         ks / temperature: pass@k's ``k`` values and sampling temperature.
+        max_len: longest held-out loss sequence for ``model`` (runs use their data config).
 
     Returns:
         metrics plus ``run_dir``, ``weights`` and ``task`` describing what was evaluated.
     """
     from pydantic import TypeAdapter
 
-    from splice.checkpoint import load_model_weights
     from splice.config import TaskField
-    from splice.models.build import build_model
-    from splice.registry import get_registry
-    from splice.training.config import ExperimentConfig
-    from splice.training.experiment import build_collator, build_task, build_tokenizer
+    from splice.training.experiment import build_task
     from splice.training.stream import derive_seed
 
-    if run_dir is None and checkpoint is None:
-        raise ValueError("give a run folder (--run) or a checkpoint (--checkpoint)")
-    run = Path(run_dir) if run_dir is not None else None
-    ckpt = Path(checkpoint) if checkpoint is not None else None
-    cfg_path = Path(config_path) if config_path is not None else find_config(run, ckpt)
-    config = ExperimentConfig.model_validate(json.loads(cfg_path.read_text()))
-    ev, seed = config.eval, config.seed
-
-    tokenizer = build_tokenizer(config.tokenizer)
-    task_cfg = config.data.task
+    if sum(x is not None for x in (run_dir, checkpoint, model)) != 1:
+        raise ValueError("give exactly one of a run folder, a checkpoint, or a model folder")
+    task_cfg = None
     if task is not None:  # validated like a config field, so a bad task names its field
         task_cfg = TypeAdapter(TaskField).validate_python(dict(task))
-    task_obj = build_task(task_cfg)
-    model = build_model(config.model)
-    weights = ckpt if ckpt is not None else run
-    assert weights is not None
-    load_model_weights(model, weights)
-    model.eval()
+    run = Path(run_dir) if run_dir is not None else None
+    if model is not None:
+        target = _from_hf(Path(model), task_cfg, max_len)
+    else:
+        ckpt = Path(checkpoint) if checkpoint is not None else None
+        cfg = Path(config_path) if config_path is not None else None
+        target = _from_run(run, ckpt, cfg, task_cfg)
+    target.model.eval()
+    ev, seed = target.eval, target.seed
+    task_obj = build_task(target.task)
 
     n_examples = ev.exact_match_examples if examples is None else examples
     n_loss = ev.loss_batches if loss_batches is None else loss_batches
-    collate = build_collator(tokenizer, config.data)
     batches = [
-        collate(
-            task_obj.sample("held_out", config.train.batch_size, seed=derive_seed(seed, "eval", i))
+        target.collate(
+            task_obj.sample("held_out", target.loss_batch_size, seed=derive_seed(seed, "eval", i))
         )
         for i in range(n_loss)
     ]
     new_tokens = max_new_tokens or ev.max_new_tokens
     held_out = task_obj.sample("held_out", n_examples, seed=derive_seed(seed, "em"))
     evaluator = Evaluator(
-        tokenizer,
-        objective=get_registry().build("objective", config.objective, None) if batches else None,
+        target.tokenizer,
+        objective=target.objective if batches else None,
         loss_batches=batches,
         exact_match_examples=held_out,
         pass_at_k_examples=held_out if pass_samples else (),
@@ -114,15 +178,15 @@ def evaluate_run(
         ks=ks,
         batch_size=batch_size or ev.batch_size,
     )
-    metrics = evaluator(model)
+    metrics = evaluator(target.model)
     return {
         **metrics,
         "exact_match_examples": len(held_out),
         "loss_batches": len(batches),
         **({"pass_samples": pass_samples} if pass_samples else {}),
         "run_dir": str(run) if run is not None else None,
-        "weights": str(weights),
-        "task": task_cfg.model_dump(mode="json"),
+        "weights": target.weights,
+        "task": target.task.model_dump(mode="json"),
     }
 
 
