@@ -12,6 +12,7 @@ import argparse
 import importlib.util
 import inspect
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -121,7 +122,8 @@ def execute(recipe: Recipe, config: Any, *, resume: bool = False) -> int:
     except NonFiniteLossError as exc:
         print(f"splice run: {exc}", file=sys.stderr)
         return 1
-    print(format_report(report))
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for the job
+        print(format_report(report))
     return 0
 
 

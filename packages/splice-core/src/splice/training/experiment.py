@@ -155,7 +155,12 @@ def run_experiment(
     if ev.loss_batches or ev.exact_match_examples:
         evaluator = build_evaluator(config, tokenizer, objective, task)
 
-    trainer = Trainer(
+    trainer_cls = Trainer
+    if config.train.distributed != "none":  # under torchrun: DDP / FSDP2 over global batches
+        from splice.training.distributed import DistributedTrainer
+
+        trainer_cls = DistributedTrainer
+    trainer = trainer_cls(
         model,
         objective,
         train,

@@ -1,0 +1,409 @@
+"""Data-parallel training under ``torchrun``: DDP or FSDP2, one code path for CPU and GPU.
+
+The run is defined by its *global* batch: every rank builds the same global micro-batch
+(``train.batch_size`` rows, from the same ``(seed, position)``) and keeps its own contiguous
+slice of ``batch_size / world`` rows. Each rank's loss is rescaled so that the averaged
+gradient DDP/FSDP computes is exactly the gradient of the global token-weighted mean, i.e.
+``world`` ranks with ``B / world`` rows train like one process with ``B`` rows.
+
+Checkpoints hold full, unprefixed weights and index-keyed optimizer state, the same files a
+single-process run writes, so a run can resume with a different number of processes.
+Only rank 0 writes (metrics, checkpoints, plot, report); every rank evaluates, because an
+FSDP2 forward needs every rank, and doing the same under DDP costs no extra wall time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import os
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.distributed as dist
+from safetensors.torch import load_file
+from torch import Tensor, nn
+
+from splice.checkpoint.state import rng_from_flat
+from splice.interfaces import Block, LossOutput
+from splice.training.config import TrainConfig
+from splice.training.stream import Batch, BatchSource, as_source
+from splice.training.trainer import Trainer, build_optimizer
+
+Strategy = Literal["ddp", "fsdp2"]
+_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """Where this process sits in the job: ``rank`` of ``world_size``, its device and backend."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+    backend: str
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed() -> DistInfo:
+    """Join the process group ``torchrun`` describes in the environment (idempotent).
+
+    NCCL with one GPU per local rank when CUDA is available, else gloo on CPU.
+
+    Raises:
+        ValueError: a torchrun variable is missing (the script was not launched by torchrun).
+    """
+    missing = [k for k in _ENV if k not in os.environ]
+    if missing and not dist.is_initialized():
+        raise ValueError(
+            f"train.distributed needs a torchrun launch, but {missing} are not set; run e.g. "
+            "`torchrun --nproc_per_node=2 -m splice.cli run RECIPE --set train.distributed=ddp`"
+        )
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    cuda = torch.cuda.is_available()
+    if cuda:
+        torch.cuda.set_device(local_rank)
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if cuda else "gloo")
+    device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
+    return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank, device, dist.get_backend())
+
+
+def shard_batch(batch: Batch, rank: int, world: int) -> dict[str, Any]:
+    """Rows ``[rank * B/world, (rank+1) * B/world)`` of every ``(B, ...)`` tensor in ``batch``.
+
+    Raises:
+        ValueError: the batch size ``B`` is not divisible by ``world``.
+    """
+    sizes = {v.shape[0] for v in batch.values() if isinstance(v, Tensor) and v.ndim > 0}
+    if len(sizes) != 1:
+        raise ValueError(f"cannot shard a batch whose tensors disagree on rows: {sorted(sizes)}")
+    (rows,) = sizes
+    if rows % world:
+        raise ValueError(
+            f"train.batch_size={rows} (the global micro-batch) must be divisible by the "
+            f"number of processes ({world})"
+        )
+    per = rows // world
+    return {
+        k: v[rank * per : (rank + 1) * per] if isinstance(v, Tensor) and v.ndim > 0 else v
+        for k, v in batch.items()
+    }
+
+
+class ShardedSource:
+    """This rank's slice of each global micro-batch of ``source``; positions stay global."""
+
+    def __init__(self, source: BatchSource, rank: int, world: int) -> None:
+        self.source, self.rank, self.world = source, rank, world
+
+    def batches(self, start: int = 0) -> Iterator[Batch]:
+        for batch in self.source.batches(start):
+            yield shard_batch(batch, self.rank, self.world)
+
+
+class GlobalTokenMean:
+    """Wraps an objective so the data-parallel gradient is the global token-weighted mean's.
+
+    Rank ``i`` has a token-mean loss ``L_i`` over ``n_i`` target tokens. The global loss is
+    ``sum_i n_i L_i / N`` (``N = sum_j n_j``); DDP/FSDP average gradients over ranks, so
+    each rank backpropagates ``world * n_i / N * L_i``. One all-reduce per micro-batch gives
+    ``N`` and the global values of the loss and every metric (token-weighted). The returned
+    loss *value* is the global loss (what gets logged); its *gradient* is the rescaled one.
+    Objectives that report no token count weigh each rank equally.
+    """
+
+    def __init__(self, objective: Any, world: int) -> None:
+        self.objective, self.world = objective, world
+
+    def loss(self, model: nn.Module, batch: Mapping[str, Any]) -> LossOutput:
+        out = self.objective.loss(model, batch)
+        n = float(out.n_tokens or out.metrics.get("tokens", 0.0) or 0.0)
+        if not out.n_tokens and "tokens" not in out.metrics:
+            n = 1.0  # no token count at all: every rank weighs the same
+        names = [k for k in out.metrics if k not in ("loss", "tokens")]
+        local = torch.tensor(
+            [float(out.loss.detach()), *(float(out.metrics[k]) for k in names)],
+            dtype=torch.float64,
+        )
+        # Row 0: token-weighted sums; row 1: plain sums (used if no rank has any token).
+        stats = torch.stack(
+            [
+                torch.cat([torch.tensor([n], dtype=torch.float64), local * n]),
+                torch.cat([torch.tensor([1.0], dtype=torch.float64), local]),
+            ]
+        )
+        stats = stats.to(out.loss.device)
+        dist.all_reduce(stats)
+        total = float(stats[0, 0])
+        if total > 0:
+            scale, means = self.world * n / total, (stats[0, 1:] / total).tolist()
+        else:
+            scale, means = 1.0, (stats[1, 1:] / self.world).tolist()
+        scaled = out.loss * scale
+        global_loss = torch.as_tensor(means[0], dtype=scaled.dtype, device=scaled.device)
+        loss = scaled + (global_loss - scaled).detach()  # value: global; gradient: scaled
+        metrics = {**dict(zip(names, means[1:])), "loss": means[0], "tokens": total}
+        return LossOutput(loss=loss, metrics=metrics, n_tokens=int(total))
+
+
+def shard_fsdp2(model: nn.Module, device: torch.device, world: int) -> nn.Module:
+    """``fully_shard`` every top-level ``Block`` (its own all-gather unit), then the root."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    mesh = init_device_mesh(device.type, (world,))
+    blocks = [m for m in model.modules() if isinstance(m, Block)]
+    nested = {id(c) for b in blocks for c in b.modules() if c is not b}
+    for block in blocks:
+        if id(block) not in nested:
+            fully_shard(block, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+    return model
+
+
+def _full(value: Any) -> Any:
+    """A plain tensor from a DTensor (e.g. FSDP2's gradient norm); anything else unchanged."""
+    return value.full_tensor() if hasattr(value, "full_tensor") else value
+
+
+class DistributedTrainer(Trainer):
+    """``Trainer`` under torchrun: shards the data, wraps the model (DDP or FSDP2), rank 0 writes.
+
+    Takes the same arguments as ``Trainer`` plus ``strategy`` (default
+    ``config.distributed``). ``train_batches`` yields *global* micro-batches.
+
+    Raises:
+        ValueError: not launched by torchrun, an unknown strategy, or regularizers with FSDP2.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        objective: Any,
+        train_batches: BatchSource | Iterable[Batch],
+        config: TrainConfig,
+        *,
+        strategy: Strategy | None = None,
+        **kwargs: Any,
+    ) -> None:
+        strategy = strategy or getattr(config, "distributed", "ddp")
+        if strategy not in ("ddp", "fsdp2"):
+            raise ValueError(f"train.distributed={strategy!r}: expected 'ddp' or 'fsdp2'")
+        if strategy == "fsdp2" and kwargs.get("regularizers"):
+            raise ValueError(
+                "regularizers read parameters directly, which FSDP2 shards; "
+                "use train.distributed='ddp' with regularizers"
+            )
+        self.info = info = init_distributed()
+        self.strategy = strategy
+        model = model.to(info.device)
+        self._shadow: nn.Module | None = None  # rank 0's full copy for FSDP2 checkpoints
+        if strategy == "ddp":
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [info.local_rank] if info.device.type == "cuda" else None
+            wrapped: nn.Module = DistributedDataParallel(model, device_ids=ids)
+            self.inner = model
+        else:
+            if info.is_main:
+                self._shadow = copy.deepcopy(model).to("cpu")
+            wrapped = self.inner = shard_fsdp2(model, info.device, info.world_size)
+        evaluator = kwargs.pop("evaluator", None)
+        if evaluator is not None:
+            kwargs["evaluator"] = lambda _m: evaluator(self.inner)
+        source = ShardedSource(as_source(train_batches), info.rank, info.world_size)
+        super().__init__(
+            wrapped, GlobalTokenMean(objective, info.world_size), source, config, **kwargs
+        )
+        self.is_main = info.is_main
+        self._shadow_opt = (
+            build_optimizer(self._shadow, config.optimizer) if self._shadow is not None else None
+        )
+
+    # ------------------------------------------------------------------ hooks
+    def no_sync(self, last_micro: bool) -> contextlib.AbstractContextManager[Any]:
+        """Skip the gradient all-reduce / reduce-scatter on all but the last micro-batch."""
+        if last_micro:
+            return contextlib.nullcontext()
+        if self.strategy == "ddp":
+            return self.model.no_sync()  # type: ignore[operator]
+        return _fsdp_no_sync(self.model)
+
+    def train_step(self, batches: Any) -> None:
+        super().train_step(batches)
+        last = self._pending[-1]
+        last.grad_norm = _full(last.grad_norm)  # FSDP2: the norm is a DTensor
+
+    def flush(self) -> None:
+        """Log global token counts (each rank counted only its slice), then flush as usual."""
+        if self._pending:
+            counts = torch.tensor(
+                [float(p.tokens) for p in self._pending], dtype=torch.float64, device=self.device
+            )
+            dist.all_reduce(counts)
+            for p, c in zip(self._pending, counts.tolist()):
+                p.tokens = int(c)
+        super().flush()
+
+    def evaluate(self) -> dict[str, Any]:
+        """Every rank evaluates (an FSDP2 forward needs them all); only rank 0 prints."""
+        if self.is_main:
+            return super().evaluate()
+        pbar, self._pbar = self._pbar, None
+        try:
+            return super().evaluate()
+        finally:
+            self._pbar = pbar
+
+    # ------------------------------------------------------------------ checkpoints
+    def save_checkpoint(self) -> Path | None:
+        """Gather full weights and optimizer state (collective), then rank 0 writes them."""
+        self.flush()
+        mgr = self.checkpoints
+        if mgr is None:
+            return None
+        if self.strategy == "ddp":
+            model, optimizer = self.inner, self.optimizer
+        else:
+            model, optimizer = self._gather_fsdp2()
+        if self.is_main:
+            assert model is not None
+            mgr.save(
+                self.step,
+                model=model,
+                optimizer=optimizer,
+                state=self.state(),
+                config=self.run_config,
+            )
+        # Every rank records the path (the loop's end checks it), and none races ahead
+        # (e.g. to resume) before the files exist.
+        self.last_checkpoint = mgr.root / f"step-{self.step:06d}"
+        dist.barrier()
+        return self.last_checkpoint
+
+    def _gather_fsdp2(self) -> tuple[nn.Module | None, torch.optim.Optimizer | None]:
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            get_model_state_dict,
+            get_optimizer_state_dict,
+        )
+
+        opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        msd = get_model_state_dict(self.model, options=opts)
+        osd = get_optimizer_state_dict(self.model, self.optimizer, options=opts)
+        if self._shadow is None or self._shadow_opt is None:
+            return None, None  # ranks > 0 only took part in the gather
+        _load_state_dict(self._shadow, msd)
+        self._shadow_opt.load_state_dict(fqn_to_index(osd, self._shadow, self._shadow_opt))
+        return self._shadow, self._shadow_opt
+
+    def resume(self) -> bool:
+        """Load rank 0's latest checkpoint on every rank (the run folder must be shared)."""
+        mgr = self.checkpoints
+        latest = mgr.latest() if mgr is not None and self.is_main else None
+        step = torch.tensor([-1 if latest is None else int(latest.name.split("-")[1])])
+        dist.broadcast(step, src=0)  # every rank loads the checkpoint rank 0 saw
+        if int(step) < 0:
+            return False
+        assert mgr is not None
+        latest = mgr.root / f"step-{int(step):06d}"
+        if self.strategy == "ddp":
+            st = mgr.load(latest, model=self.inner, optimizer=self.optimizer)
+        else:
+            st = self._load_fsdp2(mgr, latest)
+        self.step = int(st["step"])
+        self.micro_batches = int(st["micro_batches"])
+        self.train_time = float(st.get("train_time_s", 0.0))
+        self.tokens_seen = int(st.get("tokens_seen", 0))
+        self.last_checkpoint = latest
+        self._metrics().truncate_after(self.step)
+        return True
+
+    def _load_fsdp2(self, mgr: Any, path: Path) -> dict[str, Any]:
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            set_model_state_dict,
+            set_optimizer_state_dict,
+        )
+
+        if self._shadow is not None and self._shadow_opt is not None:
+            st = mgr.load(path, model=self._shadow, optimizer=self._shadow_opt)
+            msd = self._shadow.state_dict()
+            osd = index_to_fqn(self._shadow_opt, self._shadow)
+        else:  # rank 0 broadcasts the tensors; the rest only need the step and RNG
+            st = json.loads((path / "trainer_state.json").read_text())
+            rng_from_flat(load_file(str(path / "rng.safetensors")), st["rng"])
+            msd, osd = {}, {}
+        opts = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
+        set_model_state_dict(self.model, msd, options=opts)
+        set_optimizer_state_dict(self.model, self.optimizer, osd, options=opts)
+        return st
+
+
+@contextlib.contextmanager
+def _fsdp_no_sync(model: nn.Module) -> Iterator[None]:
+    model.set_requires_gradient_sync(False)  # type: ignore[operator]
+    try:
+        yield
+    finally:
+        model.set_requires_gradient_sync(True)  # type: ignore[operator]
+
+
+def _load_state_dict(model: nn.Module, state: Mapping[str, Tensor]) -> None:
+    """Copy a full state dict into ``model``; tied weights may appear under one name only."""
+    missing, unexpected = model.load_state_dict(dict(state), strict=False)
+    names = dict(model.named_parameters(remove_duplicate=False))
+    tied = {n for n in missing if n in names and any(names[n] is names[k] for k in state)}
+    if set(missing) - tied or unexpected:
+        raise ValueError(f"gathered state does not match: missing {missing}, extra {unexpected}")
+
+
+def _param_names(model: nn.Module) -> dict[int, list[str]]:
+    """``id(param) -> every name it has`` (tied weights have several)."""
+    names: dict[int, list[str]] = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        names.setdefault(id(p), []).append(name)
+    return names
+
+
+def fqn_to_index(
+    osd: Mapping[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer
+) -> dict[str, Any]:
+    """An FQN-keyed optimizer state dict (``get_optimizer_state_dict``) -> ``optimizer``'s
+    own index-keyed layout, matching names through ``model``'s parameters."""
+    names = _param_names(model)
+    index: dict[str, int] = {}
+    i = 0
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            for name in names[id(p)]:
+                index[name] = i
+            i += 1
+    state = {index[fqn]: dict(s) for fqn, s in osd["state"].items()}
+    groups = []
+    for g in osd["param_groups"]:
+        groups.append({**g, "params": sorted({index[f] for f in g["params"]})})
+    return {"state": state, "param_groups": groups}
+
+
+def index_to_fqn(optimizer: torch.optim.Optimizer, model: nn.Module) -> dict[str, Any]:
+    """The inverse of ``fqn_to_index``: ``optimizer.state_dict()`` keyed by parameter names."""
+    names = _param_names(model)
+    order = [p for g in optimizer.param_groups for p in g["params"]]
+    by_index = {i: names[id(p)][0] for i, p in enumerate(order)}
+    sd = optimizer.state_dict()
+    return {
+        "state": {by_index[i]: s for i, s in sd["state"].items()},
+        "param_groups": [
+            {**g, "params": [by_index[i] for i in g["params"]]} for g in sd["param_groups"]
+        ],
+    }
