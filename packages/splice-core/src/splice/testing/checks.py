@@ -126,7 +126,7 @@ def check_gradients(
     loss = (res.output.float() * weights).sum() + sum(
         (a.float() for a in res.aux_losses), torch.zeros(())
     )
-    loss.backward()
+    loss.backward()  # type: ignore[no-untyped-call]
     for name, t in probe.grad_inputs.items():
         assert t.grad is not None, f"{config.type}: no gradient reached input {name!r}"
         assert torch.isfinite(t.grad).all(), f"{config.type}: non-finite gradient on input {name!r}"

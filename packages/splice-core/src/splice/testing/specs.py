@@ -9,7 +9,7 @@ its output to check. New kinds (adapters, objectives, ...) are added with
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar, cast
 
 import torch
 from torch import Tensor, nn
@@ -53,8 +53,8 @@ class Result:
 class KindSpec:
     """Build-and-call recipe of one kind; subclasses fill in ``probe`` and ``result``."""
 
-    kind: str = ""
-    interface: type = nn.Module
+    kind: ClassVar[str] = ""
+    interface: ClassVar[type] = nn.Module
 
     def build(self, config: Any, ctx: BuildContext | None) -> nn.Module:
         from splice.registry import get_registry
@@ -65,7 +65,7 @@ class KindSpec:
                 f"{self.kind} {config.type!r} built a {type(module).__name__}, "
                 f"expected a {self.interface.__name__}"
             )
-        return module  # type: ignore[no-any-return]
+        return cast(nn.Module, module)
 
     def probe(
         self,
@@ -134,17 +134,20 @@ class _MixerSpec(KindSpec):
 
 
 class TokenMixerSpec(_MixerSpec):
-    kind, interface = "token_mixer", TokenMixer
+    kind = "token_mixer"
+    interface: ClassVar[type] = TokenMixer
 
 
 class BlockSpec(_MixerSpec):
-    kind, interface = "block", Block
+    kind = "block"
+    interface: ClassVar[type] = Block
 
 
 class ChannelMixerSpec(KindSpec):
     """``forward(x (B, T, D)) -> (B, T, D)`` or ``ChannelMixerOutput``."""
 
-    kind, interface = "channel_mixer", ChannelMixer
+    kind = "channel_mixer"
+    interface: ClassVar[type] = ChannelMixer
 
     def probe(self, module, config, ctx, *, batch, seq_len, dtype, generator):  # type: ignore[no-untyped-def]
         x = _hidden(ctx, batch, seq_len, dtype, generator)
@@ -160,13 +163,15 @@ class ChannelMixerSpec(KindSpec):
 
 
 class NormSpec(ChannelMixerSpec):
-    kind, interface = "norm", nn.Module
+    kind = "norm"
+    interface: ClassVar[type] = nn.Module
 
 
 class ModelSpec(KindSpec):
     """Language models: ``forward(input_ids (B, T)) -> ModelOutput`` with logits ``(B, T, V)``."""
 
-    kind, interface = "model", nn.Module
+    kind = "model"
+    interface: ClassVar[type] = nn.Module
 
     def probe(self, module, config, ctx, *, batch, seq_len, dtype, generator):  # type: ignore[no-untyped-def]
         ids = torch.randint(0, int(config.vocab_size), (batch, seq_len), generator=generator)

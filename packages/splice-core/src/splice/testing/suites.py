@@ -109,16 +109,13 @@ class ConformanceSuite:
         )
 
 
-class _CacheTest:
+class _CacheTest(ConformanceSuite):
     """Adds the KV-cache test: prefill, then one token at a time, equals the full pass."""
 
     def test_kv_cache_matches_full_pass(self) -> None:
         checks.check_kv_cache(
-            self.make_config(),
-            self.make_context(),  # type: ignore[attr-defined]
-            kind=self.kind,
-            prepare=self.prepare,
-        )  # type: ignore[attr-defined]
+            self.make_config(), self.make_context(), kind=self.kind, prepare=self.prepare
+        )
 
 
 class TokenMixerConformance(ConformanceSuite):
@@ -129,7 +126,7 @@ class TokenMixerConformance(ConformanceSuite):
     kind = "token_mixer"
 
 
-class CachedTokenMixerConformance(_CacheTest, TokenMixerConformance):
+class CachedTokenMixerConformance(TokenMixerConformance, _CacheTest):
     """Self-attention that reads and extends ``inputs.cache``."""
 
 
@@ -162,5 +159,5 @@ class ModelConformance(ConformanceSuite):
         return None
 
 
-class CachedModelConformance(_CacheTest, ModelConformance):
+class CachedModelConformance(ModelConformance, _CacheTest):
     """Models with ``new_cache()`` whose cached decoding must equal the full pass."""
