@@ -40,9 +40,11 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import fcntl
 import os
 import platform
 import statistics
+import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -222,17 +224,21 @@ def write_section(key: str, title: str, body: str, *, path: Path | None = None) 
     path = path or DOCS
     begin, end = _markers(key)
     section = f"{begin}\n## {title}\n\n{machine_line()}\n\n{body.strip()}\n{end}"
-    text = path.read_text() if path.exists() else HEADER
-    if begin in text and end in text:
-        head, rest = text.split(begin, 1)
-        _, tail = rest.split(end, 1)
-        text = head + section + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)  # atomic: readers never see half a file
+    # Benchmarks may run in parallel processes: serialise the read-modify-write with a lock
+    # file, and write through a per-process temp file renamed into place (atomic).
+    with open(Path(tempfile.gettempdir()) / "splice-benchmarks-md.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        text = path.read_text() if path.exists() else HEADER
+        if begin in text and end in text:
+            head, rest = text.split(begin, 1)
+            _, tail = rest.split(end, 1)
+            text = head + section + tail
+        else:
+            text = text.rstrip("\n") + "\n\n" + section + "\n"
+        tmp = path.with_suffix(f".md.{os.getpid()}.tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
     return section
 
 
