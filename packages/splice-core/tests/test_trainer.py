@@ -212,3 +212,40 @@ def test_batch_streams_restart_at_any_position():
     tb = TaskBatches(Counter(), lambda xs: {"x": xs}, batch_size=2, seed=7)
     assert list(zip(range(3), tb.batches(0)))[2][1] == next(tb.batches(2))
     assert derive_seed(7, "train", 2) != derive_seed(7, "train", 3)
+
+
+def test_bf16_autocast_runs_matmuls_in_bf16_and_keeps_fp32_weights():
+    seen, losses = [], []
+
+    class Spy(Regression):
+        def loss(self, model, batch):
+            seen.append(model(batch["x"]).dtype)
+            out = super().loss(model, batch)
+            losses.append(float(out.loss.detach()))
+            return out
+
+    torch.manual_seed(0)
+    model = nn.Linear(4, 1)
+    cfg = quiet(steps=60, precision="bf16", optimizer=OptimizerConfig(lr=0.05))
+    out = Trainer(model, Spy(), make_batches(), cfg).fit()
+    assert set(seen) == {torch.bfloat16}
+    assert model.weight.dtype == torch.float32
+    assert out["final_train_loss"] < losses[0] / 10
+
+
+def test_resume_without_a_checkpoint_starts_fresh(tmp_path):
+    cfg = quiet(steps=4, checkpoint_every=2)
+    out = Trainer(nn.Linear(4, 1), Regression(), make_batches(), cfg, run_dir=tmp_path).fit(
+        resume=True
+    )
+    assert out["resumed"] is False and out["steps"] == 4
+    again = Trainer(
+        nn.Linear(4, 1),
+        Regression(),
+        make_batches(),
+        quiet(steps=6, checkpoint_every=2),
+        run_dir=tmp_path,
+    ).fit(resume=True)
+    assert again["resumed"] is True and again["steps"] == 6
+    steps = [json.loads(x)["step"] for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5, 6]
