@@ -51,7 +51,7 @@ class RotaryEmbedding(nn.Module):
     """RoPE: rotates each (even, odd) half-pair of q and k by ``position * theta^(-2i/d)``.
 
     Uses the "rotate half" layout of Llama / Hugging Face: dims ``[0, d/2)`` pair with
-    ``[d/2, d)``. ``apply(q, k, positions)`` with q ``(B, H, T, d)``, k ``(B, Hkv, T, d)``.
+    ``[d/2, d)``. ``rotate(q, k, positions)`` with q ``(B, H, T, d)``, k ``(B, Hkv, T, d)``.
     """
 
     def __init__(self, head_dim: int, max_len: int, *, theta: float = 10000.0) -> None:
@@ -70,7 +70,7 @@ class RotaryEmbedding(nn.Module):
         x1, x2 = x.chunk(2, dim=-1)
         return torch.cat([-x2, x1], dim=-1)
 
-    def apply(self, q: Tensor, k: Tensor, positions: Tensor) -> tuple[Tensor, Tensor]:
+    def rotate(self, q: Tensor, k: Tensor, positions: Tensor) -> tuple[Tensor, Tensor]:
         cos = self.cos[positions].unsqueeze(1).to(q.dtype)  # (B, 1, T, d)
         sin = self.sin[positions].unsqueeze(1).to(q.dtype)
         q = q * cos + self._rotate_half(q) * sin
