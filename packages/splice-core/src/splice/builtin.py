@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from splice.data.task_configs import ArithmeticTaskConfig, JsonlTaskConfig
+from splice.data.translation import NumberWordsTaskConfig
 from splice.hookspecs import hookimpl
 from splice.models.configs import DecoderConfig
 from splice.models.encoder_decoder_config import EncoderDecoderConfig
@@ -57,3 +58,4 @@ def register_objectives(register: Any) -> None:
 def register_tasks(register: Any) -> None:
     register(ArithmeticTaskConfig, "splice.data.tasks:build_arithmetic")
     register(JsonlTaskConfig, "splice.data.tasks:build_jsonl")
+    register(NumberWordsTaskConfig, "splice.data.translation:build_number_words")

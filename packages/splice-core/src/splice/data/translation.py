@@ -84,7 +84,7 @@ def _is_held_out(n: int, fraction: float) -> bool:
 
 
 class NumberWordsTaskConfig(ComponentConfig):
-    """Config of :class:`NumberWordsTask` (registered as task ``"number_words"``)."""
+    """Numerals to English number words (``"407"`` -> ``"four hundred seven"``), or back."""
 
     type: Literal["number_words"] = "number_words"
     min_digits: PositiveInt = 1

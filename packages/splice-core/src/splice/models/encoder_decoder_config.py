@@ -61,6 +61,11 @@ class EncoderDecoderConfig(ComponentConfig):
                 raise ValueError(f"cross_attention.{exc}") from None
         return self
 
+    @property
+    def max_seq_len(self) -> int:
+        """Longest decoder sequence (what generation checks prompt + new tokens against)."""
+        return self.max_target_len
+
     def encoder_block_config(self) -> Any:
         """The encoder's block: ``encoder_block`` if given, else ``block``."""
         return self.encoder_block if self.encoder_block is not None else self.block
