@@ -168,7 +168,8 @@ class Trainer:
         return contextlib.nullcontext()
 
     def no_sync(self, last_micro: bool) -> contextlib.AbstractContextManager[Any]:
-        """Context for one micro-batch's backward; DDP subclasses skip the all-reduce until the last."""
+        """Context for one micro-batch's forward and backward; DDP subclasses skip the
+        gradient all-reduce until the last micro-batch of the step."""
         return contextlib.nullcontext()
 
     # ------------------------------------------------------------------ state
@@ -231,14 +232,15 @@ class Trainer:
                     f"the training data ran out after {self.micro_batches} micro-batches "
                     f"(step {self.step} of {cfg.steps}); give an endless BatchSource or fewer steps"
                 ) from None
-            with self._autocast():
-                out = self.objective.loss(self.model, batch)
-                loss = out.loss
-                if self.regularizers:
-                    pen = sum(r.penalty(self.model, batch) for r in self.regularizers)
-                    loss = loss + pen
-                    pen_sum = pen.detach() if pen_sum is None else pen_sum + pen.detach()
+            # DDP decides at forward time whether the backward all-reduces: wrap both.
             with self.no_sync(micro == cfg.grad_accum - 1):
+                with self._autocast():
+                    out = self.objective.loss(self.model, batch)
+                    loss = out.loss
+                    if self.regularizers:
+                        pen = sum(r.penalty(self.model, batch) for r in self.regularizers)
+                        loss = loss + pen
+                        pen_sum = pen.detach() if pen_sum is None else pen_sum + pen.detach()
                 (loss / cfg.grad_accum).backward()
             loss_sum = out.loss.detach() if loss_sum is None else loss_sum + out.loss.detach()
             tokens = tokens + _count_tokens(batch, out)
