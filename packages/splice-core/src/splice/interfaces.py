@@ -72,8 +72,13 @@ class AttentionInputs:
     def for_layer(self, cache: LayerKVCache | None) -> AttentionInputs:
         """The same inputs with one layer's cache (aux losses are shared)."""
         return AttentionInputs(
-            self.positions, self.attn_mask, self.is_causal, cache, self.context,
-            self.context_mask, self.aux_losses,
+            self.positions,
+            self.attn_mask,
+            self.is_causal,
+            cache,
+            self.context,
+            self.context_mask,
+            self.aux_losses,
         )
 
 

@@ -15,7 +15,9 @@ SUBCOMMANDS = ["plugins", "config_cmd", "run", "hf_import", "generate", "eval"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="splice", description="Build and post-train transformers.")
+    parser = argparse.ArgumentParser(
+        prog="splice", description="Build and post-train transformers."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     for name in SUBCOMMANDS:
         importlib.import_module(f"splice.cli.{name}").add_parser(sub)

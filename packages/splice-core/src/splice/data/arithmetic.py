@@ -43,8 +43,15 @@ class ArithmeticTask:
             in which carries are computed (makes addition far easier for small models).
     """
 
-    def __init__(self, op: Op = "+", *, min_digits: int = 1, max_digits: int = 2,
-                 held_out_fraction: float = 0.1, reverse_answer: bool = False) -> None:
+    def __init__(
+        self,
+        op: Op = "+",
+        *,
+        min_digits: int = 1,
+        max_digits: int = 2,
+        held_out_fraction: float = 0.1,
+        reverse_answer: bool = False,
+    ) -> None:
         if not 1 <= min_digits <= max_digits:
             raise ValueError(f"need 1 <= min_digits <= max_digits, got {min_digits}, {max_digits}")
         if not 0.0 < held_out_fraction < 1.0:
@@ -73,7 +80,9 @@ class ArithmeticTask:
             if _is_held_out(a, b, self.op, self.held_out_fraction) == want_held_out:
                 yield self.format(a, b)
 
-    def sample(self, split: Literal["train", "held_out"], n: int, *, seed: int = 0) -> list[Example]:
+    def sample(
+        self, split: Literal["train", "held_out"], n: int, *, seed: int = 0
+    ) -> list[Example]:
         """The first ``n`` problems of a split's stream."""
         it = self.examples(split, seed=seed)
         return [next(it) for _ in range(n)]

@@ -51,7 +51,9 @@ class CharTokenizer:
         try:
             ids = [self._to_id[ch] for ch in text]
         except KeyError as exc:
-            raise ValueError(f"character {exc.args[0]!r} is not in the tokenizer's alphabet") from None
+            raise ValueError(
+                f"character {exc.args[0]!r} is not in the tokenizer's alphabet"
+            ) from None
         return ([self.BOS] if bos else []) + ids + ([self.EOS] if eos else [])
 
     def decode(self, ids: list[int], *, skip_special: bool = True) -> str:

@@ -62,16 +62,21 @@ def attention_inputs(
             f"attention_mask has length {attention_mask.shape[-1]}, expected cache+input length {s}"
         )
     if positions is None:
-        positions = default_positions(batch, t, past=past, attention_mask=attention_mask, device=device)
+        positions = default_positions(
+            batch, t, past=past, attention_mask=attention_mask, device=device
+        )
     mask: Tensor | None = None
     is_causal = causal
     if attention_mask is not None or doc_ids is not None or (past > 0 and t > 1 and causal):
         if doc_ids is not None and past > 0:
             raise ValueError("doc_ids (packing) cannot be combined with a KV cache")
         mask = build_attention_mask(
-            t=t, s=s, causal=causal,
+            t=t,
+            s=s,
+            causal=causal,
             key_padding=attention_mask.bool() if attention_mask is not None else None,
-            doc_ids=doc_ids, device=device,
+            doc_ids=doc_ids,
+            device=device,
         )
         is_causal = False
     elif past > 0:  # one new token sees every cached key
@@ -80,8 +85,12 @@ def attention_inputs(
     if context_mask is not None:
         ctx_mask = context_mask.bool()[:, None, None, :].expand(batch, 1, t, context_mask.shape[-1])
     return AttentionInputs(
-        positions=positions, attn_mask=mask, is_causal=is_causal, cache=None,
-        context=context, context_mask=ctx_mask,
+        positions=positions,
+        attn_mask=mask,
+        is_causal=is_causal,
+        cache=None,
+        context=context,
+        context_mask=ctx_mask,
     )
 
 
@@ -98,6 +107,3 @@ def init_weights(module: nn.Module, std: float) -> None:
 
 def sum_aux(losses: list[Tensor]) -> Tensor | None:
     return torch.stack(losses).sum() if losses else None
-
-
-

@@ -32,7 +32,11 @@ class LayerOverride(SpliceConfig):
     def selects(self, layer: int) -> bool:
         if layer in self.layers:
             return True
-        return self.every is not None and layer >= self.start and (layer - self.start) % self.every == 0
+        return (
+            self.every is not None
+            and layer >= self.start
+            and (layer - self.start) % self.every == 0
+        )
 
 
 def check_block(block: Any, *, d_model: int, where: str) -> None:
@@ -72,7 +76,9 @@ class DecoderConfig(ComponentConfig):
         for i, ov in enumerate(self.overrides):
             bad = [layer for layer in ov.layers if layer >= self.n_layers]
             if bad:
-                raise ValueError(f"overrides.{i}.layers: {bad} out of range for n_layers={self.n_layers}")
+                raise ValueError(
+                    f"overrides.{i}.layers: {bad} out of range for n_layers={self.n_layers}"
+                )
             check_block(ov.block, d_model=self.d_model, where=f"overrides.{i}.block")
         return self
 

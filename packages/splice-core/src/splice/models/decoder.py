@@ -25,11 +25,19 @@ class DecoderLM(nn.Module):
         super().__init__()
         reg = get_registry()
         self.config = config
-        base = BuildContext(d_model=config.d_model, max_seq_len=config.max_seq_len,
-                            n_layers=config.n_layers, causal=True)
+        base = BuildContext(
+            d_model=config.d_model,
+            max_seq_len=config.max_seq_len,
+            n_layers=config.n_layers,
+            causal=True,
+        )
         pos = build_rotary(config.positional, base, head_dim_of(config.block, config.d_model))
         self.rotary = pos if isinstance(pos, RotaryEmbedding) else None
-        self.pos_embed = pos if isinstance(pos, AdditivePositional) and not isinstance(pos, NoPositional) else None
+        self.pos_embed = (
+            pos
+            if isinstance(pos, AdditivePositional) and not isinstance(pos, NoPositional)
+            else None
+        )
         self.embed = nn.Embedding(config.vocab_size, config.d_model)
         self.drop = nn.Dropout(config.embedding_dropout)
         self.blocks = nn.ModuleList(
@@ -82,8 +90,15 @@ class DecoderLM(nn.Module):
             inputs_embeds = self.embed_tokens(input_ids)
         b, t, _ = inputs_embeds.shape
         inputs = attention_inputs(
-            batch=b, t=t, device=inputs_embeds.device, causal=True, positions=positions,
-            attention_mask=attention_mask, doc_ids=doc_ids, cache=cache, context=context,
+            batch=b,
+            t=t,
+            device=inputs_embeds.device,
+            causal=True,
+            positions=positions,
+            attention_mask=attention_mask,
+            doc_ids=doc_ids,
+            cache=cache,
+            context=context,
             context_mask=context_mask,
         )
         x = inputs_embeds

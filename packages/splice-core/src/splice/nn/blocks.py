@@ -26,8 +26,11 @@ def run_channel_mixer(ffn: nn.Module, x: Tensor, inputs: AttentionInputs) -> Ten
 
 
 class _BlockBase(Block):
-    def __init__(self, config: PreNormBlockConfig | PostNormBlockConfig | ParallelBlockConfig,
-                 ctx: BuildContext) -> None:
+    def __init__(
+        self,
+        config: PreNormBlockConfig | PostNormBlockConfig | ParallelBlockConfig,
+        ctx: BuildContext,
+    ) -> None:
         from splice.registry import get_registry
 
         super().__init__()
@@ -46,8 +49,15 @@ class _BlockBase(Block):
 
     def _cross_inputs(self, inputs: AttentionInputs) -> AttentionInputs:
         # Cross-attention keys come from the context, never from this layer's self-attention cache.
-        return AttentionInputs(inputs.positions, None, False, None, inputs.context,
-                               inputs.context_mask, inputs.aux_losses)
+        return AttentionInputs(
+            inputs.positions,
+            None,
+            False,
+            None,
+            inputs.context,
+            inputs.context_mask,
+            inputs.aux_losses,
+        )
 
 
 class PreNormBlock(_BlockBase):

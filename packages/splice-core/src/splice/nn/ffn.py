@@ -18,8 +18,15 @@ _ACTIVATIONS = {
 class MLP(ChannelMixer):
     """``(B, T, D) -> up (B, T, H) -> act -> down (B, T, D)``."""
 
-    def __init__(self, d_model: int, hidden: int, *, activation: str = "gelu", bias: bool = True,
-                 dropout: float = 0.0) -> None:
+    def __init__(
+        self,
+        d_model: int,
+        hidden: int,
+        *,
+        activation: str = "gelu",
+        bias: bool = True,
+        dropout: float = 0.0,
+    ) -> None:
         super().__init__()
         self.up = nn.Linear(d_model, hidden, bias=bias)
         self.act = _ACTIVATIONS[activation]()
@@ -52,8 +59,12 @@ def hidden_size(hidden_dim: int | None, multiple: float, d_model: int) -> int:
 
 def build_mlp(config: MLPConfig, ctx: BuildContext) -> ChannelMixer:
     hidden = hidden_size(config.hidden_dim, config.multiple, ctx.d_model)
-    return MLP(ctx.d_model, hidden, activation=config.activation, bias=config.bias, dropout=config.dropout)
+    return MLP(
+        ctx.d_model, hidden, activation=config.activation, bias=config.bias, dropout=config.dropout
+    )
 
 
 def build_swiglu(config: SwiGLUConfig, ctx: BuildContext) -> ChannelMixer:
-    return SwiGLU(ctx.d_model, hidden_size(config.hidden_dim, config.multiple, ctx.d_model), bias=config.bias)
+    return SwiGLU(
+        ctx.d_model, hidden_size(config.hidden_dim, config.multiple, ctx.d_model), bias=config.bias
+    )

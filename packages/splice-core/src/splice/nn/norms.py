@@ -18,7 +18,9 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: Tensor) -> Tensor:
-        return nn.functional.rms_norm(x.float(), (x.shape[-1],), self.weight.float(), self.eps).to(x.dtype)
+        return nn.functional.rms_norm(x.float(), (x.shape[-1],), self.weight.float(), self.eps).to(
+            x.dtype
+        )
 
 
 def build_layernorm(config: LayerNormConfig, ctx: BuildContext) -> nn.Module:

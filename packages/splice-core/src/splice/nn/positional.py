@@ -26,7 +26,9 @@ class SinusoidalPositional(AdditivePositional):
     def __init__(self, d_model: int, max_len: int, *, base: float = 10000.0) -> None:
         super().__init__()
         pos = torch.arange(max_len, dtype=torch.float32)[:, None]
-        inv = torch.exp(torch.arange(0, d_model, 2, dtype=torch.float32) * (-math.log(base) / d_model))
+        inv = torch.exp(
+            torch.arange(0, d_model, 2, dtype=torch.float32) * (-math.log(base) / d_model)
+        )
         table = torch.zeros(max_len, d_model)
         table[:, 0::2] = torch.sin(pos * inv)
         table[:, 1::2] = torch.cos(pos * inv)[:, : d_model // 2]
