@@ -118,7 +118,8 @@ class GlobalTokenMean:
     each rank backpropagates ``world * n_i / N * L_i``. One all-reduce per micro-batch gives
     ``N`` and the global values of the loss and every metric (token-weighted). The returned
     loss *value* is the global loss (what gets logged); its *gradient* is the rescaled one.
-    Objectives that report no token count weigh each rank equally.
+    Objectives that report no token count weigh each rank equally. Every rank must report
+    the same metric names (they are reduced together, in order).
     """
 
     def __init__(self, objective: Any, world: int) -> None:
@@ -271,6 +272,8 @@ class DistributedTrainer(Trainer):
         mgr = self.checkpoints
         if mgr is None:
             return None
+        model: nn.Module | None
+        optimizer: torch.optim.Optimizer | None
         if self.strategy == "ddp":
             model, optimizer = self.inner, self.optimizer
         else:
@@ -302,7 +305,7 @@ class DistributedTrainer(Trainer):
         osd = get_optimizer_state_dict(self.model, self.optimizer, options=opts)
         if self._shadow is None or self._shadow_opt is None:
             return None, None  # ranks > 0 only took part in the gather
-        _load_state_dict(self._shadow, msd)
+        _load_state_dict(self._shadow, msd)  # type: ignore[arg-type]
         self._shadow_opt.load_state_dict(fqn_to_index(osd, self._shadow, self._shadow_opt))
         return self._shadow, self._shadow_opt
 
