@@ -18,7 +18,7 @@ class LayerOverride(SpliceConfig):
     on every other layer.
     """
 
-    block: BlockField  # type: ignore[valid-type]
+    block: BlockField
     layers: list[NonNegativeInt] = Field(default_factory=list)
     every: PositiveInt | None = None
     start: NonNegativeInt = 0
@@ -62,10 +62,10 @@ class DecoderConfig(ComponentConfig):
     d_model: PositiveInt
     n_layers: PositiveInt
     max_seq_len: PositiveInt = 512
-    block: BlockField  # type: ignore[valid-type]
+    block: BlockField
     overrides: list[LayerOverride] = Field(default_factory=list)
-    positional: PositionalField = RoPEConfig()  # type: ignore[valid-type]
-    final_norm: NormField = LayerNormConfig()  # type: ignore[valid-type]
+    positional: PositionalField = RoPEConfig()
+    final_norm: NormField = LayerNormConfig()
     tie_embeddings: bool = True
     init_std: float = Field(default=0.02, gt=0.0)
     embedding_dropout: float = Field(default=0.0, ge=0.0, lt=1.0)

@@ -55,7 +55,8 @@ class DecoderLM(nn.Module):
         return KVCache(len(self.blocks), max_len or self.config.max_seq_len)
 
     def embed_tokens(self, input_ids: Tensor) -> Tensor:
-        return self.embed(input_ids)  # (B, T, D)
+        embeds: Tensor = self.embed(input_ids)  # (B, T, D)
+        return embeds
 
     def forward(
         self,

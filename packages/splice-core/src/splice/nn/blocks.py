@@ -67,7 +67,8 @@ class PreNormBlock(_BlockBase):
         x = x + self.drop(self.mixer(self.norm1(x), inputs))
         if self.cross is not None and self.norm_cross is not None:
             x = x + self.drop(self.cross(self.norm_cross(x), self._cross_inputs(inputs)))
-        return x + self.drop(run_channel_mixer(self.ffn, self.norm2(x), inputs))
+        y: Tensor = x + self.drop(run_channel_mixer(self.ffn, self.norm2(x), inputs))
+        return y
 
 
 class PostNormBlock(_BlockBase):
@@ -77,7 +78,8 @@ class PostNormBlock(_BlockBase):
         x = self.norm1(x + self.drop(self.mixer(x, inputs)))
         if self.cross is not None and self.norm_cross is not None:
             x = self.norm_cross(x + self.drop(self.cross(x, self._cross_inputs(inputs))))
-        return self.norm2(x + self.drop(run_channel_mixer(self.ffn, x, inputs)))
+        y: Tensor = self.norm2(x + self.drop(run_channel_mixer(self.ffn, x, inputs)))
+        return y
 
 
 class ParallelBlock(_BlockBase):
@@ -89,7 +91,9 @@ class ParallelBlock(_BlockBase):
 
     def forward(self, x: Tensor, inputs: AttentionInputs) -> Tensor:
         h = self.norm1(x)
-        y = x + self.drop(self.mixer(h, inputs)) + self.drop(run_channel_mixer(self.ffn, h, inputs))
+        y: Tensor = (
+            x + self.drop(self.mixer(h, inputs)) + self.drop(run_channel_mixer(self.ffn, h, inputs))
+        )
         if self.cross is not None and self.norm_cross is not None:
             y = y + self.drop(self.cross(self.norm_cross(y), self._cross_inputs(inputs)))
         return y

@@ -75,10 +75,10 @@ class SwiGLUConfig(ComponentConfig):
 
 # blocks -----------------------------------------------------------------------
 class _BlockConfigBase(ComponentConfig):
-    token_mixer: TokenMixerField  # type: ignore[valid-type]
-    channel_mixer: ChannelMixerField = MLPConfig()  # type: ignore[valid-type]
-    norm: NormField = LayerNormConfig()  # type: ignore[valid-type]
-    cross_attention: TokenMixerField | None = None  # type: ignore[valid-type]
+    token_mixer: TokenMixerField
+    channel_mixer: ChannelMixerField = MLPConfig()
+    norm: NormField = LayerNormConfig()
+    cross_attention: TokenMixerField | None = None
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
 
 

@@ -7,12 +7,17 @@ from torch import Tensor, nn
 from splice.interfaces import BuildContext, ChannelMixer
 from splice.nn.configs import MLPConfig, SwiGLUConfig
 
-_ACTIVATIONS = {
-    "gelu": lambda: nn.GELU(),
-    "gelu_tanh": lambda: nn.GELU(approximate="tanh"),
-    "relu": lambda: nn.ReLU(),
-    "silu": lambda: nn.SiLU(),
-}
+
+def _activation(name: str) -> nn.Module:
+    if name == "gelu":
+        return nn.GELU()
+    if name == "gelu_tanh":
+        return nn.GELU(approximate="tanh")
+    if name == "relu":
+        return nn.ReLU()
+    if name == "silu":
+        return nn.SiLU()
+    raise ValueError(f"unknown activation {name!r}; expected gelu, gelu_tanh, relu or silu")
 
 
 class MLP(ChannelMixer):
@@ -29,12 +34,13 @@ class MLP(ChannelMixer):
     ) -> None:
         super().__init__()
         self.up = nn.Linear(d_model, hidden, bias=bias)
-        self.act = _ACTIVATIONS[activation]()
+        self.act = _activation(activation)
         self.down = nn.Linear(hidden, d_model, bias=bias)
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.dropout(self.down(self.act(self.up(x))))
+        y: Tensor = self.dropout(self.down(self.act(self.up(x))))
+        return y
 
 
 class SwiGLU(ChannelMixer):
@@ -47,7 +53,8 @@ class SwiGLU(ChannelMixer):
         self.down = nn.Linear(hidden, d_model, bias=bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.down(nn.functional.silu(self.gate(x)) * self.up(x))
+        y: Tensor = self.down(nn.functional.silu(self.gate(x)) * self.up(x))
+        return y
 
 
 def hidden_size(hidden_dim: int | None, multiple: float, d_model: int) -> int:

@@ -32,6 +32,7 @@ class SinusoidalPositional(AdditivePositional):
         table = torch.zeros(max_len, d_model)
         table[:, 0::2] = torch.sin(pos * inv)
         table[:, 1::2] = torch.cos(pos * inv)[:, : d_model // 2]
+        self.table: Tensor
         self.register_buffer("table", table, persistent=False)
 
     def forward(self, positions: Tensor) -> Tensor:
@@ -64,6 +65,8 @@ class RotaryEmbedding(nn.Module):
         inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
         angles = torch.arange(max_len, dtype=torch.float32)[:, None] * inv_freq  # (L, d/2)
         angles = torch.cat([angles, angles], dim=-1)  # (L, d)
+        self.cos: Tensor
+        self.sin: Tensor
         self.register_buffer("cos", angles.cos(), persistent=False)
         self.register_buffer("sin", angles.sin(), persistent=False)
 

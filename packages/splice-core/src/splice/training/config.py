@@ -89,7 +89,7 @@ class EvalConfig(SpliceConfig):
     exact_match_examples: NonNegativeInt = 200
     max_new_tokens: PositiveInt = 8
     batch_size: PositiveInt = 100
-    tasks: dict[str, TaskField] = Field(default_factory=dict)  # type: ignore[valid-type]
+    tasks: dict[str, TaskField] = Field(default_factory=dict)
 
 
 class TokenizerConfig(SpliceConfig):
@@ -102,7 +102,7 @@ class TokenizerConfig(SpliceConfig):
 class DataConfig(SpliceConfig):
     """Training data: a registered task, tokenized and collated to at most ``max_len`` tokens."""
 
-    task: TaskField  # type: ignore[valid-type]
+    task: TaskField
     max_len: PositiveInt = 64
     packing: bool = False
 
@@ -124,13 +124,13 @@ class ExperimentConfig(SpliceConfig):
 
     name: str = "experiment"
     seed: int = 0
-    model: ModelField  # type: ignore[valid-type]
+    model: ModelField
     tokenizer: TokenizerConfig = TokenizerConfig()
     data: DataConfig
-    objective: ObjectiveField = Field(  # type: ignore[valid-type]
+    objective: ObjectiveField = Field(
         default_factory=_default_objective, validate_default=True
     )
-    regularizers: list[RegularizerField] = Field(default_factory=list)  # type: ignore[valid-type]
+    regularizers: list[RegularizerField] = Field(default_factory=list)
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
     output_dir: str | None = None
