@@ -12,3 +12,4 @@ def register_recipes(register: Any) -> None:
     """Each recipe module exposes ``recipe: splice.recipe.Recipe``."""
     register("arithmetic", "splice_recipes.arithmetic:recipe")
     register("translate", "splice_recipes.translate:recipe")
+    register("forgetting", "splice_recipes.forgetting:recipe")
