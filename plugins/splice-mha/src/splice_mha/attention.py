@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 from splice.interfaces import AttentionInputs, BuildContext, TokenMixer
+from splice.nn.fused import FusedLinears
 from splice.nn.masks import causal_mask
 from splice.nn.norms import RMSNorm
 from torch import Tensor, nn
@@ -61,6 +62,8 @@ class MultiHeadAttention(TokenMixer):
         self.k_norm = RMSNorm(head_dim) if qk_norm else None
         self.dropout = dropout
         self.rotary = rotary
+        # One matmul for Q, K and V when gradients are off (decoding); see splice.nn.fused.
+        self._qkv = FusedLinears(self.q_proj, self.k_proj, self.v_proj)
 
     def _heads(self, x: Tensor, n: int) -> Tensor:
         b, t, _ = x.shape
@@ -94,9 +97,10 @@ class MultiHeadAttention(TokenMixer):
         return y.transpose(1, 2).reshape(b, t, self.n_heads * self.head_dim)
 
     def forward(self, x: Tensor, inputs: AttentionInputs) -> Tensor:
-        q = self._heads(self.q_proj(x), self.n_heads)  # (B, H, T, d)
-        k = self._heads(self.k_proj(x), self.n_kv_heads)  # (B, H_kv, T, d)
-        v = self._heads(self.v_proj(x), self.n_kv_heads)
+        q, k, v = self._qkv(x)
+        q = self._heads(q, self.n_heads)  # (B, H, T, d)
+        k = self._heads(k, self.n_kv_heads)  # (B, H_kv, T, d)
+        v = self._heads(v, self.n_kv_heads)
         if self.q_norm is not None and self.k_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         if self.rotary is not None:
