@@ -5,8 +5,8 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from splice.interfaces import BuildContext, ChannelMixer
-from splice.nn.fused import FusedLinears
 from splice.nn.configs import MLPConfig, SwiGLUConfig
+from splice.nn.fused import FusedLinears
 
 
 def _activation(name: str) -> nn.Module:
