@@ -76,7 +76,7 @@ def _default_decoder_only() -> DecoderConfig:
 
 def _default_train() -> TrainConfig:
     return TrainConfig(
-        steps=1200,
+        steps=600,
         batch_size=64,
         num_threads=2,
         log_every=50,
