@@ -7,8 +7,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from splice.data.task_configs import ArithmeticTaskConfig, JsonlTaskConfig
-from splice.data.translation import NumberWordsTaskConfig
+from splice.data.task_configs import (
+    ArithmeticTaskConfig,
+    JsonlTaskConfig,
+    NumberWordsTaskConfig,
+)
 from splice.hookspecs import hookimpl
 from splice.models.configs import DecoderConfig
 from splice.models.encoder_decoder_config import EncoderDecoderConfig

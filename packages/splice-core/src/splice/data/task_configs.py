@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, PositiveInt, model_validator
 
 from splice.config import ComponentConfig
 
@@ -48,3 +48,26 @@ class JsonlTaskConfig(ComponentConfig):
 
 
 __all__ = ["ArithmeticTaskConfig", "JsonlTaskConfig"]
+
+
+#: Largest numbers the number-words task spells (below one million).
+MAX_NUMBER_WORDS_DIGITS = 6
+
+
+class NumberWordsTaskConfig(ComponentConfig):
+    """Numerals to English number words (``"407"`` -> ``"four hundred seven"``), or back."""
+
+    type: Literal["number_words"] = "number_words"
+    min_digits: PositiveInt = 1
+    max_digits: PositiveInt = 4
+    direction: Literal["to_words", "to_digits"] = "to_words"
+    held_out_fraction: float = Field(default=0.1, gt=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _digits(self) -> NumberWordsTaskConfig:
+        if not self.min_digits <= self.max_digits <= MAX_NUMBER_WORDS_DIGITS:
+            raise ValueError(
+                f"need min_digits <= max_digits <= {MAX_NUMBER_WORDS_DIGITS}, got "
+                f"min_digits={self.min_digits}, max_digits={self.max_digits}"
+            )
+        return self

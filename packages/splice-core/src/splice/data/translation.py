@@ -17,10 +17,9 @@ import random
 from collections.abc import Iterator
 from typing import Literal
 
-from pydantic import Field, PositiveInt, model_validator
-
-from splice.config import ComponentConfig
 from splice.data.examples import Example
+from splice.data.task_configs import MAX_NUMBER_WORDS_DIGITS as MAX_DIGITS  # up to 999 999
+from splice.data.task_configs import NumberWordsTaskConfig
 
 ONES = [
     "zero",
@@ -45,7 +44,6 @@ ONES = [
     "nineteen",
 ]
 TENS = ["", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
-MAX_DIGITS = 6  # up to 999 999: "thousand" is the largest scale word we spell
 
 
 def _below_thousand(n: int) -> list[str]:
@@ -81,25 +79,6 @@ def number_to_words(n: int) -> str:
 def _is_held_out(n: int, fraction: float) -> bool:
     digest = hashlib.sha256(f"number-words-{n}".encode()).digest()
     return int.from_bytes(digest[:4], "little") / 2**32 < fraction
-
-
-class NumberWordsTaskConfig(ComponentConfig):
-    """Numerals to English number words (``"407"`` -> ``"four hundred seven"``), or back."""
-
-    type: Literal["number_words"] = "number_words"
-    min_digits: PositiveInt = 1
-    max_digits: PositiveInt = 4
-    direction: Literal["to_words", "to_digits"] = "to_words"
-    held_out_fraction: float = Field(default=0.1, gt=0.0, lt=1.0)
-
-    @model_validator(mode="after")
-    def _digits(self) -> NumberWordsTaskConfig:
-        if not self.min_digits <= self.max_digits <= MAX_DIGITS:
-            raise ValueError(
-                f"need min_digits <= max_digits <= {MAX_DIGITS}, got "
-                f"min_digits={self.min_digits}, max_digits={self.max_digits}"
-            )
-        return self
 
 
 class NumberWordsTask:
