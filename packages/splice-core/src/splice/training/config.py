@@ -127,9 +127,7 @@ class ExperimentConfig(SpliceConfig):
     model: ModelField
     tokenizer: TokenizerConfig = TokenizerConfig()
     data: DataConfig
-    objective: ObjectiveField = Field(
-        default_factory=_default_objective, validate_default=True
-    )
+    objective: ObjectiveField = Field(default_factory=_default_objective, validate_default=True)
     regularizers: list[RegularizerField] = Field(default_factory=list)
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
