@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from splice.data.device import batch_to
 from splice.interfaces import Objective
 
 
@@ -36,12 +37,13 @@ def evaluate_loss(
     """
     was_training = model.training
     model.eval()
+    device = next(model.parameters()).device
     sums: dict[str, float] = {"loss": 0.0, "ce_loss": 0.0}
     weight_total, tokens, count, has_ce = 0.0, 0.0, 0, True
     try:
         with torch.no_grad():
             for batch in batches:
-                out = objective.loss(model, batch)
+                out = objective.loss(model, batch_to(batch, device))
                 n = _token_count(out.metrics, out.n_tokens)
                 w = n if n > 0 else 1.0
                 sums["loss"] += float(out.loss) * w

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from splice.checkpoint import CheckpointManager
+from splice.data.device import batch_to
 from splice.training.config import OptimizerConfig, TrainConfig
 from splice.training.metrics import MetricsLog
 from splice.training.report import plot_curves, write_report
@@ -155,12 +156,7 @@ class Trainer:
         return MetricsLog(path)
 
     def _to_device(self, batch: Batch) -> Batch:
-        if self.device.type == "cpu":
-            return batch
-        return {
-            k: v.to(self.device, non_blocking=True) if isinstance(v, Tensor) else v
-            for k, v in batch.items()
-        }
+        return batch_to(batch, self.device)
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self.config.precision == "bf16":
