@@ -20,7 +20,7 @@ from splice.evaluation import (
     write_results,
 )
 from splice.generation.kv_cache import KVCache
-from splice.generation.sampling import SamplingConfig
+from splice.generation.sampling import SamplingConfig, generate_text
 from splice.interfaces import LossOutput, ModelOutput
 from torch import nn
 
@@ -120,6 +120,27 @@ def test_exact_match_stops_at_max_new_tokens_without_eos() -> None:
         model, TOK, [Example("1=", "444", answer="444")], SamplingConfig(max_new_tokens=4)
     )
     assert result["accuracy"] == 0.0
+
+
+class NoEosTokenizer:
+    """CharTokenizer's ids with ``eos_id = None``, like a Hugging Face tokenizer without one."""
+
+    eos_id = None
+    pad_id = TOK.pad_id
+
+    def encode(self, text: str, *, bos: bool = False) -> list[int]:
+        return TOK.encode(text, bos=bos)
+
+    def decode(self, ids: list[int]) -> str:
+        return TOK.decode(ids)
+
+
+def test_a_tokenizer_without_eos_stops_only_at_the_given_stop_tokens() -> None:
+    model = BigramLM({"=": {"4": 5.0}, "4": {"2": 5.0}, "2": {":": 5.0}, ":": {":": 5.0}})
+    sampling = SamplingConfig(max_new_tokens=6, stop_token_ids=TOK.encode(":"))
+    result = exact_match(model, NoEosTokenizer(), [Example("1=", "42")], sampling)
+    assert result["accuracy"] == 1.0
+    assert generate_text(model, NoEosTokenizer(), ["1="], sampling) == ["42"]
 
 
 def test_evaluate_pass_at_k_counts_correct_samples() -> None:

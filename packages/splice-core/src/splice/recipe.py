@@ -20,7 +20,8 @@ class Recipe:
     """``config()`` builds the default config; ``run(config)`` executes it and returns a report.
 
     When ``run`` is None the recipe's config must be an ``ExperimentConfig`` and the
-    standard trainer runs it (``splice.training.experiment.run_experiment``).
+    standard trainer runs it (``splice.training.experiment.run_experiment``). A ``run``
+    that also takes a ``resume`` keyword supports ``splice run --resume``.
     """
 
     name: str

@@ -55,7 +55,8 @@ def rng_to_flat() -> tuple[dict[str, Tensor], dict[str, Any]]:
         for i, s in enumerate(torch.cuda.get_rng_state_all()):
             tensors[f"torch_cuda_{i}"] = s
     version, internal, gauss = random.getstate()
-    np_state = np.random.get_state()
+    np_state = np.random.get_state()  # legacy=True: a tuple for the global MT19937 state
+    assert isinstance(np_state, tuple), "numpy's global generator is not MT19937"
     meta = {
         "python": [version, list(internal), gauss],
         "numpy": [np_state[0], np_state[1].tolist(), *(x for x in np_state[2:])],

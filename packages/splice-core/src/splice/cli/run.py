@@ -14,8 +14,9 @@ import inspect
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeGuard
 
 from splice.recipe import Recipe
 
@@ -101,20 +102,33 @@ def run(args: argparse.Namespace) -> int:
     return execute(recipe, config, resume=args.resume)
 
 
+class _ResumableRun(Protocol):
+    def __call__(self, config: Any, *, resume: bool) -> dict[str, Any]: ...
+
+
+def _takes_resume(fn: Callable[[Any], dict[str, Any]]) -> TypeGuard[_ResumableRun]:
+    """Whether a recipe's ``run`` accepts the ``resume`` keyword ``--resume`` passes."""
+    return "resume" in inspect.signature(fn).parameters
+
+
 def execute(recipe: Recipe, config: Any, *, resume: bool = False) -> int:
     """Run ``recipe`` on a validated ``config``; print the report; 1 on a stopped run."""
     from splice.training.trainer import NonFiniteLossError
 
     try:
-        if recipe.run is not None:
-            if resume and "resume" not in inspect.signature(recipe.run).parameters:
+        run_fn = recipe.run
+        if run_fn is not None:
+            if not resume:
+                report = run_fn(config)
+            elif _takes_resume(run_fn):
+                report = run_fn(config, resume=True)
+            else:
                 print(
                     f"splice run: recipe {recipe.name!r} cannot resume (its run() takes no "
                     "`resume` argument)",
                     file=sys.stderr,
                 )
                 return 2
-            report = recipe.run(config, resume=True) if resume else recipe.run(config)
         else:
             from splice.training.experiment import run_experiment
 

@@ -38,10 +38,10 @@ class Tokenizer(Protocol):
     def pad_id(self) -> int: ...
 
     @property
-    def bos_id(self) -> int: ...
+    def bos_id(self) -> int | None: ...  # None: no BOS token, ``encode(bos=True)`` adds nothing
 
     @property
-    def eos_id(self) -> int: ...
+    def eos_id(self) -> int | None: ...  # None: no EOS token (Hugging Face tokenizers may lack one)
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ def completion_texts(
 ) -> list[list[str]]:
     """``sampling.n`` decoded completions per prompt, each cut at its first stop token.
 
-    The tokenizer's eos is always a stop token. Prompts are encoded as in SFT training
+    The tokenizer's eos (when it has one) is always a stop token. Prompts are encoded as in SFT training
     (``bos + prompt``), generated in batches of ``batch_size`` prompts.
 
     Returns:
@@ -35,7 +35,8 @@ def completion_texts(
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    stops = sorted({*sampling.stop_token_ids, tokenizer.eos_id})
+    eos = [] if tokenizer.eos_id is None else [tokenizer.eos_id]  # HF tokenizers may have none
+    stops = sorted({*sampling.stop_token_ids, *eos})
     sampling = sampling.model_copy(update={"stop_token_ids": stops})
     texts: list[list[str]] = []
     for start in range(0, len(prompts), batch_size):

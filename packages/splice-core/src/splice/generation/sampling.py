@@ -11,14 +11,16 @@ check per step, and only when stop tokens are given.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from pydantic import Field, NonNegativeFloat, PositiveInt
 from torch import Tensor, nn
 
 from splice.config import SpliceConfig
+from splice.generation.kv_cache import KVCache
 from splice.generation.logits import sample_next
 
 
@@ -183,7 +185,8 @@ def _decode(
     b, p = ids.shape
     rows, device = b * n, ids.device
     padded = bool((prompt_mask == 0).any())
-    cache = model.new_cache(p + steps)
+    # generate() requires `new_cache(max_len)`; nn.Module attribute lookups are untyped.
+    cache = cast(Callable[[int], KVCache], model.new_cache)(p + steps)
     positions = (prompt_mask.cumsum(-1) - 1).clamp(min=0)  # (B, P) counts real tokens only
     out = model(
         ids,
@@ -257,8 +260,9 @@ def generate_text(
     bos: bool = True,
 ) -> list[str]:
     """Encode ``prompts``, generate, and decode each completion up to (not incl.) a stop token."""
+    eos = [] if tokenizer.eos_id is None else [tokenizer.eos_id]  # HF tokenizers may have none
     sampling = sampling.model_copy(
-        update={"stop_token_ids": sorted({*sampling.stop_token_ids, tokenizer.eos_id})}
+        update={"stop_token_ids": sorted({*sampling.stop_token_ids, *eos})}
     )
     encoded = [tokenizer.encode(text, bos=bos) for text in prompts]
     out = generate(model, encoded, sampling, pad_id=tokenizer.pad_id)

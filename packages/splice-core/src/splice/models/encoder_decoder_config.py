@@ -32,13 +32,13 @@ class EncoderDecoderConfig(ComponentConfig):
     d_model: PositiveInt
     encoder_layers: PositiveInt
     decoder_layers: PositiveInt
-    block: BlockField  # type: ignore[valid-type]
-    cross_attention: TokenMixerField  # type: ignore[valid-type]
-    encoder_block: BlockField | None = None  # type: ignore[valid-type]
+    block: BlockField
+    cross_attention: TokenMixerField
+    encoder_block: BlockField | None = None
     max_source_len: PositiveInt = 512
     max_target_len: PositiveInt = 512
-    positional: PositionalField = RoPEConfig()  # type: ignore[valid-type]
-    final_norm: NormField = LayerNormConfig()  # type: ignore[valid-type]
+    positional: PositionalField = RoPEConfig()
+    final_norm: NormField = LayerNormConfig()
     share_embeddings: bool = True
     tie_embeddings: bool = True
     init_std: float = Field(default=0.02, gt=0.0)

@@ -10,6 +10,8 @@ each bumps the tensor's version counter), so it can never serve stale weights.
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
@@ -31,19 +33,24 @@ class FusedLinears:
     def _fusable(self) -> bool:
         return not torch.is_grad_enabled() and all(type(m) is nn.Linear for m in self.linears)
 
+    def _plain(self) -> tuple[nn.Linear, ...]:
+        # Only called on the fused path, after _fusable() checked every type is nn.Linear.
+        return cast("tuple[nn.Linear, ...]", self.linears)
+
     def _fused(self) -> tuple[Tensor, Tensor | None]:
-        params = [p for m in self.linears for p in (m.weight, m.bias) if p is not None]
+        linears = self._plain()
+        params = [p for m in linears for p in (m.weight, m.bias) if p is not None]
         key = tuple(v for p in params for v in (p._version, p.data_ptr()))
         if key != self._key or self._weight is None:
-            self._weight = torch.cat([m.weight for m in self.linears])  # (sum out, in)
-            biases = [m.bias for m in self.linears]
+            self._weight = torch.cat([m.weight for m in linears])  # (sum out, in)
+            biases: list[Tensor | None] = [m.bias for m in linears]
             if all(b is None for b in biases):
                 self._bias = None
             else:
                 self._bias = torch.cat(
                     [
                         b if b is not None else m.weight.new_zeros(m.weight.shape[0])
-                        for m, b in zip(self.linears, biases)
+                        for m, b in zip(linears, biases)
                     ]
                 )
             self._key = key
@@ -53,5 +60,5 @@ class FusedLinears:
         if not self._fusable():
             return [m(x) for m in self.linears]
         weight, bias = self._fused()
-        sizes = [m.weight.shape[0] for m in self.linears]  # type: ignore[union-attr]
-        return list(F.linear(x, weight, bias).split(sizes, dim=-1))
+        sizes = [m.weight.shape[0] for m in self._plain()]
+        return list(F.linear(x, weight, bias).split_with_sizes(sizes, dim=-1))

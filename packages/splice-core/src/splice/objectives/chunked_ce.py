@@ -34,7 +34,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
     """``sum_i CE(hidden_i @ W^T + b, y_i)`` with gradients computed chunk-wise in forward."""
 
     @staticmethod
-    def forward(  # type: ignore[override]
+    def forward(
         ctx: torch.autograd.function.FunctionCtx,
         hidden: Tensor,
         weight: Tensor,
@@ -71,12 +71,13 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 grad_w += (gw.T @ h.to(weight.dtype)).float()  # (V, D)
             if grad_b is not None:
                 grad_b += g.sum(0)
-        ctx.save_for_backward(grad_h, grad_w, grad_b)
+        # torch accepts None entries (saved_tensors gives them back); its stub says Tensor only.
+        ctx.save_for_backward(grad_h, grad_w, grad_b)  # type: ignore[arg-type]
         ctx.dtypes = (weight.dtype, bias.dtype if bias is not None else None)  # type: ignore[attr-defined]
         return total
 
     @staticmethod
-    def backward(  # type: ignore[override]
+    def backward(
         ctx: torch.autograd.function.FunctionCtx, grad_out: Tensor
     ) -> tuple[Tensor | None, ...]:
         grad_h, grad_w, grad_b = ctx.saved_tensors  # type: ignore[attr-defined]

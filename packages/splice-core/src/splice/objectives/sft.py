@@ -11,7 +11,7 @@ vocabulary (prompt and padding positions never produce logits), in chunks when
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 from torch import Tensor, nn
 
@@ -48,7 +48,7 @@ def lm_head_of(model: nn.Module) -> nn.Module:
     """The vocabulary projection of ``model``, looking through DDP-style ``.module`` wrappers."""
     m = model
     while not hasattr(m, "lm_head") and hasattr(m, "module"):
-        m = m.module
+        m = cast(nn.Module, m.module)  # DDP/FSDP-style wrappers keep the model in .module
     head = getattr(m, "lm_head", None)
     if not isinstance(head, nn.Module):
         raise ValueError(f"{type(model).__name__} has no `lm_head` module; SFT needs one")

@@ -18,10 +18,10 @@ import contextlib
 import copy
 import json
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 import torch.distributed as dist
@@ -235,8 +235,9 @@ class DistributedTrainer(Trainer):
         """Skip the gradient all-reduce / reduce-scatter on all but the last micro-batch."""
         if last_micro:
             return contextlib.nullcontext()
-        if self.strategy == "ddp":
-            return self.model.no_sync()  # type: ignore[operator]
+        if self.strategy == "ddp":  # self.model is the DistributedDataParallel wrapper
+            no_sync = cast(Callable[[], contextlib.AbstractContextManager[Any]], self.model.no_sync)
+            return no_sync()
         return _fsdp_no_sync(self.model)
 
     def train_step(self, batches: Any) -> None:
@@ -338,6 +339,7 @@ class DistributedTrainer(Trainer):
             set_optimizer_state_dict,
         )
 
+        st: dict[str, Any]
         if self._shadow is not None and self._shadow_opt is not None:
             st = mgr.load(path, model=self._shadow, optimizer=self._shadow_opt)
             msd = self._shadow.state_dict()

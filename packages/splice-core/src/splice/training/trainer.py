@@ -43,13 +43,14 @@ def build_optimizer(model: nn.Module, cfg: OptimizerConfig) -> torch.optim.Optim
 
     Matrices (ndim >= 2) are weight-decayed, vectors (norm scales, biases) are not.
     """
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for p in model.parameters():  # shared (tied) parameters are yielded once
         if p.requires_grad:
             (decay if p.ndim >= 2 else no_decay).append(p)
     if not decay and not no_decay:
         raise ValueError("the model has no trainable parameters (every requires_grad is False)")
-    groups = [
+    groups: list[dict[str, Any]] = [
         {"params": ps, "weight_decay": wd}
         for ps, wd in ((decay, cfg.weight_decay), (no_decay, 0.0))
         if ps
@@ -271,7 +272,7 @@ class Trainer:
         pending, self._pending = self._pending, []
         losses = torch.stack([p.loss.float() for p in pending]).tolist()
         norms = [float(p.grad_norm) if p.grad_norm is not None else None for p in pending]
-        records = []
+        records: list[dict[str, Any]] = []
         window_tokens = 0
         for p, loss, norm in zip(pending, losses, norms):
             tokens = int(p.tokens)
