@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from splice.config import SpliceConfig
 from splice.generation.kv_cache import KVCache
 from splice.generation.logits import sample_next
+from splice.nn.fused import fused_projections
 
 
 class SamplingConfig(SpliceConfig):
@@ -147,7 +148,8 @@ def generate(
     was_training = model.training
     model.eval()
     try:
-        with torch.inference_mode():
+        # Weights are fixed for this call: Q/K/V and gate/up may run as one matmul each.
+        with torch.inference_mode(), fused_projections():
             out = _decode(
                 model,
                 ids,

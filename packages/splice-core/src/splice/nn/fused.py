@@ -1,64 +1,79 @@
-"""Run several ``nn.Linear`` layers that read the same input as one matmul, at inference.
+"""Run several ``nn.Linear`` layers that read the same input as one matmul, while decoding.
 
 Keeping Q/K/V (or gate/up) as separate ``nn.Linear`` modules keeps checkpoints in the
 Hugging Face layout and lets adapters wrap one projection alone (LoRA on q and v only).
-At decode time, though, each small matmul pays a fixed per-call cost, so with gradients
-off we concatenate the weights once and run one larger matmul. The concatenation is
-cached and rebuilt whenever any weight changes (optimizer step, load, in-place edit:
-each bumps the tensor's version counter), so it can never serve stale weights.
+At decode time, though, each small matmul pays a fixed per-call cost, so inside
+``fused_projections()`` (which ``splice.generation.generate`` enters) the weights are
+concatenated once and every step runs one larger matmul.
+
+The concatenation is valid only inside that scope: weights cannot change during one
+``generate`` call, but they can between calls, and tensor version counters are no proof
+that they did not (the fused AdamW kernel updates parameters without bumping them).
 """
 
 from __future__ import annotations
 
-from typing import cast
+import itertools
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+_scope_ids = itertools.count(1)
+_active_scope = 0  # 0: not inside fused_projections()
+
+
+@contextmanager
+def fused_projections() -> Iterator[None]:
+    """Within this block (gradients off), FusedLinears run one concatenated matmul."""
+    global _active_scope
+    outer = _active_scope
+    _active_scope = next(_scope_ids)
+    try:
+        yield
+    finally:
+        _active_scope = outer
+
 
 class FusedLinears:
-    """``outputs(x) -> [linear_i(x) for i]``, fused into one matmul when gradients are off.
+    """``outputs(x) -> [linear_i(x) for i]``, fused into one matmul inside ``fused_projections``.
 
-    Falls back to calling each module when gradients are on (training) or when a module
-    is not a plain ``nn.Linear`` (e.g. wrapped by an adapter or quantized).
+    Calls each module separately outside that scope, when gradients are on, or when a
+    module is not a plain ``nn.Linear`` (e.g. wrapped by an adapter or quantized).
     """
 
     def __init__(self, *linears: nn.Module) -> None:
         self.linears = linears
-        self._key: tuple[int, ...] | None = None
+        self._scope = 0
         self._weight: Tensor | None = None
         self._bias: Tensor | None = None
 
     def _fusable(self) -> bool:
-        return not torch.is_grad_enabled() and all(type(m) is nn.Linear for m in self.linears)
-
-    def _plain(self) -> tuple[nn.Linear, ...]:
-        # Only called on the fused path, after _fusable() checked every type is nn.Linear.
-        return cast("tuple[nn.Linear, ...]", self.linears)
+        return (
+            _active_scope != 0
+            and not torch.is_grad_enabled()
+            and all(type(m) is nn.Linear for m in self.linears)
+        )
 
     def _fused(self) -> tuple[Tensor, Tensor | None]:
-        linears = self._plain()
-        params = [p for m in linears for p in (m.weight, m.bias) if p is not None]
-        key = tuple(v for p in params for v in (p._version, p.data_ptr()))
-        if key != self._key or self._weight is None:
+        if self._scope != _active_scope or self._weight is None:
+            linears = [m for m in self.linears if isinstance(m, nn.Linear)]
             self._weight = torch.cat([m.weight for m in linears])  # (sum out, in)
-            biases: list[Tensor | None] = [m.bias for m in linears]
-            if all(b is None for b in biases):
+            if all(m.bias is None for m in linears):
                 self._bias = None
             else:
                 self._bias = torch.cat(
-                    [
-                        b if b is not None else m.weight.new_zeros(m.weight.shape[0])
-                        for m, b in zip(linears, biases)
-                    ]
-                )
-            self._key = key
+                    [m.bias if m.bias is not None else m.weight.new_zeros(m.out_features)
+                     for m in linears]
+                )  # fmt: skip
+            self._scope = _active_scope
         return self._weight, self._bias
 
     def __call__(self, x: Tensor) -> list[Tensor]:
         if not self._fusable():
             return [m(x) for m in self.linears]
         weight, bias = self._fused()
-        sizes = [m.weight.shape[0] for m in self._plain()]
+        sizes = [m.out_features for m in self.linears if isinstance(m, nn.Linear)]
         return list(F.linear(x, weight, bias).split_with_sizes(sizes, dim=-1))
