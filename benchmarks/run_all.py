@@ -28,6 +28,7 @@ def run_one(path: Path, *, quick: bool) -> None:
     spec = importlib.util.spec_from_file_location(path.stem, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules[path.stem] = module  # dataclasses look their module up while it executes
     spec.loader.exec_module(module)
     main = getattr(module, "main", None)
     if main is None:

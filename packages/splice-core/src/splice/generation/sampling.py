@@ -228,7 +228,7 @@ def _decode(
             top_p=sampling.top_p,
             generator=generator,
         )  # (N,)
-        lp = scores.gather(-1, tok[:, None]).squeeze(-1) - scores.logsumexp(-1)
+        lp = scores.log_softmax(-1).gather(-1, tok[:, None]).squeeze(-1)  # one fused pass
         if use_stop:
             live = ~finished
             tok = torch.where(live, tok, pad_id)
