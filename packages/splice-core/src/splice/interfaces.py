@@ -59,6 +59,8 @@ class AttentionInputs:
         context: ``(B, S_ctx, D_ctx)`` encoder output / image features for cross-attention.
         context_mask: ``(B, 1, T, S_ctx)`` bool mask over the context, or None for "all visible".
         aux_losses: channel mixers' auxiliary losses (e.g. MoE balancing) are appended here.
+        rope: ``(cos, sin)``, each ``(B, 1, T, d)``, for ``positions``: computed once per forward
+            by a RoPE model so that every layer does not gather them again.
     """
 
     positions: Tensor
@@ -68,6 +70,7 @@ class AttentionInputs:
     context: Tensor | None = None
     context_mask: Tensor | None = None
     aux_losses: list[Tensor] = field(default_factory=list)
+    rope: tuple[Tensor, Tensor] | None = None
 
     def for_layer(self, cache: LayerKVCache | None) -> AttentionInputs:
         """The same inputs with one layer's cache (aux losses are shared)."""
@@ -79,6 +82,7 @@ class AttentionInputs:
             self.context,
             self.context_mask,
             self.aux_losses,
+            self.rope,
         )
 
 

@@ -104,7 +104,7 @@ class MultiHeadAttention(TokenMixer):
         if self.q_norm is not None and self.k_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         if self.rotary is not None:
-            q, k = self.rotary.rotate(q, k, inputs.positions)  # type: ignore[operator]
+            q, k = self.rotary.rotate(q, k, inputs.positions, inputs.rope)  # type: ignore[operator]
         if inputs.cache is not None:
             k, v = inputs.cache.update(k, v)  # (B, H_kv, S, d)
         return self.o_proj(self.attend(q, k, v, inputs.attn_mask, inputs.is_causal))

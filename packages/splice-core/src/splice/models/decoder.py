@@ -102,6 +102,8 @@ class DecoderLM(nn.Module):
             context=context,
             context_mask=context_mask,
         )
+        if self.rotary is not None:  # gathered once here, not in every layer
+            inputs.rope = self.rotary.cos_sin(inputs.positions)
         x = inputs_embeds
         if self.pos_embed is not None:
             x = x + self.pos_embed(inputs.positions)

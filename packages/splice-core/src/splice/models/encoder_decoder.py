@@ -73,6 +73,8 @@ class TransformerEncoder(nn.Module):
             doc_ids=None,
             cache=None,
         )
+        if self.rotary is not None:
+            inputs.rope = self.rotary.cos_sin(inputs.positions)
         x = self.embed(src_ids)  # (B, S, D)
         if self.pos_embed is not None:
             x = x + self.pos_embed(inputs.positions)

@@ -75,9 +75,20 @@ class RotaryEmbedding(nn.Module):
         x1, x2 = x.chunk(2, dim=-1)
         return torch.cat([-x2, x1], dim=-1)
 
-    def rotate(self, q: Tensor, k: Tensor, positions: Tensor) -> tuple[Tensor, Tensor]:
-        cos = self.cos[positions].unsqueeze(1).to(q.dtype)  # (B, 1, T, d)
-        sin = self.sin[positions].unsqueeze(1).to(q.dtype)
+    def cos_sin(self, positions: Tensor) -> tuple[Tensor, Tensor]:
+        """``(cos, sin)`` of ``positions (B, T)``, each ``(B, 1, T, d)`` (broadcast over heads)."""
+        return self.cos[positions].unsqueeze(1), self.sin[positions].unsqueeze(1)
+
+    def rotate(
+        self,
+        q: Tensor,
+        k: Tensor,
+        positions: Tensor,
+        cos_sin: tuple[Tensor, Tensor] | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """Rotate ``q`` and ``k``; pass ``cos_sin`` (from ``cos_sin(positions)``) to reuse it."""
+        cos, sin = cos_sin if cos_sin is not None else self.cos_sin(positions)
+        cos, sin = cos.to(q.dtype), sin.to(q.dtype)  # (B, 1, T, d)
         q = q * cos + self._rotate_half(q) * sin
         k = k * cos + self._rotate_half(k) * sin
         return q, k
