@@ -9,7 +9,7 @@ from splice.data.examples import Example
 from splice.data.tokenizer import CharTokenizer
 from splice.interfaces import ModelOutput
 from splice.models.build import build_model
-from splice.objectives.chunked_ce import linear_cross_entropy
+from splice.objectives.chunked_ce import _softmax_grad_, linear_cross_entropy
 from splice.objectives.configs import SFTConfig
 from splice.objectives.sft import SFTObjective, shifted_targets
 from torch import Tensor, nn
@@ -109,7 +109,8 @@ def test_checkpoint_path_matches_plain_for_wrapped_head() -> None:
         torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
 
 
-def test_linear_path_handles_bias_frozen_weight_and_ignored_rows() -> None:
+@pytest.mark.parametrize("chunk_size", [4, None])
+def test_linear_path_handles_bias_frozen_weight_and_ignored_rows(chunk_size: int | None) -> None:
     torch.manual_seed(2)
     hidden = torch.randn(17, 8, requires_grad=True)
     head = nn.Linear(8, 30, bias=True)
@@ -118,15 +119,103 @@ def test_linear_path_handles_bias_frozen_weight_and_ignored_rows() -> None:
     targets[[0, 9]] = -100
     plain = F.cross_entropy(head(hidden), targets, ignore_index=-100, reduction="sum")
     ref = torch.autograd.grad(plain, [hidden, head.bias])
-    chunked = linear_cross_entropy(hidden, head, targets, chunk_size=4)
+    chunked = linear_cross_entropy(hidden, head, targets, chunk_size=chunk_size)
     got = torch.autograd.grad(chunked * 2.0, [hidden, head.bias])  # grad_out is applied
     assert chunked.item() == pytest.approx(plain.item(), abs=1e-5)
     for a, b in zip(got, ref, strict=True):
         torch.testing.assert_close(a, 2.0 * b, atol=1e-5, rtol=0)
     with torch.no_grad():
-        assert linear_cross_entropy(hidden, head, targets, chunk_size=4).item() == pytest.approx(
-            plain.item(), abs=1e-5
-        )
+        no_grad = linear_cross_entropy(hidden, head, targets, chunk_size=chunk_size)
+        assert no_grad.item() == pytest.approx(plain.item(), abs=1e-5)
+
+
+@pytest.mark.parametrize("chunk_size", [None, 8])
+def test_fused_matches_reference_with_retained_graph(chunk_size: int | None) -> None:
+    """float32: the fused paths equal ``F.cross_entropy`` (loss and every gradient), twice."""
+    torch.manual_seed(3)
+    hidden = torch.randn(29, 16, requires_grad=True)
+    head = nn.Linear(16, 50, bias=True)
+    targets = torch.randint(0, 50, (29,))
+    targets[[3, 17]] = -100
+    params = [hidden, head.weight, head.bias]
+    plain = F.cross_entropy(head(hidden), targets, ignore_index=-100, reduction="sum")
+    ref = torch.autograd.grad(plain * 0.5, params)
+    fused = linear_cross_entropy(hidden, head, targets, chunk_size=chunk_size)
+    assert fused.item() == pytest.approx(plain.item(), rel=1e-6)  # a sum of 27 losses
+    for _ in range(2):  # backward does not consume what forward saved
+        got = torch.autograd.grad(fused * 0.5, params, retain_graph=True)
+        for a, b in zip(got, ref, strict=True):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+
+
+def test_underflowing_target_probability_keeps_exact_loss() -> None:
+    """A target ~100 nats below the log-sum-exp: p underflows float32, the loss must not."""
+    torch.manual_seed(4)
+    hidden = torch.randn(6, 8, requires_grad=True)
+    head = nn.Linear(8, 20, bias=False)
+    with torch.no_grad():
+        head.weight.mul_(60.0)  # logits spread over hundreds of nats
+    logits = head(hidden).detach()
+    targets = logits.argmin(-1)  # the least likely class of each row
+    plain = F.cross_entropy(head(hidden), targets, reduction="sum")
+    assert plain.item() > 6 * 90  # really past float32's smallest normal probability
+    fused = linear_cross_entropy(hidden, head, targets)
+    assert torch.isfinite(fused) and fused.item() == pytest.approx(plain.item(), rel=1e-6)
+    ref = torch.autograd.grad(plain, [hidden, head.weight])
+    got = torch.autograd.grad(fused, [hidden, head.weight])
+    for a, b in zip(got, ref, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-5)
+
+
+@pytest.mark.parametrize("chunk_size", [None, 16])
+def test_bf16_autocast_is_close_to_float32(chunk_size: int | None) -> None:
+    """Under bf16 autocast the loss stays float32-accurate and the gradients are within bf16
+    rounding of the float32 ones -- no further from them than the textbook bf16 path's."""
+    torch.manual_seed(5)
+    hidden = torch.randn(96, 64)
+    head = nn.Linear(64, 1000, bias=False)
+    targets = torch.randint(0, 1000, (96,))
+    targets[::7] = -100
+
+    def run(fn: object, bf16: bool) -> tuple[Tensor, ...]:
+        h = hidden.clone().requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = fn(h)  # type: ignore[operator]
+        assert loss.dtype == torch.float32
+        return (loss.detach(), *torch.autograd.grad(loss / 96, [h, head.weight]))
+
+    def textbook(h: Tensor) -> Tensor:
+        return F.cross_entropy(head(h).float(), targets, ignore_index=-100, reduction="sum")
+
+    ref = run(textbook, bf16=False)
+    plain_bf16 = run(textbook, bf16=True)
+    fused_bf16 = run(lambda h: linear_cross_entropy(h, head, targets, chunk_size=chunk_size), True)
+    assert fused_bf16[0].item() == pytest.approx(ref[0].item(), rel=1e-2)
+    # the logits are bf16 either way, so the fused loss is the textbook bf16 loss
+    assert fused_bf16[0].item() == pytest.approx(plain_bf16[0].item(), rel=1e-5)
+    for got, textbook_bf16, want in zip(fused_bf16[1:], plain_bf16[1:], ref[1:], strict=True):
+        err = ((got - want).norm() / want.norm()).item()
+        assert err < 1e-2
+        assert err <= 1.5 * ((textbook_bf16 - want).norm() / want.norm()).item()
+
+
+def test_bf16_logit_gradient_is_float32_softmax_rounded_once() -> None:
+    """In bf16, ``softmax - onehot`` is formed in float32 and rounded once: for confident
+    targets (p ~ 0.97) a bf16-rounded ``p`` would lose most of ``p - 1`` to cancellation."""
+    torch.manual_seed(6)
+    logits32 = torch.randn(40, 300) * 2.0
+    targets = logits32.argmax(-1)
+    logits32[torch.arange(40), targets] += 8.0  # p(target) ~ 0.97
+    targets[[5, 30]] = -100
+    logits = logits32.bfloat16()
+    x = logits.float()
+    valid = targets != -100
+    want = (x.softmax(-1) - F.one_hot(targets.clamp(min=0), 300)) * valid[:, None]
+    want_loss = F.cross_entropy(x, targets, ignore_index=-100, reduction="sum")
+    g = logits.clone()
+    loss = _softmax_grad_(g, targets, torch.zeros(40, 1), torch.zeros(300, 1), None)
+    assert loss.item() == pytest.approx(want_loss.item(), rel=1e-6)
+    torch.testing.assert_close(g, want.bfloat16())  # bf16 tolerance: ~1 rounding
 
 
 class LargestLogits(TorchDispatchMode):

@@ -1,18 +1,23 @@
-"""Cross-entropy of ``hidden @ W^T`` against targets without holding the ``(N, V)`` logits.
+"""Cross-entropy of ``hidden @ W^T`` against targets, fused with its gradient.
 
 With a vocabulary of ``V`` = 32k-150k, the logits of a batch are often the largest
-tensor of a training step (``N * V * 4`` bytes in float32, kept again for backward by
-``log_softmax``). Here the projection is done ``chunk_size`` rows at a time:
+tensor of a training step, and the textbook ``F.cross_entropy(logits.float())`` touches
+them five more times (a float32 copy, the log-softmax, the NLL gradient, the log-softmax
+backward, the cast back for the matmul). When the head is a plain ``nn.Linear``, the
+gradient of CE w.r.t. the logits is just ``softmax - onehot``, so it is formed in forward,
+in place over the logits, in the compute dtype (bf16 under autocast; the softmax itself is
+taken in float32 a few rows at a time), and backward is two matmuls:
 
-* head is a plain ``nn.Linear``: a custom autograd function computes, per chunk, the
-  loss *and* its gradients (``softmax - onehot`` is all the backward of CE needs), then
-  drops the chunk's logits. Backward only scales the stored gradients, which have
-  the size of the inputs (``N x D`` and ``V x D``), never ``N x V``. No recompute.
-* any other head (LoRA-wrapped, quantized, FSDP-sharded): each chunk runs under
-  non-reentrant activation checkpointing, so its logits are freed after the forward
-  and recomputed, one chunk at a time, in backward (one extra head forward).
+* ``chunk_size=None`` (default): one ``(N, V)`` logits tensor in the compute dtype, which
+  becomes the gradient and is kept for backward.
+* ``chunk_size`` set: ``chunk_size`` rows at a time, the gradients w.r.t. the inputs are
+  accumulated in forward and each chunk's logits dropped: memory is ``N x D`` and
+  ``V x D``, never ``N x V``. No recompute.
+* any other head (LoRA-wrapped, quantized, FSDP-sharded): the textbook loss; with
+  ``chunk_size`` each chunk runs under non-reentrant activation checkpointing, so its
+  logits are freed after the forward and recomputed, one chunk at a time, in backward.
 
-Both return the *sum* of per-token losses as float32; callers divide by the count.
+All return the *sum* of per-token losses as float32; callers divide by the count.
 """
 
 from __future__ import annotations
@@ -28,6 +33,113 @@ IGNORE_INDEX = -100
 def _ce_sum(head: nn.Module, hidden: Tensor, targets: Tensor) -> Tensor:
     logits = head(hidden).float()  # (C, V), float32 for a stable log-softmax
     return F.cross_entropy(logits, targets, ignore_index=IGNORE_INDEX, reduction="sum")
+
+
+def _compute_dtype(hidden: Tensor, weight: Tensor) -> torch.dtype:
+    """The dtype ``F.linear`` would compute in here: autocast's if it is on, else the weight's."""
+    device = hidden.device.type
+    if torch.is_autocast_enabled(device):
+        return torch.get_autocast_dtype(device)
+    return weight.dtype
+
+
+#: Rows of float32 softmax work per block: ~8 MiB at V = 32k, so the block stays in cache
+#: and the allocator reuses it (a large fresh tensor costs a page fault per 4 KiB on CPU).
+_WORK_BYTES = 8 << 20
+
+
+def _softmax_grad_(
+    logits: Tensor, targets: Tensor, hidden: Tensor, weight: Tensor, bias: Tensor | None
+) -> Tensor:
+    """Turn ``logits`` into ``d CE / d logits = softmax - onehot`` in place; return the CE sum.
+
+    Args:
+        logits: ``(C, V)`` ``hidden @ weight^T + bias`` in the compute dtype; overwritten.
+        targets: ``(C,)`` class ids, ``-100`` rows ignored (their gradient rows become 0).
+        hidden, weight, bias: the projection's inputs (compute dtype), only used to redo the
+            logits of the rare rows whose target probability underflows float32.
+
+    The softmax is taken in float32, block by block of rows (for a low-precision compute
+    dtype the block is copied to a float32 buffer and the result rounded back once), so
+    no float32 ``(C, V)`` tensor is ever made. The loss of a row is ``-log p_target``;
+    the target entry of the gradient, ``p - 1``, is written from the float32 ``p`` so that
+    it does not lose ``1 - p`` to cancellation in bf16.
+    """
+    n, vocab = logits.shape
+    valid = targets != IGNORE_INDEX
+    y = torch.where(valid, targets, 0)
+    p_target = torch.empty(n, dtype=torch.float32, device=logits.device)
+    low_precision = logits.dtype != torch.float32
+    rows = max(1, _WORK_BYTES // (4 * vocab))
+    work = torch.empty(min(rows, n), vocab, device=logits.device) if low_precision else None
+    for s in range(0, n, rows):
+        block = logits[s : s + rows]
+        w = work[: block.shape[0]].copy_(block) if work is not None else block
+        torch.softmax(w, dim=-1, out=w)  # in place: the kernel reads a row before writing it
+        idx = torch.arange(w.shape[0], device=w.device)
+        p = w[idx, y[s : s + rows]]
+        p_target[s : s + rows] = p
+        w[idx, y[s : s + rows]] = p - 1.0
+        if work is not None:
+            block.copy_(w)
+    loss = -p_target.log()
+    # p underflows float32 only when the target's logit is ~87 below the log-sum-exp: redo
+    # those rows' logits and take lse - logit exactly (rare; one host sync per call).
+    tiny = (p_target < 1e-30) & valid
+    if bool(tiny.any()):
+        r = tiny.nonzero().squeeze(1)
+        x = F.linear(hidden[r], weight, bias).float()
+        loss[r] = torch.logsumexp(x, dim=-1) - x.gather(1, y[r, None]).squeeze(1)
+    if not bool(valid.all()):
+        logits[~valid] = 0
+    return (loss * valid).sum()
+
+
+class _FusedLinearCrossEntropy(torch.autograd.Function):
+    """``sum_i CE(hidden_i @ W^T + b, y_i)`` in one piece: the gradient w.r.t. the logits is
+    formed in forward, in place, in the compute dtype; backward is two matmuls.
+
+    Compared with ``F.cross_entropy(F.linear(...).float())`` under bf16 autocast this skips
+    the float32 copy of the ``(N, V)`` logits, the log-softmax output, its backward and the
+    NLL gradient: ``N x V`` is touched as one bf16 tensor that becomes the gradient.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: torch.autograd.function.FunctionCtx,
+        hidden: Tensor,
+        weight: Tensor,
+        bias: Tensor | None,
+        targets: Tensor,
+    ) -> Tensor:
+        dtype = _compute_dtype(hidden, weight)
+        with torch.autocast(hidden.device.type, enabled=False):
+            h, w = hidden.to(dtype), weight.to(dtype)
+            b = bias.to(dtype) if bias is not None else None
+            grad_logits = F.linear(h, w, b)  # (N, V), becomes softmax - onehot below
+            total = _softmax_grad_(grad_logits, targets, h, w, b)
+        ctx.save_for_backward(grad_logits, hidden, w)
+        ctx.dtypes = (hidden.dtype, weight.dtype, bias.dtype if bias is not None else None)  # type: ignore[attr-defined]
+        return total
+
+    @staticmethod
+    def backward(
+        ctx: torch.autograd.function.FunctionCtx, grad_out: Tensor
+    ) -> tuple[Tensor | None, ...]:
+        g, hidden, w = ctx.saved_tensors  # type: ignore[attr-defined]
+        h_dtype, w_dtype, b_dtype = ctx.dtypes  # type: ignore[attr-defined]
+        need_h, need_w, need_b = ctx.needs_input_grad[:3]  # type: ignore[attr-defined]
+        scale = grad_out.float()
+        grad_h = grad_w = grad_b = None
+        with torch.autocast(g.device.type, enabled=False):
+            if need_h:
+                grad_h = (g @ w).to(h_dtype).mul_(scale)  # (N, D)
+            if need_w:
+                # Scaling the (N, D) input rather than the (V, D) product saves a pass over it.
+                grad_w = (g.T @ (hidden * scale).to(g.dtype)).to(w_dtype)  # (V, D)
+            if need_b:
+                grad_b = g.sum(0, dtype=torch.float32).mul_(scale).to(b_dtype)
+        return grad_h, grad_w, grad_b, None
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
@@ -49,28 +161,20 @@ class _LinearCrossEntropy(torch.autograd.Function):
             torch.zeros_like(bias, dtype=torch.float32) if need_b and bias is not None else None
         )
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
-        for start in range(0, hidden.shape[0], chunk_size):
-            h = hidden[start : start + chunk_size]  # (C, D)
-            y = targets[start : start + chunk_size]  # (C,)
-            valid = y != IGNORE_INDEX
-            y_safe = torch.where(valid, y, 0)
-            logits = F.linear(h, weight, bias).float()  # (C, V)
-            lse = torch.logsumexp(logits, dim=-1)  # (C,)
-            picked = logits.gather(1, y_safe[:, None]).squeeze(1)
-            total += ((lse - picked) * valid).sum()
-            if grad_h is None and grad_w is None and grad_b is None:
-                continue
-            # d CE / d logits = softmax - onehot; computed in place over the logits buffer.
-            g = logits.sub_(lse[:, None]).exp_()
-            g[torch.arange(g.shape[0], device=g.device), y_safe] -= 1.0
-            g *= valid[:, None]
-            gw = g.to(weight.dtype)
-            if grad_h is not None:
-                grad_h[start : start + chunk_size] = gw @ weight  # (C, D)
-            if grad_w is not None:
-                grad_w += (gw.T @ h.to(weight.dtype)).float()  # (V, D)
-            if grad_b is not None:
-                grad_b += g.sum(0)
+        dtype = _compute_dtype(hidden, weight)
+        with torch.autocast(hidden.device.type, enabled=False):
+            w = weight.to(dtype)
+            b = bias.to(dtype) if bias is not None else None
+            for start in range(0, hidden.shape[0], chunk_size):
+                h = hidden[start : start + chunk_size].to(dtype)  # (C, D)
+                g = F.linear(h, w, b)  # (C, V) logits, made d CE / d logits in place
+                total += _softmax_grad_(g, targets[start : start + chunk_size], h, w, b)
+                if grad_h is not None:
+                    grad_h[start : start + chunk_size] = g @ w  # (C, D)
+                if grad_w is not None:
+                    grad_w += g.T @ h  # (V, D), accumulated in float32
+                if grad_b is not None:
+                    grad_b += g.sum(0, dtype=torch.float32)
         # torch accepts None entries (saved_tensors gives them back); its stub says Tensor only.
         ctx.save_for_backward(grad_h, grad_w, grad_b)  # type: ignore[arg-type]
         ctx.dtypes = (weight.dtype, bias.dtype if bias is not None else None)  # type: ignore[attr-defined]
@@ -117,6 +221,10 @@ def linear_cross_entropy(
     """
     n = hidden.shape[0]
     if chunk_size is None or chunk_size >= n:
+        if torch.is_grad_enabled() and _is_plain_linear(head):
+            assert isinstance(head, nn.Linear)
+            out = _FusedLinearCrossEntropy.apply(hidden, head.weight, head.bias, targets)
+            return out  # type: ignore[no-any-return]
         return _ce_sum(head, hidden, targets)
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size}")
