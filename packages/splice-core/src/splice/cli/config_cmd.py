@@ -8,16 +8,10 @@ import sys
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    from splice.cli.run import add_recipe_arguments
+
     p = sub.add_parser("config", help="print a recipe's validated config as JSON")
-    p.add_argument("recipe", help="a registered recipe name or a path to a .py recipe file")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a field by dotted path (value parsed as JSON, else a string)",
-    )
+    add_recipe_arguments(p)
     p.set_defaults(func=run)
 
 

@@ -65,8 +65,8 @@ def _recipe_from_file(path: Path) -> Recipe:
     raise ValueError(f"{path} defines neither `recipe` (a splice.recipe.Recipe) nor `config()`")
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("run", help="run a recipe (train, evaluate, report)")
+def add_recipe_arguments(p: argparse.ArgumentParser) -> None:
+    """The ``recipe`` positional and repeatable ``--set KEY=VALUE`` (shared with ``config``)."""
     p.add_argument("recipe", help="a registered recipe name or a path to a .py recipe file")
     p.add_argument(
         "--set",
@@ -76,6 +76,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         metavar="KEY=VALUE",
         help="override a field by dotted path (value parsed as JSON, else a string)",
     )
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("run", help="run a recipe (train, evaluate, report)")
+    add_recipe_arguments(p)
     p.add_argument(
         "--resume",
         action="store_true",

@@ -95,7 +95,27 @@ def _check_max_len(max_len: int) -> None:
         raise ValueError(f"max_len must be >= 2 (bos plus one token), got {max_len}")
 
 
-class SFTCollator:
+class _Collator:
+    """Shared set-up of the SFT collators: tokenizer, length limit, overflow policy."""
+
+    def __init__(
+        self, tokenizer: Tokenizer, *, max_len: int, overflow: Overflow = "truncate"
+    ) -> None:
+        _check_max_len(max_len)
+        self.tokenizer, self.max_len, self.overflow = tokenizer, max_len, overflow
+
+    def _tokenize(self, examples: Sequence[Example]) -> list[TokenizedExample]:
+        if not examples:
+            raise ValueError("cannot collate an empty list of examples")
+        return [
+            tokenize_example(
+                self.tokenizer, ex, max_len=self.max_len, overflow=self.overflow, index=i
+            )
+            for i, ex in enumerate(examples)
+        ]
+
+
+class SFTCollator(_Collator):
     """Right-padded SFT batches: one example per row, padded to the longest row.
 
     ``__call__(examples) -> dict`` with (``B`` examples, ``T`` longest length):
@@ -109,21 +129,8 @@ class SFTCollator:
         overflow: ``"truncate"`` (default, warns) or ``"error"``.
     """
 
-    def __init__(
-        self, tokenizer: Tokenizer, *, max_len: int, overflow: Overflow = "truncate"
-    ) -> None:
-        _check_max_len(max_len)
-        self.tokenizer, self.max_len, self.overflow = tokenizer, max_len, overflow
-
     def __call__(self, examples: Sequence[Example]) -> dict[str, Tensor]:
-        if not examples:
-            raise ValueError("cannot collate an empty list of examples")
-        rows = [
-            tokenize_example(
-                self.tokenizer, ex, max_len=self.max_len, overflow=self.overflow, index=i
-            )
-            for i, ex in enumerate(examples)
-        ]
+        rows = self._tokenize(examples)
         t = max(len(r.input_ids) for r in rows)
         input_ids = torch.full((len(rows), t), self.tokenizer.pad_id, dtype=torch.long)
         labels = torch.full((len(rows), t), IGNORE_INDEX, dtype=torch.long)
@@ -158,7 +165,7 @@ def pack_first_fit(lengths: Sequence[int], capacity: int) -> list[list[int]]:
     return rows
 
 
-class PackedSFTCollator:
+class PackedSFTCollator(_Collator):
     """Pack whole examples into rows of exactly ``max_len`` tokens (first-fit, order-stable).
 
     Packing removes most padding: many short examples share one row, and attention
@@ -180,21 +187,8 @@ class PackedSFTCollator:
         overflow: ``"truncate"`` (default, warns) or ``"error"``.
     """
 
-    def __init__(
-        self, tokenizer: Tokenizer, *, max_len: int, overflow: Overflow = "truncate"
-    ) -> None:
-        _check_max_len(max_len)
-        self.tokenizer, self.max_len, self.overflow = tokenizer, max_len, overflow
-
     def __call__(self, examples: Sequence[Example]) -> dict[str, Tensor]:
-        if not examples:
-            raise ValueError("cannot collate an empty list of examples")
-        docs = [
-            tokenize_example(
-                self.tokenizer, ex, max_len=self.max_len, overflow=self.overflow, index=i
-            )
-            for i, ex in enumerate(examples)
-        ]
+        docs = self._tokenize(examples)
         plan = pack_first_fit([len(d.input_ids) for d in docs], self.max_len)
         shape = (len(plan), self.max_len)
         input_ids = torch.full(shape, self.tokenizer.pad_id, dtype=torch.long)
