@@ -16,25 +16,26 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
 _scope_ids = itertools.count(1)
-_active_scope = 0  # 0: not inside fused_projections()
+# 0: not inside fused_projections(). A ContextVar, so concurrent generate calls in other
+# threads or tasks never share (or invalidate) each other's scope.
+_active_scope: ContextVar[int] = ContextVar("splice_fused_scope", default=0)
 
 
 @contextmanager
 def fused_projections() -> Iterator[None]:
     """Within this block (gradients off), FusedLinears run one concatenated matmul."""
-    global _active_scope
-    outer = _active_scope
-    _active_scope = next(_scope_ids)
+    token = _active_scope.set(next(_scope_ids))
     try:
         yield
     finally:
-        _active_scope = outer
+        _active_scope.reset(token)
 
 
 class FusedLinears:
@@ -52,13 +53,14 @@ class FusedLinears:
 
     def _fusable(self) -> bool:
         return (
-            _active_scope != 0
+            _active_scope.get() != 0
             and not torch.is_grad_enabled()
             and all(type(m) is nn.Linear for m in self.linears)
         )
 
     def _fused(self) -> tuple[Tensor, Tensor | None]:
-        if self._scope != _active_scope or self._weight is None:
+        scope = _active_scope.get()
+        if self._scope != scope or self._weight is None:
             linears = [m for m in self.linears if isinstance(m, nn.Linear)]
             self._weight = torch.cat([m.weight for m in linears])  # (sum out, in)
             if all(m.bias is None for m in linears):
@@ -68,7 +70,7 @@ class FusedLinears:
                     [m.bias if m.bias is not None else m.weight.new_zeros(m.out_features)
                      for m in linears]
                 )  # fmt: skip
-            self._scope = _active_scope
+            self._scope = scope
         return self._weight, self._bias
 
     def __call__(self, x: Tensor) -> list[Tensor]:
