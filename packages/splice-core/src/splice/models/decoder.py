@@ -13,6 +13,7 @@ from splice.generation.kv_cache import KVCache
 from splice.interfaces import BuildContext, ModelOutput
 from splice.models.common import attention_inputs, build_rotary, head_dim_of, init_weights, sum_aux
 from splice.models.configs import DecoderConfig
+from splice.nn.dropout import dropout_or_identity
 from splice.nn.positional import AdditivePositional, NoPositional, RotaryEmbedding
 
 
@@ -39,7 +40,7 @@ class DecoderLM(nn.Module):
             else None
         )
         self.embed = nn.Embedding(config.vocab_size, config.d_model)
-        self.drop = nn.Dropout(config.embedding_dropout)
+        self.drop = dropout_or_identity(config.embedding_dropout)
         self.blocks = nn.ModuleList(
             reg.build("block", config.block_for(i), replace(base, layer_idx=i, rotary=self.rotary))
             for i in range(config.n_layers)

@@ -20,6 +20,7 @@ from splice.interfaces import BuildContext, ModelOutput
 from splice.models.common import attention_inputs, build_rotary, head_dim_of, init_weights
 from splice.models.decoder import DecoderLM
 from splice.models.encoder_decoder_config import EncoderDecoderConfig
+from splice.nn.dropout import dropout_or_identity
 from splice.nn.positional import AdditivePositional, NoPositional, RotaryEmbedding
 
 
@@ -43,7 +44,7 @@ class TransformerEncoder(nn.Module):
         additive = isinstance(pos, AdditivePositional) and not isinstance(pos, NoPositional)
         self.pos_embed = pos if additive else None
         self.embed = embed if embed is not None else nn.Embedding(config.vocab_size, config.d_model)
-        self.drop = nn.Dropout(config.embedding_dropout)
+        self.drop = dropout_or_identity(config.embedding_dropout)
         self.blocks = nn.ModuleList(
             reg.build("block", block_cfg, replace(base, layer_idx=i, rotary=self.rotary))
             for i in range(config.encoder_layers)

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 from splice.interfaces import AttentionInputs, Block, BuildContext, ChannelMixerOutput
 from splice.nn.configs import ParallelBlockConfig, PostNormBlockConfig, PreNormBlockConfig
+from splice.nn.dropout import dropout_or_identity
 
 
 def run_channel_mixer(ffn: nn.Module, x: Tensor, inputs: AttentionInputs) -> Tensor:
@@ -45,7 +46,7 @@ class _BlockBase(Block):
             cross_ctx = replace(ctx, causal=False)
             self.cross = reg.build("token_mixer", config.cross_attention, cross_ctx)
             self.norm_cross = reg.build("norm", config.norm, ctx)
-        self.drop = nn.Dropout(config.dropout)
+        self.drop = dropout_or_identity(config.dropout)
 
     def _cross_inputs(self, inputs: AttentionInputs) -> AttentionInputs:
         # Cross-attention keys come from the context, never from this layer's self-attention cache.

@@ -6,6 +6,7 @@ from torch import Tensor, nn
 
 from splice.interfaces import BuildContext, ChannelMixer
 from splice.nn.configs import MLPConfig, SwiGLUConfig
+from splice.nn.dropout import dropout_or_identity
 from splice.nn.fused import FusedLinears
 
 
@@ -37,7 +38,7 @@ class MLP(ChannelMixer):
         self.up = nn.Linear(d_model, hidden, bias=bias)
         self.act = _activation(activation)
         self.down = nn.Linear(hidden, d_model, bias=bias)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = dropout_or_identity(dropout)
 
     def forward(self, x: Tensor) -> Tensor:
         y: Tensor = self.dropout(self.down(self.act(self.up(x))))
