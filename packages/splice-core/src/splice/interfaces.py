@@ -59,7 +59,8 @@ class AttentionInputs:
         context: ``(B, S_ctx, D_ctx)`` encoder output / image features for cross-attention.
         context_mask: ``(B, 1, T, S_ctx)`` bool mask over the context, or None for "all visible".
         aux_losses: channel mixers' auxiliary losses (e.g. MoE balancing) are appended here.
-        rope: ``(cos, sin)``, each ``(B, 1, T, d)``, for ``positions``: computed once per forward
+        rope: ``(cos, signed sin)``, each ``(B, 1, T, d)``, for ``positions`` (see
+            ``RotaryEmbedding.cos_sin``): computed once per forward
             by a RoPE model so that every layer does not gather them again.
     """
 

@@ -29,9 +29,10 @@ class LayerKVCache:
             b, h, _, d = k.shape
             self.k = k.new_zeros(b, h, self.parent.max_len, d)
             self.v = v.new_zeros(b, h, self.parent.max_len, v.shape[-1])
-        self.k[:, :, start:end] = k
-        self.v[:, :, start:end] = v
-        return self.k[:, :, :end], self.v[:, :, :end]
+        n = end - start  # narrow: one view op each, where [:, :, a:b] dispatches three
+        self.k.narrow(2, start, n).copy_(k)
+        self.v.narrow(2, start, n).copy_(v)
+        return self.k.narrow(2, 0, end), self.v.narrow(2, 0, end)
 
 
 class KVCache:

@@ -65,19 +65,21 @@ class RotaryEmbedding(nn.Module):
         inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
         angles = torch.arange(max_len, dtype=torch.float32)[:, None] * inv_freq  # (L, d/2)
         angles = torch.cat([angles, angles], dim=-1)  # (L, d)
+        # rotate_half(x) * sin == roll(x, d/2) * signed_sin, with the first half of sin
+        # negated: one roll instead of chunk + neg + cat per tensor (it shows at decode).
+        signed_sin = angles.sin()
+        signed_sin[:, : head_dim // 2] *= -1
         self.cos: Tensor
-        self.sin: Tensor
+        self.signed_sin: Tensor
         self.register_buffer("cos", angles.cos(), persistent=False)
-        self.register_buffer("sin", angles.sin(), persistent=False)
-
-    @staticmethod
-    def _rotate_half(x: Tensor) -> Tensor:
-        x1, x2 = x.chunk(2, dim=-1)
-        return torch.cat([-x2, x1], dim=-1)
+        self.register_buffer("signed_sin", signed_sin, persistent=False)
 
     def cos_sin(self, positions: Tensor) -> tuple[Tensor, Tensor]:
-        """``(cos, sin)`` of ``positions (B, T)``, each ``(B, 1, T, d)`` (broadcast over heads)."""
-        return self.cos[positions].unsqueeze(1), self.sin[positions].unsqueeze(1)
+        """``(cos, signed sin)`` of ``positions (B, T)``, each ``(B, 1, T, d)``.
+
+        ``signed sin`` is ``sin`` with its first half negated (see ``rotate``).
+        """
+        return self.cos[positions].unsqueeze(1), self.signed_sin[positions].unsqueeze(1)
 
     def rotate(
         self,
@@ -86,11 +88,17 @@ class RotaryEmbedding(nn.Module):
         positions: Tensor,
         cos_sin: tuple[Tensor, Tensor] | None = None,
     ) -> tuple[Tensor, Tensor]:
-        """Rotate ``q`` and ``k``; pass ``cos_sin`` (from ``cos_sin(positions)``) to reuse it."""
+        """Rotate ``q`` and ``k``; pass ``cos_sin`` (from ``cos_sin(positions)``) to reuse it.
+
+        ``x * cos + rotate_half(x) * sin`` with ``rotate_half(x) = cat(-x2, x1)``, computed
+        as ``x * cos + roll(x, d/2) * signed_sin``.
+        """
         cos, sin = cos_sin if cos_sin is not None else self.cos_sin(positions)
-        cos, sin = cos.to(q.dtype), sin.to(q.dtype)  # (B, 1, T, d)
-        q = q * cos + self._rotate_half(q) * sin
-        k = k * cos + self._rotate_half(k) * sin
+        if cos.dtype != q.dtype:
+            cos, sin = cos.to(q.dtype), sin.to(q.dtype)  # (B, 1, T, d)
+        half = self.head_dim // 2
+        q = torch.addcmul(q * cos, q.roll(half, dims=-1), sin)
+        k = torch.addcmul(k * cos, k.roll(half, dims=-1), sin)
         return q, k
 
 
