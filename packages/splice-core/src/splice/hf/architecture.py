@@ -44,6 +44,31 @@ class Architecture(Protocol):
     ) -> dict[str, Tensor]: ...
 
 
+def layout_problems(cfg: DecoderConfig, *, norm: str, positional: str) -> list[str]:
+    """What keeps ``cfg`` from the layout every supported HF decoder shares.
+
+    One pre-norm block for all layers, no cross-attention, ``norm`` (e.g. ``"rmsnorm"``)
+    in the blocks and at the end with one eps, and ``positional`` positions. Each
+    architecture adds its own attention / FFN checks.
+    """
+    problems = []
+    blk = cfg.block
+    if cfg.overrides:
+        problems.append("overrides: per-layer blocks have no Hugging Face equivalent")
+    if blk.type != "pre_norm":
+        problems.append(f"block.type={blk.type!r}, expected 'pre_norm'")
+    for field, n in (("block.norm", blk.norm), ("final_norm", cfg.final_norm)):
+        if n.type != norm:
+            problems.append(f"{field}.type={n.type!r}, expected {norm!r}")
+    if blk.norm.type == cfg.final_norm.type == norm and blk.norm.eps != cfg.final_norm.eps:
+        problems.append("final_norm.eps differs from block.norm.eps (the checkpoint has one eps)")
+    if cfg.positional.type != positional:
+        problems.append(f"positional.type={cfg.positional.type!r}, expected {positional!r}")
+    if blk.cross_attention is not None:
+        problems.append("block.cross_attention: not part of a decoder-only checkpoint")
+    return problems
+
+
 def unsupported(field: str, value: Any, expected: str) -> CheckpointError:
     """The error for a ``config.json`` field whose value splice does not implement."""
     return CheckpointError(f"config.json: {field}={value!r} is not supported (expected {expected})")

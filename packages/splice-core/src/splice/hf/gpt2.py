@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from splice.hf.architecture import Renamer, require, unsupported
+from splice.hf.architecture import Renamer, layout_problems, require, unsupported
 from splice.models.configs import DecoderConfig
 from splice.nn.configs import (
     LayerNormConfig,
@@ -98,12 +98,8 @@ class GPT2Architecture:
         )
 
     def export_problems(self, cfg: DecoderConfig) -> list[str]:
-        problems = []
+        problems = layout_problems(cfg, norm="layernorm", positional="learned")
         blk, tm, ffn = cfg.block, cfg.block.token_mixer, cfg.block.channel_mixer
-        if cfg.overrides:
-            problems.append("overrides: per-layer blocks have no Hugging Face equivalent")
-        if blk.type != "pre_norm":
-            problems.append(f"block.type={blk.type!r}, expected 'pre_norm'")
         if tm.type != "mha" or tm.qk_norm or tm.kv_heads != tm.n_heads:
             problems.append("block.token_mixer: GPT-2 needs 'mha' without GQA or qk_norm")
         elif (
@@ -119,17 +115,8 @@ class GPT2Architecture:
                 "block.channel_mixer: GPT-2 needs 'mlp' with bias=True and no own dropout"
             )
         for field, norm in (("block.norm", blk.norm), ("final_norm", cfg.final_norm)):
-            if norm.type != "layernorm" or not norm.bias:
-                problems.append(f"{field}: expected 'layernorm' with bias")
-        if (
-            blk.norm.type == cfg.final_norm.type == "layernorm"
-            and blk.norm.eps != cfg.final_norm.eps
-        ):
-            problems.append("final_norm.eps differs from block.norm.eps (one layer_norm_epsilon)")
-        if cfg.positional.type != "learned":
-            problems.append(f"positional.type={cfg.positional.type!r}, expected 'learned'")
-        if blk.cross_attention is not None:
-            problems.append("block.cross_attention: not part of a decoder-only checkpoint")
+            if norm.type == "layernorm" and not norm.bias:
+                problems.append(f"{field}.bias: GPT-2's layer norms have a bias")
         return problems
 
     def config_to_hf(self, cfg: DecoderConfig) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from typing import Any
 
 from torch import Tensor
 
-from splice.hf.architecture import Renamer, require, rope_theta, unsupported
+from splice.hf.architecture import Renamer, layout_problems, require, rope_theta, unsupported
 from splice.models.configs import DecoderConfig
 from splice.nn.configs import PreNormBlockConfig, RMSNormConfig, RoPEConfig, SwiGLUConfig
 from splice.nn.ffn import hidden_size
@@ -95,12 +95,8 @@ class LlamaArchitecture:
         )
 
     def export_problems(self, cfg: DecoderConfig) -> list[str]:
-        problems = []
+        problems = layout_problems(cfg, norm="rmsnorm", positional="rope")
         blk, tm, ffn = cfg.block, cfg.block.token_mixer, cfg.block.channel_mixer
-        if cfg.overrides:
-            problems.append("overrides: per-layer blocks have no Hugging Face equivalent")
-        if blk.type != "pre_norm":
-            problems.append(f"block.type={blk.type!r}, expected 'pre_norm'")
         if tm.type != "mha" or getattr(tm, "qk_norm", False):
             problems.append("block.token_mixer: expected 'mha' without qk_norm")
         elif self.qkv_bias_only and (tm.bias or tm.qkv_bias is not True):
@@ -113,15 +109,6 @@ class LlamaArchitecture:
             problems.append(f"block.channel_mixer.type={ffn.type!r}, expected 'swiglu'")
         elif self.qkv_bias_only and ffn.bias:
             problems.append("block.channel_mixer.bias: Qwen2 has no MLP bias")
-        for field, norm in (("block.norm", blk.norm), ("final_norm", cfg.final_norm)):
-            if norm.type != "rmsnorm":
-                problems.append(f"{field}.type={norm.type!r}, expected 'rmsnorm'")
-        if blk.norm.type == cfg.final_norm.type == "rmsnorm" and blk.norm.eps != cfg.final_norm.eps:
-            problems.append("final_norm.eps differs from block.norm.eps (one rms_norm_eps)")
-        if cfg.positional.type != "rope":
-            problems.append(f"positional.type={cfg.positional.type!r}, expected 'rope'")
-        if blk.cross_attention is not None:
-            problems.append("block.cross_attention: not part of a decoder-only checkpoint")
         if blk.dropout or cfg.embedding_dropout:
             problems.append("block.dropout / embedding_dropout: Llama and Qwen2 have none")
         return problems
