@@ -324,12 +324,7 @@ class DistributedTrainer(Trainer):
             st = mgr.load(latest, model=self.inner, optimizer=self.optimizer)
         else:
             st = self._load_fsdp2(mgr, latest)
-        self.step = int(st["step"])
-        self.micro_batches = int(st["micro_batches"])
-        self.train_time = float(st.get("train_time_s", 0.0))
-        self.tokens_seen = int(st.get("tokens_seen", 0))
-        self.last_checkpoint = latest
-        self._metrics().truncate_after(self.step)
+        self.restore_state(st, latest)
         return True
 
     def _load_fsdp2(self, mgr: Any, path: Path) -> dict[str, Any]:

@@ -202,13 +202,17 @@ class Trainer:
         if latest is None:
             return False
         st = mgr.load(latest, model=self.model, optimizer=self.optimizer)  # type: ignore[union-attr]
+        self.restore_state(st, latest)
+        return True
+
+    def restore_state(self, st: dict[str, Any], checkpoint: Path) -> None:
+        """Take back ``state()`` from a loaded checkpoint and drop later metrics lines."""
         self.step = int(st["step"])
         self.micro_batches = int(st["micro_batches"])
         self.train_time = float(st.get("train_time_s", 0.0))
         self.tokens_seen = int(st.get("tokens_seen", 0))
-        self.last_checkpoint = latest
+        self.last_checkpoint = checkpoint
         self._metrics().truncate_after(self.step)
-        return True
 
     # ------------------------------------------------------------------ one step
     def train_step(self, batches: Any) -> None:
