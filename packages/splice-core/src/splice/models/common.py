@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from splice.generation.kv_cache import KVCache
 from splice.interfaces import AttentionInputs, BuildContext
 from splice.nn.masks import build_attention_mask
+from splice.nn.positional import AdditivePositional, NoPositional, RotaryEmbedding
 
 
 def head_dim_of(block: Any, d_model: int) -> int | None:
@@ -18,11 +19,24 @@ def head_dim_of(block: Any, d_model: int) -> int | None:
     return int(fn(d_model)) if fn is not None else None
 
 
-def build_rotary(positional_cfg: Any, ctx: BuildContext, head_dim: int | None) -> nn.Module:
+def build_positions(
+    positional_cfg: Any, ctx: BuildContext, block: Any
+) -> tuple[RotaryEmbedding | None, AdditivePositional | None]:
+    """Build the model's positional encoding as ``(rotary, additive)``; at most one is set.
+
+    RoPE is handed to attention (``BuildContext.rotary``) and sized by the block's head
+    dim; an additive encoding is added to the token embeddings; ``none`` gives neither.
+    """
     from splice.registry import get_registry
 
+    head_dim = head_dim_of(block, ctx.d_model)
     ctx.extra["head_dim"] = head_dim if head_dim is not None else ctx.d_model
-    return get_registry().build("positional", positional_cfg, ctx)  # type: ignore[no-any-return]
+    pos = get_registry().build("positional", positional_cfg, ctx)
+    if isinstance(pos, RotaryEmbedding):
+        return pos, None
+    if isinstance(pos, AdditivePositional) and not isinstance(pos, NoPositional):
+        return None, pos
+    return None, None
 
 
 def default_positions(

@@ -11,10 +11,9 @@ from torch import Tensor, nn
 
 from splice.generation.kv_cache import KVCache
 from splice.interfaces import BuildContext, ModelOutput
-from splice.models.common import attention_inputs, build_rotary, head_dim_of, init_weights, sum_aux
+from splice.models.common import attention_inputs, build_positions, init_weights, sum_aux
 from splice.models.configs import DecoderConfig
 from splice.nn.dropout import dropout_or_identity
-from splice.nn.positional import AdditivePositional, NoPositional, RotaryEmbedding
 
 
 class DecoderLM(nn.Module):
@@ -32,13 +31,7 @@ class DecoderLM(nn.Module):
             n_layers=config.n_layers,
             causal=True,
         )
-        pos = build_rotary(config.positional, base, head_dim_of(config.block, config.d_model))
-        self.rotary = pos if isinstance(pos, RotaryEmbedding) else None
-        self.pos_embed = (
-            pos
-            if isinstance(pos, AdditivePositional) and not isinstance(pos, NoPositional)
-            else None
-        )
+        self.rotary, self.pos_embed = build_positions(config.positional, base, config.block)
         self.embed = nn.Embedding(config.vocab_size, config.d_model)
         self.drop = dropout_or_identity(config.embedding_dropout)
         self.blocks = nn.ModuleList(

@@ -17,11 +17,10 @@ from torch import Tensor, nn
 
 from splice.generation.kv_cache import KVCache
 from splice.interfaces import BuildContext, ModelOutput
-from splice.models.common import attention_inputs, build_rotary, head_dim_of, init_weights
+from splice.models.common import attention_inputs, build_positions, init_weights
 from splice.models.decoder import DecoderLM
 from splice.models.encoder_decoder_config import EncoderDecoderConfig
 from splice.nn.dropout import dropout_or_identity
-from splice.nn.positional import AdditivePositional, NoPositional, RotaryEmbedding
 
 
 class TransformerEncoder(nn.Module):
@@ -39,10 +38,7 @@ class TransformerEncoder(nn.Module):
             n_layers=config.encoder_layers,
             causal=False,
         )
-        pos = build_rotary(config.positional, base, head_dim_of(block_cfg, config.d_model))
-        self.rotary = pos if isinstance(pos, RotaryEmbedding) else None
-        additive = isinstance(pos, AdditivePositional) and not isinstance(pos, NoPositional)
-        self.pos_embed = pos if additive else None
+        self.rotary, self.pos_embed = build_positions(config.positional, base, block_cfg)
         self.embed = embed if embed is not None else nn.Embedding(config.vocab_size, config.d_model)
         self.drop = dropout_or_identity(config.embedding_dropout)
         self.blocks = nn.ModuleList(
