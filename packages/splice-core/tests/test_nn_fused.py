@@ -9,52 +9,66 @@ from splice.nn.fused import FusedLinears, fused_projections
 from torch import nn
 
 
-def _layers(bias: bool) -> tuple[nn.Linear, nn.Linear, nn.Linear]:
-    torch.manual_seed(0)
-    return nn.Linear(16, 8, bias=bias), nn.Linear(16, 4, bias=bias), nn.Linear(16, 4, bias=False)
+class _Owner(nn.Module):
+    """Three projections reading one input, like q/k/v."""
+
+    def __init__(self, bias: bool) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.a = nn.Linear(16, 8, bias=bias)
+        self.b = nn.Linear(16, 4, bias=bias)
+        self.c = nn.Linear(16, 4, bias=False)
+        self.abc = FusedLinears("a", "b", "c")
+        self.only_a = FusedLinears("a")
+
+    def separate(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return [self.a(x), self.b(x), self.c(x)]
 
 
 def test_fused_equals_separate_and_grads_flow_outside_the_scope() -> None:
     for bias in (True, False):
-        layers = _layers(bias)
-        fused = FusedLinears(*layers)
+        owner = _Owner(bias)
         x = torch.randn(3, 5, 16)
-        want = [m(x) for m in layers]
+        want = owner.separate(x)
         with torch.no_grad(), fused_projections():
-            got = fused(x)
-            assert fused._weight is not None  # really took the fused path
+            got = owner.abc(owner, x)
+            joined = owner.abc.fused(owner, x)
+            single = owner.only_a.one(owner, x)
+        assert joined is not None and joined.shape == (3, 5, 16)  # really took the fused path
         assert [g.shape for g in got] == [w.shape for w in want]
         for g, w in zip(got, want):
             torch.testing.assert_close(g, w, rtol=1e-6, atol=1e-6)
-        out = fused(x)  # gradients on: the modules themselves run
+        torch.testing.assert_close(joined, torch.cat(want, dim=-1), rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(single, want[0], rtol=0, atol=0)
+        assert owner.abc.fused(owner, x) is None  # outside the scope
+        out = owner.abc(owner, x)  # gradients on: the modules themselves run
         sum(o.sum() for o in out).backward()
-        assert all(m.weight.grad is not None for m in layers)
+        assert all(m.weight.grad is not None for m in (owner.a, owner.b, owner.c))
 
 
 def test_no_stale_weights_after_a_fused_adamw_step() -> None:
     # fused AdamW updates parameters without bumping their version counters: the cache
     # must not outlive the fused_projections() scope it was built in.
-    layers = _layers(True)
-    fused = FusedLinears(*layers)
+    owner = _Owner(True)
     x = torch.randn(2, 16)
     with torch.no_grad(), fused_projections():
-        before = fused(x)[0].clone()
-    opt = torch.optim.AdamW([p for m in layers for p in m.parameters()], lr=0.5, fused=True)
-    sum(o.sum() for o in fused(x)).backward()
+        before = owner.abc(owner, x)[0].clone()
+    opt = torch.optim.AdamW(owner.parameters(), lr=0.5, fused=True)
+    sum(o.sum() for o in owner.abc(owner, x)).backward()
     opt.step()
     with torch.no_grad(), fused_projections():
-        after = fused(x)
+        after = owner.abc(owner, x)
     assert not torch.allclose(before, after[0])
-    torch.testing.assert_close(after[0], layers[0](x).detach())
+    torch.testing.assert_close(after[0], owner.a(x).detach())
     with torch.no_grad():
-        layers[1].weight.zero_()
-        layers[1].bias.zero_()
+        owner.b.weight.zero_()
+        owner.b.bias.zero_()
         with fused_projections():
-            assert torch.count_nonzero(fused(x)[1]) == 0
+            assert torch.count_nonzero(owner.abc(owner, x)[1]) == 0
 
 
-def test_wrapped_module_falls_back_and_deepcopy_rebinds() -> None:
-    class Wrapped(nn.Module):  # stands in for an adapter around one projection
+def test_replaced_or_hooked_projection_is_the_one_that_runs() -> None:
+    class Doubled(nn.Module):  # stands in for an adapter swapped in after construction
         def __init__(self, inner: nn.Linear) -> None:
             super().__init__()
             self.inner = inner
@@ -62,18 +76,30 @@ def test_wrapped_module_falls_back_and_deepcopy_rebinds() -> None:
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return self.inner(x) * 2
 
-    a, b, _ = _layers(False)
-    fused = FusedLinears(Wrapped(a), b)
+    owner = _Owner(False)
     x = torch.randn(2, 16)
+    plain_a = owner.a
+    owner.a = Doubled(plain_a)
     with torch.no_grad(), fused_projections():
-        torch.testing.assert_close(fused(x)[0], 2 * a(x))
+        assert owner.abc.fused(owner, x) is None  # a wrapped module is never fused
+        torch.testing.assert_close(owner.abc(owner, x)[0], 2 * plain_a(x))
+        torch.testing.assert_close(owner.only_a.one(owner, x), 2 * plain_a(x))
+    torch.testing.assert_close(owner.abc(owner, x)[0], 2 * plain_a(x))
 
-    holder = nn.Module()
-    holder.a, holder.b = _layers(False)[:2]
-    holder.fused = FusedLinears(holder.a, holder.b)  # type: ignore[assignment]
-    twin = copy.deepcopy(holder)
+    hooked = _Owner(False)
+    seen: list[int] = []
+    hooked.c.register_forward_hook(lambda m, i, o: seen.append(o.shape[-1]))
+    with torch.no_grad(), fused_projections():
+        hooked.abc(hooked, x)
+    assert seen == [4]  # the hook ran: hooked modules skip the fast path
+
+
+def test_deepcopy_rebinds_to_the_copys_modules() -> None:
+    owner = _Owner(True)
+    twin = copy.deepcopy(owner)
+    x = torch.randn(2, 16)
     with torch.no_grad():
         twin.a.weight.mul_(3)
         with fused_projections():
-            torch.testing.assert_close(twin.fused(x)[0], twin.a(x))
-            torch.testing.assert_close(holder.fused(x)[0], holder.a(x))
+            torch.testing.assert_close(twin.abc(twin, x)[0], twin.a(x))
+            torch.testing.assert_close(owner.abc(owner, x)[0], owner.a(x))

@@ -63,7 +63,8 @@ class MultiHeadAttention(TokenMixer):
         self.dropout = dropout
         self.rotary = rotary
         # One matmul for Q, K and V when gradients are off (decoding); see splice.nn.fused.
-        self._qkv = FusedLinears(self.q_proj, self.k_proj, self.v_proj)
+        self._qkv = FusedLinears("q_proj", "k_proj", "v_proj")
+        self._out = FusedLinears("o_proj")
 
     def _heads(self, x: Tensor, n: int) -> Tensor:
         b, t, _ = x.shape
@@ -94,20 +95,42 @@ class MultiHeadAttention(TokenMixer):
             enable_gqa=self.n_kv_heads != self.n_heads,
         )  # (B, H, T, d)
         b, _, t, _ = y.shape
+        if t == 1:  # (B, H, 1, d) already has the memory order of (B, 1, H*d): one view
+            return y.reshape(b, 1, self.n_heads * self.head_dim)
         return y.transpose(1, 2).reshape(b, t, self.n_heads * self.head_dim)
 
     def forward(self, x: Tensor, inputs: AttentionInputs) -> Tensor:
-        q, k, v = self._qkv(x)
-        q = self._heads(q, self.n_heads)  # (B, H, T, d)
-        k = self._heads(k, self.n_kv_heads)  # (B, H_kv, T, d)
-        v = self._heads(v, self.n_kv_heads)
-        if self.q_norm is not None and self.k_norm is not None:
-            q, k = self.q_norm(q), self.k_norm(k)
-        if self.rotary is not None:
-            q, k = self.rotary.rotate(q, k, inputs.positions, inputs.rope)  # type: ignore[operator]
+        qkv = self._qkv.fused(self, x) if self.q_norm is None else None
+        if qkv is not None:
+            q, k, v = self._joint_heads(qkv, inputs)
+        else:
+            q, k, v = self._qkv(self, x)
+            q = self._heads(q, self.n_heads)  # (B, H, T, d)
+            k = self._heads(k, self.n_kv_heads)  # (B, H_kv, T, d)
+            v = self._heads(v, self.n_kv_heads)
+            if self.q_norm is not None and self.k_norm is not None:
+                q, k = self.q_norm(q), self.k_norm(k)
+            if self.rotary is not None:
+                q, k = self.rotary.rotate(q, k, inputs.positions, inputs.rope)  # type: ignore[operator]
         if inputs.cache is not None:
             k, v = inputs.cache.update(k, v)  # (B, H_kv, S, d)
-        return self.o_proj(self.attend(q, k, v, inputs.attn_mask, inputs.is_causal))
+        return self._out.one(self, self.attend(q, k, v, inputs.attn_mask, inputs.is_causal))
+
+    def _joint_heads(self, qkv: Tensor, inputs: AttentionInputs) -> tuple[Tensor, Tensor, Tensor]:
+        """Split one fused ``(B, T, (H + 2 H_kv) d)`` projection into rotated q, k and v.
+
+        The query and key heads sit side by side, so RoPE rotates them in one call: at
+        decode this path runs half the ops of projecting, splitting and rotating each.
+        """
+        b, t, _ = qkv.shape
+        h, h_kv = self.n_heads, self.n_kv_heads
+        heads = qkv.view(b, t, h + 2 * h_kv, self.head_dim).transpose(1, 2)  # (B, H+2H_kv, T, d)
+        qk, v = heads.split_with_sizes([h + h_kv, h_kv], dim=1)
+        if self.rotary is not None:
+            rope = inputs.rope if inputs.rope is not None else self.rotary.cos_sin(inputs.positions)  # type: ignore[operator]
+            qk = self.rotary.rotate_heads(qk, rope)  # type: ignore[operator]
+        q, k = qk.split_with_sizes([h, h_kv], dim=1)
+        return q, k, v
 
 
 class CrossAttention(MultiHeadAttention):

@@ -212,36 +212,35 @@ def _decode(
     if padded:
         key_mask = torch.ones(rows, p + steps, dtype=torch.long, device=device)
         key_mask[:, :p] = prompt_mask.repeat_interleave(n, 0)
-    tokens = torch.full((rows, steps), pad_id, dtype=torch.long, device=device)
-    logprobs = torch.zeros(rows, steps, dtype=torch.float32, device=device)
     stop_ids = torch.tensor(sampling.stop_token_ids, dtype=torch.long, device=device)
     use_stop = stop_ids.numel() > 0
-    finished = torch.zeros(rows, dtype=torch.bool, device=device)
-    mask = torch.ones(rows, steps, dtype=torch.bool, device=device)
-    done = steps
+    finished = torch.zeros(rows, 1, dtype=torch.bool, device=device)
+    # Per-step columns are kept in lists and concatenated once: two ops fewer per step.
+    token_cols: list[Tensor] = []
+    logprob_cols: list[Tensor] = []
+    live_cols: list[Tensor] = []
     for i in range(steps):
-        scores = last.float()  # (N, V)
+        scores = last if last.dtype == torch.float32 else last.float()  # (N, V)
         tok = sample_next(
             scores,
             temperature=sampling.temperature,
             top_k=sampling.top_k,
             top_p=sampling.top_p,
             generator=generator,
-        )  # (N,)
-        lp = scores.log_softmax(-1).gather(-1, tok[:, None]).squeeze(-1)  # one fused pass
+        ).unsqueeze(1)  # (N, 1)
+        lp = scores.log_softmax(-1).gather(-1, tok)  # (N, 1); one fused pass
         if use_stop:
             live = ~finished
             tok = torch.where(live, tok, pad_id)
             lp = torch.where(live, lp, 0.0)
-            mask[:, i] = live
+            live_cols.append(live)
             finished |= torch.isin(tok, stop_ids) & live
-        tokens[:, i] = tok
-        logprobs[:, i] = lp
+        token_cols.append(tok)
+        logprob_cols.append(lp)
         if i == steps - 1 or (use_stop and bool(finished.all())):
-            done = i + 1
             break
         out = model(
-            tok[:, None],
+            tok,
             positions=next_pos,
             cache=cache,
             context=context,
@@ -250,7 +249,13 @@ def _decode(
         )
         last = out.logits[:, -1]
         next_pos = next_pos + 1
-    return tokens[:, :done], logprobs[:, :done], mask[:, :done]
+    tokens = torch.cat(token_cols, dim=1)  # (N, L)
+    logprobs = torch.cat(logprob_cols, dim=1)
+    if live_cols:
+        mask = torch.cat(live_cols, dim=1)
+    else:
+        mask = torch.ones_like(tokens, dtype=torch.bool)
+    return tokens, logprobs, mask
 
 
 def generate_text(

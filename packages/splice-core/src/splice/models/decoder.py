@@ -14,6 +14,7 @@ from splice.interfaces import BuildContext, ModelOutput
 from splice.models.common import attention_inputs, build_positions, init_weights, sum_aux
 from splice.models.configs import DecoderConfig
 from splice.nn.dropout import dropout_or_identity
+from splice.nn.fused import FusedLinears
 
 
 class DecoderLM(nn.Module):
@@ -40,6 +41,7 @@ class DecoderLM(nn.Module):
         )
         self.final_norm = reg.build("norm", config.final_norm, base)
         self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        self._head = FusedLinears("lm_head")  # a bare F.linear while decoding
         init_weights(self, config.init_std)
         if config.tie_embeddings:
             self.lm_head.weight = self.embed.weight
@@ -101,13 +103,14 @@ class DecoderLM(nn.Module):
         x = inputs_embeds
         if self.pos_embed is not None:
             x = x + self.pos_embed(inputs.positions)
-        x = self.drop(x)
+        if self.training:  # dropout is the identity in eval mode
+            x = self.drop(x)
         for i, block in enumerate(self.blocks):
             x = block(x, inputs.for_layer(cache.layers[i] if cache is not None else None))
         if cache is not None:
             cache.advance(t)
         hidden = self.final_norm(x)
-        logits = self.lm_head(hidden) if return_logits else None
+        logits = self._head.one(self, hidden) if return_logits else None
         return ModelOutput(logits=logits, hidden=hidden, aux_loss=sum_aux(inputs.aux_losses))
 
     def num_parameters(self, *, trainable_only: bool = False) -> int:

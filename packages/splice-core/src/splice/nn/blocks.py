@@ -48,6 +48,10 @@ class _BlockBase(Block):
             self.norm_cross = reg.build("norm", config.norm, ctx)
         self.drop = dropout_or_identity(config.dropout)
 
+    def _drop(self, h: Tensor) -> Tensor:
+        # Dropout is the identity in eval mode: skip the module call (it shows at decode).
+        return self.drop(h) if self.training else h
+
     def _cross_inputs(self, inputs: AttentionInputs) -> AttentionInputs:
         # Cross-attention keys come from the context, never from this layer's self-attention cache.
         return AttentionInputs(
@@ -65,10 +69,10 @@ class PreNormBlock(_BlockBase):
     """``h = x + mix(norm1(x))``; ``[h = h + cross(norm_c(h))]``; ``y = h + ffn(norm2(h))``."""
 
     def forward(self, x: Tensor, inputs: AttentionInputs) -> Tensor:
-        x = x + self.drop(self.mixer(self.norm1(x), inputs))
+        x = x + self._drop(self.mixer(self.norm1(x), inputs))
         if self.cross is not None and self.norm_cross is not None:
-            x = x + self.drop(self.cross(self.norm_cross(x), self._cross_inputs(inputs)))
-        y: Tensor = x + self.drop(run_channel_mixer(self.ffn, self.norm2(x), inputs))
+            x = x + self._drop(self.cross(self.norm_cross(x), self._cross_inputs(inputs)))
+        y: Tensor = x + self._drop(run_channel_mixer(self.ffn, self.norm2(x), inputs))
         return y
 
 
@@ -76,10 +80,10 @@ class PostNormBlock(_BlockBase):
     """``h = norm1(x + mix(x))``; ``[h = norm_c(h + cross(h))]``; ``y = norm2(h + ffn(h))``."""
 
     def forward(self, x: Tensor, inputs: AttentionInputs) -> Tensor:
-        x = self.norm1(x + self.drop(self.mixer(x, inputs)))
+        x = self.norm1(x + self._drop(self.mixer(x, inputs)))
         if self.cross is not None and self.norm_cross is not None:
-            x = self.norm_cross(x + self.drop(self.cross(x, self._cross_inputs(inputs))))
-        y: Tensor = self.norm2(x + self.drop(run_channel_mixer(self.ffn, x, inputs)))
+            x = self.norm_cross(x + self._drop(self.cross(x, self._cross_inputs(inputs))))
+        y: Tensor = self.norm2(x + self._drop(run_channel_mixer(self.ffn, x, inputs)))
         return y
 
 
@@ -93,10 +97,12 @@ class ParallelBlock(_BlockBase):
     def forward(self, x: Tensor, inputs: AttentionInputs) -> Tensor:
         h = self.norm1(x)
         y: Tensor = (
-            x + self.drop(self.mixer(h, inputs)) + self.drop(run_channel_mixer(self.ffn, h, inputs))
+            x
+            + self._drop(self.mixer(h, inputs))
+            + self._drop(run_channel_mixer(self.ffn, h, inputs))
         )
         if self.cross is not None and self.norm_cross is not None:
-            y = y + self.drop(self.cross(self.norm_cross(y), self._cross_inputs(inputs)))
+            y = y + self._drop(self.cross(self.norm_cross(y), self._cross_inputs(inputs)))
         return y
 
 

@@ -53,12 +53,12 @@ class SwiGLU(ChannelMixer):
         self.gate = nn.Linear(d_model, hidden, bias=bias)
         self.up = nn.Linear(d_model, hidden, bias=bias)
         self.down = nn.Linear(hidden, d_model, bias=bias)
-        self._gate_up = FusedLinears(self.gate, self.up)  # one matmul when decoding
+        self._gate_up = FusedLinears("gate", "up")  # one matmul when decoding
+        self._down = FusedLinears("down")
 
     def forward(self, x: Tensor) -> Tensor:
-        gate, up = self._gate_up(x)
-        y: Tensor = self.down(nn.functional.silu(gate) * up)
-        return y
+        gate, up = self._gate_up(self, x)
+        return self._down.one(self, nn.functional.silu(gate) * up)
 
 
 def hidden_size(hidden_dim: int | None, multiple: float, d_model: int) -> int:

@@ -18,12 +18,14 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.dtype == torch.float32 and self.weight.dtype == torch.float32:
-            # Already float32: skip three no-op casts (they show up at decode, batch x 1 token).
-            return nn.functional.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
-        return nn.functional.rms_norm(x.float(), (x.shape[-1],), self.weight.float(), self.eps).to(
-            x.dtype
-        )
+        # Written out rather than F.rms_norm: torch's CPU rms_norm is a composite that copies
+        # its input to float32 even when it already is (about 2x slower at decode, batch x 1
+        # token, and no faster in training).
+        if x.dtype == torch.float32:  # (..., D); no casts to dispatch
+            return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+        xf = x.float()
+        y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+        return y.to(x.dtype)
 
 
 def build_layernorm(config: LayerNormConfig, ctx: BuildContext) -> nn.Module:
