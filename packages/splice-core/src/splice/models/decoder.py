@@ -14,6 +14,7 @@ from splice.interfaces import BuildContext, ModelOutput
 from splice.models.common import attention_inputs, build_positions, init_weights, sum_aux
 from splice.models.configs import DecoderConfig
 from splice.nn.dropout import dropout_or_identity
+from splice.nn.embedding import Embedding
 from splice.nn.fused import FusedLinears
 
 
@@ -33,7 +34,7 @@ class DecoderLM(nn.Module):
             causal=True,
         )
         self.rotary, self.pos_embed = build_positions(config.positional, base, config.block)
-        self.embed = nn.Embedding(config.vocab_size, config.d_model)
+        self.embed = Embedding(config.vocab_size, config.d_model)
         self.drop = dropout_or_identity(config.embedding_dropout)
         self.blocks = nn.ModuleList(
             reg.build("block", config.block_for(i), replace(base, layer_idx=i, rotary=self.rotary))

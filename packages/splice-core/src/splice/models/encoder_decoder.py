@@ -21,6 +21,7 @@ from splice.models.common import attention_inputs, build_positions, init_weights
 from splice.models.decoder import DecoderLM
 from splice.models.encoder_decoder_config import EncoderDecoderConfig
 from splice.nn.dropout import dropout_or_identity
+from splice.nn.embedding import Embedding
 
 
 class TransformerEncoder(nn.Module):
@@ -39,7 +40,7 @@ class TransformerEncoder(nn.Module):
             causal=False,
         )
         self.rotary, self.pos_embed = build_positions(config.positional, base, block_cfg)
-        self.embed = embed if embed is not None else nn.Embedding(config.vocab_size, config.d_model)
+        self.embed = embed if embed is not None else Embedding(config.vocab_size, config.d_model)
         self.drop = dropout_or_identity(config.embedding_dropout)
         self.blocks = nn.ModuleList(
             reg.build("block", block_cfg, replace(base, layer_idx=i, rotary=self.rotary))

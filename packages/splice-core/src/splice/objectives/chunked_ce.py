@@ -27,6 +27,8 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
+from splice.nn.scratch import scratch
+
 IGNORE_INDEX = -100
 
 
@@ -114,10 +116,19 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
     ) -> Tensor:
         dtype = _compute_dtype(hidden, weight)
         with torch.autocast(hidden.device.type, enabled=False):
-            h, w = hidden.to(dtype), weight.to(dtype)
+            h = hidden.to(dtype)
+            w = weight
+            if weight.dtype != dtype:  # the (V, D) cast and the (N, V) logits are the step's
+                # largest tensors: reuse their memory across steps (see splice.nn.scratch)
+                w = scratch("ce.weight", weight.shape, dtype, weight.device).copy_(weight)
             b = bias.to(dtype) if bias is not None else None
-            grad_logits = F.linear(h, w, b)  # (N, V), becomes softmax - onehot below
-            total = _softmax_grad_(grad_logits, targets, h, w, b)
+            n, vocab = h.shape[0], w.shape[0]
+            grad_logits = scratch("ce.logits", (n, vocab), dtype, h.device)  # (N, V)
+            if b is None:
+                torch.mm(h, w.T, out=grad_logits)
+            else:
+                torch.addmm(b, h, w.T, out=grad_logits)
+            total = _softmax_grad_(grad_logits, targets, h, w, b)  # now softmax - onehot
         ctx.save_for_backward(grad_logits, hidden, w)
         ctx.dtypes = (hidden.dtype, weight.dtype, bias.dtype if bias is not None else None)  # type: ignore[attr-defined]
         return total
@@ -136,7 +147,16 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
                 grad_h = (g @ w).to(h_dtype).mul_(scale)  # (N, D)
             if need_w:
                 # Scaling the (N, D) input rather than the (V, D) product saves a pass over it.
-                grad_w = (g.T @ (hidden * scale).to(g.dtype)).to(w_dtype)  # (V, D)
+                scaled = (hidden * scale).to(g.dtype)
+                shape = (g.shape[1], scaled.shape[1])  # (V, D)
+                # The (V, D) gradient becomes the parameter's .grad until zero_grad drops it;
+                # from scratch memory, the next step's gradient reuses the same pages.
+                grad_w = scratch("ce.grad_w", shape, w_dtype, g.device)
+                if w_dtype == g.dtype:
+                    torch.mm(g.T, scaled, out=grad_w)
+                else:  # a low-precision product, cast once into the gradient
+                    product = scratch("ce.product", shape, g.dtype, g.device)
+                    grad_w.copy_(torch.mm(g.T, scaled, out=product))
             if need_b:
                 grad_b = g.sum(0, dtype=torch.float32).mul_(scale).to(b_dtype)
         return grad_h, grad_w, grad_b, None
