@@ -149,7 +149,8 @@ def generate(
     model.eval()
     try:
         # Weights are fixed for this call: Q/K/V and gate/up may run as one matmul each.
-        with torch.inference_mode(), fused_projections():
+        # Blocks compiled for training run eagerly here: decode shapes change every step.
+        with torch.inference_mode(), fused_projections(), torch.compiler.set_stance("force_eager"):
             out = _decode(
                 model,
                 ids,

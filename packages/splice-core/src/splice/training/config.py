@@ -68,6 +68,9 @@ class TrainConfig(SpliceConfig):
     deterministic: bool = True
     progress: bool = True
     num_threads: PositiveInt | None = None
+    # Regional torch.compile of every block for training steps (seconds to compile; fuses
+    # the elementwise work between matmuls). Generation and evaluation stay eager.
+    compile: bool = False
     # Data parallelism under torchrun (see docs/distributed.md); batch_size stays global.
     distributed: Literal["none", "ddp", "fsdp2"] = "none"
 

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from splice.checkpoint import CheckpointManager
 from splice.data.device import batch_to
+from splice.training.compile import compile_blocks, eager
 from splice.training.config import OptimizerConfig, TrainConfig
 from splice.training.metrics import MetricsLog
 from splice.training.report import plot_curves, write_report
@@ -131,6 +132,8 @@ class Trainer:
         self.seed, self.evaluator, self.eval_every = seed, evaluator, eval_every
         self.run_config, self.title = run_config, title
         self.is_main = True  # distributed subclasses set False on ranks that must not write
+        if config.compile:
+            compile_blocks(model)
         self.optimizer = build_optimizer(model, config.optimizer)
         self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
         self.device = next(model.parameters()).device
@@ -331,7 +334,7 @@ class Trainer:
             return {}
         was_training = self.model.training
         self.model.eval()
-        with torch.no_grad(), self._autocast():
+        with torch.no_grad(), self._autocast(), eager():  # generation shapes change per step
             result = dict(self.evaluator(self.model))
         self.model.train(was_training)
         rec = {"kind": "eval", "step": self.step, **result}
