@@ -139,7 +139,7 @@ def measure(size: Size, rounds: int) -> tuple[str, float]:
 
 def main(quick: bool = False) -> str:
     threads = configure_threads()
-    rounds = 3 if quick else 5
+    rounds = 3 if quick else 15
     lines = [
         "| model | shape | transformers tokens/s | splice tokens/s | splice speedup (wall) "
         "| CPU ms per step, transformers / splice | speedup (CPU time) |",

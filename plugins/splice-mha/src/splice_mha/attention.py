@@ -124,7 +124,10 @@ class MultiHeadAttention(TokenMixer):
         """
         b, t, _ = qkv.shape
         h, h_kv = self.n_heads, self.n_kv_heads
-        heads = qkv.view(b, t, h + 2 * h_kv, self.head_dim).transpose(1, 2)  # (B, H+2H_kv, T, d)
+        if t == 1:  # decode: (B, 1, n*d) already has the memory order of (B, n, 1, d)
+            heads = qkv.view(b, h + 2 * h_kv, 1, self.head_dim)
+        else:
+            heads = qkv.view(b, t, h + 2 * h_kv, self.head_dim).transpose(1, 2)  # (B, n, T, d)
         qk, v = heads.split_with_sizes([h + h_kv, h_kv], dim=1)
         if self.rotary is not None:
             rope = inputs.rope if inputs.rope is not None else self.rotary.cos_sin(inputs.positions)  # type: ignore[operator]
