@@ -166,7 +166,7 @@ def main(quick: bool = False) -> str:
         "wall-clock columns are noisy; the CPU-time columns are the steadier comparison. "
         "At the larger size the matrix multiplications (identical on both sides) take most "
         "of each step, so the ratio tends to 1. Where the time goes (tiny model, counted "
-        "separately with a dispatch-level op counter): a splice decode step dispatches 162 "
+        "separately with a dispatch-level op counter): a splice decode step dispatches 158 "
         "ATen ops, transformers' 265. Inside `generate`, Q/K/V and gate/up run as one matmul "
         "each, RoPE rotates the query and key heads in one call, single projections skip the "
         "module call, and dropout is not called in eval mode. A hand-written step with the "
