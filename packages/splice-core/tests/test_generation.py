@@ -242,3 +242,29 @@ def test_bad_inputs_are_rejected_with_clear_messages() -> None:
         generate(model, [[1], []], SamplingConfig(), pad_id=PAD)
     with pytest.raises(ValueError, match="top_p"):
         SamplingConfig(top_p=1.5)
+
+
+@pytest.mark.slow
+def test_compiled_decode_matches_eager_and_compiles_once() -> None:
+    """SamplingConfig(compile=True): left-padded prompts, n samples, stop tokens, sampling and
+    cross-attention give eager decoding's tokens; one batch shape compiles one graph."""
+    from torch._dynamo.utils import counters
+
+    model = tiny_model(cross=True)
+    torch.manual_seed(0)
+    context = torch.randn(len(PROMPTS), 4, 32)
+    context_mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0], [1, 1, 1, 0]])
+    kw = {"pad_id": PAD, "context": context, "context_mask": context_mask}
+    runs = [
+        SamplingConfig(max_new_tokens=9, n=2, stop_token_ids=[4]),
+        SamplingConfig(max_new_tokens=9, n=2, temperature=0.8, top_k=10, seed=3),
+    ]
+    counters.clear()
+    for sampling in runs:
+        eager = generate(model, PROMPTS, sampling, **kw)
+        compiled = generate(model, PROMPTS, sampling.model_copy(update={"compile": True}), **kw)
+        assert torch.equal(compiled.tokens, eager.tokens)
+        assert torch.equal(compiled.mask, eager.mask)
+        torch.testing.assert_close(compiled.logprobs, eager.logprobs, rtol=1e-5, atol=1e-5)
+    assert counters["stats"]["unique_graphs"] == 1  # the second run reused the first's graph
+    assert counters["stats"]["calls_captured"] > 0

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from splice.config import SpliceConfig
 from splice.generation.kv_cache import KVCache
 from splice.generation.logits import sample_next
+from splice.generation.static import StaticKVCache, compiled_step
 from splice.nn.fused import fused_projections
 
 
@@ -36,6 +37,11 @@ class SamplingConfig(SpliceConfig):
         n: samples per prompt; the prompt is prefilled once and its cache repeated.
         stop_token_ids: a row ends after emitting any of these (the stop token is kept).
         seed: seeds a dedicated ``torch.Generator``; None draws one from torch's global RNG.
+        compile: decode through a ``torch.compile``-d step with static shapes (see
+            ``splice.generation.static``): the first call per batch shape compiles for some
+            seconds, later calls decode several times faster. For many calls of one shape
+            (RL rollouts, evaluation loops); the tokens match eager decoding up to float
+            rounding of the fused kernels.
     """
 
     max_new_tokens: PositiveInt = 32
@@ -45,6 +51,7 @@ class SamplingConfig(SpliceConfig):
     n: PositiveInt = 1
     stop_token_ids: list[int] = Field(default_factory=list)
     seed: int | None = None
+    compile: bool = False
 
 
 @dataclass
@@ -213,6 +220,13 @@ def _decode(
     if padded:
         key_mask = torch.ones(rows, p + steps, dtype=torch.long, device=device)
         key_mask[:, :p] = prompt_mask.repeat_interleave(n, 0)
+    step: Callable[..., Tensor] = _eager_step
+    decode_cache: KVCache | StaticKVCache = cache
+    if sampling.compile:  # static shapes: every slot attended, unwritten ones masked
+        decode_cache = StaticKVCache(cache)
+        key_mask = torch.zeros(rows, p + steps, dtype=torch.bool, device=device)
+        key_mask[:, :p] = prompt_mask.repeat_interleave(n, 0).bool()
+        step = compiled_step
     stop_ids = torch.tensor(sampling.stop_token_ids, dtype=torch.long, device=device)
     use_stop = stop_ids.numel() > 0
     finished = torch.zeros(rows, 1, dtype=torch.bool, device=device)
@@ -240,15 +254,7 @@ def _decode(
         logprob_cols.append(lp)
         if i == steps - 1 or (use_stop and bool(finished.all())):
             break
-        out = model(
-            tok,
-            positions=next_pos,
-            cache=cache,
-            context=context,
-            context_mask=context_mask,
-            attention_mask=key_mask[:, : p + i + 1] if key_mask is not None else None,
-        )
-        last = out.logits[:, -1]
+        last = step(model, tok, next_pos, key_mask, decode_cache, context, context_mask)
         next_pos = next_pos + 1
     tokens = torch.cat(token_cols, dim=1)  # (N, L)
     logprobs = torch.cat(logprob_cols, dim=1)
@@ -257,6 +263,28 @@ def _decode(
     else:
         mask = torch.ones_like(tokens, dtype=torch.bool)
     return tokens, logprobs, mask
+
+
+def _eager_step(
+    model: nn.Module,
+    tok: Tensor,
+    positions: Tensor,
+    key_mask: Tensor | None,
+    cache: KVCache,
+    context: Tensor | None,
+    context_mask: Tensor | None,
+) -> Tensor:
+    """One decode step on the growing cache: ``(N, V)`` logits of the next token."""
+    out = model(
+        tok,
+        positions=positions,
+        cache=cache,
+        context=context,
+        context_mask=context_mask,
+        attention_mask=key_mask[:, : cache.length + 1] if key_mask is not None else None,
+    )
+    logits: Tensor = out.logits[:, -1]
+    return logits
 
 
 def generate_text(
