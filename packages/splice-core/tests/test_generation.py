@@ -268,3 +268,12 @@ def test_compiled_decode_matches_eager_and_compiles_once() -> None:
         torch.testing.assert_close(compiled.logprobs, eager.logprobs, rtol=1e-5, atol=1e-5)
     assert counters["stats"]["unique_graphs"] == 1  # the second run reused the first's graph
     assert counters["stats"]["calls_captured"] > 0
+    # A new batch shape after steps that skipped guard checks: recompiled, still exact.
+    two = {"pad_id": PAD, "context": context[:2], "context_mask": context_mask[:2]}
+    eager = generate(model, PROMPTS[:2], runs[0], **two)
+    compiled = generate(model, PROMPTS[:2], runs[0].model_copy(update={"compile": True}), **two)
+    assert torch.equal(compiled.tokens, eager.tokens)
+    assert counters["stats"]["unique_graphs"] == 2
+    # ... and the first shape again picks its own graph.
+    again = generate(model, PROMPTS, runs[0].model_copy(update={"compile": True}), **kw)
+    assert torch.equal(again.tokens, generate(model, PROMPTS, runs[0], **kw).tokens)

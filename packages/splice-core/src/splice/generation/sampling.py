@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from splice.config import SpliceConfig
 from splice.generation.kv_cache import KVCache
 from splice.generation.logits import sample_next
-from splice.generation.static import StaticKVCache, compiled_step
+from splice.generation.static import CompiledStep, StaticKVCache
 from splice.nn.fused import fused_projections
 
 
@@ -226,7 +226,7 @@ def _decode(
         decode_cache = StaticKVCache(cache)
         key_mask = torch.zeros(rows, p + steps, dtype=torch.bool, device=device)
         key_mask[:, :p] = prompt_mask.repeat_interleave(n, 0).bool()
-        step = compiled_step
+        step = CompiledStep()
     stop_ids = torch.tensor(sampling.stop_token_ids, dtype=torch.long, device=device)
     use_stop = stop_ids.numel() > 0
     finished = torch.zeros(rows, 1, dtype=torch.bool, device=device)
