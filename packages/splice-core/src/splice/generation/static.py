@@ -16,6 +16,7 @@ compile (seconds); later calls reuse it.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import torch
@@ -91,6 +92,9 @@ def _step(
 
 # One compiled function for every model: dynamo keys its cache on the model and shapes.
 _compiled_step: Any = None
+# The compile stance is process-wide: one thread's guard-skipping step must not overlap
+# another thread's first (guard-checking) step.
+_stance_lock = threading.Lock()
 
 
 class CompiledStep:
@@ -125,7 +129,10 @@ class CompiledStep:
         if _compiled_step is None:
             _compiled_step = torch.compile(_step, dynamic=False)
         # generate() forces eager around this; the compiled step is the one exception.
-        with torch.compiler.set_stance("default", skip_guard_eval_unsafe=self.checked):
+        with (
+            _stance_lock,
+            torch.compiler.set_stance("default", skip_guard_eval_unsafe=self.checked),
+        ):
             logits: Tensor = _compiled_step(
                 model, tok, positions, key_mask, cache, context, context_mask
             )
