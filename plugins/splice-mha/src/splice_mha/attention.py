@@ -130,8 +130,7 @@ class MultiHeadAttention(TokenMixer):
             heads = qkv.view(b, t, h + 2 * h_kv, self.head_dim).transpose(1, 2)  # (B, n, T, d)
         qk, v = heads.split_with_sizes([h + h_kv, h_kv], dim=1)
         if self.rotary is not None:
-            rope = inputs.rope if inputs.rope is not None else self.rotary.cos_sin(inputs.positions)  # type: ignore[operator]
-            qk = self.rotary.rotate_heads(qk, rope)  # type: ignore[operator]
+            qk = self.rotary.rotate_heads(qk, inputs.positions, inputs.rope)  # type: ignore[operator]
         q, k = qk.split_with_sizes([h, h_kv], dim=1)
         return q, k, v
 

@@ -215,18 +215,18 @@ def _decode(
             context = context.repeat_interleave(n, 0)
         if context_mask is not None:
             context_mask = context_mask.repeat_interleave(n, 0)
-    # The key mask grows by one column per step inside one buffer (no re-allocation).
-    key_mask = None
-    if padded:
-        key_mask = torch.ones(rows, p + steps, dtype=torch.long, device=device)
-        key_mask[:, :p] = prompt_mask.repeat_interleave(n, 0)
+    # Key mask over all p + steps positions, in one buffer (no re-allocation per step).
     step: Callable[..., Tensor] = _eager_step
     decode_cache: KVCache | StaticKVCache = cache
+    key_mask = None
     if sampling.compile:  # static shapes: every slot attended, unwritten ones masked
         decode_cache = StaticKVCache(cache)
         key_mask = torch.zeros(rows, p + steps, dtype=torch.bool, device=device)
         key_mask[:, :p] = prompt_mask.repeat_interleave(n, 0).bool()
         step = CompiledStep()
+    elif padded:  # eager: the step reads the columns written so far
+        key_mask = torch.ones(rows, p + steps, dtype=torch.long, device=device)
+        key_mask[:, :p] = prompt_mask.repeat_interleave(n, 0)
     stop_ids = torch.tensor(sampling.stop_token_ids, dtype=torch.long, device=device)
     use_stop = stop_ids.numel() > 0
     finished = torch.zeros(rows, 1, dtype=torch.bool, device=device)

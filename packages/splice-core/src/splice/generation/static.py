@@ -48,19 +48,15 @@ class StaticKVCache:
     """
 
     def __init__(self, cache: KVCache) -> None:
-        first = cache.layers[0].k if cache.layers else None
-        if first is None:
+        if not cache.layers or any(layer.k is None or layer.v is None for layer in cache.layers):
             raise ValueError("StaticKVCache needs a prefilled KVCache (run the prompt first)")
         if cache.length >= cache.max_len:
             raise ValueError(f"the cache is full ({cache.length} of {cache.max_len} positions)")
         self.max_len = cache.max_len
         self.length = cache.max_len - 1
-        self.slot = torch.tensor([cache.length], dtype=torch.long, device=first.device)
-        self.layers = []
-        for layer in cache.layers:
-            if layer.k is None or layer.v is None:
-                raise ValueError("StaticKVCache needs every layer of the KVCache filled")
-            self.layers.append(_StaticLayer(self, layer.k, layer.v))
+        self.layers = [_StaticLayer(self, layer.k, layer.v) for layer in cache.layers]  # type: ignore[arg-type]
+        device = self.layers[0].k.device
+        self.slot = torch.tensor([cache.length], dtype=torch.long, device=device)
 
     def advance(self, n: int) -> None:
         """Move the write slot ``n`` positions on (in place: no new tensor, no recompile)."""

@@ -41,9 +41,9 @@ class Embedding(nn.Embedding):
     """
 
     def forward(self, input: Tensor) -> Tensor:
-        plain = self.padding_idx is not None or self.max_norm is not None or self.sparse
+        own_backward = self.padding_idx is not None or self.max_norm is not None or self.sparse
         if (
-            plain
+            own_backward
             or self.weight.device.type != "cpu"
             or not (torch.is_grad_enabled() and self.weight.requires_grad)
         ):

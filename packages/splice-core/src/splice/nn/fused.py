@@ -93,8 +93,8 @@ class FusedLinears:
     def fused(self, owner: nn.Module, x: Tensor) -> Tensor | None:
         """``(..., sum of out_features)``: all projections as one output, or None when the
         modules must run one by one (outside the scope, gradients on, or not plain)."""
-        if torch.compiler.is_compiling():  # the compiler fuses on its own; no side cache
-            return None
+        if torch.compiler.is_compiling():  # the scope's ContextVar and cache are not
+            return None  # traceable: compiled code runs the projections one by one
         scope = _active_scope.get()
         if scope == 0 or torch.is_grad_enabled():
             return None

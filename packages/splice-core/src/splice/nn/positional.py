@@ -93,16 +93,18 @@ class RotaryEmbedding(nn.Module):
         ``x * cos + rotate_half(x) * sin`` with ``rotate_half(x) = cat(-x2, x1)``, computed
         as ``x * cos + roll(x, d/2) * signed_sin``.
         """
-        cos, sin = cos_sin if cos_sin is not None else self.cos_sin(positions)
-        return self.rotate_heads(q, (cos, sin)), self.rotate_heads(k, (cos, sin))
+        cos_sin = cos_sin if cos_sin is not None else self.cos_sin(positions)
+        return self.rotate_heads(q, positions, cos_sin), self.rotate_heads(k, positions, cos_sin)
 
-    def rotate_heads(self, x: Tensor, cos_sin: tuple[Tensor, Tensor]) -> Tensor:
-        """Rotate ``x (B, n, T, d)``, any number ``n`` of heads, with ``cos_sin`` of its positions.
+    def rotate_heads(
+        self, x: Tensor, positions: Tensor, cos_sin: tuple[Tensor, Tensor] | None = None
+    ) -> Tensor:
+        """Rotate ``x (B, n, T, d)``, any number ``n`` of heads, like ``rotate``.
 
         One call can rotate the query and key heads together when they sit side by side
         (a fused Q/K/V projection), halving the per-step op count at decode.
         """
-        cos, sin = cos_sin  # (B, 1, T, d)
+        cos, sin = cos_sin if cos_sin is not None else self.cos_sin(positions)  # (B, 1, T, d)
         if cos.dtype != x.dtype:
             cos, sin = cos.to(x.dtype), sin.to(x.dtype)
         return torch.addcmul(x * cos, x.roll(self.head_dim // 2, dims=-1), sin)
