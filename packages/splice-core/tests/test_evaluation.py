@@ -24,14 +24,7 @@ from splice.generation.sampling import SamplingConfig, generate_text
 from splice.interfaces import LossOutput, ModelOutput
 from torch import nn
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one thread is fastest and avoids oversubscription on a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 TOK = CharTokenizer()

@@ -15,14 +15,7 @@ from splice.models.build import build_model
 from splice.training.config import ExperimentConfig
 from splice.training.stream import derive_seed
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one thread is fastest and avoids oversubscription on a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 MODEL = {

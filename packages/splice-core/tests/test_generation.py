@@ -8,14 +8,7 @@ from splice.generation.logits import top_k_filter, top_p_filter
 from splice.generation.sampling import SamplingConfig, generate
 from splice.models.build import build_model
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one thread is fastest and avoids oversubscription on a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 PAD = 0

@@ -14,14 +14,7 @@ from splice.models.build import build_model
 from splice.models.configs import DecoderConfig
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one thread is fastest and avoids oversubscription on a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
