@@ -1,4 +1,5 @@
-"""Multi-head attention as the seed describes it, on ``scaled_dot_product_attention``.
+"""Multi-head attention as the seed describes it, on ``scaled_dot_product_attention``
+(``splice.nn.sdpa``: torch's SDPA, or a faster kernel for short keys in CPU bf16 training).
 
 ``Q = x W_Q``, ``K = x W_K``, ``V = x W_V`` split into heads;
 ``softmax(Q K^T / sqrt(d_k)) V`` per head; heads concatenated; output projection.
@@ -13,8 +14,8 @@ from splice.interfaces import AttentionInputs, BuildContext, TokenMixer
 from splice.nn.fused import FusedLinears
 from splice.nn.masks import causal_mask
 from splice.nn.norms import RMSNorm
+from splice.nn.sdpa import scaled_dot_product_attention
 from torch import Tensor, nn
-from torch.nn import functional as F
 
 from splice_mha.config import CrossAttentionConfig, MHAConfig
 
@@ -85,7 +86,7 @@ class MultiHeadAttention(TokenMixer):
                 is_causal = False  # the newest token sees every key
             else:
                 mask = causal_mask(t, s, device=q.device)
-        y = F.scaled_dot_product_attention(
+        y = scaled_dot_product_attention(
             q,
             k,
             v,

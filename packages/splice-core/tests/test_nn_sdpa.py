@@ -1,0 +1,124 @@
+"""splice.nn.sdpa: the explicit short-key training kernel against torch's SDPA."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from splice.nn.sdpa import MAX_EXPLICIT_KEYS, _ExplicitAttention, scaled_dot_product_attention
+from torch.nn import functional as F
+
+
+def _qkv(
+    b: int, h: int, h_kv: int, t: int, s: int, d: int, dtype: torch.dtype, seed: int = 0
+) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    shapes = [(b, h, t, d), (b, h_kv, s, d), (b, h_kv, s, d)]
+    return [torch.randn(*sh, generator=g, dtype=dtype).requires_grad_(True) for sh in shapes]
+
+
+def _out_and_grads(fn, q, k, v, probe):  # type: ignore[no-untyped-def]
+    out = fn(q, k, v)
+    grads = torch.autograd.grad((out * probe).sum(), (q, k, v))
+    return [out.detach(), *grads]
+
+
+CASES = {
+    "causal": dict(is_causal=True),
+    "no mask": dict(),
+    "bool mask": dict(
+        attn_mask=torch.rand(2, 1, 6, 9, generator=torch.Generator().manual_seed(1)) > 0.4
+    ),
+}
+
+
+@pytest.mark.parametrize("h_kv", [4, 2], ids=["mha", "gqa"])
+@pytest.mark.parametrize("case", list(CASES))
+def test_explicit_kernel_matches_sdpa_in_float64(case: str, h_kv: int) -> None:
+    kw = CASES[case]
+    mask = kw.get("attn_mask")
+    t = 6 if mask is not None else 9  # causal needs T == S here (top-left alignment)
+    q, k, v = _qkv(2, 4, h_kv, t, 9, 8, torch.float64)
+    probe = torch.randn(2, 4, t, 8, dtype=torch.float64)
+    want = _out_and_grads(
+        lambda q, k, v: F.scaled_dot_product_attention(q, k, v, enable_gqa=True, **kw),
+        q, k, v, probe,
+    )  # fmt: skip
+    got = _out_and_grads(
+        lambda q, k, v: _ExplicitAttention.apply(q, k, v, mask, kw.get("is_causal", False)),
+        q, k, v, probe,
+    )  # fmt: skip
+    for name, w, g in zip(["out", "dq", "dk", "dv"], want, got, strict=True):
+        assert g.shape == w.shape, name
+        torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12, msg=name)
+
+
+def test_a_row_that_sees_no_key_gives_zeros_like_sdpa() -> None:
+    q, k, v = _qkv(1, 2, 2, 4, 4, 8, torch.float64)
+    mask = torch.ones(1, 1, 4, 4, dtype=torch.bool)
+    mask[..., 1, :] = False  # query 1 may attend to nothing
+    probe = torch.randn(1, 2, 4, 8, dtype=torch.float64)
+    want = _out_and_grads(
+        lambda q, k, v: F.scaled_dot_product_attention(q, k, v, attn_mask=mask), q, k, v, probe
+    )
+    got = _out_and_grads(
+        lambda q, k, v: _ExplicitAttention.apply(q, k, v, mask, False), q, k, v, probe
+    )
+    assert torch.equal(got[0][:, :, 1], torch.zeros(1, 2, 8, dtype=torch.float64))
+    for w, g in zip(want, got, strict=True):
+        assert torch.isfinite(g).all()
+        torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
+
+
+def _grad_fn_name(out: torch.Tensor) -> str:
+    assert out.grad_fn is not None
+    return type(out.grad_fn).__name__
+
+
+def test_dispatch_takes_the_explicit_kernel_only_where_it_wins() -> None:
+    q, k, v = _qkv(1, 2, 2, 16, 16, 8, torch.bfloat16)
+    assert "Explicit" in _grad_fn_name(scaled_dot_product_attention(q, k, v, is_causal=True))
+    with torch.no_grad():  # inference: torch's kernel (no probabilities to save)
+        scaled_dot_product_attention(q, k, v, is_causal=True)
+    # float32, dropout and long keys go to torch's kernel
+    q32, k32, v32 = _qkv(1, 2, 2, 16, 16, 8, torch.float32)
+    assert "Explicit" not in _grad_fn_name(scaled_dot_product_attention(q32, k32, v32))
+    assert "Explicit" not in _grad_fn_name(scaled_dot_product_attention(q, k, v, dropout_p=0.1))
+    long = MAX_EXPLICIT_KEYS + 1
+    ql, kl, vl = _qkv(1, 1, 1, 4, long, 8, torch.bfloat16)
+    assert "Explicit" not in _grad_fn_name(scaled_dot_product_attention(ql, kl, vl))
+
+
+def test_bfloat16_error_is_close_to_the_flash_kernels() -> None:
+    """Both kernels against a float64 reference, at d=64, T=S=128, with sizeable scores."""
+    q, k, v = _qkv(2, 4, 4, 128, 128, 64, torch.float32, seed=3)
+    with torch.no_grad():  # larger scores than randn's make the rounding of scores matter
+        q.mul_(2.0)
+    probe = torch.randn(2, 4, 128, 64)
+    ref = _out_and_grads(
+        lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True),
+        *[x.detach().double().requires_grad_(True) for x in (q, k, v)],
+        probe.double(),
+    )
+    low = [x.detach().bfloat16().requires_grad_(True) for x in (q, k, v)]
+    flash = _out_and_grads(
+        lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True),
+        *low, probe.bfloat16(),
+    )  # fmt: skip
+    ours = _out_and_grads(
+        lambda q, k, v: scaled_dot_product_attention(q, k, v, is_causal=True),
+        *low, probe.bfloat16(),
+    )  # fmt: skip
+    for name, r, f, o in zip(["out", "dq", "dk", "dv"], ref, flash, ours, strict=True):
+        err_flash = ((f.double() - r).norm() / r.norm()).item()
+        err_ours = ((o.double() - r).norm() / r.norm()).item()
+        assert err_ours < 2.5 * err_flash + 1e-3, (name, err_ours, err_flash)
+        assert err_ours < 2e-2, (name, err_ours)
+
+
+def test_bad_arguments_are_named() -> None:
+    q, k, v = _qkv(1, 4, 2, 4, 4, 8, torch.bfloat16)
+    with pytest.raises(ValueError, match="enable_gqa"):
+        scaled_dot_product_attention(q, k, v)
+    mask = torch.ones(4, 4, dtype=torch.bool)
+    with pytest.raises(ValueError, match="attn_mask or is_causal"):
+        scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=True, enable_gqa=True)
