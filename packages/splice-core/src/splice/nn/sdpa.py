@@ -111,7 +111,12 @@ def _score_bias(
 
 
 class _ExplicitAttention(torch.autograd.Function):
-    """Attention through batched GEMMs with the ``(B H, T, S)`` probabilities saved."""
+    """Attention through batched GEMMs with the probabilities saved.
+
+    Causal attention with ``T == S`` is computed in row blocks: block ``i`` of queries only
+    sees the keys up to its last row, so the tiles above the diagonal are never computed
+    (two blocks do 3/4 of the full ``T x S`` work).
+    """
 
     @staticmethod
     def forward(
@@ -129,39 +134,75 @@ class _ExplicitAttention(torch.autograd.Function):
             v = v.repeat_interleave(h // h_kv, dim=1)
         scale = 1.0 / math.sqrt(d)
         q3, k3, v3 = q.reshape(b * h, t, d), k.reshape(b * h, s, d), v.reshape(b * h, s, d)
+        blocks = _row_blocks(t, s, is_causal and mask is None)
         bias = _score_bias(mask, is_causal, t, s, q)
-        if bias is not None and bias.dim() == 2:  # one (T, S) bias for every head: in the GEMM
-            scores = torch.baddbmm(bias, q3, k3.transpose(1, 2), alpha=scale)  # (BH, T, S)
-        else:
-            scores = torch.baddbmm(q3.new_empty(()), q3, k3.transpose(1, 2), beta=0.0, alpha=scale)
-            if bias is not None:
-                scores.view(b, h, t, s).add_(bias)
-        probs = torch.softmax(scores, dim=-1, out=scores)  # in place: a row is read first
-        if mask is not None:
-            dead = ~mask.any(dim=-1, keepdim=True)  # rows that see no key: NaN -> 0, as SDPA
-            if bool(dead.any()):
-                probs.view(b, h, t, s).masked_fill_(dead, 0.0)
-        out = torch.bmm(probs, v3)  # (BH, T, d)
-        ctx.save_for_backward(q3, k3, v3, probs)
+        out = q3.new_empty(b * h, t, d)
+        probs: list[Tensor] = []
+        for r0, r1, keys in blocks:
+            q_b, k_b = q3[:, r0:r1], k3[:, :keys]  # (BH, rows, d), (BH, keys, d)
+            if bias is not None and bias.dim() == 2:  # one (T, S) bias for all heads: in the GEMM
+                scores = torch.baddbmm(bias[r0:r1, :keys], q_b, k_b.transpose(1, 2), alpha=scale)
+            else:
+                scores = torch.baddbmm(
+                    q3.new_empty(()), q_b, k_b.transpose(1, 2), beta=0.0, alpha=scale
+                )  # (BH, rows, keys)
+                if bias is not None:  # a per-batch mask: blocks are only made without one
+                    scores.view(b, h, t, s).add_(bias)
+            p = torch.softmax(scores, dim=-1)
+            if mask is not None:
+                dead = ~mask.any(dim=-1, keepdim=True)  # rows that see no key: NaN -> 0, as SDPA
+                if bool(dead.any()):
+                    p.view(b, h, t, s).masked_fill_(dead, 0.0)
+            torch.bmm(p, v3[:, :keys], out=out[:, r0:r1])
+            probs.append(p)
+        ctx.save_for_backward(q3, k3, v3, *probs)
         ctx.shape = (b, h, h_kv, t, s, d)  # type: ignore[attr-defined]
+        ctx.blocks = blocks  # type: ignore[attr-defined]
         return out.view(b, h, t, d)
 
     @staticmethod
     def backward(
         ctx: torch.autograd.function.FunctionCtx, grad_out: Tensor
     ) -> tuple[Tensor | None, ...]:
-        q3, k3, v3, probs = ctx.saved_tensors  # type: ignore[attr-defined]
+        q3, k3, v3, *probs = ctx.saved_tensors  # type: ignore[attr-defined]
         b, h, h_kv, t, s, d = ctx.shape  # type: ignore[attr-defined]
         scale = 1.0 / math.sqrt(d)
         do3 = grad_out.reshape(b * h, t, d)
-        grad_v = torch.bmm(probs.transpose(1, 2), do3)  # (BH, S, d)
-        grad_p = torch.bmm(do3, v3.transpose(1, 2))  # (BH, T, S)
-        # softmax backward: P * (dP - rowsum(P * dP)), in one kernel
-        grad_s = torch._softmax_backward_data(grad_p, probs, -1, probs.dtype)
-        grad_q = torch.bmm(grad_s, k3).mul_(scale).view(b, h, t, d)
-        grad_k = torch.bmm(grad_s.transpose(1, 2), q3).mul_(scale).view(b, h, s, d)
+        grad_q = q3.new_empty(b * h, t, d)
+        grad_k = grad_v = None
+        # The last block sees every key: its products initialise dK and dV, earlier
+        # (shorter) blocks add into their leading rows.
+        for (r0, r1, keys), p in reversed(list(zip(ctx.blocks, probs))):  # type: ignore[attr-defined]
+            do_b = do3[:, r0:r1]
+            dv_b = torch.bmm(p.transpose(1, 2), do_b)  # (BH, keys, d)
+            grad_p = torch.bmm(do_b, v3[:, :keys].transpose(1, 2))  # (BH, rows, keys)
+            # softmax backward: P * (dP - rowsum(P * dP)), in one kernel
+            grad_s = torch._softmax_backward_data(grad_p, p, -1, p.dtype)
+            torch.bmm(grad_s, k3[:, :keys], out=grad_q[:, r0:r1])
+            dk_b = torch.bmm(grad_s.transpose(1, 2), q3[:, r0:r1])  # (BH, keys, d)
+            if grad_k is None or grad_v is None:
+                grad_k, grad_v = dk_b, dv_b
+            else:
+                grad_k[:, :keys] += dk_b
+                grad_v[:, :keys] += dv_b
+        assert grad_k is not None and grad_v is not None
+        grad_q = grad_q.mul_(scale).view(b, h, t, d)
+        grad_k = grad_k.mul_(scale).view(b, h, s, d)
         grad_v = grad_v.view(b, h, s, d)
         if h_kv != h:  # sum the gradients of the query heads that shared a key/value head
             grad_k = grad_k.view(b, h_kv, h // h_kv, s, d).sum(2)
             grad_v = grad_v.view(b, h_kv, h // h_kv, s, d).sum(2)
         return grad_q, grad_k, grad_v, None, None
+
+
+#: Causal attention is split into row blocks from this many queries on (smaller tiles run
+#: the GEMMs less efficiently than the skipped work saves).
+_MIN_BLOCKED_ROWS = 128
+
+
+def _row_blocks(t: int, s: int, causal: bool) -> list[tuple[int, int, int]]:
+    """``(first row, end row, keys seen)`` per block of query rows."""
+    if not causal or t != s or t < _MIN_BLOCKED_ROWS:
+        return [(0, t, s)]
+    half = t // 2
+    return [(0, half, half), (half, t, s)]
