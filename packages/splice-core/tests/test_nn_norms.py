@@ -36,7 +36,9 @@ def test_matches_autograd_of_the_formula(dtype: torch.dtype) -> None:
     y2 = _reference(x2, w2, 1e-5)
     y2.backward(grad)
     tol = {"rtol": 1e-5, "atol": 1e-5} if dtype == torch.float32 else {"rtol": 2e-2, "atol": 2e-2}
-    torch.testing.assert_close(got[0], y2.detach(), rtol=0, atol=0)  # same forward formula
+    # the same formula; rstd comes from a vector norm here, so float rounding may differ
+    fwd_tol = {"rtol": 1e-6, "atol": 1e-6} if dtype == torch.float32 else tol
+    torch.testing.assert_close(got[0], y2.detach(), **fwd_tol)
     torch.testing.assert_close(got[1], x2.grad, **tol)
     torch.testing.assert_close(got[2], w2.grad, **tol)
     assert got[1] is not None and got[1].dtype == dtype
