@@ -25,7 +25,8 @@ def _rms_norm(x: Tensor, weight: Tensor, eps: float) -> tuple[Tensor, Tensor]:
 def _rstd(xf: Tensor, eps: float) -> Tensor:
     """``1 / sqrt(mean(x^2) + eps)`` as ``(..., 1)``; one read of ``x`` (no ``x^2`` tensor)."""
     sq = torch.linalg.vector_norm(xf, dim=-1, keepdim=True).square_()
-    return sq.div_(xf.shape[-1]).add_(eps).rsqrt_()
+    rstd: Tensor = sq.div_(xf.shape[-1]).add_(eps).rsqrt_()
+    return rstd
 
 
 class _RMSNormFunction(torch.autograd.Function):
