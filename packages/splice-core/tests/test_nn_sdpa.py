@@ -76,18 +76,23 @@ def _grad_fn_name(out: torch.Tensor) -> str:
     return type(out.grad_fn).__name__
 
 
-def test_dispatch_takes_the_explicit_kernel_only_where_it_wins() -> None:
-    q, k, v = _qkv(1, 2, 2, 16, 16, 8, torch.bfloat16)
-    assert "Explicit" in _grad_fn_name(scaled_dot_product_attention(q, k, v, is_causal=True))
+def test_dispatch_takes_the_explicit_kernel_only_where_it_wins(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for dtype in (torch.bfloat16, torch.float32):
+        q, k, v = _qkv(1, 2, 2, 16, 16, 8, dtype)
+        assert "Explicit" in _grad_fn_name(scaled_dot_product_attention(q, k, v, is_causal=True))
     with torch.no_grad():  # inference: torch's kernel (no probabilities to save)
-        scaled_dot_product_attention(q, k, v, is_causal=True)
-    # float32, dropout and long keys go to torch's kernel
-    q32, k32, v32 = _qkv(1, 2, 2, 16, 16, 8, torch.float32)
-    assert "Explicit" not in _grad_fn_name(scaled_dot_product_attention(q32, k32, v32))
+        out = scaled_dot_product_attention(q, k, v, is_causal=True)
+        assert out.shape == q.shape
+    # float64, dropout, long keys and large probability tensors go to torch's kernel
+    q64, k64, v64 = _qkv(1, 2, 2, 16, 16, 8, torch.float64)
+    assert "Explicit" not in _grad_fn_name(scaled_dot_product_attention(q64, k64, v64))
     assert "Explicit" not in _grad_fn_name(scaled_dot_product_attention(q, k, v, dropout_p=0.1))
-    long = MAX_EXPLICIT_KEYS + 1
-    ql, kl, vl = _qkv(1, 1, 1, 4, long, 8, torch.bfloat16)
+    ql, kl, vl = _qkv(1, 1, 1, 4, MAX_EXPLICIT_KEYS + 1, 8, torch.bfloat16)
     assert "Explicit" not in _grad_fn_name(scaled_dot_product_attention(ql, kl, vl))
+    monkeypatch.setattr("splice.nn.sdpa.MAX_EXPLICIT_BYTES", 1 * 2 * 16 * 16 * 4 - 1)
+    assert "Explicit" not in _grad_fn_name(scaled_dot_product_attention(q, k, v))
 
 
 def test_bfloat16_error_is_close_to_the_flash_kernels() -> None:

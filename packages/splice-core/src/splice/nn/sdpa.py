@@ -1,29 +1,40 @@
-"""``scaled_dot_product_attention`` with a faster training kernel for short keys on CPU.
+"""``scaled_dot_product_attention`` with a faster CPU training kernel for short keys.
 
 PyTorch's CPU flash-attention kernel never holds a ``(T, S)`` score matrix, which keeps
-memory linear in the sequence length; but in bfloat16 its backward runs at about a tenth
-of the machine's matmul peak (d=64, T=S=256: ~27 ms of a 41 ms forward+backward per layer
-at batch 8 x 8 heads). When the key length is short, a head's whole score matrix is small
-(``256 x 256`` bf16 = 128 KiB), and the textbook algorithm -- batched GEMMs for ``Q K^T``
-and ``P V``, one softmax, saved probabilities, four GEMMs and one softmax-backward in
-backward -- is 2-3x faster forward+backward (``benchmarks/bench_attention.py``).
+memory linear in the sequence length; but its backward runs far below the machine's
+matmul peak, in bfloat16 at about a tenth of it (d=64, T=S=256, batch 8 x 8 heads: ~27 ms
+of a ~40 ms forward+backward per layer on 2 cores). When the key length is short, a head's
+score matrix is small (``256 x 256`` bf16 = 128 KiB), and the textbook algorithm -- batched
+GEMMs for ``Q K^T`` and ``P V``, one softmax, the probabilities saved, four GEMMs and one
+softmax-backward in backward -- is faster. Causal rows are taken in blocks of 128 so the
+tiles above the diagonal are never computed. Forward+backward time against flash, causal,
+d=64 (one 2-core run; ``docs/benchmarks.md`` has the effect on a training step):
 
-:func:`scaled_dot_product_attention` takes that path only where it wins and keeps exact
-SDPA semantics: on CPU, in bfloat16, with gradients being recorded, no dropout, and at
-most :data:`MAX_EXPLICIT_KEYS` keys (at 512 keys the two tie, at 1024 flash is faster and
-the saved probabilities, ``B H T S`` elements, start to cost real memory). Everything else
--- inference, float32, long sequences, dropout, CUDA -- calls
+=========  =========  =========  ==========  ==========
+T = S      128        256        512         1024
+=========  =========  =========  ==========  ==========
+bfloat16   0.31x      0.40x      0.49-0.64x  0.65x
+float32    0.86x      0.87x      0.83x       0.95x
+=========  =========  =========  ==========  ==========
+
+At 2048 keys the two tie, and the saved probabilities (``B H T S`` elements) cost real
+memory, so :func:`scaled_dot_product_attention` takes the explicit path only on CPU, in
+bfloat16 or float32, with gradients being recorded, without dropout, for at most
+:data:`MAX_EXPLICIT_KEYS` keys and :data:`MAX_EXPLICIT_BYTES` of probabilities. Everything
+else -- inference and decoding, float64, long sequences, dropout, CUDA -- calls
 ``torch.nn.functional.scaled_dot_product_attention`` unchanged.
 
-Precision: the scores are rounded to bfloat16 once (the GEMM accumulates in float32; the
-flash kernel keeps them in float32), the softmax is taken in float32 from them, and the
-probabilities and their gradient are bfloat16 operands of the next GEMMs, as in flash
-attention on GPUs. Against a float64 reference the output and gradients come out within
-~2x of the flash kernel's own bf16 error (``tests/test_nn_sdpa.py`` asserts it).
+Precision: in float32 the two kernels agree to float rounding. In bfloat16 the scores are
+rounded to bfloat16 once (the GEMM accumulates in float32; the flash kernel keeps them in
+float32), the softmax is taken in float32 from them, and the probabilities and their
+gradient are bfloat16 operands of the next GEMMs, as in flash attention on GPUs. Against a
+float64 reference the output and gradients come out within ~1.6x of the flash kernel's
+own bf16 error (``tests/test_nn_sdpa.py`` asserts <= 2.5x).
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import torch
@@ -31,9 +42,12 @@ from torch import Tensor
 from torch.nn import functional as F
 
 #: Longest key length that takes the explicit path (see the module docstring).
-MAX_EXPLICIT_KEYS = 256
+MAX_EXPLICIT_KEYS = 1024
+#: Largest ``(B, H, T, S)`` probability tensor it saves for backward; beyond it, flash
+#: attention's linear memory is worth more than the speed.
+MAX_EXPLICIT_BYTES = 128 << 20
 
-_EXPLICIT_DTYPES = (torch.bfloat16,)
+_EXPLICIT_DTYPES = (torch.bfloat16, torch.float32)
 
 
 def scaled_dot_product_attention(
@@ -90,6 +104,8 @@ def _takes_explicit_path(
         and (q.requires_grad or k.requires_grad or v.requires_grad)
         and dropout_p == 0.0
         and k.shape[-2] <= MAX_EXPLICIT_KEYS
+        and q.shape[0] * q.shape[1] * q.shape[2] * k.shape[2] * q.element_size()
+        <= MAX_EXPLICIT_BYTES
         and (mask is None or mask.dtype == torch.bool)
     )
 
@@ -202,7 +218,8 @@ _MIN_BLOCKED_ROWS = 128
 
 def _row_blocks(t: int, s: int, causal: bool) -> list[tuple[int, int, int]]:
     """``(first row, end row, keys seen)`` per block of query rows."""
-    if not causal or t != s or t < _MIN_BLOCKED_ROWS:
+    if not causal or t != s or t < 2 * _MIN_BLOCKED_ROWS:
         return [(0, t, s)]
-    half = t // 2
-    return [(0, half, half), (half, t, s)]
+    n = t // _MIN_BLOCKED_ROWS
+    bounds = [t * i // n for i in range(n + 1)]
+    return [(r0, r1, r1) for r0, r1 in itertools.pairwise(bounds)]
