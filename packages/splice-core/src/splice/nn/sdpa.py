@@ -167,7 +167,8 @@ class _ExplicitAttention(torch.autograd.Function):
             p = torch.softmax(scores, dim=-1)
             if mask is not None:
                 dead = ~mask.any(dim=-1, keepdim=True)  # rows that see no key: NaN -> 0, as SDPA
-                if bool(dead.any()):
+                # (a compiled graph cannot branch on data: it always fills)
+                if torch.compiler.is_compiling() or bool(dead.any()):
                     p.view(b, h, t, s).masked_fill_(dead, 0.0)
             torch.bmm(p, v3[:, :keys], out=out[:, r0:r1])
             probs.append(p)
