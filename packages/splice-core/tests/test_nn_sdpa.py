@@ -9,10 +9,25 @@ from torch.nn import functional as F
 
 
 def _qkv(
-    b: int, h: int, h_kv: int, t: int, s: int, d: int, dtype: torch.dtype, seed: int = 0
+    b: int,
+    h: int,
+    h_kv: int,
+    t: int,
+    s: int,
+    d: int,
+    dtype: torch.dtype,
+    seed: int = 0,
+    token_major: bool = False,
 ) -> list[torch.Tensor]:
+    """q ``(B, H, T, d)``, k/v ``(B, H_kv, S, d)``; ``token_major``: as head views of
+    ``(B, T, n, d)`` tensors, the layout attention gets from its projections."""
     g = torch.Generator().manual_seed(seed)
     shapes = [(b, h, t, d), (b, h_kv, s, d), (b, h_kv, s, d)]
+    if token_major:
+        return [
+            torch.randn(n0, n2, n1, n3, generator=g, dtype=dtype).transpose(1, 2).requires_grad_()
+            for n0, n1, n2, n3 in shapes
+        ]
     return [torch.randn(*sh, generator=g, dtype=dtype).requires_grad_(True) for sh in shapes]
 
 
@@ -32,14 +47,15 @@ CASES = {
 }
 
 
+@pytest.mark.parametrize("token_major", [False, True], ids=["head-major", "token-major"])
 @pytest.mark.parametrize("h_kv", [4, 2], ids=["mha", "gqa"])
 @pytest.mark.parametrize("case", list(CASES))
-def test_explicit_kernel_matches_sdpa_in_float64(case: str, h_kv: int) -> None:
+def test_explicit_kernel_matches_sdpa_in_float64(case: str, h_kv: int, token_major: bool) -> None:
     kw = CASES[case]
     mask = kw.get("attn_mask")
     t = {"bool mask": 6, "causal in row blocks": 131}.get(case, 9)
     s = 9 if case != "causal in row blocks" else t  # causal: T == S (top-left alignment)
-    q, k, v = _qkv(2, 4, h_kv, t, s, 8, torch.float64)
+    q, k, v = _qkv(2, 4, h_kv, t, s, 8, torch.float64, token_major=token_major)
     probe = torch.randn(2, 4, t, 8, dtype=torch.float64)
     want = _out_and_grads(
         lambda q, k, v: F.scaled_dot_product_attention(q, k, v, enable_gqa=True, **kw),
@@ -52,6 +68,9 @@ def test_explicit_kernel_matches_sdpa_in_float64(case: str, h_kv: int) -> None:
     for name, w, g in zip(["out", "dq", "dk", "dv"], want, got, strict=True):
         assert g.shape == w.shape, name
         torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12, msg=name)
+    # each gradient comes back in its input's memory layout (no copy in the projections' backward)
+    for x, grad in zip((q, k, v), got[1:], strict=True):
+        assert grad.stride() == x.stride()
 
 
 def test_a_row_that_sees_no_key_gives_zeros_like_sdpa() -> None:

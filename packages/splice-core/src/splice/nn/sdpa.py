@@ -131,7 +131,14 @@ class _ExplicitAttention(torch.autograd.Function):
 
     Causal attention with ``T == S`` is computed in row blocks: block ``i`` of queries only
     sees the keys up to its last row, so the tiles above the diagonal are never computed
-    (two blocks do 3/4 of the full ``T x S`` work).
+    (two blocks do 3/4 of the full ``T x S`` work, four 5/8).
+
+    Layout: q/k/v usually arrive as head views ``(B, H, T, d)`` of token-major
+    ``(B, T, H, d)`` projections. Each block's operands are gathered once into contiguous
+    ``(B H, rows, d)`` matrices (the GEMMs would copy strided ones anyway), the output is
+    written token-major so that merging the heads back is a view, and each input gradient
+    is written in its input's layout (with the ``1/sqrt(d)`` folded into that copy), so
+    the projections' backward needs no copy either.
     """
 
     @staticmethod
@@ -145,22 +152,24 @@ class _ExplicitAttention(torch.autograd.Function):
     ) -> Tensor:
         b, h, t, d = q.shape
         h_kv, s = k.shape[1], k.shape[2]
+        ctx.token_major = [_token_major(x) for x in (q, k, v)]  # type: ignore[attr-defined]
         if h_kv != h:  # GQA: each key/value head serves h / h_kv consecutive query heads
             k = k.repeat_interleave(h // h_kv, dim=1)
             v = v.repeat_interleave(h // h_kv, dim=1)
         scale = 1.0 / math.sqrt(d)
-        q3, k3, v3 = q.reshape(b * h, t, d), k.reshape(b * h, s, d), v.reshape(b * h, s, d)
         blocks = _row_blocks(t, s, is_causal and mask is None)
         bias = _score_bias(mask, is_causal, t, s, q)
-        out = q3.new_empty(b * h, t, d)
-        probs: list[Tensor] = []
+        out = _like_layout(q, (b, h, t, d))
+        saved: list[Tensor] = []
         for r0, r1, keys in blocks:
-            q_b, k_b = q3[:, r0:r1], k3[:, :keys]  # (BH, rows, d), (BH, keys, d)
+            q_b = q[:, :, r0:r1].reshape(b * h, r1 - r0, d)  # contiguous (BH, rows, d)
+            k_b = k[:, :, :keys].reshape(b * h, keys, d)  # (BH, keys, d)
+            v_b = v[:, :, :keys].reshape(b * h, keys, d)
             if bias is not None and bias.dim() == 2:  # one (T, S) bias for all heads: in the GEMM
                 scores = torch.baddbmm(bias[r0:r1, :keys], q_b, k_b.transpose(1, 2), alpha=scale)
             else:
                 scores = torch.baddbmm(
-                    q3.new_empty(()), q_b, k_b.transpose(1, 2), beta=0.0, alpha=scale
+                    q_b.new_empty(()), q_b, k_b.transpose(1, 2), beta=0.0, alpha=scale
                 )  # (BH, rows, keys)
                 if bias is not None:  # a per-batch mask: blocks are only made without one
                     scores.view(b, h, t, s).add_(bias)
@@ -170,46 +179,68 @@ class _ExplicitAttention(torch.autograd.Function):
                 # (a compiled graph cannot branch on data: it always fills)
                 if torch.compiler.is_compiling() or bool(dead.any()):
                     p.view(b, h, t, s).masked_fill_(dead, 0.0)
-            torch.bmm(p, v3[:, :keys], out=out[:, r0:r1])
-            probs.append(p)
-        ctx.save_for_backward(q3, k3, v3, *probs)
+            out[:, :, r0:r1] = torch.bmm(p, v_b).view(b, h, r1 - r0, d)
+            saved += [q_b, k_b, v_b, p]
+        ctx.save_for_backward(*saved)
         ctx.shape = (b, h, h_kv, t, s, d)  # type: ignore[attr-defined]
         ctx.blocks = blocks  # type: ignore[attr-defined]
-        return out.view(b, h, t, d)
+        return out
 
     @staticmethod
     def backward(
         ctx: torch.autograd.function.FunctionCtx, grad_out: Tensor
     ) -> tuple[Tensor | None, ...]:
-        q3, k3, v3, *probs = ctx.saved_tensors  # type: ignore[attr-defined]
+        saved = ctx.saved_tensors  # type: ignore[attr-defined]
         b, h, h_kv, t, s, d = ctx.shape  # type: ignore[attr-defined]
+        q_major, k_major, v_major = ctx.token_major  # type: ignore[attr-defined]
         scale = 1.0 / math.sqrt(d)
-        do3 = grad_out.reshape(b * h, t, d)
-        grad_q = q3.new_empty(b * h, t, d)
+        grad_q = _empty_layout(q_major, (b, h, t, d), grad_out)
         grad_k = grad_v = None
         # The last block sees every key: its products initialise dK and dV, earlier
         # (shorter) blocks add into their leading rows.
-        for (r0, r1, keys), p in reversed(list(zip(ctx.blocks, probs))):  # type: ignore[attr-defined]
-            do_b = do3[:, r0:r1]
+        for i in reversed(range(len(ctx.blocks))):  # type: ignore[attr-defined]
+            r0, r1, keys = ctx.blocks[i]  # type: ignore[attr-defined]
+            q_b, k_b, v_b, p = saved[4 * i : 4 * i + 4]
+            do_b = grad_out[:, :, r0:r1].reshape(b * h, r1 - r0, d)
             dv_b = torch.bmm(p.transpose(1, 2), do_b)  # (BH, keys, d)
-            grad_p = torch.bmm(do_b, v3[:, :keys].transpose(1, 2))  # (BH, rows, keys)
+            grad_p = torch.bmm(do_b, v_b.transpose(1, 2))  # (BH, rows, keys)
             # softmax backward: P * (dP - rowsum(P * dP)), in one kernel
             grad_s = torch._softmax_backward_data(grad_p, p, -1, p.dtype)
-            torch.bmm(grad_s, k3[:, :keys], out=grad_q[:, r0:r1])
-            dk_b = torch.bmm(grad_s.transpose(1, 2), q3[:, r0:r1])  # (BH, keys, d)
+            dq_b = torch.bmm(grad_s, k_b).view(b, h, r1 - r0, d)
+            torch.mul(dq_b, scale, out=grad_q[:, :, r0:r1])
+            dk_b = torch.bmm(grad_s.transpose(1, 2), q_b)  # (BH, keys, d)
             if grad_k is None or grad_v is None:
                 grad_k, grad_v = dk_b, dv_b
             else:
                 grad_k[:, :keys] += dk_b
                 grad_v[:, :keys] += dv_b
         assert grad_k is not None and grad_v is not None
-        grad_q = grad_q.mul_(scale).view(b, h, t, d)
-        grad_k = grad_k.mul_(scale).view(b, h, s, d)
-        grad_v = grad_v.view(b, h, s, d)
+        dk = grad_k.view(b, h, s, d)
+        dv = grad_v.view(b, h, s, d)
         if h_kv != h:  # sum the gradients of the query heads that shared a key/value head
-            grad_k = grad_k.view(b, h_kv, h // h_kv, s, d).sum(2)
-            grad_v = grad_v.view(b, h_kv, h // h_kv, s, d).sum(2)
-        return grad_q, grad_k, grad_v, None, None
+            dk = dk.view(b, h_kv, h // h_kv, s, d).sum(2)
+            dv = dv.view(b, h_kv, h // h_kv, s, d).sum(2)
+        shape_kv = (b, h_kv, s, d)
+        out_k = torch.mul(dk, scale, out=_empty_layout(k_major, shape_kv, grad_out))
+        out_v = _empty_layout(v_major, shape_kv, grad_out).copy_(dv) if v_major else dv
+        return grad_q, out_k, out_v, None, None
+
+
+def _token_major(x: Tensor) -> bool:
+    """Is ``x (B, n, T, d)`` a head view of a contiguous ``(B, T, n, d)`` tensor?"""
+    return x.shape[1] > 1 and x.transpose(1, 2).is_contiguous()
+
+
+def _empty_layout(token_major: bool, shape: tuple[int, ...], like: Tensor) -> Tensor:
+    """An empty ``(B, n, T, d)`` tensor, token-major in memory when asked."""
+    if token_major:
+        b, n, t, d = shape
+        return like.new_empty(b, t, n, d).transpose(1, 2)
+    return like.new_empty(shape)
+
+
+def _like_layout(x: Tensor, shape: tuple[int, ...]) -> Tensor:
+    return _empty_layout(_token_major(x), shape, x)
 
 
 #: Causal attention is split into row blocks from this many queries on (smaller tiles run
