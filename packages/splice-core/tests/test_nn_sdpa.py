@@ -105,10 +105,12 @@ def test_dispatch_takes_the_explicit_kernel_only_where_it_wins(
         out = scaled_dot_product_attention(q, k, v, is_causal=True)
         assert out.shape == q.shape
     # float64, dropout, long keys and large probability tensors go to torch's kernel
+    q32, k32, v32 = _qkv(1, 2, 2, 4, MAX_EXPLICIT_KEYS[torch.float32] + 1, 8, torch.float32)
+    assert "Explicit" not in _grad_fn_name(scaled_dot_product_attention(q32, k32, v32))
     q64, k64, v64 = _qkv(1, 2, 2, 16, 16, 8, torch.float64)
     assert "Explicit" not in _grad_fn_name(scaled_dot_product_attention(q64, k64, v64))
     assert "Explicit" not in _grad_fn_name(scaled_dot_product_attention(q, k, v, dropout_p=0.1))
-    ql, kl, vl = _qkv(1, 1, 1, 4, MAX_EXPLICIT_KEYS + 1, 8, torch.bfloat16)
+    ql, kl, vl = _qkv(1, 1, 1, 4, MAX_EXPLICIT_KEYS[torch.bfloat16] + 1, 8, torch.bfloat16)
     assert "Explicit" not in _grad_fn_name(scaled_dot_product_attention(ql, kl, vl))
     monkeypatch.setattr("splice.nn.sdpa.MAX_EXPLICIT_BYTES", 1 * 2 * 16 * 16 * 4 - 1)
     assert "Explicit" not in _grad_fn_name(scaled_dot_product_attention(q, k, v))

@@ -8,20 +8,24 @@ score matrix is small (``256 x 256`` bf16 = 128 KiB), and the textbook algorithm
 GEMMs for ``Q K^T`` and ``P V``, one softmax, the probabilities saved, four GEMMs and one
 softmax-backward in backward -- is faster. Causal rows are taken in blocks of 128 so the
 tiles above the diagonal are never computed. Forward+backward time against flash, causal,
-d=64 (one 2-core run; ``docs/benchmarks.md`` has the effect on a training step):
+d=64, batch 8 x 8 heads, kernel alone (2-core runs; ``docs/benchmarks.md`` has the module
+with its projections and the effect on a training step):
 
-=========  =========  =========  ==========  ==========
-T = S      128        256        512         1024
-=========  =========  =========  ==========  ==========
-bfloat16   0.31x      0.40x      0.49-0.64x  0.65x
-float32    0.86x      0.87x      0.83x       0.95x
-=========  =========  =========  ==========  ==========
+=========  =====  ==========  =========  ==========  ==========
+T = S      64     128         256        512         1024
+=========  =====  ==========  =========  ==========  ==========
+bfloat16   0.14x  0.31x       0.40x      0.49-0.64x  0.65x
+float32    0.78x  0.86-0.95x  0.87-1.0x  0.83x       0.95x
+=========  =====  ==========  =========  ==========  ==========
 
-At 2048 keys the two tie, and the saved probabilities (``B H T S`` elements) cost real
-memory, so :func:`scaled_dot_product_attention` takes the explicit path only on CPU, in
-bfloat16 or float32, with gradients being recorded, without dropout, for at most
-:data:`MAX_EXPLICIT_KEYS` keys and :data:`MAX_EXPLICIT_BYTES` of probabilities. Everything
-else -- inference and decoding, float64, long sequences, dropout, CUDA -- calls
+(the 64-key column at batch 16-32 x 4 heads, d=32). At 2048 keys the two tie, and the saved
+probabilities (``B H T S`` elements) cost real memory; in float32 the gain past 64 keys is
+within run-to-run noise, and in the attention benchmark (batch 4, T=256, projections
+included) float32 came out 3-7% slower. So :func:`scaled_dot_product_attention` takes the
+explicit path only on CPU, with gradients being recorded, without dropout, for at most
+:data:`MAX_EXPLICIT_KEYS` keys (1024 in bfloat16, 64 in float32) and
+:data:`MAX_EXPLICIT_BYTES` of probabilities. Everything else -- inference and decoding,
+float64, long sequences, dropout, CUDA -- calls
 ``torch.nn.functional.scaled_dot_product_attention`` unchanged.
 
 Precision: in float32 the two kernels agree to float rounding. In bfloat16 the scores are
@@ -41,13 +45,11 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-#: Longest key length that takes the explicit path (see the module docstring).
-MAX_EXPLICIT_KEYS = 1024
+#: Longest key length that takes the explicit path, per dtype (see the module docstring).
+MAX_EXPLICIT_KEYS = {torch.bfloat16: 1024, torch.float32: 64}
 #: Largest ``(B, H, T, S)`` probability tensor it saves for backward; beyond it, flash
 #: attention's linear memory is worth more than the speed.
 MAX_EXPLICIT_BYTES = 128 << 20
-
-_EXPLICIT_DTYPES = (torch.bfloat16, torch.float32)
 
 
 def scaled_dot_product_attention(
@@ -97,13 +99,13 @@ def _takes_explicit_path(
 ) -> bool:
     return (
         q.device.type == "cpu"
-        and q.dtype in _EXPLICIT_DTYPES
+        and q.dtype in MAX_EXPLICIT_KEYS
         and k.dtype == q.dtype
         and v.dtype == q.dtype
         and torch.is_grad_enabled()
         and (q.requires_grad or k.requires_grad or v.requires_grad)
         and dropout_p == 0.0
-        and k.shape[-2] <= MAX_EXPLICIT_KEYS
+        and k.shape[-2] <= MAX_EXPLICIT_KEYS[q.dtype]
         and q.shape[0] * q.shape[1] * q.shape[2] * k.shape[2] * q.element_size()
         <= MAX_EXPLICIT_BYTES
         and (mask is None or mask.dtype == torch.bool)
