@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from splice.checkpoint import CheckpointManager
 from splice.data.device import batch_to
+from splice.training.clip import clip_gradients
 from splice.training.compile import compile_blocks, eager
 from splice.training.config import OptimizerConfig, TrainConfig
 from splice.training.metrics import MetricsLog
@@ -254,7 +255,7 @@ class Trainer:
             self.micro_batches += 1
         grad_norm = None
         if cfg.max_grad_norm is not None:
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm, foreach=True)
+            grad_norm = clip_gradients(self.params, cfg.max_grad_norm, self.optimizer)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
