@@ -196,6 +196,7 @@ class _ExplicitAttention(torch.autograd.Function):
         b, h, h_kv, t, s, d = ctx.shape  # type: ignore[attr-defined]
         q_major, k_major, v_major = ctx.token_major  # type: ignore[attr-defined]
         scale = 1.0 / math.sqrt(d)
+        none = grad_out.new_empty(())  # baddbmm's ignored input (beta=0)
         grad_q = _empty_layout(q_major, (b, h, t, d), grad_out)
         grad_k = grad_v = None
         # The last block sees every key: its products initialise dK and dV, earlier
@@ -208,9 +209,10 @@ class _ExplicitAttention(torch.autograd.Function):
             grad_p = torch.bmm(do_b, v_b.transpose(1, 2))  # (BH, rows, keys)
             # softmax backward: P * (dP - rowsum(P * dP)), in one kernel
             grad_s = torch._softmax_backward_data(grad_p, p, -1, p.dtype)
-            dq_b = torch.bmm(grad_s, k_b).view(b, h, r1 - r0, d)
-            torch.mul(dq_b, scale, out=grad_q[:, :, r0:r1])
-            dk_b = torch.bmm(grad_s.transpose(1, 2), q_b)  # (BH, keys, d)
+            # 1/sqrt(d) as the GEMMs' alpha; no out= (torch.compile cannot trace it here)
+            dq_b = torch.baddbmm(none, grad_s, k_b, beta=0.0, alpha=scale)  # (BH, rows, d)
+            grad_q[:, :, r0:r1] = dq_b.view(b, h, r1 - r0, d)
+            dk_b = torch.baddbmm(none, grad_s.transpose(1, 2), q_b, beta=0.0, alpha=scale)
             if grad_k is None or grad_v is None:
                 grad_k, grad_v = dk_b, dv_b
             else:
@@ -223,7 +225,7 @@ class _ExplicitAttention(torch.autograd.Function):
             dk = dk.view(b, h_kv, h // h_kv, s, d).sum(2)
             dv = dv.view(b, h_kv, h // h_kv, s, d).sum(2)
         shape_kv = (b, h_kv, s, d)
-        out_k = torch.mul(dk, scale, out=_empty_layout(k_major, shape_kv, grad_out))
+        out_k = _empty_layout(k_major, shape_kv, grad_out).copy_(dk) if k_major else dk
         out_v = _empty_layout(v_major, shape_kv, grad_out).copy_(dv) if v_major else dv
         return grad_q, out_k, out_v, None, None
 
