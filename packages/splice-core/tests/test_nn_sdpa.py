@@ -150,3 +150,16 @@ def test_bad_arguments_are_named() -> None:
     mask = torch.ones(4, 4, dtype=torch.bool)
     with pytest.raises(ValueError, match="attn_mask or is_causal"):
         scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=True, enable_gqa=True)
+
+
+def test_compiles_without_graph_breaks() -> None:
+    """torch.compile traces the kernel, forward and backward, into one graph (train.compile)."""
+    q, k, v = _qkv(1, 2, 2, 130, 130, 8, torch.float32, token_major=True)
+
+    def loss(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return scaled_dot_product_attention(
+            q.bfloat16(), k.bfloat16(), v.bfloat16(), is_causal=True
+        ).sum()
+
+    explained = torch._dynamo.explain(loss)(q, k, v)
+    assert explained.graph_break_count == 0, explained.break_reasons
