@@ -40,6 +40,7 @@ def _out_and_grads(fn, q, k, v, probe):  # type: ignore[no-untyped-def]
 CASES = {
     "causal": dict(is_causal=True),
     "causal in row blocks": dict(is_causal=True),  # T >= 128: the upper tiles are skipped
+    "causal, fewer queries": dict(is_causal=True),  # T < S: top-left aligned, as SDPA
     "no mask": dict(),
     "bool mask": dict(
         attn_mask=torch.rand(2, 1, 6, 9, generator=torch.Generator().manual_seed(1)) > 0.4
@@ -53,7 +54,7 @@ CASES = {
 def test_explicit_kernel_matches_sdpa_in_float64(case: str, h_kv: int, token_major: bool) -> None:
     kw = CASES[case]
     mask = kw.get("attn_mask")
-    t = {"bool mask": 6, "causal in row blocks": 131}.get(case, 9)
+    t = {"bool mask": 6, "causal in row blocks": 131, "causal, fewer queries": 5}.get(case, 9)
     s = 9 if case != "causal in row blocks" else t  # causal: T == S (top-left alignment)
     q, k, v = _qkv(2, 4, h_kv, t, s, 8, torch.float64, token_major=token_major)
     probe = torch.randn(2, 4, t, 8, dtype=torch.float64)
