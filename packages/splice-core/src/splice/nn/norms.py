@@ -9,8 +9,8 @@ from splice.interfaces import BuildContext
 from splice.nn.configs import LayerNormConfig, RMSNormConfig
 
 
-def _rms_norm(x: Tensor, weight: Tensor, eps: float) -> tuple[Tensor, Tensor]:
-    """``(x / sqrt(mean(x^2) + eps) * weight`` in ``x``'s dtype, ``rstd (..., 1)``).
+def _rms_norm(x: Tensor, weight: Tensor, eps: float) -> tuple[Tensor, Tensor, Tensor]:
+    """``x / sqrt(mean(x^2) + eps) * weight`` in ``x``'s dtype, with ``x_hat`` and ``rstd (..., 1)``.
 
     Computed in float32 (float64 for float64 input). Casts are skipped when they would be
     no-ops: at decode (batch x 1 token) each dispatched op shows in the step time.
@@ -18,8 +18,9 @@ def _rms_norm(x: Tensor, weight: Tensor, eps: float) -> tuple[Tensor, Tensor]:
     dtype = torch.promote_types(x.dtype, torch.float32)
     xf = x if x.dtype == dtype else x.to(dtype)  # (..., D)
     rstd = _rstd(xf, eps)
-    y = xf * rstd * weight
-    return (y if y.dtype == x.dtype else y.to(x.dtype)), rstd
+    x_hat = xf * rstd  # the normalised input
+    y = x_hat * weight
+    return (y if y.dtype == x.dtype else y.to(x.dtype)), x_hat, rstd
 
 
 def _rstd(xf: Tensor, eps: float) -> Tensor:
@@ -43,14 +44,10 @@ class _RMSNormFunction(torch.autograd.Function):
     def forward(
         ctx: torch.autograd.function.FunctionCtx, x: Tensor, weight: Tensor, eps: float
     ) -> Tensor:
-        dtype = torch.promote_types(x.dtype, torch.float32)
-        xf = x if x.dtype == dtype else x.to(dtype)  # (..., D)
-        rstd = _rstd(xf, eps)
-        x_hat = xf * rstd
-        y = x_hat * weight
+        y, x_hat, rstd = _rms_norm(x, weight, eps)
         ctx.save_for_backward(x_hat, weight, rstd)
         ctx.x_dtype = x.dtype  # type: ignore[attr-defined]
-        return y if y.dtype == x.dtype else y.to(x.dtype)
+        return y
 
     @staticmethod
     def backward(

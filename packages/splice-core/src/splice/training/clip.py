@@ -29,7 +29,8 @@ def clip_gradients(
     by ``clip_grad_norm_``.
     """
     params = [p for p in params if p.grad is not None]
-    if not _applies_grad_scale(optimizer) or any(_is_dtensor(p.grad) for p in params):
+    # FSDP2's gradients are DTensors (they have .full_tensor): its own clip_grad_norm_ path
+    if not _applies_grad_scale(optimizer) or any(hasattr(p.grad, "full_tensor") for p in params):
         optimizer.__dict__.pop("grad_scale", None)
         return torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=True)
     norm = torch.nn.utils.get_total_norm([p.grad for p in params], foreach=True)  # type: ignore[misc]
@@ -45,7 +46,3 @@ def _applies_grad_scale(optimizer: torch.optim.Optimizer) -> bool:
         and getattr(optimizer, "_step_supports_amp_scaling", False)
         and all(group.get("fused") for group in optimizer.param_groups)
     )
-
-
-def _is_dtensor(t: Tensor | None) -> bool:
-    return type(t).__name__ == "DTensor"
