@@ -55,7 +55,7 @@ def test_explicit_kernel_matches_sdpa_in_float64(case: str, h_kv: int, token_maj
     kw = CASES[case]
     mask = kw.get("attn_mask")
     t = {"bool mask": 6, "causal in row blocks": 131, "causal, fewer queries": 5}.get(case, 9)
-    s = 9 if case != "causal in row blocks" else t  # causal: T == S (top-left alignment)
+    s = 9 if case != "causal in row blocks" else t  # row blocks need T == S
     q, k, v = _qkv(2, 4, h_kv, t, s, 8, torch.float64, token_major=token_major)
     probe = torch.randn(2, 4, t, 8, dtype=torch.float64)
     want = _out_and_grads(
