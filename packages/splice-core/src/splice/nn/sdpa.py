@@ -11,12 +11,12 @@ tiles above the diagonal are never computed. Forward+backward time against flash
 d=64, batch 8 x 8 heads, kernel alone (2-core runs; ``docs/benchmarks.md`` has the module
 with its projections and the effect on a training step):
 
-=========  =====  ==========  =========  ==========  ==========
-T = S      64     128         256        512         1024
-=========  =====  ==========  =========  ==========  ==========
-bfloat16   0.14x  0.31x       0.40x      0.49-0.64x  0.65x
-float32    0.78x  0.86-0.95x  0.87-1.0x  0.83x       0.95x
-=========  =====  ==========  =========  ==========  ==========
+=========  =====  ==========  ==========  ==========  ==========
+T = S      64     128         256         512         1024
+=========  =====  ==========  ==========  ==========  ==========
+bfloat16   0.14x  0.31x       0.40x       0.49-0.64x  0.65x
+float32    0.78x  0.86-0.95x  0.87-1.02x  0.83x       0.95x
+=========  =====  ==========  ==========  ==========  ==========
 
 (the 64-key column at batch 16-32 x 4 heads, d=32). At 2048 keys the two tie, and the saved
 probabilities (``B H T S`` elements) cost real memory; in float32 the gain past 64 keys is
@@ -138,9 +138,9 @@ class _ExplicitAttention(torch.autograd.Function):
     Layout: q/k/v usually arrive as head views ``(B, H, T, d)`` of token-major
     ``(B, T, H, d)`` projections. Each block's operands are gathered once into contiguous
     ``(B H, rows, d)`` matrices (the GEMMs would copy strided ones anyway), the output is
-    written token-major so that merging the heads back is a view, and each input gradient
-    is written in its input's layout (with the ``1/sqrt(d)`` folded into that copy), so
-    the projections' backward needs no copy either.
+    written in q's layout (token-major: merging the heads back is a view), and each input
+    gradient in its input's layout, so the projections' backward needs no copy either.
+    ``1/sqrt(d)`` is every GEMM's ``alpha``, never a separate pass.
     """
 
     @staticmethod
@@ -161,7 +161,13 @@ class _ExplicitAttention(torch.autograd.Function):
         scale = 1.0 / math.sqrt(d)
         blocks = _row_blocks(t, s, is_causal and mask is None)
         bias = _score_bias(mask, is_causal, t, s, q)
-        out = _like_layout(q, (b, h, t, d))
+        out = _empty_layout(ctx.token_major[0], (b, h, t, d), q)  # type: ignore[attr-defined]
+        dead = None  # query rows that see no key: their NaN probabilities become 0, as in SDPA
+        if mask is not None:
+            dead = ~mask.any(dim=-1, keepdim=True)
+            # (a compiled graph cannot branch on data: it always fills)
+            if not (torch.compiler.is_compiling() or bool(dead.any())):
+                dead = None
         saved: list[Tensor] = []
         for r0, r1, keys in blocks:
             q_b = q[:, :, r0:r1].reshape(b * h, r1 - r0, d)  # contiguous (BH, rows, d)
@@ -176,11 +182,8 @@ class _ExplicitAttention(torch.autograd.Function):
                 if bias is not None:  # a per-batch mask: blocks are only made without one
                     scores.view(b, h, t, s).add_(bias)
             p = torch.softmax(scores, dim=-1)
-            if mask is not None:
-                dead = ~mask.any(dim=-1, keepdim=True)  # rows that see no key: NaN -> 0, as SDPA
-                # (a compiled graph cannot branch on data: it always fills)
-                if torch.compiler.is_compiling() or bool(dead.any()):
-                    p.view(b, h, t, s).masked_fill_(dead, 0.0)
+            if dead is not None:  # a mask means one block: p is (BH, T, S)
+                p.view(b, h, t, s).masked_fill_(dead, 0.0)
             out[:, :, r0:r1] = torch.bmm(p, v_b).view(b, h, r1 - r0, d)
             saved += [q_b, k_b, v_b, p]
         ctx.save_for_backward(*saved)
@@ -241,10 +244,6 @@ def _empty_layout(token_major: bool, shape: tuple[int, ...], like: Tensor) -> Te
         b, n, t, d = shape
         return like.new_empty(b, t, n, d).transpose(1, 2)
     return like.new_empty(shape)
-
-
-def _like_layout(x: Tensor, shape: tuple[int, ...]) -> Tensor:
-    return _empty_layout(_token_major(x), shape, x)
 
 
 #: Causal attention is split into row blocks from this many queries on (smaller tiles run
