@@ -71,6 +71,9 @@ class TrainConfig(SpliceConfig):
     # Regional torch.compile of every block for training steps (seconds to compile; fuses
     # the elementwise work between matmuls). Generation and evaluation stay eager.
     compile: bool = False
+    # On CPU, keep freed host memory in the process (glibc mallopt) so each step's tensors
+    # reuse mapped pages instead of faulting fresh ones in; see splice.training.host_memory.
+    retain_host_memory: bool = True
     # Data parallelism under torchrun (see docs/distributed.md); batch_size stays global.
     distributed: Literal["none", "ddp", "fsdp2"] = "none"
 

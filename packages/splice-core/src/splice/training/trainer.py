@@ -28,6 +28,7 @@ from splice.data.device import batch_to
 from splice.training.clip import clip_gradients
 from splice.training.compile import compile_blocks, eager
 from splice.training.config import OptimizerConfig, TrainConfig
+from splice.training.host_memory import retain_freed_host_memory
 from splice.training.metrics import MetricsLog
 from splice.training.report import plot_curves, write_report
 from splice.training.schedule import lr_multiplier
@@ -138,6 +139,8 @@ class Trainer:
         self.optimizer = build_optimizer(model, config.optimizer)
         self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
         self.device = next(model.parameters()).device
+        if config.retain_host_memory and self.device.type == "cpu":
+            retain_freed_host_memory()  # process-wide, once; a no-op off glibc
         self.step = 0
         self.micro_batches = 0
         self.train_time = 0.0  # seconds spent in training steps, carried across resumes
