@@ -107,7 +107,39 @@ class RotaryEmbedding(nn.Module):
         cos, sin = cos_sin if cos_sin is not None else self.cos_sin(positions)  # (B, 1, T, d)
         if cos.dtype != x.dtype:
             cos, sin = cos.to(x.dtype), sin.to(x.dtype)
-        return torch.addcmul(x * cos, x.roll(self.head_dim // 2, dims=-1), sin)
+        if torch.is_grad_enabled() and x.requires_grad:
+            rotated: Tensor = _RotateHalf.apply(x, cos, sin)
+            return rotated
+        return _rotate_half(x, cos, sin)
+
+
+def _rotate_half(x: Tensor, cos: Tensor, signed_sin: Tensor, sign: float = 1.0) -> Tensor:
+    """``x * cos + sign * roll(x, d/2) * signed_sin``: RoPE in the rotate-half layout."""
+    return torch.addcmul(x * cos, x.roll(x.shape[-1] // 2, dims=-1), signed_sin, value=sign)
+
+
+class _RotateHalf(torch.autograd.Function):
+    """RoPE whose backward is the inverse rotation: three passes, nothing saved of ``x``.
+
+    A rotation's adjoint is the rotation by minus the angle: ``dx = g * cos - roll(g, d/2)
+    * signed_sin`` (rolling by d/2 is its own inverse, and ``roll(signed_sin, d/2) =
+    -signed_sin`` since both halves hold the same angles). Autograd's version of the forward
+    keeps ``roll(x)`` for backward and runs four passes (two products, the roll, the sum).
+    """
+
+    @staticmethod
+    def forward(
+        ctx: torch.autograd.function.FunctionCtx, x: Tensor, cos: Tensor, signed_sin: Tensor
+    ) -> Tensor:
+        ctx.save_for_backward(cos, signed_sin)
+        return _rotate_half(x, cos, signed_sin)
+
+    @staticmethod
+    def backward(
+        ctx: torch.autograd.function.FunctionCtx, grad: Tensor
+    ) -> tuple[Tensor, None, None]:
+        cos, signed_sin = ctx.saved_tensors  # type: ignore[attr-defined]
+        return _rotate_half(grad, cos, signed_sin, sign=-1.0), None, None
 
 
 class NoPositional(AdditivePositional):
