@@ -19,9 +19,13 @@ backward, clipping, optimizer) and its flush. Warm-up steps are dropped; medians
 Achieved FLOP/s uses the PaLM convention, per token ``6 N + 12 L T d`` with ``N`` the
 parameters of every matmul (attention and MLP projections and the LM head; the embedding
 lookup is not a matmul) and ``12 L T d`` the attention score and value products (forward and
-backward, the causal half not discounted). The fraction is relative to the same-dtype
-``n x n`` matmul peak the harness measures in the same process and, because a shared
-machine's load drifts, also to a peak probed in each round right after that round's steps.
+backward, the causal half not discounted). The fraction is paired: after each round's steps
+the same-dtype ``1024 x 1024`` matmul peak is probed (best of 5), each step's FLOP/s is
+divided by its round's probe, and the median over rounds is reported. A shared machine's
+load drifts within a run, and pairing cancels it: a single peak sample at the start of the
+process (what an earlier revision divided by) moved the bf16 fraction from 0.67 to 0.85 and
+the float32 one to an impossible 1.03 between runs of the same code. The strictest reading,
+the median step against the best peak seen anywhere in the run, is printed beside it.
 """
 
 from __future__ import annotations
@@ -164,7 +168,7 @@ def trl_trainer(
     )
 
 
-def probe_peak(dtype: torch.dtype, *, n: int = 1024, repeats: int = 3) -> float:
+def probe_peak(dtype: torch.dtype, *, n: int = 1024, repeats: int = 5) -> float:
     """Best of ``repeats`` ``n x n`` matmuls now, in FLOP/s: the peak at this moment's load."""
     a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
     a @ b
@@ -291,18 +295,22 @@ def main(quick: bool = False) -> str:
         )
         lines.append(comp.table(work=work, unit_name="tokens/s"))
         peaks = comp.meta["peaks"]
+        best_peak = max([peak, *peaks])  # the best matmul throughput seen anywhere in the run
         fractions[name] = {
             k: (
-                flops / comp.median(k) / peak,
                 statistics.median(flops / t / p for t, p in zip(comp.samples[k], peaks)),
+                flops / comp.median(k) / best_peak,
             )
             for k in comp.samples
         }
         lines.append(
-            "\nAchieved FLOP/s / same-dtype matmul peak (vs the harness peak in the line above;"
-            " in brackets vs a peak probed in each round next to its steps, median): "
+            "\nAchieved FLOP/s / same-dtype matmul peak, paired: each step against the peak"
+            " probed right after its round, median over rounds; in brackets, the median step"
+            f" against the best peak seen anywhere in the run ({best_peak / 1e9:.0f} GFLOP/s:"
+            " the start-of-run probe or a round's): "
             + ", ".join(f"{k} **{a:.2f}** ({b:.2f})" for k, (a, b) in fractions[name].items())
-            + f". Probed peak median {statistics.median(peaks) / 1e9:.0f} GFLOP/s."
+            + f". Round probes: median {statistics.median(peaks) / 1e9:.0f}, range"
+            f" {min(peaks) / 1e9:.0f}-{max(peaks) / 1e9:.0f} GFLOP/s."
             + f" Speedup over TRL (paired median): splice **{comp.speedup('splice'):.2f}x**,"
             f" {COMPILED} **{comp.speedup(COMPILED):.2f}x**.\n"
         )
@@ -326,7 +334,7 @@ def main(quick: bool = False) -> str:
         " every step.\n\n"
         + "\n".join(lines)
         + f"\nTargets: splice >= 1.2x TRL in bf16 (measured {b16:.2f}x), >= 1.0x in float32 "
-        f"(measured {f32:.2f}x); FLOP fraction >= 0.7 (splice eager: float32 "
+        f"(measured {f32:.2f}x); FLOP fraction >= 0.7, paired (strictest) (splice eager: float32 "
         f"{sf['float32'][0]:.2f} ({sf['float32'][1]:.2f}), bf16 {sf['bf16 autocast'][0]:.2f}"
         f" ({sf['bf16 autocast'][1]:.2f}); compiled: float32 {cf['float32'][0]:.2f}"
         f" ({cf['float32'][1]:.2f}), bf16 {cf['bf16 autocast'][0]:.2f}"
