@@ -5,10 +5,11 @@ to the kernel eagerly: the top of the heap is trimmed once more than ``M_TRIM_TH
 of it is free, and blocks above the mmap threshold are unmapped on ``free``. A training
 step frees and re-allocates the same activation sizes every step, so each step then maps
 its tensors again, and every fresh 4 KiB page costs a page fault (the kernel zeroes it) on
-first touch: 4,000-40,000 faults per step for the SFT benchmark's model, ~1 us each on
-the 2-core VM here (the count grows when other allocations run between steps). The same reason makes PyTorch's CPU tuning guide recommend jemalloc or
-tcmalloc through ``LD_PRELOAD``; this does the part that matters for a training loop with
-glibc's own allocator, from inside the process:
+first touch: 4,000-41,000 faults per step for the SFT benchmark's model on the 2-core VM
+here, with 19-88 ms of system time (the count grows when other allocations run between
+steps). The same reason makes PyTorch's CPU tuning guide recommend jemalloc or tcmalloc
+through ``LD_PRELOAD``; this does the part that matters for a training loop with glibc's
+own allocator, from inside the process:
 
 * ``M_TRIM_THRESHOLD`` = 2 GiB - 1: the freed top of the heap stays mapped;
 * ``M_TOP_PAD`` = 64 MiB: the heap grows in large steps;
@@ -61,7 +62,8 @@ def retain_freed_host_memory() -> bool:
     libc = _glibc()
     if libc is None:
         return False
-    return all(libc.mallopt(param, value) == 1 for param, value in _SETTINGS)
+    applied = [libc.mallopt(param, value) == 1 for param, value in _SETTINGS]  # try each
+    return all(applied)
 
 
 __all__ = ["retain_freed_host_memory"]
