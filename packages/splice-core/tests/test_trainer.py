@@ -140,6 +140,92 @@ def test_gradient_accumulation_matches_a_big_batch():
     torch.testing.assert_close(run(16, 1), run(8, 2), rtol=1e-6, atol=1e-6)
 
 
+class MaskedRegression:
+    """Mean squared error over the rows a batch marks as real: a token-mean loss."""
+
+    def loss(self, model, batch):
+        keep = batch["keep"]
+        err = (model(batch["x"]) - batch["y"]).squeeze(-1) ** 2
+        n = int(keep.sum())
+        return LossOutput(loss=(err * keep).sum() / n, metrics={"tokens": float(n)}, n_tokens=n)
+
+
+def _masked_batches(valid_counts, rows=8, seed=0):
+    """One batch per count: ``rows`` rows, the first ``count`` of them real."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for count in valid_counts:
+        x = torch.randn(rows, 4, generator=g)
+        y = x @ torch.tensor([[1.0], [-2.0], [0.5], [3.0]]) + 0.1 * torch.randn(
+            rows, 1, generator=g
+        )
+        keep = (torch.arange(rows) < count).float()
+        out.append({"x": x, "y": y, "keep": keep})
+    return out
+
+
+def _concat(batches):
+    return {k: torch.cat([b[k] for b in batches]) for k in batches[0]}
+
+
+@pytest.mark.parametrize(
+    "optimizer, clip",
+    [
+        (OptimizerConfig(name="sgd", lr=0.1), None),
+        (OptimizerConfig(lr=0.05, fused=True), 0.5),  # clipping folded into grad_scale
+        (OptimizerConfig(lr=0.05, fused=True), None),  # the division alone as grad_scale
+        (OptimizerConfig(lr=0.05, fused=False), 0.5),  # divided and clipped in place
+    ],
+    ids=["sgd", "fused adamw + clip", "fused adamw", "adamw + clip"],
+)
+def test_accumulation_weighs_micro_batches_by_their_tokens(optimizer, clip):
+    """Micro-batches with 2 and 7 real rows train exactly like one batch of the 16 rows."""
+    micro = _masked_batches([2, 7, 5, 1, 8, 3])  # three steps of two micro-batches
+
+    def run(batches, accum):
+        torch.manual_seed(0)
+        model = nn.Linear(4, 1)
+        cfg = quiet(
+            steps=3, batch_size=8, grad_accum=accum, optimizer=optimizer, max_grad_norm=clip
+        )
+        trainer = Trainer(model, MaskedRegression(), batches, cfg)
+        trainer.fit()
+        return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+    accumulated = run(micro, 2)
+    big = run([_concat(micro[i : i + 2]) for i in range(0, 6, 2)], 1)
+    torch.testing.assert_close(accumulated, big, rtol=1e-6, atol=1e-6)
+
+
+def test_equal_weighting_of_unequal_micro_batches_would_differ():
+    """The check above can fail: the mean of the micro-batch means is a different gradient."""
+    torch.manual_seed(0)
+    model = nn.Linear(4, 1)
+    a, b = _masked_batches([2, 7])
+    objective = MaskedRegression()
+    mean_of_means = (objective.loss(model, a).loss + objective.loss(model, b).loss) / 2
+    token_mean = objective.loss(model, _concat([a, b])).loss
+    (g_means,) = torch.autograd.grad(mean_of_means, model.weight)
+    (g_tokens,) = torch.autograd.grad(token_mean, model.weight)
+    assert (g_means - g_tokens).abs().max() > 1e-2
+
+
+def test_accumulated_step_logs_the_token_weighted_loss(tmp_path):
+    micro = _masked_batches([2, 7])
+    torch.manual_seed(0)
+    model = nn.Linear(4, 1)
+    expected = float(MaskedRegression().loss(model, _concat(micro)).loss.detach())
+    cfg = quiet(steps=1, batch_size=8, grad_accum=2, optimizer=OptimizerConfig(name="sgd", lr=0.1))
+    Trainer(model, MaskedRegression(), micro, cfg, run_dir=tmp_path).fit()
+    (record,) = [
+        json.loads(line)
+        for line in (tmp_path / "metrics.jsonl").read_text().splitlines()
+        if json.loads(line)["kind"] == "train"
+    ]
+    assert record["loss"] == pytest.approx(expected, rel=1e-6)
+    assert record["tokens"] == 9  # the objective's count, summed over micro-batches
+
+
 def test_training_is_deterministic():
     def run():
         torch.manual_seed(1)

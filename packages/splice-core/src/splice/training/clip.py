@@ -20,22 +20,44 @@ _EPS = 1e-6  # clip_grad_norm_'s
 
 
 def clip_gradients(
-    params: Iterable[Tensor], max_norm: float, optimizer: torch.optim.Optimizer
-) -> Tensor:
-    """Clip the global L2 norm of the gradients to ``max_norm``; return the norm before.
+    params: Iterable[Tensor],
+    max_norm: float | None,
+    optimizer: torch.optim.Optimizer,
+    *,
+    divisor: float = 1.0,
+) -> Tensor | None:
+    """Divide the gradients by ``divisor``, clip their global L2 norm to ``max_norm``.
 
-    With a fused Adam/AdamW over plain tensors, the scale is left for ``optimizer.step()``
-    to apply (call it next, as the trainer does); otherwise the gradients are scaled here
-    by ``clip_grad_norm_``.
+    ``divisor`` turns summed gradients into a mean (the trainer's token-weighted gradient
+    accumulation); ``max_norm=None`` skips clipping. With a fused Adam/AdamW over plain
+    tensors both are left for ``optimizer.step()`` to apply, as one ``grad_scale`` (call it
+    next, as the trainer does); otherwise the gradients are scaled here, the clipping by
+    ``clip_grad_norm_``.
+
+    Returns:
+        The norm of the divided gradients before clipping; None when not clipping.
     """
     params = [p for p in params if p.grad is not None]
+    grads = [p.grad for p in params if p.grad is not None]
     # FSDP2's gradients are DTensors (they have .full_tensor): its own clip_grad_norm_ path
-    if not _applies_grad_scale(optimizer) or any(hasattr(p.grad, "full_tensor") for p in params):
+    if not _applies_grad_scale(optimizer) or any(hasattr(g, "full_tensor") for g in grads):
         optimizer.__dict__.pop("grad_scale", None)
+        if divisor != 1.0:
+            for g in grads:  # DTensors too; only with gradient accumulation
+                g.div_(divisor)
+        if max_norm is None:
+            return None
         return torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=True)
-    norm = torch.nn.utils.get_total_norm([p.grad for p in params], foreach=True)  # type: ignore[misc]
-    # the fused kernel divides every gradient by grad_scale = 1 / min(1, max_norm / norm)
-    optimizer.grad_scale = (norm + _EPS).div_(max_norm).clamp_(min=1.0)  # type: ignore[attr-defined]
+    if max_norm is None:
+        if divisor == 1.0 or not grads:
+            optimizer.__dict__.pop("grad_scale", None)
+        else:
+            optimizer.grad_scale = torch.tensor(divisor, device=grads[0].device)  # type: ignore[attr-defined]
+        return None
+    norm = torch.nn.utils.get_total_norm(grads, foreach=True).div_(divisor)
+    # the fused kernel divides every gradient by grad_scale = divisor / min(1, max_norm / norm)
+    scale = (norm + _EPS).div_(max_norm).clamp_(min=1.0)
+    optimizer.grad_scale = scale.mul_(divisor) if divisor != 1.0 else scale  # type: ignore[attr-defined]
     return norm
 
 

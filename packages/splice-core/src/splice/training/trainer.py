@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from splice.checkpoint import CheckpointManager
 from splice.data.device import batch_to
+from splice.interfaces import LossOutput
 from splice.training.clip import clip_gradients
 from splice.training.compile import compile_blocks, eager
 from splice.training.config import OptimizerConfig, TrainConfig
@@ -223,13 +224,23 @@ class Trainer:
 
     # ------------------------------------------------------------------ one step
     def train_step(self, batches: Any) -> None:
-        """``grad_accum`` forward/backward passes, clip, one optimizer update."""
+        """``grad_accum`` forward/backward passes, clip, one optimizer update.
+
+        With ``grad_accum > 1`` the step's loss is the token-weighted mean over all its
+        micro-batches, as if they were one batch: micro-batch ``i``, whose objective reports
+        ``n_i`` tokens (``LossOutput.n_tokens``), backpropagates ``n_i * L_i``, and the summed
+        gradient is divided by ``sum_i n_i`` inside the clipping / optimizer step. A plain
+        mean of the micro-batch means would over-weight the tokens of short micro-batches
+        (SFT completions differ in length). Objectives that report no token count weigh
+        every micro-batch equally.
+        """
         cfg = self.config
         lr = cfg.optimizer.lr * lr_multiplier(self.step, cfg.steps, cfg.schedule)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        loss_sum: Tensor | None = None
+        loss_sum: Tensor | None = None  # sum_i w_i L_i
         pen_sum: Tensor | None = None
+        weight_sum = 0.0
         tokens: Tensor | int = 0
         metrics: dict[str, Any] = {}
         for micro in range(cfg.grad_accum):
@@ -248,17 +259,22 @@ class Trainer:
                     if self.regularizers:
                         pen = sum(r.penalty(self.model, batch) for r in self.regularizers)
                         loss = loss + pen
-                        pen_sum = pen.detach() if pen_sum is None else pen_sum + pen.detach()
-                (loss / cfg.grad_accum).backward()
-            loss_sum = out.loss.detach() if loss_sum is None else loss_sum + out.loss.detach()
+                weight = _micro_batch_weight(out) if cfg.grad_accum > 1 else 1.0
+                (loss * weight if weight != 1.0 else loss).backward()
+            weight_sum += weight
+            weighted = out.loss.detach() * weight
+            loss_sum = weighted if loss_sum is None else loss_sum + weighted
+            if self.regularizers:
+                weighted = pen.detach() * weight
+                pen_sum = weighted if pen_sum is None else pen_sum + weighted
             tokens = tokens + _count_tokens(batch, out)
             for k, v in out.metrics.items():
                 if k not in ("loss", "tokens"):
-                    metrics[k] = metrics.get(k, 0.0) + v / cfg.grad_accum
+                    metrics[k] = metrics.get(k, 0.0) + v * weight
             self.micro_batches += 1
-        grad_norm = None
-        if cfg.max_grad_norm is not None:
-            grad_norm = clip_gradients(self.params, cfg.max_grad_norm, self.optimizer)
+        # Every micro-batch had zero tokens: nothing was learnt; avoid dividing by zero.
+        divisor = weight_sum if weight_sum > 0 else 1.0
+        grad_norm = clip_gradients(self.params, cfg.max_grad_norm, self.optimizer, divisor=divisor)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
@@ -267,11 +283,11 @@ class Trainer:
             _Pending(
                 step=self.step,
                 lr=lr,
-                loss=loss_sum / cfg.grad_accum,
+                loss=loss_sum / divisor,
                 tokens=tokens,
                 grad_norm=grad_norm,
-                metrics=metrics,
-                penalty=pen_sum / cfg.grad_accum if pen_sum is not None else None,
+                metrics={k: v / divisor for k, v in metrics.items()},
+                penalty=pen_sum / divisor if pen_sum is not None else None,
             )
         )
 
@@ -441,6 +457,13 @@ class Trainer:
             summary["checkpoint"] = str(self.last_checkpoint) if self.last_checkpoint else None
         summary["eval"] = {k: v for k, v in final.items() if k not in ("kind", "step")}
         return summary
+
+
+def _micro_batch_weight(out: LossOutput) -> float:
+    """A micro-batch's weight in its step's loss: its token count, or 1 if it reports none."""
+    if out.n_tokens or "tokens" in out.metrics:  # counted (possibly 0: nothing to learn)
+        return float(out.n_tokens or out.metrics.get("tokens", 0.0))
+    return 1.0
 
 
 def _count_tokens(batch: Batch, out: Any) -> Tensor | int:
