@@ -82,3 +82,27 @@ def test_cli_runs_the_recipe_by_name(tmp_path, capsys) -> None:
 def _row_cells(text: str, arm: str) -> list[str]:
     line = next(ln for ln in text.splitlines() if ln.startswith(f"| {arm} |"))
     return [c.strip() for c in line.strip("|").split("|")]
+
+
+def test_pretraining_is_redone_when_the_code_changed(tmp_path, capsys, monkeypatch) -> None:
+    """A matching config is not enough: a pre-training by other code is not reused."""
+    import splice_recipes.forgetting as recipe
+
+    overrides = [*TINY[:-1], 'arms=[{"name": "full"}]', f"output_dir={tmp_path}"]
+    cfg = apply_overrides(config(), overrides)
+    run(cfg)
+    run(cfg)
+    assert "reusing the pre-trained model" in capsys.readouterr().out
+    monkeypatch.setattr(recipe, "code_fingerprint", lambda: "other code")
+    run(cfg)
+    out = capsys.readouterr().out
+    assert "reusing" not in out and "the splice code changed since" in out
+
+
+def test_code_fingerprint_covers_core_and_plugins() -> None:
+    from splice_recipes.forgetting import fingerprinted_packages
+
+    # the model's attention (splice_mha) and the regularizers shape the trained weights too
+    assert {"splice", "splice_mha", "splice_forgetting", "splice_recipes"} <= set(
+        fingerprinted_packages()
+    )
