@@ -22,9 +22,9 @@ lookup is not a matmul) and ``12 L T d`` the attention score and value products 
 backward, the causal half not discounted). The fraction is paired: after each round's steps
 the same-dtype ``1024 x 1024`` matmul peak is probed (best of 5), each step's FLOP/s is
 divided by its round's probe, and the median over rounds is reported. A shared machine's
-load drifts within a run, and pairing cancels it: a single peak sample at the start of the
-process (what an earlier revision divided by) moved the bf16 fraction from 0.67 to 0.85 and
-the float32 one to an impossible 1.03 between runs of the same code. The strictest reading,
+load drifts within a run, and pairing cancels most of it: with a single peak sample at the
+start of the process (what an earlier revision divided by), five runs of one revision gave
+0.71-1.36 in bf16, and one gave an impossible 1.03 in float32. The strictest reading,
 the median step against the best peak seen anywhere in the run, is printed beside it.
 """
 

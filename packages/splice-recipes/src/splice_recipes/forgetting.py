@@ -22,13 +22,17 @@ before and after, trainable parameters, training time.
 
 from __future__ import annotations
 
+import hashlib
+import importlib
 import json
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
 from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
 from splice.config import ModelField, RegularizerField, SpliceConfig, TaskField
 from splice.recipe import Recipe
+from splice.registry import ENTRY_POINT_GROUP
 from splice.training.config import (
     DataConfig,
     EvalConfig,
@@ -276,9 +280,6 @@ def code_fingerprint() -> str:
     it (a new RoPE backward took pre-training from 100% to 82% at 1000 steps). The packages
     are those of the ``splice`` entry points (every installed plugin), editable or not.
     """
-    import hashlib
-    import importlib
-
     digest = hashlib.sha256()
     for root in fingerprinted_packages():
         for directory in getattr(importlib.import_module(root), "__path__", []):
@@ -290,10 +291,6 @@ def code_fingerprint() -> str:
 
 def fingerprinted_packages() -> list[str]:
     """splice-core, the recipes and the top-level package of every ``splice`` entry point."""
-    from importlib.metadata import entry_points
-
-    from splice.registry import ENTRY_POINT_GROUP
-
     roots = {"splice", "splice_recipes"}
     roots |= {ep.value.split(":")[0].split(".")[0] for ep in entry_points(group=ENTRY_POINT_GROUP)}
     return sorted(roots)
