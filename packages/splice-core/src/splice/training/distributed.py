@@ -14,6 +14,7 @@ FSDP2 forward needs every rank, and doing the same under DDP costs no extra wall
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import copy
 import json
@@ -53,6 +54,11 @@ class DistInfo:
         return self.rank == 0
 
 
+def _destroy_process_group() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def init_distributed() -> DistInfo:
     """Join the process group ``torchrun`` describes in the environment (idempotent).
 
@@ -73,6 +79,10 @@ def init_distributed() -> DistInfo:
         torch.cuda.set_device(local_rank)
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if cuda else "gloo")
+        # Left to interpreter teardown, the backend's threads can be destroyed while still
+        # joinable: gloo then aborts the process ("terminate called without an active
+        # exception", seen once in CI after a finished run). Shut it down while Python runs.
+        atexit.register(_destroy_process_group)
     device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
     return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank, device, dist.get_backend())
 
