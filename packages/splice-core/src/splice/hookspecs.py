@@ -85,6 +85,21 @@ def register_rewards(register: Any) -> None:
 
 
 @hookspec
+def register_preference_losses(register: Any) -> None:
+    """Register DPO-style pairwise/unpaired preference losses (used by splice-dpo's objective)."""
+
+
+@hookspec
+def register_advantage_estimators(register: Any) -> None:
+    """Register RL advantage estimators (group-normalised, RLOO, GAE, ...)."""
+
+
+@hookspec
+def register_policy_losses(register: Any) -> None:
+    """Register RL policy-gradient losses (clipped token-level, sequence-level GSPO, ...)."""
+
+
+@hookspec
 def register_tasks(register: Any) -> None:
     """Register datasets / task generators."""
 

@@ -39,6 +39,9 @@ KINDS: dict[str, str] = {
     "connector": "register_connectors",
     "encoder": "register_encoders",
     "reward": "register_rewards",
+    "preference_loss": "register_preference_losses",
+    "advantage_estimator": "register_advantage_estimators",
+    "policy_loss": "register_policy_losses",
     "task": "register_tasks",
     "recipe": "register_recipes",
 }
