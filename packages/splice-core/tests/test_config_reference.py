@@ -29,6 +29,7 @@ SECTIONS = [
     ("block", "Blocks"),
     ("model", "Models"),
     ("objective", "Objectives"),
+    ("reward", "Rewards"),
     ("task", "Tasks"),
 ]
 INTRO = """\

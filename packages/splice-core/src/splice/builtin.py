@@ -17,6 +17,7 @@ from splice.models.configs import DecoderConfig
 from splice.models.encoder_decoder_config import EncoderDecoderConfig
 from splice.nn import configs as c
 from splice.objectives.configs import SFTConfig
+from splice.rewards import configs as rw
 
 
 @hookimpl
@@ -62,3 +63,11 @@ def register_tasks(register: Any) -> None:
     register(ArithmeticTaskConfig, "splice.data.tasks:build_arithmetic")
     register(JsonlTaskConfig, "splice.data.tasks:build_jsonl")
     register(NumberWordsTaskConfig, "splice.data.translation:build_number_words")
+
+
+@hookimpl
+def register_rewards(register: Any) -> None:
+    register(rw.AnswerMatchRewardConfig, "splice.rewards.verifiers:build_answer_match")
+    register(rw.FormatRewardConfig, "splice.rewards.verifiers:build_format")
+    register(rw.LengthPenaltyRewardConfig, "splice.rewards.verifiers:build_length_penalty")
+    register(rw.CallableRewardConfig, "splice.rewards.callable:build_callable")
