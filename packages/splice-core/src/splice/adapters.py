@@ -6,6 +6,16 @@ layer implements ``AdapterLayer`` (one method), so the core can switch all of th
 at once. That is how a LoRA policy serves as its own frozen reference model in DPO,
 PPO and GRPO: ``with adapters_disabled(policy): ref_logits = policy(...)`` costs no
 second copy of the weights.
+
+Adapter layers wrap *linear-like* modules (``is_linear_like``), not only ``nn.Linear``, so
+that LoRA can sit on a quantized base (splice-qlora's 4-bit linears). The contract:
+
+* ``in_features`` and ``out_features`` (ints) and ``forward(x (..., in)) -> (..., out)``;
+* optionally ``bias`` (a ``(out,)`` tensor or None), added inside ``forward``;
+* for the operations that need the dense matrix (merging a delta in, DoRA's weight norm,
+  PiSSA's SVD): a floating-point ``weight`` of shape ``(out, in)``, or a
+  ``dequantize() -> Tensor (out, in)`` method (quantized bases). Merging *in place* needs a
+  dense ``weight``; a quantized base can only be merged by replacing it with a dense linear.
 """
 
 from __future__ import annotations
@@ -14,7 +24,39 @@ import contextlib
 from collections.abc import Iterator
 from typing import Protocol, runtime_checkable
 
-from torch import nn
+from torch import Tensor, nn
+
+
+def is_linear_like(module: nn.Module) -> bool:
+    """True for ``nn.Linear`` and any module that behaves like one (see the module docstring):
+    integer ``in_features`` and ``out_features`` and a ``forward``."""
+    return (
+        isinstance(module, nn.Module)
+        and isinstance(getattr(module, "in_features", None), int)
+        and isinstance(getattr(module, "out_features", None), int)
+        and not isinstance(module, nn.Embedding)
+    )
+
+
+def dense_weight(module: nn.Module) -> Tensor:
+    """The ``(out, in)`` weight of a linear-like module: ``dequantize()`` if it has one, else
+    its floating-point ``weight``.
+
+    Raises:
+        TypeError: the module has neither (names its type).
+    """
+    dequantize = getattr(module, "dequantize", None)
+    if callable(dequantize):
+        w = dequantize()
+        if isinstance(w, Tensor):
+            return w
+    w = getattr(module, "weight", None)
+    if isinstance(w, Tensor) and w.is_floating_point():
+        return w
+    raise TypeError(
+        f"{type(module).__name__} has no dense weight: a linear-like base needs a floating-point "
+        "`weight` (out, in) or a `dequantize()` method returning one"
+    )
 
 
 @runtime_checkable
@@ -58,4 +100,11 @@ def adapters_disabled(model: nn.Module) -> Iterator[nn.Module]:
             layer.set_adapters_enabled(was)
 
 
-__all__ = ["AdapterLayer", "adapter_layers", "adapters_disabled", "has_adapters"]
+__all__ = [
+    "AdapterLayer",
+    "adapter_layers",
+    "adapters_disabled",
+    "dense_weight",
+    "has_adapters",
+    "is_linear_like",
+]
