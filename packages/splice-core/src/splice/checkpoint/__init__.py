@@ -4,12 +4,22 @@ Nothing here ever unpickles: ``torch.load`` is not used anywhere in splice.
 """
 
 from splice.checkpoint.atomic import atomic_dir, atomic_write_text
-from splice.checkpoint.manager import CheckpointManager, load_model_weights, save_model_weights
+from splice.checkpoint.manager import (
+    CheckpointManager,
+    frozen_base,
+    load_model_weights,
+    load_trainable_weights,
+    save_model_weights,
+    save_trainable_weights,
+)
 
 __all__ = [
     "CheckpointManager",
     "atomic_dir",
     "atomic_write_text",
+    "frozen_base",
     "load_model_weights",
+    "load_trainable_weights",
     "save_model_weights",
+    "save_trainable_weights",
 ]

@@ -2,7 +2,10 @@
 
 One checkpoint folder holds::
 
-    model.safetensors       model weights (tied weights stored once)
+    model.safetensors       model weights (tied weights stored once), or, when the model
+                            carries adapters over a frozen base, instead:
+    trainable.safetensors   only the parameters that train (the adapter); the base is rebuilt
+                            from the config (model, init_from, adapter) when resuming
     optimizer.safetensors   per-parameter optimizer tensors (AdamW moments, step counts)
     rng.safetensors         torch generator states (uint8)
     trainer_state.json      step, data position, schedule step, optimizer groups, Python/NumPy RNG
@@ -32,6 +35,7 @@ from splice.checkpoint.state import (
 
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 MODEL_FILE = "model.safetensors"
+TRAINABLE_FILE = "trainable.safetensors"
 FORMAT_VERSION = 1
 
 
@@ -40,21 +44,75 @@ def save_model_weights(model: nn.Module, path: str | Path) -> None:
     save_model(model, str(path), force_contiguous=True)
 
 
+def frozen_base(model: nn.Module) -> bool:
+    """True when ``model`` holds adapter layers and some parameters do not train: its
+    checkpoints then store the trainable parameters only."""
+    from splice.adapters import has_adapters
+
+    return has_adapters(model) and any(not p.requires_grad for p in model.parameters())
+
+
+def save_trainable_weights(model: nn.Module, path: str | Path) -> None:
+    """Write the parameters of ``model`` that require grad (by name) to a safetensors file."""
+    tensors = {
+        name: p.detach().contiguous() for name, p in model.named_parameters() if p.requires_grad
+    }
+    save_file(tensors, str(path))
+
+
+def load_trainable_weights(model: nn.Module, path: str | Path) -> None:
+    """Load a file written by ``save_trainable_weights`` into ``model``'s trainable parameters.
+
+    Raises:
+        ValueError: the file's names are not exactly the model's trainable parameters, or a
+            shape differs (names the tensor and both shapes).
+    """
+    tensors = load_file(str(path))
+    params = dict(model.named_parameters())
+    trainable = {n for n, p in params.items() if p.requires_grad}
+    if set(tensors) != trainable:
+        raise ValueError(
+            f"{path} holds trainable parameters that do not match the model's: missing "
+            f"{sorted(trainable - set(tensors))[:8]}, unexpected {sorted(set(tensors) - trainable)[:8]} "
+            "(was the same adapter config applied?)"
+        )
+    with torch.no_grad():
+        for name, value in tensors.items():
+            if value.shape != params[name].shape:
+                raise ValueError(
+                    f"{path}: tensor {name!r} has shape {tuple(value.shape)}, the model's "
+                    f"{tuple(params[name].shape)}"
+                )
+            params[name].copy_(value)
+
+
 def load_model_weights(model: nn.Module, path: str | Path, *, strict: bool = True) -> None:
     """Load weights into ``model`` from a safetensors file, a checkpoint folder, or a run folder.
 
-    A run folder resolves to its latest checkpoint. Raises FileNotFoundError naming the path
+    A run folder resolves to its latest checkpoint. A checkpoint of a frozen-base run holds
+    only the adapter (``trainable.safetensors``): it loads into a model rebuilt with the same
+    adapter applied (``splice.training.experiment.build_experiment_model``). Raises FileNotFoundError naming the path
     when no ``model.safetensors`` is found, ValueError on missing/unexpected keys when strict.
     """
     path = Path(path)
     if path.is_dir():
-        if (path / MODEL_FILE).is_file():
+        if (path / MODEL_FILE).is_file() or (path / TRAINABLE_FILE).is_file():
             path = path / MODEL_FILE
         else:
             latest = CheckpointManager(path / "checkpoints").latest()
             if latest is None:
                 raise FileNotFoundError(f"{path}: no {MODEL_FILE} and no checkpoints/step-* inside")
             path = latest / MODEL_FILE
+    if not path.is_file() and (path.parent / TRAINABLE_FILE).is_file() and frozen_base(model):
+        # an adapter checkpoint, and the caller rebuilt the base with the adapter applied
+        load_trainable_weights(model, path.parent / TRAINABLE_FILE)
+        return
+    if not path.is_file() and (path.parent / TRAINABLE_FILE).is_file():
+        raise FileNotFoundError(
+            f"{path.parent} holds only the trainable (adapter) weights of a run with a frozen "
+            "base; rebuild its model from the run's config.json (model, init_from, adapter) "
+            f"and load {TRAINABLE_FILE} with load_trainable_weights"
+        )
     if not path.is_file():
         raise FileNotFoundError(f"model weights not found: {path}")
     missing, unexpected = load_model(model, str(path), strict=False)
@@ -102,7 +160,11 @@ class CheckpointManager:
         rng_tensors, rng_meta = rng_to_flat()
         full_state = {"format": FORMAT_VERSION, "step": step, **state, "rng": rng_meta}
         with atomic_dir(final) as tmp:
-            save_model_weights(model, tmp / MODEL_FILE)
+            if frozen_base(model):  # the base is rebuilt from the config; save the adapter
+                save_trainable_weights(model, tmp / TRAINABLE_FILE)
+                full_state["weights"] = "trainable"
+            else:
+                save_model_weights(model, tmp / MODEL_FILE)
             if optimizer is not None:
                 opt_tensors, opt_meta = optimizer_to_flat(optimizer)
                 save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
@@ -129,7 +191,10 @@ class CheckpointManager:
             raise ValueError(
                 f"{path}: checkpoint format {state.get('format')!r}, expected {FORMAT_VERSION}"
             )
-        load_model_weights(model, path / MODEL_FILE)
+        if state.get("weights") == "trainable":
+            load_trainable_weights(model, path / TRAINABLE_FILE)
+        else:
+            load_model_weights(model, path / MODEL_FILE)
         if optimizer is not None and "optimizer" in state:
             tensors = load_file(str(path / "optimizer.safetensors"))
             optimizer_from_flat(optimizer, tensors, state["optimizer"])

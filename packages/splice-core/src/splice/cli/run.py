@@ -152,6 +152,12 @@ def format_report(report: dict[str, Any]) -> str:
     for key in ("run_dir", "steps", "train_time_s", "tokens_per_s", "final_train_loss"):
         if key in report:
             lines.append(f"{key}: {_fmt(report[key])}")
+    if "trainable_params" in report and "total_params" in report:
+        pct = report.get("trainable_percent")
+        lines.append(
+            f"trainable_params: {report['trainable_params']:,} of {report['total_params']:,}"
+            + (f" ({pct:.2f}%)" if isinstance(pct, float) else "")
+        )
     for key, value in (report.get("eval") or {}).items():
         lines.append(f"{key}: {_fmt(value)}")
     extra = {
@@ -171,6 +177,7 @@ def format_report(report: dict[str, Any]) -> str:
             "resumed",
             "trainable_params",
             "total_params",
+            "trainable_percent",
         }
     }
     lines += [f"{k}: {_fmt(v)}" for k, v in extra.items()]

@@ -51,14 +51,19 @@ class _Target:
 
 def _from_run(run: Path | None, ckpt: Path | None, config_path: Path | None, task: Any) -> _Target:
     from splice.checkpoint import load_model_weights
-    from splice.models.build import build_model
     from splice.registry import get_registry
     from splice.training.config import ExperimentConfig
-    from splice.training.experiment import build_collator, build_tokenizer
+    from splice.training.experiment import (
+        build_collator,
+        build_experiment_model,
+        build_tokenizer,
+    )
+    from splice.training.trainer import seed_everything
 
     cfg_path = config_path if config_path is not None else find_config(run, ckpt)
     config = ExperimentConfig.model_validate(json.loads(cfg_path.read_text()))
-    model = build_model(config.model)
+    seed_everything(config.seed)  # a run with an adapter rebuilds its frozen base
+    model = build_experiment_model(config)
     weights = ckpt if ckpt is not None else run
     assert weights is not None
     load_model_weights(model, weights)

@@ -11,7 +11,14 @@ from typing import Any, Literal
 
 from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
 
-from splice.config import ModelField, ObjectiveField, RegularizerField, SpliceConfig, TaskField
+from splice.config import (
+    AdapterField,
+    ModelField,
+    ObjectiveField,
+    RegularizerField,
+    SpliceConfig,
+    TaskField,
+)
 from splice.data.tokenizer import DEFAULT_ALPHABET
 
 
@@ -124,6 +131,9 @@ class ExperimentConfig(SpliceConfig):
         output_dir: the run folder (checkpoints, metrics.jsonl, plot, report);
             default ``runs/<name>``.
         init_from: a ``model.safetensors`` (or a run/checkpoint folder holding one) to start from.
+        adapter: an adapter (``{"type": "lora", ...}``) applied after ``init_from`` is loaded
+            and before the objective is built; it freezes the base, so checkpoints then hold
+            only the trainable (adapter) parameters and their optimizer state.
         reference_data: data given to the regularizers' ``setup`` (e.g. the old task for EWC);
             ``reference_batches`` batches of it.
     """
@@ -139,6 +149,7 @@ class ExperimentConfig(SpliceConfig):
     eval: EvalConfig = EvalConfig()
     output_dir: str | None = None
     init_from: str | None = None
+    adapter: AdapterField | None = None
     reference_data: DataConfig | None = None
     reference_batches: PositiveInt = 16
 

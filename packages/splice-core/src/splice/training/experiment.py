@@ -1,6 +1,6 @@
 """``run_experiment(config)``: build everything an ``ExperimentConfig`` names, train, evaluate.
 
-config -> tokenizer, task, model (+ init weights), objective, regularizers -> Trainer
+config -> tokenizer, task, model (+ init weights, + adapter), objective, regularizers -> Trainer
 -> run folder (``config.json``, ``metrics.jsonl``, ``checkpoints/``, ``curves.png``,
 ``report.md``) -> a report dict.
 """
@@ -90,6 +90,22 @@ def build_batches(task: Any, collate: Any, *, batch_size: int, seed: int) -> Bat
     return TaskBatches(task, collate, batch_size=batch_size, seed=seed)
 
 
+def build_experiment_model(config: ExperimentConfig) -> nn.Module:
+    """The model a run trains: built from ``config.model``, ``init_from`` loaded, then
+    ``config.adapter`` applied (after the weights it adapts, before anything reads the
+    trainable parameters). Seed first (``seed_everything(config.seed)``) to rebuild a run's
+    exact starting point."""
+    from splice.models.build import build_model
+    from splice.registry import get_registry
+
+    model = build_model(config.model)
+    if config.init_from:
+        load_model_weights(model, config.init_from)
+    if config.adapter is not None:
+        model = get_registry().build("adapter", config.adapter, None).apply(model)
+    return model
+
+
 def _write_config(run_dir: Path, config: ExperimentConfig, *, resume: bool) -> None:
     path = run_dir / "config.json"
     new = config.model_dump(mode="json")
@@ -116,7 +132,6 @@ def run_experiment(
     Returns:
         ``{"name", "run_dir", "steps", "final_train_loss", "tokens_per_s", ..., "eval": {...}}``.
     """
-    from splice.models.build import build_model
     from splice.registry import get_registry
 
     if not isinstance(config, ExperimentConfig):
@@ -129,9 +144,7 @@ def run_experiment(
     seed_everything(config.seed)
     tokenizer = build_tokenizer(config.tokenizer)
     task = build_task(config.data.task)
-    model = build_model(config.model)
-    if config.init_from:
-        load_model_weights(model, config.init_from)
+    model = build_experiment_model(config)
     objective = reg.build("objective", config.objective, None)
     regularizers = [reg.build("regularizer", r, None) for r in config.regularizers]
     collate = build_collator(tokenizer, config.data)

@@ -42,23 +42,45 @@ class NonFiniteLossError(RuntimeError):
     """The loss or gradient norm became NaN/inf; the message names the step and last checkpoint."""
 
 
+def param_lr_scales(model: nn.Module) -> dict[int, float]:
+    """``id(param) -> learning-rate multiplier`` declared by modules of ``model``.
+
+    A module may carry ``param_lr_scale: dict[str, float]`` keyed by its own parameter names
+    (as ``module.named_parameters()`` spells them); e.g. LoRA+ gives ``lora_B`` a larger rate.
+    Parameters nobody names get 1.0 (absent from the dict).
+    """
+    scales: dict[int, float] = {}
+    for module in model.modules():
+        declared = getattr(module, "param_lr_scale", None)
+        if not declared:
+            continue
+        for name, p in module.named_parameters():
+            if name in declared:
+                scales[id(p)] = float(declared[name])
+    return scales
+
+
 def build_optimizer(model: nn.Module, cfg: OptimizerConfig) -> torch.optim.Optimizer:
     """AdamW (or SGD) over the parameters that require grad; frozen ones get no state.
 
     Matrices (ndim >= 2) are weight-decayed, vectors (norm scales, biases) are not.
+    Parameters with a learning-rate multiplier (``param_lr_scale`` on their module, see
+    ``param_lr_scales``) get their own group carrying ``lr_scale``; the trainer sets each
+    group's rate to ``lr_scale`` times the scheduled rate.
     """
-    decay: list[nn.Parameter] = []
-    no_decay: list[nn.Parameter] = []
+    scales = param_lr_scales(model)
+    buckets: dict[tuple[bool, float], list[nn.Parameter]] = {}
     for p in model.parameters():  # shared (tied) parameters are yielded once
         if p.requires_grad:
-            (decay if p.ndim >= 2 else no_decay).append(p)
-    if not decay and not no_decay:
+            buckets.setdefault((p.ndim >= 2, scales.get(id(p), 1.0)), []).append(p)
+    if not buckets:
         raise ValueError("the model has no trainable parameters (every requires_grad is False)")
-    groups: list[dict[str, Any]] = [
-        {"params": ps, "weight_decay": wd}
-        for ps, wd in ((decay, cfg.weight_decay), (no_decay, 0.0))
-        if ps
-    ]
+    groups: list[dict[str, Any]] = []
+    for (decayed, scale), ps in sorted(buckets.items(), key=lambda kv: (kv[0][1], not kv[0][0])):
+        group: dict[str, Any] = {"params": ps, "weight_decay": cfg.weight_decay if decayed else 0.0}
+        if scale != 1.0:
+            group["lr_scale"] = scale
+        groups.append(group)
     if cfg.name == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
     fused = cfg.fused
@@ -69,6 +91,18 @@ def build_optimizer(model: nn.Module, cfg: OptimizerConfig) -> torch.optim.Optim
             for p in g["params"]
         )
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, fused=fused)
+
+
+def trainable_summary(model: nn.Module) -> dict[str, Any]:
+    """``{"trainable_params", "total_params", "trainable_percent"}`` (tied weights once)."""
+    params = {id(p): p for p in model.parameters()}.values()
+    total = sum(p.numel() for p in params)
+    trainable = sum(p.numel() for p in params if p.requires_grad)
+    return {
+        "trainable_params": trainable,
+        "total_params": total,
+        "trainable_percent": round(100.0 * trainable / max(total, 1), 4),
+    }
 
 
 def seed_everything(seed: int) -> None:
@@ -237,7 +271,7 @@ class Trainer:
         cfg = self.config
         lr = cfg.optimizer.lr * lr_multiplier(self.step, cfg.steps, cfg.schedule)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
         loss_sum: Tensor | None = None  # sum_i w_i L_i
         pen_sum: Tensor | None = None
         weight_sum = 0.0
@@ -402,6 +436,13 @@ class Trainer:
             disable=not (cfg.progress and self.is_main),
             dynamic_ncols=True,
         )
+        if self.is_main:  # every run says what it trains
+            t = trainable_summary(self.model)
+            print(
+                f"{self.title}: trainable params {t['trainable_params']:,} of "
+                f"{t['total_params']:,} ({t['trainable_percent']:.2f}%)",
+                flush=True,
+            )
         self.model.train()
         batches = self.source.batches(self.micro_batches)
         evaluated_at = -1
@@ -433,15 +474,14 @@ class Trainer:
         return self._finish(final, resumed=resumed)
 
     def _finish(self, final: dict[str, Any], *, resumed: bool) -> dict[str, Any]:
-        n_params = sum(p.numel() for p in {id(p): p for p in self.model.parameters()}.values())
+        counts = trainable_summary(self.model)
         summary: dict[str, Any] = {
             "steps": self.step,
             "final_train_loss": self._last_loss,
             "train_time_s": round(self.train_time, 2),
             "tokens_seen": self.tokens_seen,
             "tokens_per_s": round(self.tokens_seen / max(self.train_time, 1e-9), 1),
-            "trainable_params": sum(p.numel() for p in self.params),
-            "total_params": n_params,
+            **counts,
             "resumed": resumed,
         }
         if self.run_dir is not None and self.is_main:
