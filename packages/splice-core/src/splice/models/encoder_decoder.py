@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from splice.generation.kv_cache import KVCache
 from splice.interfaces import BuildContext, ModelOutput
-from splice.models.common import attention_inputs, build_positions, init_weights
+from splice.models.common import attention_inputs, build_positions, init_weights, sum_aux
 from splice.models.decoder import DecoderLM
 from splice.models.encoder_decoder_config import EncoderDecoderConfig
 from splice.nn.dropout import dropout_or_identity
@@ -60,6 +60,12 @@ class TransformerEncoder(nn.Module):
             ``(B, S, D)`` normalised encoder states; rows at padding positions are
             meaningless and must be masked by the reader (cross-attention's ``context_mask``).
         """
+        return self.encode_with_aux(src_ids, src_mask)[0]
+
+    def encode_with_aux(
+        self, src_ids: Tensor, src_mask: Tensor | None = None
+    ) -> tuple[Tensor, Tensor | None]:
+        """``forward`` plus the summed auxiliary loss of the encoder's channel mixers (MoE)."""
         b, s = src_ids.shape
         inputs = attention_inputs(
             batch=b,
@@ -79,7 +85,7 @@ class TransformerEncoder(nn.Module):
         x = self.drop(x)
         for block in self.blocks:
             x = block(x, inputs)
-        return self.final_norm(x)  # type: ignore[no-any-return]
+        return self.final_norm(x), sum_aux(inputs.aux_losses)
 
 
 class EncoderDecoderLM(nn.Module):
@@ -139,18 +145,24 @@ class EncoderDecoderLM(nn.Module):
         Raises:
             ValueError: neither ``encoder_input_ids`` nor ``context`` given.
         """
+        encoder_aux: Tensor | None = None
         if context is None:
             if encoder_input_ids is None:
                 raise ValueError(
                     "EncoderDecoderLM needs the source: give encoder_input_ids (B, S) "
                     "or a precomputed context (B, S, D) from encode()"
                 )
-            context = self.encode(encoder_input_ids, encoder_attention_mask)
+            context, encoder_aux = self.encoder.encode_with_aux(
+                encoder_input_ids, encoder_attention_mask
+            )
         if context_mask is None:
             context_mask = encoder_attention_mask
-        return self.decoder(  # type: ignore[no-any-return]
+        out: ModelOutput = self.decoder(
             input_ids, context=context, context_mask=context_mask, **decoder_kwargs
         )
+        if encoder_aux is not None:  # e.g. MoE balancing losses of the encoder's layers
+            out.aux_loss = encoder_aux if out.aux_loss is None else out.aux_loss + encoder_aux
+        return out
 
     def num_parameters(self, *, trainable_only: bool = False) -> int:
         """Distinct parameters (a shared embedding counts once)."""

@@ -33,6 +33,7 @@ from splice.training.host_memory import retain_freed_host_memory
 from splice.training.metrics import MetricsLog
 from splice.training.report import plot_curves, write_report
 from splice.training.schedule import lr_multiplier
+from splice.training.step_hooks import after_optimizer_step
 from splice.training.stream import Batch, BatchSource, as_source
 
 Evaluator = Callable[[nn.Module], Mapping[str, float]]
@@ -311,6 +312,7 @@ class Trainer:
         grad_norm = clip_gradients(self.params, cfg.max_grad_norm, self.optimizer, divisor=divisor)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+        module_metrics = after_optimizer_step(self.model)  # e.g. MoE bias updates, load stats
         self.step += 1
         assert loss_sum is not None
         self._pending.append(
@@ -320,7 +322,7 @@ class Trainer:
                 loss=loss_sum / divisor,
                 tokens=tokens,
                 grad_norm=grad_norm,
-                metrics={k: v / divisor for k, v in metrics.items()},
+                metrics={**{k: v / divisor for k, v in metrics.items()}, **module_metrics},
                 penalty=pen_sum / divisor if pen_sum is not None else None,
             )
         )

@@ -1,0 +1,46 @@
+"""Load-balancing terms of the router, and the auxiliary-loss-free bias update.
+
+- Switch/GShard loss ``E * sum_i f_i * P_i``: ``f_i`` the fraction of assignments routed to
+  expert ``i`` (not differentiable), ``P_i`` the mean router probability of ``i``
+  (differentiable). It is 1 when routing is uniform and grows with imbalance.
+- Router z-loss ``mean_t logsumexp(logits_t)^2`` (ST-MoE): keeps logits small.
+- DeepSeek-V3 auxiliary-loss-free balancing: a per-expert bias added to the scores for
+  top-k selection only, nudged by ``rate * sign(mean load - load_i)`` after each step.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def load_balancing_loss(scores: Tensor, routed: Tensor, *, normalize: bool) -> Tensor:
+    """Switch/GShard auxiliary loss.
+
+    Args:
+        scores: ``(N, E)`` router scores (softmax, or sigmoid: then set ``normalize`` so each
+            row sums to 1 as DeepSeek-V3's balance loss does).
+        routed: ``(E,)`` assignments per expert.
+    """
+    probs = scores / scores.sum(dim=-1, keepdim=True) if normalize else scores
+    f = routed.to(probs.dtype) / routed.sum().clamp_min(1)  # (E,) fraction of assignments
+    p = probs.mean(dim=0)  # (E,)
+    return scores.shape[-1] * (f * p).sum()
+
+
+def router_z_loss(logits: Tensor) -> Tensor:
+    """``mean_t logsumexp(logits_t)^2`` over ``logits (N, E)``."""
+    return torch.logsumexp(logits, dim=-1).square().mean()
+
+
+def router_entropy(scores: Tensor) -> Tensor:
+    """Mean per-token entropy (nats) of the routing distribution ``scores (N, E)``, normalised."""
+    p = scores / scores.sum(dim=-1, keepdim=True)
+    return -(p * p.clamp_min(1e-20).log()).sum(dim=-1).mean()
+
+
+@torch.no_grad()
+def update_selection_bias(bias: Tensor, load: Tensor, rate: float) -> None:
+    """In place: ``bias_i += rate * sign(mean(load) - load_i)`` (under-loaded experts rise)."""
+    load = load.float()
+    bias.add_(rate * torch.sign(load.mean() - load))

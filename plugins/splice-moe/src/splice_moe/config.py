@@ -1,0 +1,114 @@
+"""``MoEConfig``: the ``moe`` channel mixer's settings (torch-free, so loading stays light)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import (
+    Field,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    model_validator,
+)
+from splice.config import ComponentConfig
+
+
+class MoEConfig(ComponentConfig):
+    """A mixture-of-experts FFN: a router sends each token to ``top_k`` of ``n_experts``.
+
+    Attributes:
+        n_experts: routed experts ``E``.
+        top_k: experts per token ``k`` (1 = Switch, 2 = Mixtral/GShard, any ``k <= E``).
+        expert_hidden: hidden width of one routed expert; default ``multiple * d_model``
+            rounded up to 8. Fine-grained experts (DeepSeekMoE) = many experts, small width.
+        multiple: width multiple used when ``expert_hidden`` is None.
+        activation: ``swiglu`` (``down(silu(gate x) * up x)``) or ``gelu`` (``down(gelu(up x))``).
+        n_shared: always-on shared experts whose output is added to the routed output.
+        shared_hidden: total hidden width of the shared experts (they are stored as one MLP
+            of this width, which equals ``n_shared`` MLPs of ``shared_hidden / n_shared``);
+            default ``n_shared * expert_hidden``.
+        scoring: ``softmax`` over experts (Mixtral, Switch) or per-expert ``sigmoid``
+            (DeepSeek-V3).
+        normalize_top_k: divide the chosen ``k`` scores by their sum (Mixtral, DeepSeek-V3);
+            False keeps the raw scores (Switch).
+        route_scale: multiplier of the routing weights (DeepSeek-V3's scaling factor).
+        jitter: training-time multiplicative noise on the router input, uniform in
+            ``[1 - jitter, 1 + jitter]`` (Switch Transformer).
+        router_noise: training-time Gaussian noise std added to the router logits before
+            top-k selection (noisy top-k gating, Shazeer et al. 2017).
+        aux_loss_weight: weight of the Switch/GShard load-balancing loss
+            ``E * sum_i f_i * P_i`` (0 disables it).
+        z_loss_weight: weight of the router z-loss ``mean(logsumexp(logits)^2)`` (ST-MoE).
+        bias_update_rate: DeepSeek-V3 auxiliary-loss-free balancing: after each optimizer
+            step every expert's selection bias moves by this rate toward balance
+            (``+rate`` if under-loaded, ``-rate`` if over-loaded); 0 disables it.
+        capacity_factor: None = dropless (every assignment is computed); a number ``c``
+            caps each expert at ``ceil(c * tokens * k / E)`` assignments and drops the rest
+            (dropped assignments contribute zero; the residual carries the token).
+        grouped_mm: run the experts with ``torch._grouped_mm`` (``on``), a loop over each
+            expert's contiguous slice (``off``), or whichever the device supports (``auto``).
+    """
+
+    type: Literal["moe"] = "moe"
+    n_experts: PositiveInt = 8
+    top_k: PositiveInt = 2
+    expert_hidden: PositiveInt | None = None
+    multiple: PositiveFloat = 8.0 / 3.0
+    activation: Literal["swiglu", "gelu"] = "swiglu"
+    n_shared: NonNegativeInt = 0
+    shared_hidden: PositiveInt | None = None
+    scoring: Literal["softmax", "sigmoid"] = "softmax"
+    normalize_top_k: bool = True
+    route_scale: PositiveFloat = 1.0
+    jitter: float = Field(default=0.0, ge=0.0, lt=1.0)
+    router_noise: NonNegativeFloat = 0.0
+    aux_loss_weight: NonNegativeFloat = 0.0
+    z_loss_weight: NonNegativeFloat = 0.0
+    bias_update_rate: NonNegativeFloat = 0.0
+    capacity_factor: PositiveFloat | None = None
+    grouped_mm: Literal["auto", "on", "off"] = "auto"
+
+    @model_validator(mode="after")
+    def _check(self) -> MoEConfig:
+        if self.top_k > self.n_experts:
+            raise ValueError(
+                f"top_k={self.top_k} exceeds n_experts={self.n_experts}: "
+                "each token is routed to top_k distinct experts"
+            )
+        if self.shared_hidden is not None:
+            if self.n_shared == 0:
+                raise ValueError(
+                    f"shared_hidden={self.shared_hidden} is set but n_shared=0: "
+                    "set n_shared >= 1 or leave shared_hidden unset"
+                )
+            if self.shared_hidden % self.n_shared:
+                raise ValueError(
+                    f"shared_hidden={self.shared_hidden} does not split into n_shared="
+                    f"{self.n_shared} experts of equal width (not a multiple)"
+                )
+        return self
+
+    def expert_width(self, d_model: int) -> int:
+        """Hidden width of one routed expert at model width ``d_model``."""
+        if self.expert_hidden is not None:
+            return self.expert_hidden
+        return max(8, -(-int(self.multiple * d_model) // 8) * 8)
+
+    def shared_width(self, d_model: int) -> int:
+        """Total hidden width of the shared experts (0 when there are none)."""
+        if self.n_shared == 0:
+            return 0
+        if self.shared_hidden is not None:
+            return self.shared_hidden
+        return self.n_shared * self.expert_width(d_model)
+
+    def active_params(self, d_model: int) -> int:
+        """Parameters one token uses: router + ``k`` routed experts + the shared experts."""
+        per = 3 if self.activation == "swiglu" else 2
+        routed = self.top_k * per * d_model * self.expert_width(d_model)
+        return d_model * self.n_experts + routed + per * d_model * self.shared_width(d_model)
+
+
+__all__ = ["MoEConfig"]

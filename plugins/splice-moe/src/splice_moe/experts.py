@@ -1,0 +1,121 @@
+"""Routed experts stored as batched weights, run on contiguous per-expert slices.
+
+The input rows arrive sorted by expert (``counts[e]`` rows for expert ``e``, in order),
+so expert ``e`` is one dense matmul on its slice. With ``torch._grouped_mm`` all
+experts run in one call (a grouped GEMM); otherwise a loop over the ``E`` slices
+(never over tokens) does the same work.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+HAS_GROUPED_MM = hasattr(torch, "_grouped_mm")
+
+
+def grouped_mm_supported(x: Tensor, *widths: int) -> bool:
+    """Whether ``torch._grouped_mm`` runs for ``x``'s device/dtype in this torch.
+
+    CPU: every floating dtype. CUDA: bf16 on compute capability 9.0+ (Hopper), with
+    16-byte aligned widths, as the kernel requires.
+    """
+    if not HAS_GROUPED_MM:
+        return False
+    if x.device.type == "cpu":
+        return True
+    if x.device.type == "cuda":
+        dtype = torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else x.dtype
+        major, _ = torch.cuda.get_device_capability(x.device)
+        return dtype == torch.bfloat16 and major >= 9 and all(w % 8 == 0 for w in widths)
+    return False
+
+
+class GroupedExperts(nn.Module):
+    """``E`` MLP experts: ``xs (M, D)`` sorted by expert, ``counts (E,)`` -> ``(M, D)``.
+
+    Parameters (Hugging Face Mixtral/Qwen-MoE layout, row = output feature):
+        ``gate_up``: ``(E, 2H, D)`` for SwiGLU (gate rows then up rows), ``(E, H, D)`` for GELU.
+        ``down``: ``(E, D, H)``.
+
+    Args:
+        grouped_mm: ``"auto"`` (grouped GEMM where supported), ``"on"``, or ``"off"``.
+    """
+
+    def __init__(
+        self,
+        n_experts: int,
+        d_model: int,
+        hidden: int,
+        *,
+        activation: str = "swiglu",
+        grouped_mm: str = "auto",
+    ) -> None:
+        super().__init__()
+        if activation not in ("swiglu", "gelu"):
+            raise ValueError(f"activation={activation!r}, expected 'swiglu' or 'gelu'")
+        self.n_experts, self.d_model, self.hidden = n_experts, d_model, hidden
+        self.activation, self.grouped_mm = activation, grouped_mm
+        rows = 2 * hidden if activation == "swiglu" else hidden
+        self.gate_up = nn.Parameter(torch.empty(n_experts, rows, d_model))
+        self.down = nn.Parameter(torch.empty(n_experts, d_model, hidden))
+        self.reset_parameters()
+
+    def reset_parameters(self, std: float = 0.02) -> None:
+        # Normal(0, std) like the core's Linear init; the model's init does not reach 3-D weights.
+        nn.init.normal_(self.gate_up, std=std)
+        nn.init.normal_(self.down, std=std / math.sqrt(2.0))
+
+    def _act(self, h: Tensor) -> Tensor:
+        if self.activation == "swiglu":
+            gate, up = h.chunk(2, dim=-1)  # (M, H) each
+            return F.silu(gate) * up
+        return F.gelu(h)
+
+    def use_grouped(self, xs: Tensor) -> bool:
+        if self.grouped_mm == "off":
+            return False
+        if self.grouped_mm == "on":
+            if not HAS_GROUPED_MM:
+                raise RuntimeError("grouped_mm='on' but this torch has no torch._grouped_mm")
+            return True
+        return grouped_mm_supported(xs, self.d_model, self.hidden)
+
+    def forward(self, xs: Tensor, counts: Tensor) -> Tensor:
+        """Args: ``xs (M, D)`` rows sorted by expert; ``counts (E,)`` int rows per expert."""
+        if self.use_grouped(xs):
+            return self._grouped(xs, counts)
+        return self._looped(xs, counts)
+
+    def _grouped(self, xs: Tensor, counts: Tensor) -> Tensor:
+        dtype = xs.dtype
+        if torch.is_autocast_enabled(xs.device.type):  # grouped_mm has no autocast rule
+            dtype = torch.get_autocast_dtype(xs.device.type)
+        offs = counts.cumsum(0).to(torch.int32)  # (E,) end of each expert's slice
+        w1 = self.gate_up.to(dtype).transpose(-2, -1)  # (E, D, 2H)
+        w2 = self.down.to(dtype).transpose(-2, -1)  # (E, H, D)
+        h = torch._grouped_mm(xs.to(dtype), w1, offs=offs)  # (M, 2H)
+        return torch._grouped_mm(self._act(h), w2, offs=offs)  # (M, D)
+
+    def _looped(self, xs: Tensor, counts: Tensor) -> Tensor:
+        outs = []
+        for e, chunk in enumerate(xs.split(counts.tolist())):  # contiguous slice per expert
+            if chunk.shape[0] == 0:
+                continue
+            outs.append(F.linear(self._act(F.linear(chunk, self.gate_up[e])), self.down[e]))
+        if not outs:
+            return xs.new_zeros(0, self.d_model)
+        return torch.cat(outs)  # (M, D)
+
+    def expert_forward(self, e: int, x: Tensor) -> Tensor:
+        """Expert ``e`` alone on ``x (n, D)`` (reference implementations, tests)."""
+        return F.linear(self._act(F.linear(x, self.gate_up[e])), self.down[e])
+
+    def extra_repr(self) -> str:
+        return (
+            f"n_experts={self.n_experts}, d_model={self.d_model}, hidden={self.hidden}, "
+            f"activation={self.activation}, grouped_mm={self.grouped_mm}"
+        )

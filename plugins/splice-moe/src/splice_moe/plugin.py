@@ -1,0 +1,14 @@
+"""splice-moe entry point: registers the ``moe`` channel mixer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from splice.hookspecs import hookimpl
+
+from splice_moe.config import MoEConfig
+
+
+@hookimpl
+def register_channel_mixers(register: Any) -> None:
+    register(MoEConfig, "splice_moe.layer:build_moe")
