@@ -195,6 +195,12 @@ class Objective(Protocol):
 
     Offline objectives (SFT, DPO) read the batch; online ones (PPO, GRPO) first
     implement ``OnlineObjective.collect`` to generate and score experience.
+
+    Two optional methods: ``setup(model, data)``, called by the Trainer at the starting
+    weights before any resume (take a reference model, as a ``Regularizer`` does), and
+    ``prepare(context)``, called by ``run_experiment`` with a
+    ``splice.training.experiment.RunContext`` (model, task, collate, run_dir, ...) before
+    training (dataset-level work such as precomputing reference log-probs).
     """
 
     def loss(self, model: nn.Module, batch: Mapping[str, Any]) -> LossOutput: ...

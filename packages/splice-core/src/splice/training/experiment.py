@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +36,32 @@ def build_task(config: Any) -> Any:
     return get_registry().build("task", config, None)
 
 
-def build_collator(tokenizer: Any, data: DataConfig) -> Callable[[list[Example]], dict[str, Any]]:
-    """Padded (or packed) SFT batches of at most ``data.max_len`` tokens."""
+@dataclass
+class RunContext:
+    """What ``objective.prepare(context)`` sees before training (e.g. to precompute
+    reference log-probs once over the dataset and save them in ``run_dir``)."""
+
+    model: nn.Module
+    tokenizer: Any
+    task: Any
+    collate: Callable[[list[Any]], dict[str, Any]]
+    run_dir: Path
+    batch_size: int
+    max_len: int
+    resume: bool
+
+
+def build_collator(
+    tokenizer: Any, data: DataConfig, task: Any = None
+) -> Callable[[list[Example]], dict[str, Any]]:
+    """Batches of at most ``data.max_len`` tokens: the task's own collator when it has one
+    (``task.collator(tokenizer, max_len=...)``, e.g. preference pairs), else padded (or
+    packed) SFT batches."""
     from splice.data.collate import PackedSFTCollator, SFTCollator
+
+    make = getattr(task, "collator", None)
+    if callable(make):
+        return make(tokenizer, max_len=data.max_len)  # type: ignore[no-any-return]
 
     cls = PackedSFTCollator if data.packing else SFTCollator
     return cls(tokenizer, max_len=data.max_len)
@@ -54,10 +78,10 @@ def build_evaluator(config: ExperimentConfig, tokenizer: Any, objective: Any, ta
     from splice.generation.sampling import SamplingConfig
 
     ev, seed = config.eval, config.seed
-    collate = build_collator(tokenizer, config.data)
     sampling = SamplingConfig(max_new_tokens=ev.max_new_tokens)
     parts = []
     for prefix, t in {"": task, **{f"{k}/": build_task(v) for k, v in ev.tasks.items()}}.items():
+        collate = build_collator(tokenizer, config.data, t)
         loss_batches = [
             collate(
                 t.sample("held_out", config.train.batch_size, seed=derive_seed(seed, "eval", i))
@@ -147,7 +171,21 @@ def run_experiment(
     model = build_experiment_model(config)
     objective = reg.build("objective", config.objective, None)
     regularizers = [reg.build("regularizer", r, None) for r in config.regularizers]
-    collate = build_collator(tokenizer, config.data)
+    collate = build_collator(tokenizer, config.data, task)
+    prepare = getattr(objective, "prepare", None)
+    if callable(prepare):  # dataset-level set-up at the starting weights (before any resume)
+        prepare(
+            RunContext(
+                model=model,
+                tokenizer=tokenizer,
+                task=task,
+                collate=collate,
+                run_dir=run_dir,
+                batch_size=config.train.batch_size,
+                max_len=config.data.max_len,
+                resume=resume,
+            )
+        )
     train = TaskBatches(
         task,
         collate,
@@ -156,9 +194,10 @@ def run_experiment(
     )
     reg_data = None
     if config.reference_data is not None:
+        ref_task = build_task(config.reference_data.task)
         ref_source = build_batches(
-            build_task(config.reference_data.task),
-            build_collator(tokenizer, config.reference_data),
+            ref_task,
+            build_collator(tokenizer, config.reference_data, ref_task),
             batch_size=config.train.batch_size,
             seed=derive_seed(config.seed, "reference-data"),
         )

@@ -415,7 +415,11 @@ class Trainer:
         cfg = self.config
         if cfg.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
-        # Regularizers snapshot the *starting* weights, so set up before loading a checkpoint.
+        # Regularizers (and objectives with a reference model) snapshot the *starting*
+        # weights, so set up before loading a checkpoint.
+        setup = getattr(self.objective, "setup", None)
+        if callable(setup):
+            setup(self.model, self.regularizer_data)
         for reg in self.regularizers:
             reg.setup(self.model, self.regularizer_data)
         seed_everything(self.seed)

@@ -1,0 +1,265 @@
+"""Preference data: pairs (DPO family) and unpaired examples (KTO), read from JSONL and collated.
+
+Pair lines: ``{"prompt": "...", "chosen": "...", "rejected": "...", "answer"?: "..."}``, or
+chat ``{"chosen": [messages], "rejected": [messages]}`` whose messages agree up to the
+final assistant message (the prompt is rendered from the shared messages with
+``splice.data.chat``). Unpaired lines: ``{"prompt", "completion", "label": bool}`` or
+``{"messages": [...], "label": bool}``. A malformed line raises ``ValueError`` starting
+with ``"<file>:<line>:"``.
+
+``PreferenceCollator`` puts a batch's ``B`` chosen sequences and then its ``B`` rejected
+ones in one ``(2B, T)`` tensor, so both sides go through one forward.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from splice.data.chat import SIMPLE_TEMPLATE, ChatTemplate
+from splice.data.collate import IGNORE_INDEX, Overflow, Tokenizer, tokenize_example
+from splice.data.examples import Example
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class PreferenceExample:
+    """One preference pair.
+
+    Attributes:
+        prompt / chosen / rejected: the texts (completions exclude the prompt).
+        answer: a verifiable answer, if any (exact-match evaluation compares to it).
+        ref_chosen / ref_rejected: precomputed reference log-probs (summed over the
+            completion), set by ``precompute_reference_logps``; None until then.
+    """
+
+    prompt: str
+    chosen: str
+    rejected: str
+    answer: str = ""
+    ref_chosen: float | None = None
+    ref_rejected: float | None = None
+
+    @property
+    def completion(self) -> str:
+        """The preferred completion (what exact-match evaluation falls back to)."""
+        return self.chosen
+
+
+@dataclass(frozen=True)
+class UnpairedExample:
+    """One KTO example: a completion labelled desirable (True) or undesirable (False)."""
+
+    prompt: str
+    completion: str
+    label: bool
+    answer: str = ""
+
+
+def _objects(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(
+                    f"{path}:{lineno}: invalid JSON ({exc.msg} at column {exc.colno})"
+                ) from None
+            if not isinstance(obj, dict):
+                raise ValueError(
+                    f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}"
+                )
+            yield lineno, obj
+
+
+def _field(obj: dict[str, Any], key: str, kind: type | tuple[type, ...] = str) -> Any:
+    if key not in obj:
+        raise ValueError(f"missing field {key!r} (fields present: {sorted(obj)})")
+    value = obj[key]
+    if not isinstance(value, kind):
+        want = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise ValueError(f"field {key!r} must be a {want}, got {type(value).__name__}")
+    return value
+
+
+def _answer(obj: dict[str, Any]) -> str:
+    return str(_field(obj, "answer")) if "answer" in obj else ""
+
+
+def preference_example(
+    obj: dict[str, Any], template: ChatTemplate = SIMPLE_TEMPLATE
+) -> PreferenceExample:
+    """One JSON object -> ``PreferenceExample`` (either line format)."""
+    chosen_raw = obj.get("chosen")
+    if isinstance(chosen_raw, list):  # chat: two conversations sharing all but the last turn
+        chosen_msgs = _field(obj, "chosen", list)
+        rejected_msgs = _field(obj, "rejected", list)
+        prompt, chosen = template.render(chosen_msgs)
+        prompt_r, rejected = template.render(rejected_msgs)
+        if prompt != prompt_r:
+            raise ValueError(
+                "'chosen' and 'rejected' conversations must share every message but the last"
+            )
+        if "prompt" in obj:
+            raise ValueError("a chat pair carries its prompt in the messages; drop 'prompt'")
+        return PreferenceExample(prompt, chosen, rejected, _answer(obj))
+    return PreferenceExample(
+        _field(obj, "prompt"), _field(obj, "chosen"), _field(obj, "rejected"), _answer(obj)
+    )
+
+
+def unpaired_example(
+    obj: dict[str, Any], template: ChatTemplate = SIMPLE_TEMPLATE
+) -> UnpairedExample:
+    """One JSON object -> ``UnpairedExample``."""
+    label = _field(obj, "label", bool)
+    if "messages" in obj:
+        prompt, completion = template.render(_field(obj, "messages", list))
+    else:
+        prompt, completion = _field(obj, "prompt"), _field(obj, "completion")
+    return UnpairedExample(prompt, completion, label, _answer(obj))
+
+
+def read_preference_jsonl(path: str | Path) -> list[PreferenceExample]:
+    """Every pair of a preference JSONL file; a bad line names the file and line."""
+    out = []
+    for lineno, obj in _objects(path):
+        try:
+            out.append(preference_example(obj))
+        except ValueError as exc:
+            raise ValueError(f"{path}:{lineno}: {exc}") from None
+    return out
+
+
+def read_unpaired_jsonl(path: str | Path) -> list[UnpairedExample]:
+    """Every example of an unpaired (KTO) JSONL file; a bad line names the file and line."""
+    out = []
+    for lineno, obj in _objects(path):
+        try:
+            out.append(unpaired_example(obj))
+        except ValueError as exc:
+            raise ValueError(f"{path}:{lineno}: {exc}") from None
+    return out
+
+
+def write_preference_jsonl(path: str | Path, pairs: Sequence[PreferenceExample]) -> None:
+    """Write pairs as prompt/chosen/rejected(/answer) lines (reference values are not stored)."""
+    with open(path, "w", encoding="utf-8") as f:
+        for p in pairs:
+            row = {"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected}
+            if p.answer:
+                row["answer"] = p.answer
+            f.write(json.dumps(row) + "\n")
+
+
+def _pad(rows: Sequence[list[int]], fill: int, t: int) -> Tensor:
+    out = torch.full((len(rows), t), fill, dtype=torch.long)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+    return out
+
+
+def _sequences(
+    tokenizer: Tokenizer,
+    prompts: Sequence[str],
+    completions: Sequence[str],
+    max_len: int,
+    overflow: Overflow,
+) -> dict[str, Tensor]:
+    """``bos + prompt + completion + eos`` rows, right-padded: ids, attention and score masks."""
+    toks = [
+        tokenize_example(tokenizer, Example(p, c), max_len=max_len, overflow=overflow, index=i)
+        for i, (p, c) in enumerate(zip(prompts, completions))
+    ]
+    t = max(len(x.input_ids) for x in toks)
+    ids = _pad([x.input_ids for x in toks], tokenizer.pad_id, t)  # (N, T)
+    labels = _pad([x.labels for x in toks], IGNORE_INDEX, t)  # (N, T)
+    attention = _pad([[1] * len(x.input_ids) for x in toks], 0, t)  # (N, T)
+    return {"input_ids": ids, "labels": labels, "attention_mask": attention}
+
+
+class PreferenceCollator:
+    """``B`` pairs -> one batch of ``2B`` rows: the chosen sequences, then the rejected ones.
+
+    Returns (``T`` the longest row):
+        ``input_ids`` (2B, T) long; ``attention_mask`` (2B, T) long;
+        ``score_mask`` (2B, T) bool, True on completion tokens (and eos), the tokens whose
+        log-probs are scored; ``labels`` (2B, T) long, the chosen completions' tokens and
+        ``-100`` elsewhere (rejected rows included), so the SFT objective run on this batch
+        trains on the chosen side; ``n_pairs`` (scalar long) ``B``;
+        ``ref_chosen_logps`` / ``ref_rejected_logps`` (B,) float32 when every pair carries
+        precomputed reference log-probs.
+    """
+
+    def __init__(
+        self, tokenizer: Tokenizer, *, max_len: int, overflow: Overflow = "truncate"
+    ) -> None:
+        self.tokenizer, self.max_len, self.overflow = tokenizer, max_len, overflow
+
+    def __call__(self, pairs: Sequence[PreferenceExample]) -> dict[str, Tensor]:
+        if not pairs:
+            raise ValueError("cannot collate an empty list of preference pairs")
+        prompts = [p.prompt for p in pairs] * 2
+        completions = [p.chosen for p in pairs] + [p.rejected for p in pairs]
+        batch = _sequences(self.tokenizer, prompts, completions, self.max_len, self.overflow)
+        b = len(pairs)
+        batch["score_mask"] = batch["labels"] != IGNORE_INDEX
+        batch["labels"][b:] = IGNORE_INDEX  # SFT on this batch = SFT on the chosen side
+        batch["n_pairs"] = torch.tensor(b)
+        if all(p.ref_chosen is not None and p.ref_rejected is not None for p in pairs):
+            batch["ref_chosen_logps"] = torch.tensor(
+                [p.ref_chosen for p in pairs], dtype=torch.float32
+            )
+            batch["ref_rejected_logps"] = torch.tensor(
+                [p.ref_rejected for p in pairs], dtype=torch.float32
+            )
+        return batch
+
+
+class UnpairedCollator:
+    """``N`` unpaired examples -> ``N`` rows, plus ``N`` mismatched rows for KTO's KL estimate.
+
+    Returns ``input_ids``/``attention_mask``/``score_mask``/``labels`` (2N, T): rows ``0..N-1``
+    are the examples, rows ``N..2N-1`` pair prompt ``i`` with completion ``i+1 (mod N)``
+    (the reference point ``z``); ``labels`` cover the desirable examples only;
+    ``desirable`` (N,) bool.
+    """
+
+    def __init__(
+        self, tokenizer: Tokenizer, *, max_len: int, overflow: Overflow = "truncate"
+    ) -> None:
+        self.tokenizer, self.max_len, self.overflow = tokenizer, max_len, overflow
+
+    def __call__(self, examples: Sequence[UnpairedExample]) -> dict[str, Tensor]:
+        if not examples:
+            raise ValueError("cannot collate an empty list of examples")
+        n = len(examples)
+        prompts = [e.prompt for e in examples] * 2
+        shifted = [examples[(i + 1) % n].completion for i in range(n)]
+        completions = [e.completion for e in examples] + shifted
+        batch = _sequences(self.tokenizer, prompts, completions, self.max_len, self.overflow)
+        batch["score_mask"] = batch["labels"] != IGNORE_INDEX
+        desirable = torch.tensor([e.label for e in examples], dtype=torch.bool)
+        batch["labels"][n:] = IGNORE_INDEX
+        batch["labels"][:n][~desirable] = IGNORE_INDEX
+        batch["desirable"] = desirable
+        return batch
+
+
+__all__ = [
+    "PreferenceCollator",
+    "PreferenceExample",
+    "UnpairedCollator",
+    "UnpairedExample",
+    "preference_example",
+    "read_preference_jsonl",
+    "read_unpaired_jsonl",
+    "unpaired_example",
+    "write_preference_jsonl",
+]
