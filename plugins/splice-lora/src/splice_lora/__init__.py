@@ -14,6 +14,7 @@ from splice_lora.adapter import (
 )
 from splice_lora.config import LoRAConfig
 from splice_lora.layers import AdapterSpec, LoRAEmbedding, LoRALayer, LoRALinear
+from splice_lora.peft_format import load_peft_adapter, save_peft_adapter
 
 __all__ = [
     "AdapterSpec",
@@ -26,9 +27,11 @@ __all__ = [
     "adapter_names",
     "adapter_state_dict",
     "apply_lora",
+    "load_peft_adapter",
     "lora_layers",
     "merge_adapter",
     "merge_and_unload",
+    "save_peft_adapter",
     "set_active_adapter",
     "unmerge_adapter",
 ]

@@ -34,6 +34,8 @@ def _spec(config: LoRAConfig) -> AdapterSpec:
     return AdapterSpec(
         r=config.r,
         scaling=config.scaling,
+        alpha=config.alpha,
+        rslora=config.rslora,
         dropout=config.dropout,
         init=config.init,
         dora=config.dora,

@@ -26,6 +26,8 @@ class AdapterSpec:
 
     r: int
     scaling: float
+    alpha: float = 1.0
+    rslora: bool = False
     dropout: float = 0.0
     init: str = "kaiming"
     dora: bool = False
