@@ -187,3 +187,51 @@ def test_cached_decoding_matches_full_forward(model: EncoderDecoderLM) -> None:
         steps = [model(tgt[:, i : i + 1], context=memory, cache=cache).logits for i in range(5)]
     assert full is not None
     torch.testing.assert_close(torch.cat(steps, dim=1), full, rtol=0, atol=1e-5)  # type: ignore[arg-type]
+
+
+def _generate_counting_flops(model: EncoderDecoderLM, *, cache_cross: bool, steps: int):
+    """Greedy tokens and total FLOPs of ``generate`` with the cross K/V cache on or off."""
+    from splice.generation.kv_cache import KVCache
+    from splice.generation.sampling import SamplingConfig, generate
+    from torch.utils.flop_counter import FlopCounterMode
+
+    n_layers = len(model.decoder.blocks)
+    model.new_cache = lambda max_len=None: KVCache(  # type: ignore[method-assign]
+        n_layers, max_len or 32, cache_cross=cache_cross
+    )
+    src = rand_ids(2, 9, seed=5)
+    with torch.no_grad():
+        memory = model.encode(src)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        out = generate(
+            model,
+            [[1, 4, 5], [1, 7]],
+            SamplingConfig(max_new_tokens=steps),
+            pad_id=0,
+            context=memory,
+        )
+    return out.tokens, counter.get_total_flops()
+
+
+def test_cross_attention_kv_is_projected_once_per_prompt(model: EncoderDecoderLM) -> None:
+    from splice.generation.kv_cache import KVCache
+
+    """Caching the context's K/V gives the same tokens and saves exactly their projections.
+
+    Without the cache every decode step projects the (B, S, D) context to K and V in every
+    decoder layer again: 2 matmuls of 2*B*S*D*D FLOPs per layer per step.
+    """
+    steps = 6
+    cached, flops_cached = _generate_counting_flops(model, cache_cross=True, steps=steps)
+    recomputed, flops_recomputed = _generate_counting_flops(model, cache_cross=False, steps=steps)
+    assert cached.tolist() == recomputed.tolist()
+    b, s, layers = 2, 9, 2
+    per_step = layers * 2 * (2 * b * s * D * D)
+    assert flops_recomputed - flops_cached == (steps - 1) * per_step
+    # the prefill fills each layer's cross-attention cache with the context's K/V
+    cache = KVCache(2, 32)
+    with torch.no_grad():
+        memory = model.encode(rand_ids(2, 9, seed=5))
+        model(torch.tensor([[1, 4, 5]]), context=memory[:1], cache=cache)
+        assert cache.layers[0].cross.k is not None and cache.layers[0].cross.k.shape[2] == 9

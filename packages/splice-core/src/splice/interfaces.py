@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 if TYPE_CHECKING:
-    from splice.generation.kv_cache import LayerKVCache
+    from splice.generation.kv_cache import CrossKVCache, LayerKVCache
 
 
 # --------------------------------------------------------------------------- build context
@@ -56,6 +56,8 @@ class AttentionInputs:
         attn_mask: ``(B, 1, T, S)`` bool, True = may attend; None means "use ``is_causal``".
         is_causal: plain causal attention over ``T == S`` (the fast SDPA path).
         cache: this layer's KV cache; the mixer appends its new K/V and attends to all of it.
+            A cross-attention mixer gets the layer's ``CrossKVCache`` instead: the context's
+            K/V, projected at the prefill and reused by every decode step.
         context: ``(B, S_ctx, D_ctx)`` encoder output / image features for cross-attention.
         context_mask: ``(B, 1, T, S_ctx)`` bool mask over the context, or None for "all visible".
         aux_losses: channel mixers' auxiliary losses (e.g. MoE balancing) are appended here.
@@ -67,13 +69,13 @@ class AttentionInputs:
     positions: Tensor
     attn_mask: Tensor | None = None
     is_causal: bool = True
-    cache: LayerKVCache | None = None
+    cache: LayerKVCache | CrossKVCache | None = None
     context: Tensor | None = None
     context_mask: Tensor | None = None
     aux_losses: list[Tensor] = field(default_factory=list)
     rope: tuple[Tensor, Tensor] | None = None
 
-    def for_layer(self, cache: LayerKVCache | None) -> AttentionInputs:
+    def for_layer(self, cache: LayerKVCache | CrossKVCache | None) -> AttentionInputs:
         """The same inputs with one layer's cache (aux losses are shared)."""
         return AttentionInputs(
             self.positions,

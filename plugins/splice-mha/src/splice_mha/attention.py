@@ -10,6 +10,7 @@ query heads. Cross-attention takes K and V from ``inputs.context``.
 from __future__ import annotations
 
 import torch
+from splice.generation.kv_cache import CrossKVCache
 from splice.interfaces import AttentionInputs, BuildContext, TokenMixer
 from splice.nn.fused import FusedLinears
 from splice.nn.masks import causal_mask
@@ -147,16 +148,33 @@ class CrossAttention(MultiHeadAttention):
         super().__init__(d_model, **kwargs)  # type: ignore[arg-type]
         self.gate = nn.Parameter(torch.zeros(1)) if gated else None
 
+    def context_kv(self, context: Tensor | None) -> tuple[Tensor, Tensor]:
+        """Keys and values of the context ``(B, S, D_ctx)``: each ``(B, H_kv, S, d)``."""
+        if context is None:
+            raise ValueError("cross-attention needs inputs.context (B, S, D_ctx); none was given")
+        k = self._heads(self.k_proj(context), self.n_kv_heads)  # (B, H_kv, S, d)
+        v = self._heads(self.v_proj(context), self.n_kv_heads)
+        if self.k_norm is not None:
+            k = self.k_norm(k)
+        return k, v
+
     def forward(self, x: Tensor, inputs: AttentionInputs) -> Tensor:
-        if inputs.context is None:
+        if inputs.context is None and not _cached(inputs.cache):
             raise ValueError("cross-attention needs inputs.context (B, S, D_ctx); none was given")
         q = self._heads(self.q_proj(x), self.n_heads)  # (B, H, T, d)
-        k = self._heads(self.k_proj(inputs.context), self.n_kv_heads)  # (B, H_kv, S, d)
-        v = self._heads(self.v_proj(inputs.context), self.n_kv_heads)
-        if self.q_norm is not None and self.k_norm is not None:
-            q, k = self.q_norm(q), self.k_norm(k)
+        if self.q_norm is not None:
+            q = self.q_norm(q)
+        cache = inputs.cache
+        if isinstance(cache, CrossKVCache):  # generation: the context's K/V once per prompt
+            k, v = cache.get(lambda: self.context_kv(inputs.context))
+        else:
+            k, v = self.context_kv(inputs.context)
         y = self.o_proj(self.attend(q, k, v, inputs.context_mask, False))
         return y * torch.tanh(self.gate) if self.gate is not None else y
+
+
+def _cached(cache: object) -> bool:
+    return isinstance(cache, CrossKVCache) and cache.k is not None
 
 
 def _kwargs(config: MHAConfig, ctx: BuildContext) -> dict[str, object]:

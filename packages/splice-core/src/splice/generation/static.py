@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from splice.generation.kv_cache import KVCache
+from splice.generation.kv_cache import CrossKVCache, KVCache
 
 
 class _StaticLayer:
@@ -30,6 +30,7 @@ class _StaticLayer:
 
     def __init__(self, parent: StaticKVCache, k: Tensor, v: Tensor) -> None:
         self.parent, self.k, self.v = parent, k, v
+        self.cross = CrossKVCache()  # replaced by the prefilled layer's (see StaticKVCache)
 
     def update(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """Write ``k, v (B, H_kv, 1, D_h)`` at the slot; return all ``max_len`` slots."""
@@ -55,6 +56,8 @@ class StaticKVCache:
         self.max_len = cache.max_len
         self.length = cache.max_len - 1
         self.layers = [_StaticLayer(self, layer.k, layer.v) for layer in cache.layers]  # type: ignore[arg-type]
+        for static, layer in zip(self.layers, cache.layers):
+            static.cross = layer.cross  # cross-attention K/V from the prefill
         device = self.layers[0].k.device
         self.slot = torch.tensor([cache.length], dtype=torch.long, device=device)
 

@@ -53,12 +53,13 @@ class _BlockBase(Block):
         return self.drop(h) if self.training else h
 
     def _cross_inputs(self, inputs: AttentionInputs) -> AttentionInputs:
-        # Cross-attention keys come from the context, never from this layer's self-attention cache.
+        # Cross-attention keys come from the context, never from this layer's self-attention
+        # cache: it gets the layer's CrossKVCache (context K/V projected once per prompt).
         return AttentionInputs(
             inputs.positions,
             None,
             False,
-            None,
+            getattr(inputs.cache, "cross", None),
             inputs.context,
             inputs.context_mask,
             inputs.aux_losses,
