@@ -59,7 +59,7 @@ class MLPConfig(ComponentConfig):
     type: Literal["mlp"] = "mlp"
     hidden_dim: PositiveInt | None = None
     multiple: PositiveFloat = 4.0
-    activation: Literal["gelu", "gelu_tanh", "relu", "silu"] = "gelu"
+    activation: Literal["gelu", "gelu_tanh", "quick_gelu", "relu", "silu"] = "gelu"
     bias: bool = True
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
 

@@ -19,7 +19,18 @@ def _activation(name: str) -> nn.Module:
         return nn.ReLU()
     if name == "silu":
         return nn.SiLU()
-    raise ValueError(f"unknown activation {name!r}; expected gelu, gelu_tanh, relu or silu")
+    if name == "quick_gelu":
+        return QuickGELU()
+    raise ValueError(
+        f"unknown activation {name!r}; expected gelu, gelu_tanh, quick_gelu, relu or silu"
+    )
+
+
+class QuickGELU(nn.Module):
+    """``x * sigmoid(1.702 x)``: the GELU approximation OpenAI's CLIP was trained with."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * (1.702 * x).sigmoid()
 
 
 class MLP(ChannelMixer):

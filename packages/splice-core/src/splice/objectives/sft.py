@@ -28,6 +28,7 @@ MODEL_INPUT_KEYS = (
     "encoder_attention_mask",
     "context",
     "context_mask",
+    "images",
 )
 
 

@@ -1,0 +1,1 @@
+"""splice-vision: ViT/CLIP encoders, VLM connectors, gated cross-attention, native VLMs."""
