@@ -16,7 +16,7 @@ from splice.hookspecs import hookimpl
 from splice.models.configs import DecoderConfig
 from splice.models.encoder_decoder_config import EncoderDecoderConfig
 from splice.nn import configs as c
-from splice.objectives.configs import SFTConfig
+from splice.objectives.configs import SFTConfig, WeightedSumConfig
 from splice.rewards import configs as rw
 
 
@@ -56,6 +56,7 @@ def register_models(register: Any) -> None:
 @hookimpl
 def register_objectives(register: Any) -> None:
     register(SFTConfig, "splice.objectives.sft:build_sft")
+    register(WeightedSumConfig, "splice.objectives.composite:build_weighted_sum")
 
 
 @hookimpl
