@@ -15,6 +15,7 @@ from splice.config import (
     AdapterField,
     ModelField,
     ObjectiveField,
+    QuantizerField,
     RegularizerField,
     SpliceConfig,
     TaskField,
@@ -131,6 +132,9 @@ class ExperimentConfig(SpliceConfig):
         output_dir: the run folder (checkpoints, metrics.jsonl, plot, report);
             default ``runs/<name>``.
         init_from: a ``model.safetensors`` (or a run/checkpoint folder holding one) to start from.
+        quantizer: quantize the model's linear layers after the weights are loaded and
+            before any adapter is applied (e.g. ``{"type": "nf4"}`` from splice-qlora; its
+            ``targets``/``exclude`` fields pick the layers). The quantized layers are frozen.
         adapter: an adapter (``{"type": "lora", ...}``) applied after ``init_from`` is loaded
             and before the objective is built; it freezes the base, so checkpoints then hold
             only the trainable (adapter) parameters and their optimizer state.
@@ -149,6 +153,7 @@ class ExperimentConfig(SpliceConfig):
     eval: EvalConfig = EvalConfig()
     output_dir: str | None = None
     init_from: str | None = None
+    quantizer: QuantizerField | None = None
     adapter: AdapterField | None = None
     reference_data: DataConfig | None = None
     reference_batches: PositiveInt = 16

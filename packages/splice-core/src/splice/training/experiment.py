@@ -114,17 +114,34 @@ def build_batches(task: Any, collate: Any, *, batch_size: int, seed: int) -> Bat
     return TaskBatches(task, collate, batch_size=batch_size, seed=seed)
 
 
+def quantize_from_config(model: nn.Module, quantizer: Any, config: Any) -> Any:
+    """Quantize the linears ``config.targets`` / ``config.exclude`` pick (if it has them)."""
+    from splice.quantization import DEFAULT_EXCLUDE, quantize_model
+
+    report = quantize_model(
+        model,
+        quantizer,
+        targets=getattr(config, "targets", "all-linear"),
+        exclude=getattr(config, "exclude", DEFAULT_EXCLUDE),
+    )
+    print(report.summary(), file=sys.stderr)
+    return report
+
+
 def build_experiment_model(config: ExperimentConfig) -> nn.Module:
     """The model a run trains: built from ``config.model``, ``init_from`` loaded, then
-    ``config.adapter`` applied (after the weights it adapts, before anything reads the
-    trainable parameters). Seed first (``seed_everything(config.seed)``) to rebuild a run's
-    exact starting point."""
+    ``config.quantizer`` applied to the loaded weights, then ``config.adapter`` (after the
+    weights it adapts, before anything reads the trainable parameters). Seed first
+    (``seed_everything(config.seed)``) to rebuild a run's exact starting point."""
     from splice.models.build import build_model
     from splice.registry import get_registry
 
     model = build_model(config.model)
     if config.init_from:
         load_model_weights(model, config.init_from)
+    if config.quantizer is not None:
+        quantizer = get_registry().build("quantizer", config.quantizer, None)
+        quantize_from_config(model, quantizer, config.quantizer)
     if config.adapter is not None:
         model = get_registry().build("adapter", config.adapter, None).apply(model)
     return model

@@ -1,0 +1,1 @@
+"""bitsandbytes quantizers and QLoRA for splice."""
