@@ -7,3 +7,4 @@ def test_installed():
     info = get_registry().plugins["moe"]
     assert (info.distribution, info.error) == ("splice-moe", None)
     assert info.registered["channel_mixer"] == ["moe"]
+    assert info.registered["hf_architecture"] == ["mixtral"]

@@ -105,5 +105,11 @@ def register_tasks(register: Any) -> None:
 
 
 @hookspec
+def register_hf_architectures(register: Any) -> None:
+    """Register Hugging Face checkpoint layouts: ``register(model_type, "module:factory")``,
+    ``factory() -> splice.hf.architecture.Architecture``."""
+
+
+@hookspec
 def register_recipes(register: Any) -> None:
     """Register runnable recipes: ``register(name, builder)``."""

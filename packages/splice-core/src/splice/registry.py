@@ -44,6 +44,7 @@ KINDS: dict[str, str] = {
     "policy_loss": "register_policy_losses",
     "task": "register_tasks",
     "recipe": "register_recipes",
+    "hf_architecture": "register_hf_architectures",
 }
 
 #: Which distribution to install for tags that are not built in (used in error hints).
@@ -223,7 +224,7 @@ class Registry:
         self, kind: str, plugin: str, distribution: str, added: list[tuple[str, str]]
     ) -> Callable[..., None]:
         def register(config_cls_or_name: Any, factory: Callable[..., Any] | str) -> None:
-            if kind == "recipe":
+            if kind in ("recipe", "hf_architecture"):  # registered by name, no config class
                 tag, config_cls = str(config_cls_or_name), None
             else:
                 config_cls = config_cls_or_name

@@ -12,3 +12,8 @@ from splice_moe.config import MoEConfig
 @hookimpl
 def register_channel_mixers(register: Any) -> None:
     register(MoEConfig, "splice_moe.layer:build_moe")
+
+
+@hookimpl
+def register_hf_architectures(register: Any) -> None:
+    register("mixtral", "splice_moe.hf:mixtral_architecture")

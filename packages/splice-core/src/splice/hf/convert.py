@@ -14,17 +14,30 @@ from splice.models.configs import DecoderConfig
 ARCHITECTURES: dict[str, Architecture] = {a.model_type: a for a in (LLAMA, QWEN2, GPT2)}
 
 
+def all_architectures() -> dict[str, Architecture]:
+    """The built-in architectures plus those plugins register (``register_hf_architectures``)."""
+    from splice.registry import get_registry
+
+    found = dict(ARCHITECTURES)
+    for reg in get_registry().registrations("hf_architecture"):
+        found.setdefault(reg.tag, reg.resolve_factory()())
+    return found
+
+
 def architecture_for(model_type: str) -> Architecture:
-    """The architecture registered for ``model_type``.
+    """The architecture registered for ``model_type`` (built in, or by a plugin).
 
     Raises:
         CheckpointError: the type is not supported (names it and the supported ones).
     """
-    if model_type not in ARCHITECTURES:
+    if model_type in ARCHITECTURES:
+        return ARCHITECTURES[model_type]
+    known = all_architectures()
+    if model_type not in known:
         raise CheckpointError(
-            f"config.json: unsupported model_type {model_type!r}; supported: {sorted(ARCHITECTURES)}"
+            f"config.json: unsupported model_type {model_type!r}; supported: {sorted(known)}"
         )
-    return ARCHITECTURES[model_type]
+    return known[model_type]
 
 
 def config_from_hf(hf: Mapping[str, Any]) -> DecoderConfig:
@@ -42,7 +55,9 @@ def architecture_of(cfg: DecoderConfig, model_type: str | None = None) -> Archit
         ValueError: no architecture (or not the requested one) can represent ``cfg``; the
             message lists the config fields in the way.
     """
-    candidates = [architecture_for(model_type)] if model_type else list(ARCHITECTURES.values())
+    candidates = (
+        [architecture_for(model_type)] if model_type else list(all_architectures().values())
+    )
     reasons = []
     for arch in candidates:
         problems = arch.export_problems(cfg)
