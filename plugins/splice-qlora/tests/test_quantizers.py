@@ -79,7 +79,7 @@ def test_nf4_double_quant_storage_is_at_most_0_52_bytes_per_param(make_model):
 def test_nf4_values_are_the_papers_levels_times_block_absmax():
     lin = _linear()
     layer = quantizer_for(NF4Config(double_quant=False)).quantize(lin)
-    w, deq = lin.weight.detach().reshape(-1, 64), layer.dequantized_weight().reshape(-1, 64)
+    w, deq = lin.weight.detach().reshape(-1, 64), layer.dequantize().reshape(-1, 64)
     absmax = w.abs().amax(dim=1, keepdim=True)
     # Every dequantized weight is a level times its block's absmax (fp32 scales: exact) ...
     ratio = deq / absmax
@@ -99,7 +99,7 @@ def test_double_quant_and_fp4_errors_are_as_expected():
     w = lin.weight.detach()
 
     def rel_err(config):
-        deq = quantizer_for(config).quantize(lin).dequantized_weight()
+        deq = quantizer_for(config).quantize(lin).dequantize()
         return ((deq - w).abs().mean() / w.abs().mean()).item()
 
     nf4, nf4_dq, fp4 = (
@@ -160,12 +160,12 @@ def test_int8_rows_and_outlier_decomposition():
     layer = quantizer_for(Int8Config(threshold=6.0)).quantize(lin)
     x = torch.randn(8, 512)
     # In training mode bitsandbytes' CPU path multiplies by the dequantized weight.
-    torch.testing.assert_close(layer(x), x @ layer.dequantized_weight().t(), atol=1e-2, rtol=1e-2)
+    torch.testing.assert_close(layer(x), x @ layer.dequantize().t(), atol=1e-2, rtol=1e-2)
     layer.eval()  # LLM.int8 proper: int8 matmul + 16-bit outlier columns
     assert layer.weight.dtype == torch.int8 and layer.SCB.shape == (256,)
     # Row-wise absmax scaling: error at most half a step (absmax / 127 / 2) per row.
     step = w.abs().amax(dim=1, keepdim=True) / 127
-    assert ((layer.dequantized_weight() - w).abs() <= step / 2 + 1e-6).all()
+    assert ((layer.dequantize() - w).abs() <= step / 2 + 1e-6).all()
     assert quantization_report(nn.Sequential(layer)).bytes_per_param == pytest.approx(1 + 4 / 512)
     # An outlier feature (one input column far larger than the rest) would stretch the
     # row-wise input scale and wipe out the other columns in int8; LLM.int8 multiplies
@@ -228,9 +228,7 @@ def test_loading_a_quantized_weight_of_the_wrong_shape_names_it(make_model, tmp_
 def test_dequantize_model_gives_plain_linears(make_model):
     model = make_model()
     quantize(model, Int8Config())
-    deq = {
-        n: model.get_submodule(n).dequantized_weight() for n in quantization_report(model).layers
-    }
+    deq = {n: model.get_submodule(n).dequantize() for n in quantization_report(model).layers}
     dequantize_model(model)
     assert quantization_report(model).layers == ()
     for name, w in deq.items():

@@ -36,7 +36,7 @@ class QuantizedLinear(Protocol):
     in_features: int
     out_features: int
 
-    def dequantized_weight(self) -> Tensor:
+    def dequantize(self) -> Tensor:
         """``(out_features, in_features)``: the weight as the forward pass sees it."""
         ...
 
@@ -205,7 +205,7 @@ def dequantize_model(model: nn.Module, *, dtype: torch.dtype | None = None) -> n
     for name, m in list(model.named_modules()):
         if not isinstance(m, QuantizedLinear):
             continue
-        w = m.dequantized_weight()
+        w = m.dequantize()
         bias = getattr(m, "bias", None)
         linear = nn.Linear(
             m.in_features, m.out_features, bias=bias is not None, device=w.device,

@@ -17,6 +17,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 from splice.config import ComponentConfig
+from splice_lora.config import LoRAConfig
 
 #: Block sizes bitsandbytes' 4-bit kernels accept.
 BLOCKSIZES = (32, 64, 128, 256, 512, 1024, 2048, 4096)
@@ -85,3 +86,25 @@ class Int8Config(_TargetsMixin):
 
     type: Literal["int8"] = "int8"
     threshold: float = Field(default=6.0, ge=0.0)
+
+
+class QLoRAConfig(LoRAConfig):
+    """QLoRA (Dettmers et al., 2023): quantize the frozen base to 4 bits, then train LoRA on it.
+
+    The LoRA fields are ``LoRAConfig``'s (rank, alpha, targets, init, ...), with the paper's
+    defaults: LoRA on every linear layer (``targets="all-linear"``, the output head
+    excluded), ``r=16``, ``alpha=32``, dropout 0.05 (PEFT's defaults for the same recipe are
+    close). ``quantization`` says how the base is stored (NF4 + double quantization, blocks
+    of 64). Equivalent to ``quantizer: nf4`` + ``adapter: lora`` in an ``ExperimentConfig``.
+    """
+
+    type: Literal["qlora"] = "qlora"  # type: ignore[assignment]
+    r: int = Field(default=16, gt=0)
+    alpha: float = Field(default=32.0, gt=0)
+    dropout: float = Field(default=0.05, ge=0.0, lt=1.0)
+    targets: list[str] | str = Field(default="all-linear", validate_default=True)
+    quantization: NF4Config | FP4Config = Field(default_factory=NF4Config)
+
+    def lora(self) -> LoRAConfig:
+        """The plain LoRA part of this config."""
+        return LoRAConfig(**self.model_dump(exclude={"type", "quantization"}))

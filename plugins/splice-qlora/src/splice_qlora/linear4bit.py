@@ -174,7 +174,7 @@ class Linear4bit(nn.Module):
         )
         return y.to(dtype)
 
-    def dequantized_weight(self) -> Tensor:
+    def dequantize(self) -> Tensor:
         """``(out, in)`` in the dtype the weight had before quantization."""
         return bnb().functional.dequantize_4bit(self.weight, self.quant_state())
 

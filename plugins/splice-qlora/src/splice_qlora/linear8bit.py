@@ -93,7 +93,7 @@ class Linear8bit(nn.Module):
         y = bnb().matmul(x.to(torch.float16), self.weight, bias=bias, state=self._state())
         return y.to(dtype)
 
-    def dequantized_weight(self) -> Tensor:
+    def dequantize(self) -> Tensor:
         """``(out, in)``: ``weight * SCB / 127`` in the dtype the weight had."""
         return (self.weight.float() * (self.SCB[:, None] / 127.0)).to(self.weight_dtype)
 

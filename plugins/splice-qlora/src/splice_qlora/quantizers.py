@@ -30,7 +30,7 @@ def _check_linear(linear: Any) -> None:
 def _to_linear(module: nn.Module) -> nn.Linear:
     if not isinstance(module, QuantizedLinear):
         raise TypeError(f"expected a quantized linear layer, got {type(module).__name__}")
-    w = module.dequantized_weight()
+    w = module.dequantize()
     bias = getattr(module, "bias", None)
     linear = nn.Linear(module.in_features, module.out_features, bias=bias is not None,
                        device=w.device, dtype=w.dtype)  # fmt: skip
