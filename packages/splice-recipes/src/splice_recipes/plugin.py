@@ -13,3 +13,4 @@ def register_recipes(register: Any) -> None:
     register("arithmetic", "splice_recipes.arithmetic:recipe")
     register("translate", "splice_recipes.translate:recipe")
     register("forgetting", "splice_recipes.forgetting:recipe")
+    register("lora-rank", "splice_recipes.lora_rank:recipe")
