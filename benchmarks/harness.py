@@ -105,6 +105,34 @@ def matmul_peak(dtype: torch.dtype = torch.float32, *, n: int = 1024, repeats: i
     return _PEAK[key]
 
 
+def native(dtype: torch.dtype) -> bool:
+    """Whether ``dtype`` matmuls run natively on the benchmark device (float32 always does).
+
+    On a CPU without AVX512-BF16/AMX, bf16 is emulated ~30-100x slower than float32: a
+    low-precision section there is marked "not native on this machine" instead of being
+    run for an hour (see ``splice.training.precision``).
+    """
+    if dtype == torch.float32:
+        return True
+    from splice.training.precision import bf16_is_native
+
+    return bf16_is_native(device())
+
+
+def not_native_note(what: str) -> str:
+    """The Markdown a section shows instead of figures when its dtype is emulated here."""
+    from splice.training.precision import bf16_slowdown
+
+    ratio = (
+        f", measured {bf16_slowdown():.0f}x slower than float32" if device().type == "cpu" else ""
+    )
+    return (
+        f"*{what}: not native on this machine* (CPU capability "
+        f"{torch.backends.cpu.get_cpu_capability()}: bf16 matmuls are emulated{ratio}); "
+        "not run. Measure it on a CPU with AVX512-BF16/AMX or a CUDA GPU."
+    )
+
+
 def cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -125,10 +153,16 @@ def machine_line() -> str:
         load = f" · load avg {avg:.1f} on {cores} cores"
         if avg > 1.5 * cores:  # other processes competed for the cores during the run
             load += " (oversubscribed: absolute times inflated; same-round ratios stay comparable)"
+    capability = f" · CPU capability {torch.backends.cpu.get_cpu_capability()}"
+    bf16 = (
+        f"bfloat16 {matmul_peak(torch.bfloat16):.0f} GFLOP/s"
+        if native(torch.bfloat16)
+        else "bfloat16 not native (emulated)"
+    )
     return (
-        f"*{_dt.date.today().isoformat()} · {dev.type}: {where} · {torch.get_num_threads()} threads"
-        f" · torch {torch.__version__} · matmul peak float32 {matmul_peak(torch.float32):.0f} GFLOP/s,"
-        f" bfloat16 {matmul_peak(torch.bfloat16):.0f} GFLOP/s{load}*"
+        f"*{_dt.date.today().isoformat()} · {dev.type}: {where}{capability}"
+        f" · {torch.get_num_threads()} threads · torch {torch.__version__}"
+        f" · matmul peak float32 {matmul_peak(torch.float32):.0f} GFLOP/s, {bf16}{load}*"
     )
 
 

@@ -67,7 +67,9 @@ class TrainConfig(SpliceConfig):
     batch_size: PositiveInt = 32
     grad_accum: PositiveInt = 1
     max_grad_norm: PositiveFloat | None = 1.0
-    precision: Literal["float32", "bf16"] = "float32"
+    # "auto": bf16 autocast where the device multiplies bf16 natively (CUDA with bf16, a CPU
+    # with AVX512-BF16/AMX), else float32; see splice.training.precision.
+    precision: Literal["auto", "float32", "bf16"] = "auto"
     optimizer: OptimizerConfig = OptimizerConfig()
     schedule: ScheduleConfig = ScheduleConfig()
     log_every: PositiveInt = 10

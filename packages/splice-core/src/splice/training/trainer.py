@@ -31,6 +31,7 @@ from splice.training.compile import compile_blocks, eager
 from splice.training.config import OptimizerConfig, TrainConfig
 from splice.training.host_memory import retain_freed_host_memory
 from splice.training.metrics import MetricsLog
+from splice.training.precision import resolve_precision
 from splice.training.report import plot_curves, write_report
 from splice.training.schedule import lr_multiplier
 from splice.training.step_hooks import after_optimizer_step
@@ -175,6 +176,7 @@ class Trainer:
         self.optimizer = build_optimizer(model, config.optimizer)
         self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
         self.device = next(model.parameters()).device
+        self.precision = resolve_precision(config.precision, self.device)
         if config.retain_host_memory and self.device.type == "cpu":
             retain_freed_host_memory()  # process-wide, once; a no-op off glibc
         self.step = 0
@@ -203,7 +205,7 @@ class Trainer:
         return batch_to(batch, self.device)
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
-        if self.config.precision == "bf16":
+        if self.precision == "bf16":
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
@@ -489,6 +491,7 @@ class Trainer:
             "tokens_per_s": round(self.tokens_seen / max(self.train_time, 1e-9), 1),
             **counts,
             "resumed": resumed,
+            "precision": self.precision,
         }
         if self.run_dir is not None and self.is_main:
             png = plot_curves(self.run_dir / "metrics.jsonl", self.run_dir / "curves.png")
