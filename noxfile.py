@@ -31,9 +31,13 @@ TEST_DIRS = sorted(
 
 
 def sync(session: nox.Session, *args: str) -> None:
-    """``uv sync --locked`` into this session's virtualenv (not the repo's ``.venv``)."""
+    """``uv sync --locked`` into this session's virtualenv (not the repo's ``.venv``).
+
+    ``--compile-bytecode``: test processes (and the torchrun/CLI subprocesses they start)
+    then never compile torch from source, even where PYTHONDONTWRITEBYTECODE is set.
+    """
     env = {"UV_PROJECT_ENVIRONMENT": str(session.virtualenv.location)}
-    session.run_install("uv", "sync", "--locked", *args, env=env)
+    session.run_install("uv", "sync", "--locked", "--compile-bytecode", *args, env=env)
 
 
 @nox.session(python=PYTHON)

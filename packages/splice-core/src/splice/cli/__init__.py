@@ -25,6 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from splice.cli.bytecode import ensure_bytecode
+
+    ensure_bytecode()  # a no-op unless PYTHONDONTWRITEBYTECODE is set (see its module)
     args = build_parser().parse_args(argv)
     return int(args.func(args) or 0)
 
