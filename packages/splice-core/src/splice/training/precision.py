@@ -79,7 +79,9 @@ def bf16_slowdown(n: int = 256, repeats: int = 3) -> float:
 _warned: set[str] = set()
 
 
-def resolve_precision(precision: Precision, device: torch.device | str) -> Literal["float32", "bf16"]:
+def resolve_precision(
+    precision: Precision, device: torch.device | str
+) -> Literal["float32", "bf16"]:
     """The precision a run uses on ``device``.
 
     ``"auto"`` is bf16 where it is native and float32 elsewhere. An explicit ``"bf16"``
