@@ -39,6 +39,9 @@ def test_strict_mode_reraises_the_import_error(install_plugin, run_python):
     )
     assert done.returncode == 1
     assert "plugin 'broken' (splice-broken) failed to load: RuntimeError" in done.stderr
+    # ... after the plugin's own traceback, which ends in the line that raised
+    assert "Traceback (most recent call last)" in done.stderr
+    assert done.stderr.index("Traceback") < done.stderr.index("splice plugins: error:")
 
 
 def test_strict_mode_reraises_in_python_with_the_original_cause(install_plugin, run_python):

@@ -260,6 +260,9 @@ class Registry:
     def _unknown_tag_message(self, kind: str, tag: str) -> str:
         known = self.tags(kind)
         msg = f"unknown {kind} type {tag!r}; registered {kind} types: {known or 'none'}"
+        close = difflib.get_close_matches(tag, known, n=1, cutoff=0.75)
+        if close:
+            msg += f"; did you mean {close[0]!r}?"
         elsewhere = sorted(k for (k, t) in self._items if t == tag)
         if elsewhere:
             msg += f" ({tag!r} is registered as a {' and a '.join(elsewhere)}, not a {kind})"
@@ -333,7 +336,11 @@ def _tag_of(config_cls: Any) -> str:
         raise PluginError(f"{config_cls!r} has no `type: Literal['<tag>']` field")
     default = fields["type"].default
     if not isinstance(default, str):
-        raise PluginError(f"{config_cls.__name__}.type must default to its tag, got {default!r}")
+        got = "no default" if fields["type"].is_required() else f"default {default!r}"
+        raise PluginError(
+            f"{config_cls.__name__}.type must default to its tag "
+            f"(type: Literal['<tag>'] = '<tag>'), got {got}"
+        )
     return default
 
 

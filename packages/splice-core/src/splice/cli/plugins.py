@@ -24,6 +24,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         reg = get_registry()
     except PluginError as exc:  # strict mode, or two plugins claiming one tag
+        cause = exc.__cause__
+        if cause is not None:  # strict mode: the plugin's own traceback is what helps
+            import traceback
+
+            traceback.print_exception(cause, file=sys.stderr)
         print(f"splice plugins: error: {exc}", file=sys.stderr)
         return 1
     infos = sorted(reg.plugins.values(), key=lambda i: (i.name != "core", i.name))
