@@ -1,37 +1,43 @@
-"""splice-lora: LoRA adapters (rsLoRA, DoRA, PiSSA, LoRA+) and PEFT-format adapter files."""
+"""splice-lora: LoRA adapters (rsLoRA, DoRA, PiSSA, LoRA+) and PEFT-format adapter files.
 
-from splice_lora.adapter import (
-    LoRAAdapter,
-    active_adapter,
-    adapter_names,
-    adapter_state_dict,
-    apply_lora,
-    lora_layers,
-    merge_adapter,
-    merge_and_unload,
-    set_active_adapter,
-    unmerge_adapter,
-)
-from splice_lora.config import LoRAConfig
-from splice_lora.layers import AdapterSpec, LoRAEmbedding, LoRALayer, LoRALinear
-from splice_lora.peft_format import load_peft_adapter, save_peft_adapter
+Names are imported on first use (PEP 562), so loading the ``splice`` entry point
+(``splice_lora.plugin``, which imports this package first) does not import torch and
+``splice plugins`` stays fast.
+"""
 
-__all__ = [
-    "AdapterSpec",
-    "LoRAAdapter",
-    "LoRAConfig",
-    "LoRAEmbedding",
-    "LoRALayer",
-    "LoRALinear",
-    "active_adapter",
-    "adapter_names",
-    "adapter_state_dict",
-    "apply_lora",
-    "load_peft_adapter",
-    "lora_layers",
-    "merge_adapter",
-    "merge_and_unload",
-    "save_peft_adapter",
-    "set_active_adapter",
-    "unmerge_adapter",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_WHERE = {
+    "LoRAAdapter": "adapter",
+    "active_adapter": "adapter",
+    "adapter_names": "adapter",
+    "adapter_state_dict": "adapter",
+    "apply_lora": "adapter",
+    "lora_layers": "adapter",
+    "merge_adapter": "adapter",
+    "merge_and_unload": "adapter",
+    "set_active_adapter": "adapter",
+    "unmerge_adapter": "adapter",
+    "LoRAConfig": "config",
+    "AdapterSpec": "layers",
+    "LoRAEmbedding": "layers",
+    "LoRALayer": "layers",
+    "LoRALinear": "layers",
+    "load_peft_adapter": "peft_format",
+    "save_peft_adapter": "peft_format",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'splice_lora' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"splice_lora.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+__all__ = sorted(_WHERE)
