@@ -28,12 +28,15 @@ class TokenLogprobs:
         entropy: ``(B, T-1)`` float32 entropy of the predictive distribution (0 off-mask),
             or None when not asked for.
         aux_loss: the model's auxiliary loss of this forward (MoE balancing), or None.
+        hidden: ``(B, T, D)`` the model's final hidden states of this forward (a value head
+            on the policy trunk reads them: one forward gives log-probs and values), or None.
     """
 
     logprobs: Tensor
     mask: Tensor
     entropy: Tensor | None = None
     aux_loss: Tensor | None = None
+    hidden: Tensor | None = None
 
     def sum(self) -> Tensor:
         """``(B,)`` summed log-prob of each row's scored tokens."""
@@ -84,7 +87,9 @@ def token_logprobs(
         p = torch.softmax(logits, dim=-1)
         ent = logz - (p * logits).sum(-1)  # (N,): H = log Z - E_p[logit]
         entropy = torch.zeros_like(logprobs).masked_scatter(keep, ent)
-    return TokenLogprobs(logprobs=logprobs, mask=keep, entropy=entropy, aux_loss=out.aux_loss)
+    return TokenLogprobs(
+        logprobs=logprobs, mask=keep, entropy=entropy, aux_loss=out.aux_loss, hidden=out.hidden
+    )
 
 
 def batch_model_inputs(batch: Mapping[str, Any]) -> dict[str, Any]:
