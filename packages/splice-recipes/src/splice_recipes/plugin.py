@@ -14,3 +14,4 @@ def register_recipes(register: Any) -> None:
     register("translate", "splice_recipes.translate:recipe")
     register("forgetting", "splice_recipes.forgetting:recipe")
     register("lora-rank", "splice_recipes.lora_rank:recipe")
+    register("dpo", "splice_recipes.dpo:recipe")
