@@ -61,3 +61,25 @@ def test_run_trains_with_quantized_layers_and_resumes(tmp_path, capsys):
     # state) is loaded into it.
     resumed = run_experiment(_config(tmp_path, 4), resume=True)
     assert resumed["steps"] == 4
+
+
+def test_qlora_adapter_with_8bit_adamw_trains_checkpoints_and_resumes(tmp_path, capsys):
+    def config(steps: int) -> ExperimentConfig:
+        c = _config(tmp_path, steps).model_dump()
+        c.update(quantizer=None, adapter={"type": "qlora", "r": 4, "targets": "q,v"})
+        c["train"]["optimizer"] = {"name": "adamw_8bit", "lr": 1e-2}
+        return ExperimentConfig.model_validate(c)
+
+    report = run_experiment(config(2))
+    assert "quantized 6 linear layers" in capsys.readouterr().err
+    ckpt = tmp_path / "run" / "checkpoints" / "step-000002"
+    with safe_open(str(ckpt / "trainable.safetensors"), "pt") as f:
+        keys = set(f.keys())
+    # A frozen base: the checkpoint holds the adapter (and the optimizer state) only.
+    assert keys and all("lora_" in k for k in keys)
+    with safe_open(str(ckpt / "optimizer.safetensors"), "pt") as f:
+        # bitsandbytes' state names (its 8-bit kernels start at 4096 elements per tensor, so
+        # these tiny LoRA matrices keep 32-bit moments; test_optimizers checks the 8-bit case).
+        assert any(k.endswith("__bnb_optimizer_quant_state__/state1") for k in f.keys())  # noqa: SIM118
+    resumed = run_experiment(config(4), resume=True)
+    assert resumed["steps"] == 4 and report["steps"] == 2

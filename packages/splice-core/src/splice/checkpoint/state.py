@@ -20,10 +20,22 @@ def optimizer_to_flat(optimizer: torch.optim.Optimizer) -> tuple[dict[str, Tenso
     sd = optimizer.state_dict()
     tensors: dict[str, Tensor] = {}
     scalars: dict[str, dict[str, Any]] = {}
+    seen: set[int] = set()  # safetensors refuses tensors that share memory
     for idx, per_param in sd["state"].items():
         for name, value in per_param.items():
             if isinstance(value, Tensor):
                 tensors[f"state.{idx}.{name}"] = value.detach().contiguous().cpu()
+            elif (
+                isinstance(value, dict)
+                and value
+                and all(isinstance(v, Tensor) for v in value.values())
+            ):  # a nested dict of tensors (bitsandbytes' 8-bit state): "<name>/<key>"
+                for sub, v in value.items():
+                    v = v.detach().contiguous().cpu()
+                    if v.data_ptr() in seen:  # e.g. a quantization map shared by all params
+                        v = v.clone()
+                    seen.add(v.data_ptr())
+                    tensors[f"state.{idx}.{name}/{sub}"] = v
             else:
                 scalars.setdefault(str(idx), {})[name] = value
     return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
@@ -36,7 +48,11 @@ def optimizer_from_flat(
     state: dict[int, dict[str, Any]] = {}
     for key, value in tensors.items():
         _, idx, name = key.split(".", 2)
-        state.setdefault(int(idx), {})[name] = value
+        if "/" in name:  # nested, see optimizer_to_flat
+            outer, sub = name.split("/", 1)
+            state.setdefault(int(idx), {}).setdefault(outer, {})[sub] = value
+        else:
+            state.setdefault(int(idx), {})[name] = value
     for idx, named in meta.get("scalars", {}).items():
         state.setdefault(int(idx), {}).update(named)
     groups = []

@@ -26,11 +26,14 @@ from splice.data.tokenizer import DEFAULT_ALPHABET
 class OptimizerConfig(SpliceConfig):
     """The optimizer. Only parameters with ``requires_grad`` are given to it.
 
+    ``adamw_8bit``, ``paged_adamw`` and ``paged_adamw_8bit`` are bitsandbytes' AdamW with
+    8-bit state and/or paged (CUDA only) state; they need bitsandbytes (``uv add splice-qlora``).
+
     ``weight_decay`` applies to matrices (ndim >= 2) only; norms, biases and
     other vectors are not decayed (the usual GPT/Llama practice).
     """
 
-    name: Literal["adamw", "sgd"] = "adamw"
+    name: Literal["adamw", "sgd", "adamw_8bit", "paged_adamw", "paged_adamw_8bit"] = "adamw"
     lr: PositiveFloat = 1e-3
     weight_decay: float = Field(default=0.0, ge=0.0)
     betas: tuple[float, float] = (0.9, 0.999)

@@ -118,14 +118,12 @@ def quantize_from_config(model: nn.Module, quantizer: Any, config: Any) -> Any:
     """Quantize the linears ``config.targets`` / ``config.exclude`` pick (if it has them)."""
     from splice.quantization import DEFAULT_EXCLUDE, quantize_model
 
-    report = quantize_model(
+    return quantize_model(
         model,
         quantizer,
         targets=getattr(config, "targets", "all-linear"),
         exclude=getattr(config, "exclude", DEFAULT_EXCLUDE),
     )
-    print(report.summary(), file=sys.stderr)
-    return report
 
 
 def build_experiment_model(config: ExperimentConfig) -> nn.Module:
@@ -144,6 +142,11 @@ def build_experiment_model(config: ExperimentConfig) -> nn.Module:
         quantize_from_config(model, quantizer, config.quantizer)
     if config.adapter is not None:
         model = get_registry().build("adapter", config.adapter, None).apply(model)
+    from splice.quantization import quantization_report
+
+    quantized = quantization_report(model)  # by the quantizer or a quantizing adapter (qlora)
+    if quantized.layers:
+        print(quantized.summary(), file=sys.stderr)
     return model
 
 

@@ -85,6 +85,10 @@ def build_optimizer(model: nn.Module, cfg: OptimizerConfig) -> torch.optim.Optim
         groups.append(group)
     if cfg.name == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+    if cfg.name != "adamw":  # adamw_8bit, paged_adamw(_8bit): bitsandbytes
+        from splice.training.bnb_optimizers import build_bnb_optimizer
+
+        return build_bnb_optimizer(groups, cfg)
     fused = cfg.fused
     if fused is None:  # the fused kernel is one pass over all params: less per-step overhead
         fused = all(
