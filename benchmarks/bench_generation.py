@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from harness import bench_args, compare, configure_threads, write_section
+from harness import bench_args, compare, configure_threads, device, synchronize, write_section
 
 BATCH, PROMPT, NEW = 8, 16, 128
 COMPILED = "splice, compile=True"
@@ -68,7 +68,7 @@ def build_pair(size: Size) -> tuple[torch.nn.Module, torch.nn.Module]:
     with tempfile.TemporaryDirectory() as folder:
         hf.save_pretrained(folder)
         splice_model = load_model(folder, dtype=torch.float32)
-    return hf, splice_model
+    return hf.to(device()), splice_model.to(device())
 
 
 def candidates(
@@ -137,6 +137,7 @@ def with_cpu_time(fn: Callable[[], object], log: list[float]) -> Callable[[], ob
     def run() -> object:
         t0 = time.process_time()
         out = fn()
+        synchronize()
         log.append(time.process_time() - t0)
         return out
 
@@ -146,7 +147,7 @@ def with_cpu_time(fn: Callable[[], object], log: list[float]) -> Callable[[], ob
 def measure(size: Size, rounds: int) -> tuple[str, dict[str, float]]:
     hf, splice_model = build_pair(size)
     gen = torch.Generator().manual_seed(1)
-    prompts = torch.randint(3, size.vocab, (BATCH, PROMPT), generator=gen)
+    prompts = torch.randint(3, size.vocab, (BATCH, PROMPT), generator=gen).to(device())
     fns = candidates(hf, splice_model, prompts)
     reference = fns["transformers"]()
     t0 = time.perf_counter()

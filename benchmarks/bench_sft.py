@@ -46,8 +46,10 @@ from harness import (
     matmul_peak,
     native,
     not_native_note,
+    synchronize,
     write_section,
 )
+from harness import device as bench_device
 
 D_MODEL, N_LAYERS, N_HEADS, FFN, VOCAB = 512, 4, 8, 1408, 32000
 LR = 1e-4
@@ -125,14 +127,15 @@ class PlainLoop:
     def __init__(self, ckpt: Path, rows: torch.Tensor, *, batch: int, bf16: bool) -> None:
         from transformers import AutoModelForCausalLM
 
-        self.model = AutoModelForCausalLM.from_pretrained(ckpt, dtype=torch.float32).train()
+        self.model = AutoModelForCausalLM.from_pretrained(ckpt, dtype=torch.float32)
+        self.model = self.model.to(bench_device()).train()
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=LR, weight_decay=0.0, fused=True)
-        self.rows, self.batch, self.bf16, self.i = rows, batch, bf16, 0
+        self.rows, self.batch, self.bf16, self.i = rows.to(bench_device()), batch, bf16, 0
 
     def __call__(self) -> None:
         ids = self.rows[self.i : self.i + self.batch]
         self.i = (self.i + self.batch) % self.rows.shape[0]
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+        with torch.autocast(bench_device().type, dtype=torch.bfloat16, enabled=self.bf16):
             loss = self.model(input_ids=ids, labels=ids).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
@@ -149,6 +152,8 @@ def splice_trainer(
     from splice.training.trainer import Trainer
 
     model, _ = load_pretrained(ckpt, dtype=torch.float32)
+    model = model.to(bench_device())
+    rows = rows.to(bench_device())
     batches = [
         {"input_ids": rows[i : i + batch], "labels": rows[i : i + batch]}
         for i in range(0, rows.shape[0], batch)
@@ -204,12 +209,15 @@ def trl_trainer(
 
 def probe_peak(dtype: torch.dtype, *, n: int = 1024, repeats: int = 5) -> float:
     """Best of ``repeats`` ``n x n`` matmuls now, in FLOP/s: the peak at this moment's load."""
-    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    dev = bench_device()
+    a, b = torch.randn(n, n, device=dev).to(dtype), torch.randn(n, n, device=dev).to(dtype)
     a @ b
+    synchronize()
     best = float("inf")
     for _ in range(repeats):
         t0 = time.perf_counter()
         a @ b
+        synchronize()
         best = min(best, time.perf_counter() - t0)
     return 2 * n**3 / best
 
@@ -240,11 +248,13 @@ def run_dtype(
 
     class Alternate(TrainerCallback):  # type: ignore[misc]
         def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            synchronize()
             samples["TRL SFTTrainer"].append(time.perf_counter() - mark[0])
             order = list(steppers)  # the other candidates reverse their order every step
             for name in order if state.global_step % 2 else order[::-1]:
                 t0 = time.perf_counter()
                 steppers[name]()
+                synchronize()
                 samples[name].append(time.perf_counter() - t0)
             facts["threads"] = torch.get_num_threads()
             peaks.append(probe_peak(torch.bfloat16 if bf16 else torch.float32))
