@@ -195,3 +195,18 @@ def test_missing_prompt_ids_and_minibatch_keys(make_model, tokenizer, recorder):
     obj.setup(make_model())
     with pytest.raises(ValueError, match="missing"):
         obj.loss(make_model(), {"input_ids": torch.zeros(1, 3, dtype=torch.long)})
+
+
+def test_value_lr_scale_gives_the_critic_its_own_rate(make_model, tokenizer):
+    from splice.training.config import OptimizerConfig
+    from splice.training.trainer import build_optimizer
+    from torch import nn
+
+    model = make_model()
+    obj = _objective(tokenizer, value_lr_scale=10.0)
+    obj.setup(model)
+    head = obj.trainable_modules()["value_head"]
+    opt = build_optimizer(nn.ModuleList([model, head]), OptimizerConfig(lr=1e-3))
+    scales = {id(p): g.get("lr_scale", 1.0) for g in opt.param_groups for p in g["params"]}
+    assert all(scales[id(p)] == 10.0 for p in head.parameters())
+    assert all(scales[id(p)] == 1.0 for p in model.parameters())

@@ -23,6 +23,8 @@ class PPOConfig(ComponentConfig):
             loss also trains the trunk) or ``"separate"`` (a copy of the policy as the critic's
             trunk, with its own head; twice the weights, no interference with the policy).
         value_head_dropout: dropout before the value head's projection.
+        value_lr_scale: the critic's learning rate as a multiple of the policy's (RL policies
+            train at small rates; a zero-initialised head learns little at the same rate).
         gamma: discount ``γ`` of GAE (1.0: no discount within a completion).
         lam: GAE's ``λ`` (bias/variance trade-off of the advantage).
         clip: policy ratio clip ``ε``: the ratio is clipped to ``[1 - ε, 1 + ε]``.
@@ -49,6 +51,7 @@ class PPOConfig(ComponentConfig):
     samples_per_prompt: PositiveInt = 1
     critic: Literal["shared", "separate"] = "shared"
     value_head_dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+    value_lr_scale: PositiveFloat = 1.0
     gamma: float = Field(default=1.0, ge=0.0, le=1.0)
     lam: float = Field(default=0.95, ge=0.0, le=1.0)
     clip: PositiveFloat = 0.2

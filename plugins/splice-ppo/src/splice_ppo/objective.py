@@ -68,17 +68,28 @@ class PPOObjective:
         self.stopped_early = False  # set by ``loss`` when approx KL passes ``target_kl``
 
     # ------------------------------------------------------------------ setup
-    def setup(self, model: nn.Module) -> None:
-        """Build the critic and the reference for ``model`` (once, at its starting weights)."""
+    def setup(self, model: nn.Module, data: Any = None) -> None:
+        """Build the critic and the reference for ``model`` (once, at its starting weights).
+
+        The trainer calls it before building the optimizer and loading a checkpoint;
+        ``data`` (the run's reference data) is not used by PPO.
+        """
         if self.value_head is not None or self.critic is not None:
             return
         d_model = hidden_size(model)
         device = next(model.parameters()).device
         drop = self.config.value_head_dropout
+        critic: nn.Module
         if self.config.critic == "shared":
-            self.value_head = ValueHead(d_model, dropout=drop).to(device)
+            critic = self.value_head = ValueHead(d_model, dropout=drop).to(device)
         else:
-            self.critic = SeparateCritic.from_policy(model, d_model, dropout=drop).to(device)
+            critic = self.critic = SeparateCritic.from_policy(model, d_model, dropout=drop).to(
+                device
+            )
+        if self.config.value_lr_scale != 1.0:  # the trainer's optimizer reads param_lr_scale
+            critic.param_lr_scale = {
+                name: self.config.value_lr_scale for name, _ in critic.named_parameters()
+            }
         if self.config.kl_coef > 0 or self.config.kl_target is not None:
             self.reference = ReferenceModel(model, mode=self.config.reference)
 
