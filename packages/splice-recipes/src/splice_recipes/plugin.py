@@ -15,3 +15,5 @@ def register_recipes(register: Any) -> None:
     register("forgetting", "splice_recipes.forgetting:recipe")
     register("lora-rank", "splice_recipes.lora_rank:recipe")
     register("dpo", "splice_recipes.dpo:recipe")
+    register("clip", "splice_recipes.clip:recipe")
+    register("vlm-compare", "splice_recipes.vlm_compare:recipe")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
-from splice.config import ComponentConfig, ConnectorField, EncoderField, ModelField
+from splice.config import AdapterField, ComponentConfig, ConnectorField, EncoderField, ModelField
 
 Activation = Literal["gelu", "gelu_tanh", "quick_gelu", "relu", "silu"]
 
@@ -189,6 +189,10 @@ class LlavaConfig(ComponentConfig):
         patch_tokens_only: drop the class token from the encoder output (LLaVA does).
         trainable: freezing policy: ``connector`` (LLaVA stage 1), ``connector+lm``
             (stage 2), ``lm`` or ``all``.
+        lm_adapter: an adapter applied to the LM after the policy (e.g.
+            ``{"type": "lora", "r": 8}`` with splice-lora installed): the LM's base weights
+            are frozen and only the adapter learns there (with ``connector+lm``: LoRA
+            instruction tuning, connector fully trained).
     """
 
     type: Literal["llava"] = "llava"
@@ -198,6 +202,7 @@ class LlavaConfig(ComponentConfig):
     image_token_id: NonNegativeInt
     patch_tokens_only: bool = True
     trainable: Trainable = "connector+lm"
+    lm_adapter: AdapterField | None = None  # type: ignore[valid-type]
 
     @model_validator(mode="after")
     def _check(self) -> LlavaConfig:

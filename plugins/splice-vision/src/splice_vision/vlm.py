@@ -116,6 +116,8 @@ class LlavaVLM(_SplicingVLM):
                 f"connector output width {d_out} does not match the language model's width {d_lm}"
             )
         apply_trainable(self, config.trainable)
+        if config.lm_adapter is not None:  # freezes the LM's base weights, adds the adapter
+            _build("adapter", config.lm_adapter).apply(self.lm)
 
     @property
     def tokens_per_image(self) -> int:
