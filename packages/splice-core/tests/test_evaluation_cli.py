@@ -79,7 +79,9 @@ def test_splice_eval_checkpoint_with_other_task_and_no_write(tmp_path) -> None:
     assert not (ckpt / "eval.json").exists()
 
 
-def test_splice_eval_hugging_face_folder_needs_a_task_and_uses_its_tokenizer(tmp_path) -> None:
+def test_splice_eval_hugging_face_folder_needs_a_task_and_uses_its_tokenizer(
+    tmp_path, capsys
+) -> None:
     from splice.hf import HFTokenizer, save_pretrained
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
@@ -127,5 +129,6 @@ def test_splice_eval_hugging_face_folder_needs_a_task_and_uses_its_tokenizer(tmp
     assert main(argv) == 0
     results = json.loads((folder / "eval.json").read_text())
     assert results["exact_match_examples"] == 4 and "eval_perplexity" in results
-    with pytest.raises(ValueError, match="--task"):
-        main(["eval", "--model", str(folder), "--no-write"])
+    assert main(["eval", "--model", str(folder), "--no-write"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("splice eval: error: --model needs --task")

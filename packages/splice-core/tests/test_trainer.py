@@ -319,10 +319,10 @@ def test_bf16_autocast_runs_matmuls_in_bf16_and_keeps_fp32_weights():
     assert out["final_train_loss"] < losses[0] / 10
 
 
-def test_resume_without_a_checkpoint_starts_fresh(tmp_path):
+def test_resume_auto_without_a_checkpoint_starts_fresh(tmp_path):
     cfg = quiet(steps=4, checkpoint_every=2)
     out = Trainer(nn.Linear(4, 1), Regression(), make_batches(), cfg, run_dir=tmp_path).fit(
-        resume=True
+        resume="auto"
     )
     assert out["resumed"] is False and out["steps"] == 4
     again = Trainer(

@@ -11,7 +11,7 @@ and scored by exact match.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from splice.recipe import Recipe
 from splice.training.config import ExperimentConfig
@@ -58,11 +58,13 @@ def config() -> ExperimentConfig:
     )
 
 
-def run(config: ExperimentConfig, *, resume: bool = False) -> dict[str, Any]:
+def run(
+    config: ExperimentConfig, *, resume: bool | Literal["auto"] = False, overwrite: bool = False
+) -> dict[str, Any]:
     """Train and evaluate; print the held-out exact-match accuracy."""
     from splice.training.experiment import run_experiment
 
-    report = run_experiment(config, resume=resume)
+    report = run_experiment(config, resume=resume, overwrite=overwrite)
     acc = report["eval"].get("exact_match")
     if acc is not None:
         n = config.eval.exact_match_examples

@@ -267,7 +267,8 @@ def _pretrain(config: ForgettingConfig) -> dict[str, Any]:
                 print(f"reusing the pre-trained model in {folder}", flush=True)
                 return saved["report"]  # type: ignore[no-any-return]
             print(f"the splice code changed since {folder} was pre-trained: again", flush=True)
-    report = run_experiment(exp)
+    # The recipe decided to (re)train: an older pre-training in the folder is replaced.
+    report = run_experiment(exp, overwrite=True)
     summary.write_text(json.dumps({"config": wanted, "code": code, "report": report}, indent=2))
     return report
 
@@ -322,7 +323,7 @@ def run(config: ForgettingConfig) -> dict[str, Any]:
     rows: dict[str, dict[str, Any]] = {}
     for arm in config.arms:
         exp = arm_config(config, arm, init_from=str(Path(config.run_dir()) / "pretrain"))
-        rep = run_experiment(exp)
+        rep = run_experiment(exp, overwrite=True)  # each run of the recipe redoes every arm
         rows[arm.name] = {
             "method": _describe(arm, exp.train.optimizer.lr),
             "new_after": float(rep["eval"]["exact_match"]),

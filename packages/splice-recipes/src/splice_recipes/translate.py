@@ -213,7 +213,7 @@ def _train(config: TranslateConfig, model: nn.Module, collate: Any, which: str) 
         seed=config.seed,
         title=f"{config.name}: {which}",
     )
-    summary = trainer.fit()
+    summary = trainer.fit(overwrite=True)  # each run of the recipe retrains both models
     return {
         "parameters": sum(p.numel() for p in model.parameters()),
         "train_time_s": float(summary["train_time_s"]),

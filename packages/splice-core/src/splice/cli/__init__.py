@@ -16,7 +16,9 @@ SUBCOMMANDS = ["plugins", "config_cmd", "run", "hf_import", "generate", "eval"]
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="splice", description="Build and post-train transformers."
+        prog="splice",
+        description="Build and post-train transformers.",
+        epilog="Add --debug anywhere to see the traceback of an error.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
     for name in SUBCOMMANDS:
@@ -25,11 +27,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand; an uncaught error becomes one ``splice <cmd>: error: ...`` line
+    (exit status 1), with the traceback only under ``--debug``."""
     from splice.cli.bytecode import ensure_bytecode
+    from splice.cli.errors import report, wants_debug
 
     ensure_bytecode()  # a no-op unless PYTHONDONTWRITEBYTECODE is set (see its module)
+    argv, debug = wants_debug(list(sys.argv[1:] if argv is None else argv))
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except Exception as exc:
+        return report(args.command, exc, debug=debug)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,13 @@
-"""``splice run NAME|file.py [--set a.b=v ...] [--resume] [--output-dir DIR]``.
+"""``splice run NAME|file.py [--set a.b=v ...] [--resume [auto] | --overwrite] [--output-dir DIR]``.
 
 A recipe is a registered name (kind ``"recipe"``, a ``splice.recipe.Recipe``) or a
 Python file defining ``recipe`` (a ``Recipe``) or ``config()`` (returning a config).
 Its config is overridden, validated, saved in the run folder and run: by the
 recipe's own ``run`` if it has one, else by the standard trainer (``run_experiment``).
+
+A run folder belongs to one run: a fresh run into a folder holding another run's
+checkpoints is refused unless ``--overwrite``; ``--resume`` needs a checkpoint to resume,
+``--resume auto`` resumes when there is one (see ``splice.training.run_folder``).
 """
 
 from __future__ import annotations
@@ -16,9 +20,12 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol, TypeGuard
+from typing import TYPE_CHECKING, Any, Protocol, TypeGuard
 
 from splice.recipe import Recipe
+
+if TYPE_CHECKING:
+    from splice.training.run_folder import ResumeMode
 
 
 def load_recipe(target: str) -> Recipe:
@@ -81,10 +88,20 @@ def add_recipe_arguments(p: argparse.ArgumentParser) -> None:
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("run", help="run a recipe (train, evaluate, report)")
     add_recipe_arguments(p)
-    p.add_argument(
+    how = p.add_mutually_exclusive_group()
+    how.add_argument(
         "--resume",
+        nargs="?",
+        const=True,
+        default=False,
+        choices=["auto"],
+        help="continue from the latest intact checkpoint in the run folder (an error if there "
+        "is none); '--resume auto': resume if there is one, else start fresh",
+    )
+    how.add_argument(
+        "--overwrite",
         action="store_true",
-        help="continue from the latest checkpoint in the run folder",
+        help="start fresh even if the run folder holds another run's checkpoints (deletes them)",
     )
     p.add_argument("--output-dir", help="the run folder (default: the config's, else runs/<name>)")
     p.set_defaults(func=run)
@@ -102,45 +119,43 @@ def run(args: argparse.Namespace) -> int:
             overrides.append(f"output_dir={json.dumps(args.output_dir)}")
         config = apply_overrides(recipe.config(), overrides)
     except (ValidationError, ValueError, FileNotFoundError) as exc:
-        print(f"splice run: {exc}", file=sys.stderr)
+        print(f"splice run: error: {exc}", file=sys.stderr)
         return 2
-    return execute(recipe, config, resume=args.resume)
+    return execute(recipe, config, resume=args.resume, overwrite=args.overwrite)
 
 
-class _ResumableRun(Protocol):
-    def __call__(self, config: Any, *, resume: bool) -> dict[str, Any]: ...
+class _FlexibleRun(Protocol):
+    def __call__(self, config: Any, **flags: Any) -> dict[str, Any]: ...
 
 
-def _takes_resume(fn: Callable[[Any], dict[str, Any]]) -> TypeGuard[_ResumableRun]:
-    """Whether a recipe's ``run`` accepts the ``resume`` keyword ``--resume`` passes."""
-    return "resume" in inspect.signature(fn).parameters
+def _takes(fn: Callable[[Any], dict[str, Any]], flag: str) -> TypeGuard[_FlexibleRun]:
+    """Whether a recipe's ``run`` accepts the keyword ``flag`` (``resume``, ``overwrite``)."""
+    return flag in inspect.signature(fn).parameters
 
 
-def execute(recipe: Recipe, config: Any, *, resume: bool = False) -> int:
-    """Run ``recipe`` on a validated ``config``; print the report; 1 on a stopped run."""
-    from splice.training.trainer import NonFiniteLossError
+def execute(
+    recipe: Recipe, config: Any, *, resume: ResumeMode = False, overwrite: bool = False
+) -> int:
+    """Run ``recipe`` on a validated ``config``; print the report.
 
-    try:
-        run_fn = recipe.run
-        if run_fn is not None:
-            if not resume:
-                report = run_fn(config)
-            elif _takes_resume(run_fn):
-                report = run_fn(config, resume=True)
-            else:
+    Errors raised by the run propagate (``splice.cli.main`` prints them as one line).
+    """
+    run_fn = recipe.run
+    if run_fn is not None:
+        flags = {k: v for k, v in (("resume", resume), ("overwrite", overwrite)) if v}
+        for flag in flags:
+            if not _takes(run_fn, flag):
                 print(
-                    f"splice run: recipe {recipe.name!r} cannot resume (its run() takes no "
-                    "`resume` argument)",
+                    f"splice run: error: recipe {recipe.name!r} cannot {flag} (its run() takes "
+                    f"no `{flag}` argument)",
                     file=sys.stderr,
                 )
                 return 2
-        else:
-            from splice.training.experiment import run_experiment
+        report = run_fn(config, **flags) if flags else run_fn(config)
+    else:
+        from splice.training.experiment import run_experiment
 
-            report = run_experiment(config, resume=resume)
-    except NonFiniteLossError as exc:
-        print(f"splice run: {exc}", file=sys.stderr)
-        return 1
+        report = run_experiment(config, resume=resume, overwrite=overwrite)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for the job
         print(format_report(report))
     return 0

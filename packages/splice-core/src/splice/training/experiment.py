@@ -8,6 +8,7 @@ config -> tokenizer, task, model (+ init weights, + adapter), objective, regular
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from splice.checkpoint import atomic_write_text, load_model_weights
 from splice.data.examples import Example
 from splice.data.tokenizer import CharTokenizer
 from splice.training.config import DataConfig, ExperimentConfig, TokenizerConfig
+from splice.training.run_folder import ResumeMode, claim_run_folder
 from splice.training.stream import BatchSource, ListBatches, TaskBatches, derive_seed
 from splice.training.trainer import Trainer, seed_everything
 
@@ -165,25 +167,41 @@ def _write_config(run_dir: Path, config: ExperimentConfig, *, resume: bool) -> N
 
 
 def run_experiment(
-    config: ExperimentConfig | Mapping[str, Any], *, resume: bool = False
+    config: ExperimentConfig | Mapping[str, Any],
+    *,
+    resume: ResumeMode = False,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Train and evaluate the experiment ``config`` describes; returns the report dict.
 
+    The run folder is claimed (locked, checked) before anything is written into it.
+
     Args:
         config: an ``ExperimentConfig`` (or its JSON dict).
-        resume: continue from the latest checkpoint in the run folder, if any.
+        resume: ``True``: continue from the latest checkpoint in the run folder (an error if
+            there is none); ``"auto"``: continue if there is one, else start fresh.
+        overwrite: a fresh run may delete an earlier run's checkpoints in the folder.
 
     Returns:
         ``{"name", "run_dir", "steps", "final_train_loss", "tokens_per_s", ..., "eval": {...}}``.
-    """
-    from splice.registry import get_registry
 
+    Raises:
+        RunFolderError: the folder is in use, holds another run, or has nothing to resume.
+    """
     if not isinstance(config, ExperimentConfig):
         config = ExperimentConfig.model_validate(config)
-    reg = get_registry()
     run_dir = Path(config.run_dir())
-    run_dir.mkdir(parents=True, exist_ok=True)
-    _write_config(run_dir, config, resume=resume)
+    main = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 writes
+    with claim_run_folder(run_dir if main else None, resume=resume, overwrite=overwrite):
+        if main:
+            _write_config(run_dir, config, resume=bool(resume))
+        return _run(config, run_dir, resume=resume)
+
+
+def _run(config: ExperimentConfig, run_dir: Path, *, resume: ResumeMode) -> dict[str, Any]:
+    from splice.registry import get_registry
+
+    reg = get_registry()
 
     seed_everything(config.seed)
     tokenizer = build_tokenizer(config.tokenizer)

@@ -33,6 +33,7 @@ from splice.training.host_memory import retain_freed_host_memory
 from splice.training.metrics import MetricsLog
 from splice.training.precision import resolve_precision
 from splice.training.report import plot_curves, write_report
+from splice.training.run_folder import ResumeMode, claim_run_folder
 from splice.training.schedule import lr_multiplier
 from splice.training.step_hooks import after_optimizer_step
 from splice.training.stream import Batch, BatchSource, as_source
@@ -410,14 +411,27 @@ class Trainer:
         return rec
 
     # ------------------------------------------------------------------ the loop
-    def fit(self, *, resume: bool = False) -> dict[str, Any]:
-        """Train to ``config.steps`` (continuing from the latest checkpoint if ``resume``).
+    def fit(self, *, resume: ResumeMode = False, overwrite: bool = False) -> dict[str, Any]:
+        """Train to ``config.steps``; the run folder is held (locked) for the whole run.
+
+        Args:
+            resume: ``True``: continue from the latest checkpoint (an error if there is
+                none); ``"auto"``: continue if there is one, else start fresh.
+            overwrite: a fresh run may delete the checkpoints of an earlier run in
+                ``run_dir`` (without it, such a folder is refused).
 
         Returns a summary dict (steps, loss, tokens/s, final eval, paths).
 
         Raises:
             NonFiniteLossError: the loss or gradient norm became NaN/inf (names the step).
+            RunFolderError: ``run_dir`` is in use by another process, holds another run's
+                checkpoints, or has nothing to resume (see ``splice.training.run_folder``).
         """
+        run_dir = self.run_dir if self.is_main else None
+        with claim_run_folder(run_dir, resume=resume, overwrite=overwrite):
+            return self._fit(resume=bool(resume))
+
+    def _fit(self, *, resume: bool) -> dict[str, Any]:
         cfg = self.config
         if cfg.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
