@@ -63,6 +63,7 @@ def test_round_trip_restores_model_optimizer_rng_and_state(tmp_path):
     assert json.loads((path / "config.json").read_text()) == {"a": 1}
     assert sorted(p.name for p in path.iterdir()) == [
         "config.json",
+        "manifest.json",
         "model.safetensors",
         "optimizer.safetensors",
         "rng.safetensors",

@@ -10,15 +10,54 @@ lossless.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import types
+import typing
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, SerializeAsAny
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    SerializeAsAny,
+    ValidationInfo,
+    field_validator,
+)
 
 
 class SpliceConfig(BaseModel):
-    """Base of every splice config: unknown fields are errors, assignments are validated."""
+    """Base of every splice config: unknown fields are errors, assignments are validated,
+    and a number field refuses ``true``/``false`` (pydantic would read ``steps=true`` as 1)."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, bool) and info.field_name is not None:
+            field = cls.model_fields.get(info.field_name)
+            if field is not None and _numeric_not_bool(field.annotation):
+                raise ValueError(f"expected a number, got {str(value).lower()}")
+        return value
+
+
+def _numeric_not_bool(annotation: Any) -> bool:
+    """Whether a field type takes int/float but not bool (``PositiveInt | None``: yes)."""
+    seen: set[Any] = set()
+
+    def walk(t: Any) -> None:
+        origin = typing.get_origin(t)
+        if origin is Annotated:
+            walk(typing.get_args(t)[0])
+        elif origin in (typing.Union, types.UnionType):
+            for arg in typing.get_args(t):
+                walk(arg)
+        elif origin is Literal:
+            seen.update(type(a) for a in typing.get_args(t))
+        else:
+            seen.add(t)
+
+    walk(annotation)
+    return bool(seen & {int, float}) and not seen & {bool, Any, object}
 
 
 class ComponentConfig(SpliceConfig):

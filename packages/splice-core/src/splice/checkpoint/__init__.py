@@ -4,6 +4,7 @@ Nothing here ever unpickles: ``torch.load`` is not used anywhere in splice.
 """
 
 from splice.checkpoint.atomic import atomic_dir, atomic_write_text
+from splice.checkpoint.integrity import CorruptCheckpointError, verify_checkpoint
 from splice.checkpoint.manager import (
     CheckpointManager,
     frozen_base,
@@ -15,6 +16,7 @@ from splice.checkpoint.manager import (
 
 __all__ = [
     "CheckpointManager",
+    "CorruptCheckpointError",
     "atomic_dir",
     "atomic_write_text",
     "frozen_base",
@@ -22,4 +24,5 @@ __all__ = [
     "load_trainable_weights",
     "save_model_weights",
     "save_trainable_weights",
+    "verify_checkpoint",
 ]

@@ -10,6 +10,11 @@ One checkpoint folder holds::
     rng.safetensors         torch generator states (uint8)
     trainer_state.json      step, data position, schedule step, optimizer groups, Python/NumPy RNG
     config.json             the experiment config (when the trainer was given one)
+    manifest.json           size and digest of every file above, written last (``integrity``)
+
+Loading verifies the manifest first, so damaged files are reported by path before any
+state is touched; ``latest_intact`` skips (and, when asked, sets aside) damaged ones.
+A manager given a ``run_id`` prunes only that run's checkpoints.
 """
 
 from __future__ import annotations
@@ -18,14 +23,24 @@ import json
 import os
 import re
 import shutil
+import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, load_model, save_file, save_model
 from torch import nn
 
 from splice.checkpoint.atomic import TMP_PREFIX, atomic_dir, remove_stale_temporaries
+from splice.checkpoint.integrity import (
+    MANIFEST,
+    CorruptCheckpointError,
+    read_manifest,
+    verify_checkpoint,
+    write_manifest,
+)
 from splice.checkpoint.state import (
     optimizer_from_flat,
     optimizer_to_flat,
@@ -86,36 +101,85 @@ def load_trainable_weights(model: nn.Module, path: str | Path) -> None:
             params[name].copy_(value)
 
 
+def _weights_in(folder: Path) -> Path | None:
+    """A checkpoint folder's weights file: the full model's, or a frozen-base run's adapter."""
+    for name in (MODEL_FILE, TRAINABLE_FILE):
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def resolve_weights(path: str | Path) -> Path:
+    """The weights file a path means: the file itself, a checkpoint folder's
+    (``model.safetensors``, or ``trainable.safetensors`` of a frozen-base run), or that of the
+    newest intact checkpoint of a run folder (damaged newer ones are skipped with a warning).
+    A file inside a checkpoint with a manifest is verified against it.
+
+    Raises:
+        FileNotFoundError: nothing to load there (names the path).
+        CorruptCheckpointError: the file's checkpoint manifest says it is damaged.
+    """
+    path = Path(path)
+    if path.is_dir() and _weights_in(path) is None:
+        mgr = CheckpointManager(path / "checkpoints")
+        latest = mgr.latest_intact(require_manifest=False)
+        if latest is None:
+            found = f"only damaged ones ({', '.join(p.name for p in mgr.checkpoints())})"
+            raise FileNotFoundError(
+                f"{path}: no {MODEL_FILE} and no intact checkpoints/step-* inside"
+                + (f": {found}" if mgr.checkpoints() else "")
+            )
+        path = latest
+    if path.is_dir():
+        path = _weights_in(path) or path / MODEL_FILE
+    elif not path.is_file() and path.name == MODEL_FILE:  # an adapter-only checkpoint
+        path = _weights_in(path.parent) or path
+    if not path.is_file():
+        raise FileNotFoundError(f"model weights not found: {path}")
+    if (path.parent / MANIFEST).is_file():  # inside a splice checkpoint: check it first
+        verify_checkpoint(path.parent, [path.name])
+    return path
+
+
 def load_model_weights(model: nn.Module, path: str | Path, *, strict: bool = True) -> None:
     """Load weights into ``model`` from a safetensors file, a checkpoint folder, or a run folder.
 
-    A run folder resolves to its latest checkpoint. A checkpoint of a frozen-base run holds
-    only the adapter (``trainable.safetensors``): it loads into a model rebuilt with the same
-    adapter applied (``splice.training.experiment.build_experiment_model``). Raises FileNotFoundError naming the path
-    when no ``model.safetensors`` is found, ValueError on missing/unexpected keys when strict.
+    A run folder resolves to its newest intact checkpoint; inside a checkpoint the file is
+    verified against the manifest first. A checkpoint of a frozen-base run holds only the
+    adapter (``trainable.safetensors``): it loads into a model rebuilt with the same adapter
+    applied (``splice.training.experiment.build_experiment_model``).
+
+    Raises:
+        FileNotFoundError: no weights found (names the path), or adapter-only weights for a
+            model without a frozen base.
+        CorruptCheckpointError: the file is damaged (names it).
+        ValueError: missing/unexpected keys when ``strict``.
     """
-    path = Path(path)
-    if path.is_dir():
-        if (path / MODEL_FILE).is_file() or (path / TRAINABLE_FILE).is_file():
-            path = path / MODEL_FILE
-        else:
-            latest = CheckpointManager(path / "checkpoints").latest()
-            if latest is None:
-                raise FileNotFoundError(f"{path}: no {MODEL_FILE} and no checkpoints/step-* inside")
-            path = latest / MODEL_FILE
-    if not path.is_file() and (path.parent / TRAINABLE_FILE).is_file() and frozen_base(model):
-        # an adapter checkpoint, and the caller rebuilt the base with the adapter applied
-        load_trainable_weights(model, path.parent / TRAINABLE_FILE)
+    path = resolve_weights(path)
+    if path.name == TRAINABLE_FILE:
+        if not frozen_base(model):
+            raise FileNotFoundError(
+                f"{path.parent} holds only the trainable (adapter) weights of a run with a "
+                "frozen base; rebuild its model from the run's config.json (model, init_from, "
+                f"adapter) and load {TRAINABLE_FILE} with load_trainable_weights"
+            )
+        _load_trainable(model, path)
         return
-    if not path.is_file() and (path.parent / TRAINABLE_FILE).is_file():
-        raise FileNotFoundError(
-            f"{path.parent} holds only the trainable (adapter) weights of a run with a frozen "
-            "base; rebuild its model from the run's config.json (model, init_from, adapter) "
-            f"and load {TRAINABLE_FILE} with load_trainable_weights"
-        )
-    if not path.is_file():
-        raise FileNotFoundError(f"model weights not found: {path}")
-    missing, unexpected = load_model(model, str(path), strict=False)
+    _load_file(model, path, strict=strict)
+
+
+def _load_trainable(model: nn.Module, path: Path) -> None:
+    try:
+        load_trainable_weights(model, path)
+    except (SafetensorError, OSError) as exc:
+        raise CorruptCheckpointError(path.parent, f"{path.name} cannot be read ({exc})") from None
+
+
+def _load_file(model: nn.Module, path: Path, *, strict: bool) -> None:
+    try:
+        missing, unexpected = load_model(model, str(path), strict=False)
+    except (SafetensorError, OSError) as exc:  # e.g. a truncated file with no manifest
+        raise CorruptCheckpointError(path.parent, f"{path.name} cannot be read ({exc})") from None
     if strict and (missing or unexpected):
         raise ValueError(
             f"{path} does not match the model: missing keys {sorted(missing)[:8]}, "
@@ -126,11 +190,14 @@ def load_model_weights(model: nn.Module, path: str | Path, *, strict: bool = Tru
 class CheckpointManager:
     """Saves, finds, loads and prunes the checkpoints under ``root``."""
 
-    def __init__(self, root: str | Path, *, keep_last: int | None = None) -> None:
+    def __init__(
+        self, root: str | Path, *, keep_last: int | None = None, run_id: str | None = None
+    ) -> None:
         if keep_last is not None and keep_last < 1:
             raise ValueError(f"keep_last must be >= 1 or None, got {keep_last}")
         self.root = Path(root)
         self.keep_last = keep_last
+        self.run_id = run_id
 
     def checkpoints(self) -> list[Path]:
         """Complete checkpoints, oldest first (temporaries of a killed writer are ignored)."""
@@ -145,6 +212,35 @@ class CheckpointManager:
         ckpts = self.checkpoints()
         return ckpts[-1] if ckpts else None
 
+    def latest_intact(
+        self, *, set_aside: bool = False, require_manifest: bool = True
+    ) -> Path | None:
+        """The newest checkpoint whose files match its manifest; warns about each damaged
+        newer one and, with ``set_aside``, renames it to ``step-N.corrupt`` (kept to inspect,
+        ignored from then on). Without ``require_manifest`` a folder with no manifest (made
+        by hand or by an older splice) is taken as it is: there is nothing to check it by."""
+        for path in reversed(self.checkpoints()):
+            if not require_manifest and not (path / MANIFEST).is_file():
+                return path
+            try:
+                verify_checkpoint(path)
+            except CorruptCheckpointError as exc:
+                note = ""
+                if set_aside:
+                    note = f"; moved to {self.set_aside(path, 'corrupt').name}"
+                print(f"warning: {exc}: skipped, trying an older checkpoint{note}", file=sys.stderr)
+                continue
+            return path
+        return None
+
+    def set_aside(self, path: Path, reason: str) -> Path:
+        """Rename checkpoint ``path`` to ``<name>.<reason>`` so resume and pruning ignore it."""
+        target = path.with_name(f"{path.name}.{reason}")
+        if target.exists():
+            shutil.rmtree(target)
+        os.rename(path, target)
+        return target
+
     def save(
         self,
         step: int,
@@ -153,12 +249,16 @@ class CheckpointManager:
         optimizer: torch.optim.Optimizer | None,
         state: dict[str, Any],
         config: dict[str, Any] | None = None,
+        protect: Iterable[Path | None] = (),
     ) -> Path:
-        """Write checkpoint ``step`` atomically, then prune to ``keep_last``; returns its folder."""
+        """Write checkpoint ``step`` atomically (manifest last), then prune to ``keep_last``
+        (never a ``protect``ed checkpoint); returns its folder."""
         remove_stale_temporaries(self.root)
         final = self.root / f"step-{step:06d}"
         rng_tensors, rng_meta = rng_to_flat()
         full_state = {"format": FORMAT_VERSION, "step": step, **state, "rng": rng_meta}
+        if self.run_id is not None:
+            full_state["run_id"] = self.run_id
         with atomic_dir(final) as tmp:
             if frozen_base(model):  # the base is rebuilt from the config; save the adapter
                 save_trainable_weights(model, tmp / TRAINABLE_FILE)
@@ -173,7 +273,8 @@ class CheckpointManager:
             (tmp / "trainer_state.json").write_text(json.dumps(full_state, indent=1))
             if config is not None:
                 (tmp / "config.json").write_text(json.dumps(config, indent=2))
-        self._prune()
+            write_manifest(tmp, step=step, run_id=self.run_id)  # last: it vouches for the rest
+        self._prune(protect)
         return final
 
     def load(
@@ -183,18 +284,30 @@ class CheckpointManager:
         model: nn.Module,
         optimizer: torch.optim.Optimizer | None = None,
         restore_rng: bool = True,
+        verify: bool = True,
     ) -> dict[str, Any]:
-        """Restore model (and optimizer, RNG) from a checkpoint folder; returns its trainer state."""
+        """Restore model (and optimizer, RNG) from a checkpoint folder; returns its trainer state.
+
+        With ``verify`` every file is checked against the manifest before anything is loaded.
+
+        Raises:
+            CorruptCheckpointError: a damaged checkpoint (names the folder and the file).
+        """
         path = Path(path)
-        state: dict[str, Any] = json.loads((path / "trainer_state.json").read_text())
+        if verify:
+            verify_checkpoint(path)
+        try:
+            state: dict[str, Any] = json.loads((path / "trainer_state.json").read_text())
+        except (OSError, ValueError) as exc:
+            raise CorruptCheckpointError(path, f"trainer_state.json unreadable ({exc})") from None
         if state.get("format") != FORMAT_VERSION:
             raise ValueError(
                 f"{path}: checkpoint format {state.get('format')!r}, expected {FORMAT_VERSION}"
             )
         if state.get("weights") == "trainable":
-            load_trainable_weights(model, path / TRAINABLE_FILE)
+            _load_trainable(model, path / TRAINABLE_FILE)
         else:
-            load_model_weights(model, path / MODEL_FILE)
+            _load_file(model, path / MODEL_FILE, strict=True)
         if optimizer is not None and "optimizer" in state:
             tensors = load_file(str(path / "optimizer.safetensors"))
             optimizer_from_flat(optimizer, tensors, state["optimizer"])
@@ -202,10 +315,26 @@ class CheckpointManager:
             rng_from_flat(load_file(str(path / "rng.safetensors")), state["rng"])
         return state
 
-    def _prune(self) -> None:
+    def run_of(self, path: Path) -> str | None:
+        """The ``run_id`` a checkpoint's manifest records (None: unknown or unreadable)."""
+        try:
+            run_id = read_manifest(path).get("run_id")
+        except CorruptCheckpointError:
+            return None
+        return str(run_id) if run_id is not None else None
+
+    def _prune(self, protect: Iterable[Path | None] = ()) -> None:
         if self.keep_last is None:
             return
-        for old in self.checkpoints()[: -self.keep_last]:
+        keep = {Path(p).name for p in protect if p is not None}
+        mine = [
+            p
+            for p in self.checkpoints()
+            if self.run_id is None or self.run_of(p) == self.run_id  # never another run's
+        ]
+        for old in mine[: -self.keep_last]:
+            if old.name in keep:
+                continue
             # Rename first so a kill during deletion never leaves a half-deleted step-* folder.
             doomed = old.with_name(f"{TMP_PREFIX}del-{old.name}")
             os.rename(old, doomed)

@@ -10,7 +10,8 @@ Two line formats:
   assistant message is trained on).
 
 Blank lines are skipped. A malformed line raises ``ValueError`` starting with
-``"<file>:<line>:"`` and saying what was wrong (bad JSON, missing key, wrong type).
+``"<file>:<line>:"`` and saying what was wrong (not UTF-8, bad JSON, missing key, wrong
+type); a file with no example at all is an error naming the file.
 """
 
 from __future__ import annotations
@@ -28,8 +29,15 @@ Format = Literal["auto", "prompt_completion", "chat"]
 
 def _objects(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """``(line number, JSON object)`` for each non-blank line; errors name file and line."""
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
+    with open(path, "rb") as f:  # decoded per line, so a bad byte is reported by line
+        for lineno, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise ValueError(
+                    f"{path}:{lineno}: not valid UTF-8 (byte 0x{raw[exc.start]:02x} at "
+                    f"column {exc.start + 1}); save the file as UTF-8"
+                ) from None
             if not line.strip():
                 continue
             try:
@@ -72,34 +80,38 @@ def chat_example(obj: dict[str, Any], template: ChatTemplate = SIMPLE_TEMPLATE) 
     return Example(prompt, completion, completion.strip())
 
 
-def _read(path: str | Path, parse: Callable[[dict[str, Any]], Example]) -> list[Example]:
+def _read(
+    path: str | Path, parse: Callable[[dict[str, Any]], Example]
+) -> list[tuple[int, Example]]:
     out = []
     for lineno, obj in _objects(path):
         try:
-            out.append(parse(obj))
+            out.append((lineno, parse(obj)))
         except ValueError as exc:
             raise ValueError(f"{path}:{lineno}: {exc}") from None
+    if not out:
+        raise ValueError(f"{path}: no examples (the file is empty or has only blank lines)")
     return out
 
 
 def read_prompt_completion(path: str | Path) -> list[Example]:
     """All examples of a prompt/completion JSONL file."""
-    return _read(path, prompt_completion_example)
+    return [ex for _, ex in _read(path, prompt_completion_example)]
 
 
 def read_chat(path: str | Path, *, template: ChatTemplate = SIMPLE_TEMPLATE) -> list[Example]:
     """All examples of a chat JSONL file, rendered with ``template``."""
-    return _read(path, lambda obj: chat_example(obj, template))
+    return [ex for _, ex in _read(path, lambda obj: chat_example(obj, template))]
 
 
-def read_jsonl(
+def read_jsonl_lines(
     path: str | Path, *, format: Format = "auto", template: ChatTemplate = SIMPLE_TEMPLATE
-) -> list[Example]:
-    """Read either format; ``"auto"`` decides per line (``messages`` key -> chat)."""
+) -> list[tuple[int, Example]]:
+    """``(line number, example)`` for every example of a file (so checks can name the line)."""
     if format == "prompt_completion":
-        return read_prompt_completion(path)
+        return _read(path, prompt_completion_example)
     if format == "chat":
-        return read_chat(path, template=template)
+        return _read(path, lambda obj: chat_example(obj, template))
     if format != "auto":
         raise ValueError(f"format must be 'auto', 'prompt_completion' or 'chat', got {format!r}")
 
@@ -109,10 +121,18 @@ def read_jsonl(
     return _read(path, parse)
 
 
+def read_jsonl(
+    path: str | Path, *, format: Format = "auto", template: ChatTemplate = SIMPLE_TEMPLATE
+) -> list[Example]:
+    """Read either format; ``"auto"`` decides per line (``messages`` key -> chat)."""
+    return [ex for _, ex in read_jsonl_lines(path, format=format, template=template)]
+
+
 __all__ = [
     "chat_example",
     "prompt_completion_example",
     "read_chat",
     "read_jsonl",
+    "read_jsonl_lines",
     "read_prompt_completion",
 ]

@@ -75,12 +75,18 @@ class JsonlTask:
         if split not in data:
             raise ValueError(f"split must be 'train' or 'held_out', got {split!r}")
         if not data[split]:
-            where = (
-                "set `held_out` to a file or `held_out_fraction` > 0"
-                if split == "held_out" and self.config.held_out is None
-                else "check the file"
-            )
-            raise ValueError(f"jsonl task ({self.config.train}): split {split!r} is empty; {where}")
+            cfg = self.config
+            if split == "train" or cfg.held_out is not None:
+                where = f"every example of {cfg.train} went to the held-out split"
+            elif cfg.held_out_fraction > 0:
+                n = len(data["train"])
+                where = (
+                    f"none of its {n} examples fell in held_out_fraction="
+                    f"{cfg.held_out_fraction}; raise it, or set `held_out` to a file"
+                )
+            else:
+                where = "set `held_out` to a file or `held_out_fraction` > 0"
+            raise ValueError(f"jsonl task ({cfg.train}): split {split!r} is empty; {where}")
         return data[split]
 
     def __len__(self) -> int:

@@ -173,5 +173,22 @@ class ExperimentConfig(SpliceConfig):
             )
         return self
 
+    @model_validator(mode="after")
+    def _check_context(self) -> ExperimentConfig:
+        # A decoder-only model sees whole training sequences: longer ones than its context
+        # would fail deep inside the positional encoding. (Encoder-decoder models split
+        # them into source and target, each with its own limit.)
+        context = getattr(self.model, "max_seq_len", None)
+        if not isinstance(context, int) or hasattr(self.model, "max_source_len"):
+            return self
+        for field, data in (("data", self.data), ("reference_data", self.reference_data)):
+            if data is not None and data.max_len > context:
+                raise ValueError(
+                    f"{field}.max_len={data.max_len} exceeds the model's context "
+                    f"(model.max_seq_len={context}); lower {field}.max_len or raise "
+                    "model.max_seq_len"
+                )
+        return self
+
     def run_dir(self) -> str:
         return self.output_dir or f"runs/{self.name}"

@@ -297,6 +297,7 @@ class DistributedTrainer(Trainer):
                 optimizer=optimizer,
                 state=self.state(),
                 config=self.run_config,
+                protect=[self.last_good_checkpoint()],
             )
         # Every rank records the path (the loop's end checks it), and none races ahead
         # (e.g. to resume) before the files exist.
@@ -323,7 +324,7 @@ class DistributedTrainer(Trainer):
     def resume(self) -> bool:
         """Load rank 0's latest checkpoint on every rank (the run folder must be shared)."""
         mgr = self.checkpoints
-        latest = mgr.latest() if mgr is not None and self.is_main else None
+        latest = mgr.latest_intact(set_aside=True) if mgr is not None and self.is_main else None
         step = torch.tensor([-1 if latest is None else int(latest.name.split("-")[1])])
         dist.broadcast(step, src=0)  # every rank loads the checkpoint rank 0 saw
         if int(step) < 0:

@@ -152,6 +152,19 @@ def build_experiment_model(config: ExperimentConfig) -> nn.Module:
     return model
 
 
+def preflight(config: ExperimentConfig, tokenizer: Any, task: Any) -> None:
+    """Check the data and evaluation settings against tokenizer and model before step 1
+    (``splice.training.preflight``); raises ``PreflightError`` naming the problem."""
+    from splice.training.preflight import check_experiment
+
+    tasks = {"data": (config.data.task, task)}
+    tasks.update({f"eval.tasks.{k}": (v, build_task(v)) for k, v in config.eval.tasks.items()})
+    if config.reference_data is not None:
+        ref = config.reference_data.task
+        tasks["reference_data"] = (ref, build_task(ref))
+    check_experiment(config, tokenizer, tasks)
+
+
 def _write_config(run_dir: Path, config: ExperimentConfig, *, resume: bool) -> None:
     path = run_dir / "config.json"
     new = config.model_dump(mode="json")
@@ -206,6 +219,7 @@ def _run(config: ExperimentConfig, run_dir: Path, *, resume: ResumeMode) -> dict
     seed_everything(config.seed)
     tokenizer = build_tokenizer(config.tokenizer)
     task = build_task(config.data.task)
+    preflight(config, tokenizer, task)  # before anything slow: fail now, not at the end
     model = build_experiment_model(config)
     objective = reg.build("objective", config.objective, None)
     regularizers = [reg.build("regularizer", r, None) for r in config.regularizers]

@@ -4,8 +4,9 @@ One *step* = ``grad_accum`` micro-batches, then clip, then one optimizer update.
 Per-step values stay tensors until a *flush* (every ``log_every`` steps, and before
 an eval or a checkpoint), where they are synced once, checked for non-finite
 values, written to ``metrics.jsonl`` (one line per step) and shown in the progress bar.
-A checkpoint is only written after a flush that found every step finite, so a
-diverged run always leaves its last good checkpoint behind.
+A checkpoint is only written after a flush that found every step finite and a check
+that its weights are finite; see ``splice.training.nan_guard`` for when it counts as
+good and what a diverged run leaves behind.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import contextlib
 import math
 import random
 import time
+import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from splice.checkpoint import CheckpointManager
+from splice.checkpoint import CheckpointManager, CorruptCheckpointError
 from splice.data.device import batch_to
 from splice.interfaces import LossOutput
 from splice.training.clip import clip_gradients
@@ -31,6 +33,15 @@ from splice.training.compile import compile_blocks, eager
 from splice.training.config import OptimizerConfig, TrainConfig
 from splice.training.host_memory import retain_freed_host_memory
 from splice.training.metrics import MetricsLog
+from splice.training.nan_guard import (
+    NonFiniteLossError,
+    NonFiniteWeightsError,
+    check_start_weights,
+    divergence_message,
+    newest_good,
+    non_finite_tensors,
+    set_aside_unverified,
+)
 from splice.training.precision import resolve_precision
 from splice.training.report import plot_curves, write_report
 from splice.training.run_folder import ResumeMode, claim_run_folder
@@ -39,10 +50,7 @@ from splice.training.step_hooks import after_optimizer_step
 from splice.training.stream import Batch, BatchSource, as_source
 
 Evaluator = Callable[[nn.Module], Mapping[str, float]]
-
-
-class NonFiniteLossError(RuntimeError):
-    """The loss or gradient norm became NaN/inf; the message names the step and last checkpoint."""
+__all__ = ["NonFiniteLossError", "NonFiniteWeightsError", "Trainer", "build_optimizer"]
 
 
 def param_lr_scales(model: nn.Module) -> dict[int, float]:
@@ -189,6 +197,8 @@ class Trainer:
         self.train_time = 0.0  # seconds spent in training steps, carried across resumes
         self.tokens_seen = 0
         self.last_checkpoint: Path | None = None
+        self.run_id = uuid.uuid4().hex  # names this run's checkpoints; kept across resumes
+        self.finite_through = 0  # the last step whose loss was seen finite (nan_guard)
         self.history: list[dict[str, Any]] = []  # eval records
         self._pending: list[_Pending] = []
         self._last_loss = math.nan
@@ -200,7 +210,13 @@ class Trainer:
     def checkpoints(self) -> CheckpointManager | None:
         if self.run_dir is None:
             return None
-        return CheckpointManager(self.run_dir / "checkpoints", keep_last=self.config.keep_last)
+        return CheckpointManager(
+            self.run_dir / "checkpoints", keep_last=self.config.keep_last, run_id=self.run_id
+        )
+
+    def last_good_checkpoint(self) -> Path | None:
+        """The newest checkpoint known to hold finite weights that give a finite loss."""
+        return newest_good(self.checkpoints, self.finite_through)
 
     def _metrics(self) -> MetricsLog:
         path = self.run_dir / "metrics.jsonl" if self.run_dir is not None and self.is_main else None
@@ -231,27 +247,47 @@ class Trainer:
         }
 
     def save_checkpoint(self) -> Path | None:
-        """Flush (so only verified-finite steps are saved), then write checkpoint ``step``."""
+        """Flush (so only verified-finite steps are saved), check the weights are finite,
+        then write checkpoint ``step`` (pruning never removes the newest good one)."""
         self.flush()
         mgr = self.checkpoints
         if mgr is None or not self.is_main:
             return None
+        bad = non_finite_tensors(self.model)
+        if bad:  # the last update overflowed: its loss (next step) would be the first NaN
+            raise NonFiniteLossError(
+                divergence_message(
+                    f"weights ({', '.join(bad)}) after the update",
+                    self.step,
+                    self.last_good_checkpoint(),
+                    [],
+                )
+            )
         self.last_checkpoint = mgr.save(
             self.step,
             model=self.model,
             optimizer=self.optimizer,
             state=self.state(),
             config=self.run_config,
+            protect=[self.last_good_checkpoint()],
         )
         return self.last_checkpoint
 
     def resume(self) -> bool:
-        """Load the latest checkpoint of ``run_dir`` if there is one; True when resumed."""
+        """Load the newest intact checkpoint of ``run_dir`` if there is one; True when resumed.
+
+        Damaged newer checkpoints are reported, set aside (``step-N.corrupt``) and skipped.
+
+        Raises:
+            CorruptCheckpointError: there are checkpoints but none is intact.
+        """
         mgr = self.checkpoints
-        latest = mgr.latest() if mgr is not None else None
-        if latest is None:
+        if mgr is None or not mgr.checkpoints():
             return False
-        st = mgr.load(latest, model=self.model, optimizer=self.optimizer)  # type: ignore[union-attr]
+        latest = mgr.latest_intact(set_aside=True)
+        if latest is None:
+            raise CorruptCheckpointError(mgr.root, "no intact checkpoint left to resume from")
+        st = mgr.load(latest, model=self.model, optimizer=self.optimizer, verify=False)
         self.restore_state(st, latest)
         return True
 
@@ -262,6 +298,8 @@ class Trainer:
         self.train_time = float(st.get("train_time_s", 0.0))
         self.tokens_seen = int(st.get("tokens_seen", 0))
         self.last_checkpoint = checkpoint
+        self.run_id = str(st.get("run_id", self.run_id))
+        self.finite_through = self.step  # the run reached this step with finite losses
         self._metrics().truncate_after(self.step)
 
     # ------------------------------------------------------------------ one step
@@ -362,16 +400,15 @@ class Trainer:
             if not math.isfinite(loss) or (norm is not None and not math.isfinite(norm)):
                 self._metrics().write(records)
                 what = f"loss={loss}" if not math.isfinite(loss) else f"gradient norm={norm}"
-                where = (
-                    f"the last good checkpoint is {self.last_checkpoint}"
-                    if self.last_checkpoint is not None
-                    else "no checkpoint was written yet"
-                )
-                raise NonFiniteLossError(
-                    f"non-finite {what} at step {p.step}: training stopped; {where}. "
-                    "Lower train.optimizer.lr, set train.max_grad_norm, or check the data."
-                )
+                # Step p's loss is the first bad one: the weights it saw (step p - 1) are bad.
+                self.finite_through = p.step - 1
+                mgr = self.checkpoints if self.is_main else None
+                aside = set_aside_unverified(mgr, self.finite_through)
+                good = newest_good(mgr, self.finite_through)
+                self.last_checkpoint = good
+                raise NonFiniteLossError(divergence_message(what, p.step, good, aside))
             records.append(rec)
+        self.finite_through = pending[-1].step
         self.tokens_seen += window_tokens
         self._last_loss = losses[-1]
         elapsed = self._elapsed()
@@ -444,6 +481,11 @@ class Trainer:
             reg.setup(self.model, self.regularizer_data)
         seed_everything(self.seed)
         resumed = self.resume() if resume else False
+        check_start_weights(
+            self.model,
+            step=self.step,
+            source=self.last_checkpoint if resumed else "the model given to the trainer",
+        )
         if self.run_dir is not None and self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             if not resumed:  # a fresh run starts a fresh log
@@ -487,12 +529,13 @@ class Trainer:
                 if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
                     self.save_checkpoint()
             self.flush()
-            done = evaluated_at == self.step and self.history
-            final = self.history[-1] if done else self.evaluate()
+            # The final checkpoint comes first: a failing final evaluation loses no training.
             if self.last_checkpoint is None or not self.last_checkpoint.name.endswith(
                 f"{self.step:06d}"
             ):
                 self.save_checkpoint()
+            done = evaluated_at == self.step and self.history
+            final = self.history[-1] if done else self.evaluate()
         finally:
             self._pbar.close()
             self._pbar = None

@@ -1,0 +1,117 @@
+"""Checks run before step 1, so a run never fails late on something its config and data
+already said: the text of every task against the tokenizer's alphabet (JSONL files line by
+line, naming file and line), and every evaluation prompt plus ``eval.max_new_tokens``
+against the model's context. ``data.max_len`` against the context is checked by the config
+itself (``ExperimentConfig``), so ``splice config`` reports it too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from splice.data.examples import Example
+from splice.training.stream import derive_seed
+
+SAMPLED = 256  # examples drawn from a generated (endless) task to check its alphabet
+
+
+class PreflightError(ValueError):
+    """A setting or a piece of data that would fail during the run; found before step 1."""
+
+
+def _texts(ex: Example) -> str:
+    return ex.prompt + ex.completion + ex.answer
+
+
+def _located_examples(task_config: Any, task: Any, seed: int) -> Iterator[tuple[str, Example]]:
+    """``(where, example)`` pairs: ``file:line`` for JSONL files, else a drawn sample."""
+    files = [
+        f for k in ("train", "held_out") if isinstance(f := getattr(task_config, k, None), str)
+    ]
+    if getattr(task_config, "type", None) == "jsonl" and files:
+        from splice.data.jsonl import read_jsonl_lines
+
+        for path in files:
+            for lineno, ex in read_jsonl_lines(path, format=task_config.format):
+                yield f"{path}:{lineno}", ex
+        return
+    name = f"task {getattr(task_config, 'type', type(task).__name__)!r}"
+    for split in ("train", "held_out"):
+        for ex in task.sample(split, SAMPLED, seed=derive_seed(seed, "preflight", split)):
+            yield f"{name} ({split} example {ex.prompt!r})", ex
+
+
+def check_alphabet(task_config: Any, task: Any, tokenizer: Any, *, seed: int) -> None:
+    """Every character of the task's text must be in the tokenizer's alphabet.
+
+    Only tokenizers with a closed alphabet (``CharTokenizer``) are checked.
+    """
+    alphabet = getattr(tokenizer, "alphabet", None)
+    if not isinstance(alphabet, str):
+        return
+    known = set(alphabet)
+    for where, ex in _located_examples(task_config, task, seed):
+        unknown = sorted(set(_texts(ex)) - known)
+        if unknown:
+            raise PreflightError(
+                f"{where}: character {unknown[0]!r} is not in the tokenizer's alphabet"
+                + (f" (nor {', '.join(map(repr, unknown[1:4]))})" if len(unknown) > 1 else "")
+                + "; add it to tokenizer.alphabet or clean the data"
+            )
+
+
+def check_generation_fits(
+    prompts: list[str], tokenizer: Any, *, max_new_tokens: int, context: int, where: str
+) -> None:
+    """``bos + prompt + max_new_tokens`` must fit the model's context for every prompt."""
+    if not prompts:
+        return
+    longest = max(prompts, key=lambda p: len(tokenizer.encode(p, bos=True)))
+    need = len(tokenizer.encode(longest, bos=True)) + max_new_tokens
+    if need > context:
+        raise PreflightError(
+            f"{where}: the longest evaluation prompt ({need - max_new_tokens} tokens, "
+            f"{longest!r}) + eval.max_new_tokens={max_new_tokens} = {need} exceeds the "
+            f"model's max_seq_len={context}; lower eval.max_new_tokens or raise "
+            "model.max_seq_len"
+        )
+
+
+def check_experiment(config: Any, tokenizer: Any, tasks: dict[str, tuple[Any, Any]]) -> None:
+    """All checks for an ``ExperimentConfig`` about to run.
+
+    Args:
+        config: the ``ExperimentConfig``.
+        tokenizer: its tokenizer.
+        tasks: ``{label: (task config, built task)}`` for training, evaluation and
+            reference data; the one labelled ``"data"`` is the training task.
+    """
+    for label, (task_config, task) in tasks.items():
+        try:
+            check_alphabet(task_config, task, tokenizer, seed=config.seed)
+        except PreflightError as exc:
+            raise PreflightError(f"{label}: {exc}") from None
+    model = config.model
+    context = getattr(model, "max_seq_len", None)
+    ev = config.eval
+    if (
+        not isinstance(context, int)
+        or hasattr(model, "max_source_len")
+        or not ev.exact_match_examples
+    ):
+        return  # encoder-decoder prompts go to the encoder; no generation, nothing to check
+    for label, (_, task) in tasks.items():
+        if label != "data" and not label.startswith("eval.tasks."):
+            continue
+        held = task.sample("held_out", ev.exact_match_examples, seed=derive_seed(config.seed, "em"))
+        check_generation_fits(
+            [ex.prompt for ex in held],
+            tokenizer,
+            max_new_tokens=ev.max_new_tokens,
+            context=context,
+            where=label,
+        )
+
+
+__all__ = ["PreflightError", "check_alphabet", "check_experiment", "check_generation_fits"]
