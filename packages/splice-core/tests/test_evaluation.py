@@ -232,5 +232,5 @@ def test_evaluator_runs_every_part_and_results_are_written_as_json(tmp_path) -> 
     assert metrics["add/exact_match"] in (0.0, 0.5)
     path = write_results(tmp_path / "run", {**metrics, "bad": math.inf})
     saved = json.loads(path.read_text())
-    assert path.name == "eval.json" and saved["bad"] == "inf"
+    assert path.name == "eval.json" and saved["bad"] is None
     assert saved["add/pass@4"] == pytest.approx(metrics["add/pass@4"])

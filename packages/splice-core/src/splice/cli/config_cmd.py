@@ -25,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
         recipe = load_recipe(args.recipe)
         config = apply_overrides(recipe.config(), args.overrides)
     except (ValidationError, ValueError, FileNotFoundError) as exc:
-        print(f"splice config: {exc}", file=sys.stderr)
+        print(f"splice config: error: {exc}", file=sys.stderr)
         return 2
     print(json.dumps(config.model_dump(mode="json"), indent=2))
     return 0

@@ -47,8 +47,8 @@ def report(command: str, exc: BaseException, *, debug: bool) -> int:
     if debug:
         traceback.print_exception(exc, file=sys.stderr)
     message = one_line(str(exc)) or type(exc).__name__
-    if isinstance(exc, KeyError | OSError) and type(exc).__name__ not in message:
-        message = f"{type(exc).__name__}: {message}"
+    if isinstance(exc, KeyError):  # its text is only the key
+        message = f"KeyError: {message}"
     hint = "" if debug else _hint(exc)
     print(f"splice {command}: error: {message}" + (f" ({hint})" if hint else ""), file=sys.stderr)
     return 1

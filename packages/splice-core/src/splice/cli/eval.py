@@ -36,6 +36,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 def run(args: argparse.Namespace) -> int:
     from splice.evaluation import write_results
     from splice.evaluation.from_run import evaluate_run
+    from splice.evaluation.results import results_json
 
     task = None
     if args.task:
@@ -60,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         max_new_tokens=args.max_new_tokens,
         batch_size=args.batch_size,
     )
-    print(json.dumps(results, indent=2))
+    print(results_json(results))  # standard JSON: NaN/inf printed as null
     if not args.no_write:
         folder = Path(args.run or args.checkpoint or args.model)
         if folder.is_file():

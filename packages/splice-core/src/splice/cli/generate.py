@@ -1,14 +1,24 @@
-"""``splice generate --model PATH --prompt TEXT``: continue a prompt with a Hugging Face checkpoint."""
+"""``splice generate --model PATH --prompt TEXT``: continue a prompt.
+
+``PATH`` is a Hugging Face folder (``config.json`` + safetensors + ``tokenizer.json``), a
+``splice run`` folder (its newest intact checkpoint) or one of its checkpoint folders.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("generate", help="generate text from a Hugging Face checkpoint directory")
-    p.add_argument("--model", required=True, help="checkpoint directory (needs tokenizer.json)")
+    p = sub.add_parser("generate", help="generate text from a run, checkpoint or HF folder")
+    p.add_argument(
+        "--model",
+        required=True,
+        help="a splice run folder, one of its checkpoints, or a Hugging Face folder "
+        "(with tokenizer.json)",
+    )
     p.add_argument(
         "--prompt", required=True, action="append", help="prompt text; repeat for a batch"
     )
@@ -29,13 +39,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 def run(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
+    from splice.evaluation.from_run import is_splice_folder, load_splice_model
     from splice.generation.sampling import SamplingConfig, generate
     from splice.hf import CheckpointError, load_pretrained
 
     try:
-        model, tok = load_pretrained(args.model)
+        tok: Any
+        if is_splice_folder(args.model):
+            model, tok, _ = load_splice_model(args.model)
+        else:
+            model, tok = load_pretrained(args.model)
         if tok is None:
             raise FileNotFoundError(f"{args.model}: no tokenizer.json; generate needs a tokenizer")
+        if args.chat and not hasattr(tok, "apply_chat_template"):
+            raise ValueError(f"{args.model}: its tokenizer has no chat template; drop --chat")
         if args.chat:
             msgs = [[{"role": "user", "content": text}] for text in args.prompt]
             prompts = [tok.apply_chat_template(m, add_generation_prompt=True) for m in msgs]
@@ -51,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         )
         out = generate(model, prompts, sampling, pad_id=tok.pad_id)
     except (CheckpointError, ValidationError, ValueError, FileNotFoundError) as exc:
-        print(f"splice generate: {exc}", file=sys.stderr)
+        print(f"splice generate: error: {exc}", file=sys.stderr)
         return 2
     for ids in out.completions():
         if ids and ids[-1] == tok.eos_id:

@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
         if args.check_weights:
             load_model(args.path)
     except (CheckpointError, ValueError, FileNotFoundError) as exc:
-        print(f"splice import: {exc}", file=sys.stderr)
+        print(f"splice import: error: {exc}", file=sys.stderr)
         return 2
     print(json.dumps(config.model_dump(mode="json"), indent=2))
     print(f"# from model_type={arch.model_type!r} ({arch.hf_class})", file=sys.stderr)

@@ -34,6 +34,32 @@ def find_config(run_dir: Path | None, checkpoint: Path | None) -> Path:
     )
 
 
+def is_splice_folder(path: str | Path) -> bool:
+    """Whether ``path`` is a ``splice run`` folder or one of its checkpoints (not HF)."""
+    path = Path(path)
+    if (path / "manifest.json").is_file() or (path / "trainer_state.json").is_file():
+        return True
+    return (path / "checkpoints").is_dir() and (path / "config.json").is_file()
+
+
+def load_splice_model(path: str | Path) -> tuple[Any, Any, Any]:
+    """``(model, tokenizer, ExperimentConfig)`` of a run folder (its newest intact
+    checkpoint) or of one checkpoint folder, rebuilt from the run's ``config.json``."""
+    from splice.checkpoint import load_model_weights
+    from splice.training.config import ExperimentConfig
+    from splice.training.experiment import build_experiment_model, build_tokenizer
+    from splice.training.trainer import seed_everything
+
+    path = Path(path)
+    is_checkpoint = not (path / "checkpoints").is_dir()
+    cfg_path = find_config(None if is_checkpoint else path, path if is_checkpoint else None)
+    config = ExperimentConfig.model_validate(json.loads(cfg_path.read_text()))
+    seed_everything(config.seed)  # a run with an adapter rebuilds its frozen base
+    model = build_experiment_model(config)
+    load_model_weights(model, path)
+    return model.eval(), build_tokenizer(config.tokenizer), config
+
+
 @dataclass
 class _Target:
     """What to evaluate and how: built from a run's config or from a Hugging Face folder."""
@@ -195,4 +221,4 @@ def evaluate_run(
     }
 
 
-__all__ = ["evaluate_run", "find_config"]
+__all__ = ["evaluate_run", "find_config", "is_splice_folder", "load_splice_model"]

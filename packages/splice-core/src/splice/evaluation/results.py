@@ -12,9 +12,9 @@ from splice.checkpoint import atomic_write_text
 
 
 def _jsonable(value: Any) -> Any:
-    # JSON has no inf/nan: write them as strings so the file stays standard JSON.
+    # JSON has no inf/nan: write null (as metrics.jsonl does) so every parser reads the file.
     if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
+        return None
     if isinstance(value, Mapping):
         return {str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -26,8 +26,13 @@ def write_results(run_dir: str | Path, results: Mapping[str, Any], *, name: str 
     """Write ``results`` to ``<run_dir>/<name>.json`` atomically; returns the path."""
     path = Path(run_dir) / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps(_jsonable(results), indent=2, sort_keys=True) + "\n")
+    atomic_write_text(path, results_json(results) + "\n")
     return path
 
 
-__all__ = ["write_results"]
+def results_json(results: Mapping[str, Any]) -> str:
+    """``results`` as standard JSON text: non-finite numbers become ``null``."""
+    return json.dumps(_jsonable(results), indent=2, sort_keys=True, allow_nan=False)
+
+
+__all__ = ["results_json", "write_results"]

@@ -21,7 +21,7 @@ from splice.checkpoint import atomic_write_text, load_model_weights
 from splice.data.examples import Example
 from splice.data.tokenizer import CharTokenizer
 from splice.training.config import DataConfig, ExperimentConfig, TokenizerConfig
-from splice.training.run_folder import ResumeMode, claim_run_folder
+from splice.training.run_folder import ResumeMode, checkpoint_entries, claim_run_folder
 from splice.training.stream import BatchSource, ListBatches, TaskBatches, derive_seed
 from splice.training.trainer import Trainer, seed_everything
 
@@ -220,6 +220,8 @@ def _run(config: ExperimentConfig, run_dir: Path, *, resume: ResumeMode) -> dict
     tokenizer = build_tokenizer(config.tokenizer)
     task = build_task(config.data.task)
     preflight(config, tokenizer, task)  # before anything slow: fail now, not at the end
+    # "auto" resumes only when there is something to resume.
+    resuming = resume is True or (bool(resume) and bool(checkpoint_entries(run_dir)))
     model = build_experiment_model(config)
     objective = reg.build("objective", config.objective, None)
     regularizers = [reg.build("regularizer", r, None) for r in config.regularizers]
@@ -235,7 +237,7 @@ def _run(config: ExperimentConfig, run_dir: Path, *, resume: ResumeMode) -> dict
                 run_dir=run_dir,
                 batch_size=config.train.batch_size,
                 max_len=config.data.max_len,
-                resume=resume,
+                resume=resuming,
             )
         )
     train = TaskBatches(

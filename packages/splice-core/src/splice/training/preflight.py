@@ -7,6 +7,7 @@ itself (``ExperimentConfig``), so ``splice config`` reports it too.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,11 +21,21 @@ class PreflightError(ValueError):
     """A setting or a piece of data that would fail during the run; found before step 1."""
 
 
-def _texts(ex: Example) -> str:
-    return ex.prompt + ex.completion + ex.answer
+def _texts(ex: Any) -> str:
+    """Every string an example carries (``Example``: prompt, completion, answer; other
+    tasks' dataclasses, e.g. preference pairs, likewise)."""
+    if dataclasses.is_dataclass(ex) and not isinstance(ex, type):
+        values = [getattr(ex, f.name) for f in dataclasses.fields(ex)]
+    elif isinstance(ex, dict):
+        values = list(ex.values())
+    else:
+        values = [ex]
+    return "".join(v for v in values if isinstance(v, str))
 
 
-def _located_examples(task_config: Any, task: Any, seed: int) -> Iterator[tuple[str, Example]]:
+def _located_examples(
+    task_config: Any, task: Any, seed: int, splits: tuple[str, ...]
+) -> Iterator[tuple[str, Example]]:
     """``(where, example)`` pairs: ``file:line`` for JSONL files, else a drawn sample."""
     files = [
         f for k in ("train", "held_out") if isinstance(f := getattr(task_config, k, None), str)
@@ -37,21 +48,29 @@ def _located_examples(task_config: Any, task: Any, seed: int) -> Iterator[tuple[
                 yield f"{path}:{lineno}", ex
         return
     name = f"task {getattr(task_config, 'type', type(task).__name__)!r}"
-    for split in ("train", "held_out"):
+    for split in splits:
         for ex in task.sample(split, SAMPLED, seed=derive_seed(seed, "preflight", split)):
-            yield f"{name} ({split} example {ex.prompt!r})", ex
+            yield f"{name} ({split} example {getattr(ex, 'prompt', ex)!r})", ex
 
 
-def check_alphabet(task_config: Any, task: Any, tokenizer: Any, *, seed: int) -> None:
+def check_alphabet(
+    task_config: Any,
+    task: Any,
+    tokenizer: Any,
+    *,
+    seed: int,
+    splits: tuple[str, ...] = ("train", "held_out"),
+) -> None:
     """Every character of the task's text must be in the tokenizer's alphabet.
 
-    Only tokenizers with a closed alphabet (``CharTokenizer``) are checked.
+    Only tokenizers with a closed alphabet (``CharTokenizer``) are checked; a generated
+    task is checked on a sample of each of ``splits`` (a JSONL task: every line).
     """
     alphabet = getattr(tokenizer, "alphabet", None)
     if not isinstance(alphabet, str):
         return
     known = set(alphabet)
-    for where, ex in _located_examples(task_config, task, seed):
+    for where, ex in _located_examples(task_config, task, seed, splits):
         unknown = sorted(set(_texts(ex)) - known)
         if unknown:
             raise PreflightError(
@@ -87,14 +106,18 @@ def check_experiment(config: Any, tokenizer: Any, tasks: dict[str, tuple[Any, An
         tasks: ``{label: (task config, built task)}`` for training, evaluation and
             reference data; the one labelled ``"data"`` is the training task.
     """
+    ev = config.eval
+    evaluates = bool(ev.loss_batches or ev.exact_match_examples)
     for label, (task_config, task) in tasks.items():
+        # held-out data is only read when the run evaluates on this task
+        held = evaluates and (label == "data" or label.startswith("eval.tasks."))
+        splits = ("train", "held_out") if held else ("train",)
         try:
-            check_alphabet(task_config, task, tokenizer, seed=config.seed)
+            check_alphabet(task_config, task, tokenizer, seed=config.seed, splits=splits)
         except PreflightError as exc:
             raise PreflightError(f"{label}: {exc}") from None
     model = config.model
     context = getattr(model, "max_seq_len", None)
-    ev = config.eval
     if (
         not isinstance(context, int)
         or hasattr(model, "max_source_len")
