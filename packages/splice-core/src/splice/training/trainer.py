@@ -50,7 +50,15 @@ from splice.training.step_hooks import after_optimizer_step
 from splice.training.stream import Batch, BatchSource, as_source
 
 Evaluator = Callable[[nn.Module], Mapping[str, float]]
-__all__ = ["NonFiniteLossError", "NonFiniteWeightsError", "Trainer", "build_optimizer"]
+__all__ = [  # NonFinite*Error live in nan_guard; re-exported where they were first defined
+    "NonFiniteLossError",
+    "NonFiniteWeightsError",
+    "Trainer",
+    "build_optimizer",
+    "param_lr_scales",
+    "seed_everything",
+    "trainable_summary",
+]
 
 
 def param_lr_scales(model: nn.Module) -> dict[int, float]:
