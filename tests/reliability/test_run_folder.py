@@ -50,18 +50,19 @@ def test_overwrite_replaces_the_old_run_entirely(tmp_path, make_trainer):
         make_trainer(tmp_path).fit(resume=True, overwrite=True)
 
 
-def test_cli_reuse_refused_keeps_the_old_config(tiny_recipe, tmp_path, capsys):
-    run = tmp_path / "run"
-    assert main(["run", str(tiny_recipe), "--output-dir", str(run)]) == 0
+def test_cli_reuse_of_the_default_folder_is_refused(tiny_recipe, tmp_path, capsys, monkeypatch):
+    # The reported case: the same recipe run twice with different settings, no --output-dir.
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "runs" / "tiny"
+    assert main(["run", str(tiny_recipe)]) == 0
     config_before = (run / "config.json").read_text()
     capsys.readouterr()
-    code = main(["run", str(tiny_recipe), "--output-dir", str(run), "--set", "train.steps=2"])
+    code = main(["run", str(tiny_recipe), "--set", "train.steps=2"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1 and len(err) == 1, err
-    assert err[0].startswith("splice run: error: ") and "already holds checkpoints" in err[0]
+    assert err[0].startswith("splice run: error: runs/tiny already holds checkpoints")
     assert (run / "config.json").read_text() == config_before  # not clobbered by the refusal
-    assert main(["run", str(tiny_recipe), "--output-dir", str(run), "--overwrite",
-                 "--set", "train.steps=2"]) == 0  # fmt: skip
+    assert main(["run", str(tiny_recipe), "--overwrite", "--set", "train.steps=2"]) == 0
     assert steps_in(run) == ["step-000002"]
     assert json.loads((run / "config.json").read_text())["train"]["steps"] == 2
 
