@@ -169,3 +169,22 @@ def test_jsonl_task_without_held_out_errors(tmp_path: Path) -> None:
     )
     task2 = JsonlTask(JsonlTaskConfig(train=str(f), held_out=str(other)))
     assert task2.sample("held_out", 2) == [Example("user: u\nassistant: ", "a", "a")]
+
+
+def test_one_chat_template_type_for_data_and_hf(tmp_path: Path) -> None:
+    from splice.data.chat import SIMPLE_TEMPLATE, chat_template
+    from splice.data.task_configs import JsonlTaskConfig
+    from splice.data.tasks import JsonlTask
+    from splice.hf import ChatTemplate as HFChatTemplate
+
+    assert HFChatTemplate is ChatTemplate and isinstance(SIMPLE_TEMPLATE, ChatTemplate)
+    assert chat_template("simple") == SIMPLE_TEMPLATE
+    msgs = [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}]
+    f = write(tmp_path / "chat.jsonl", {"messages": msgs})
+    task = JsonlTask(JsonlTaskConfig(train=str(f), format="chat", chat_template="chatml"))
+    (ex,) = task.split("train")
+    # "turn" completions keep the end-of-turn text, so the model learns to close its turn.
+    assert ex.prompt == "<|im_start|>user\n2+2?<|im_end|>\n<|im_start|>assistant\n"
+    assert ex.completion == "4<|im_end|>\n"
+    with pytest.raises(ValueError, match="last message must be from the assistant"):
+        SIMPLE_TEMPLATE.prompt_completion(msgs[:1])

@@ -13,7 +13,7 @@ from splice.data.task_configs import (
     NumberWordsTaskConfig,
 )
 from splice.hookspecs import hookimpl
-from splice.models.configs import DecoderConfig
+from splice.models.configs import DecoderConfig, PretrainedModelConfig
 from splice.models.encoder_decoder_config import EncoderDecoderConfig
 from splice.nn import configs as c
 from splice.objectives.configs import SFTConfig, WeightedSumConfig
@@ -51,6 +51,7 @@ def register_blocks(register: Any) -> None:
 def register_models(register: Any) -> None:
     register(DecoderConfig, "splice.models.decoder:build_decoder")
     register(EncoderDecoderConfig, "splice.models.encoder_decoder:build_encoder_decoder")
+    register(PretrainedModelConfig, "splice.hf.loading:build_pretrained")
 
 
 @hookimpl

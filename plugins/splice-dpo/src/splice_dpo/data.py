@@ -100,8 +100,8 @@ def preference_example(
     if isinstance(chosen_raw, list):  # chat: two conversations sharing all but the last turn
         chosen_msgs = _field(obj, "chosen", list)
         rejected_msgs = _field(obj, "rejected", list)
-        prompt, chosen = template.render(chosen_msgs)
-        prompt_r, rejected = template.render(rejected_msgs)
+        prompt, chosen = template.prompt_completion(chosen_msgs)
+        prompt_r, rejected = template.prompt_completion(rejected_msgs)
         if prompt != prompt_r:
             raise ValueError(
                 "'chosen' and 'rejected' conversations must share every message but the last"
@@ -120,7 +120,7 @@ def unpaired_example(
     """One JSON object -> ``UnpairedExample``."""
     label = _field(obj, "label", bool)
     if "messages" in obj:
-        prompt, completion = template.render(_field(obj, "messages", list))
+        prompt, completion = template.prompt_completion(_field(obj, "messages", list))
     else:
         prompt, completion = _field(obj, "prompt"), _field(obj, "completion")
     return UnpairedExample(prompt, completion, label, _answer(obj))

@@ -76,7 +76,7 @@ def chat_example(obj: dict[str, Any], template: ChatTemplate = SIMPLE_TEMPLATE) 
     """One ``{"messages": [...]}`` object -> ``Example`` (see ``splice.data.chat``)."""
     if "messages" not in obj:
         raise ValueError(f"missing key 'messages' (keys present: {sorted(obj)})")
-    prompt, completion = template.render(obj["messages"])
+    prompt, completion = template.prompt_completion(obj["messages"])
     return Example(prompt, completion, completion.strip())
 
 

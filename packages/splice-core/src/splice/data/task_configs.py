@@ -3,7 +3,7 @@ loading the registry imports neither the tasks nor torch. Built by ``splice.data
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, PositiveInt, model_validator
 
@@ -38,6 +38,9 @@ class JsonlTaskConfig(ComponentConfig):
         format: ``"auto"`` (per line: ``messages`` -> chat), ``"prompt_completion"`` or ``"chat"``.
         held_out_fraction: share of ``train`` set aside when ``held_out`` is None
             (0 = no held-out split; asking for one is then an error).
+        chat_template: how chat lines become prompt + completion: a preset name
+            (``simple``, ``chatml``, ``llama3``, ``plain``) or a template object (see
+            ``splice.data.chat``); None is ``simple`` (``"user: ...\nassistant: "``).
     """
 
     type: Literal["jsonl"] = "jsonl"
@@ -45,6 +48,7 @@ class JsonlTaskConfig(ComponentConfig):
     held_out: str | None = None
     format: Literal["auto", "prompt_completion", "chat"] = "auto"
     held_out_fraction: float = Field(default=0.0, ge=0.0, lt=1.0)
+    chat_template: str | dict[str, Any] | None = None
 
 
 __all__ = ["ArithmeticTaskConfig", "JsonlTaskConfig"]

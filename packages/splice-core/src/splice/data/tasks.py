@@ -56,12 +56,16 @@ class JsonlTask:
 
     def _load(self) -> dict[str, list[Example]]:
         if self._splits is None:
+            from splice.data.chat import SIMPLE_TEMPLATE, chat_template
             from splice.data.jsonl import read_jsonl
 
             cfg = self.config
-            train = read_jsonl(Path(cfg.train), format=cfg.format)
+            tmpl = (
+                SIMPLE_TEMPLATE if cfg.chat_template is None else chat_template(cfg.chat_template)
+            )
+            train = read_jsonl(Path(cfg.train), format=cfg.format, template=tmpl)
             if cfg.held_out is not None:
-                held = read_jsonl(Path(cfg.held_out), format=cfg.format)
+                held = read_jsonl(Path(cfg.held_out), format=cfg.format, template=tmpl)
             else:
                 frac = cfg.held_out_fraction
                 held = [ex for ex in train if _hash_fraction(ex) < frac]

@@ -138,3 +138,10 @@ def load_pretrained(
     model = load_model(path, dtype=dtype, device=device)
     tok = HFTokenizer.from_pretrained(path) if (Path(path) / "tokenizer.json").is_file() else None
     return model, tok
+
+
+def build_pretrained(config: Any, ctx: object = None) -> DecoderLM:
+    """Registry factory of ``{"type": "pretrained", "path": ...}`` (``PretrainedModelConfig``)."""
+    dtype: torch.dtype | str = "auto" if config.dtype == "auto" else getattr(torch, config.dtype)
+    model = load_model(config.path, dtype=dtype)
+    return model.train()

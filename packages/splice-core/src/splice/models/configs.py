@@ -89,3 +89,19 @@ class DecoderConfig(ComponentConfig):
             if ov.selects(layer):
                 chosen = ov.block
         return chosen
+
+
+class PretrainedModelConfig(ComponentConfig):
+    """A decoder loaded from a Hugging Face checkpoint folder (Llama, Qwen2, GPT-2).
+
+    ``config.json`` gives the architecture and ``model.safetensors`` (or shards) the weights;
+    see ``splice.hf`` and docs/loading-models.md. The model is returned in train mode.
+
+    Attributes:
+        path: the checkpoint folder.
+        dtype: ``"auto"`` keeps the checkpoint's dtype; ``"float32"`` (default) trains in fp32.
+    """
+
+    type: Literal["pretrained"] = "pretrained"
+    path: str
+    dtype: Literal["auto", "float32", "bfloat16"] = "float32"

@@ -112,10 +112,19 @@ class EvalConfig(SpliceConfig):
 
 
 class TokenizerConfig(SpliceConfig):
-    """The tokenizer: a character-level one over ``alphabet`` (ids 0-2 are pad/bos/eos)."""
+    """The tokenizer: ``char``, a character-level one over ``alphabet`` (ids 0-2 are
+    pad/bos/eos), or ``hf``, a Hugging Face ``tokenizer.json`` folder at ``path`` (e.g. the
+    checkpoint a ``pretrained`` model is loaded from)."""
 
-    type: Literal["char"] = "char"
+    type: Literal["char", "hf"] = "char"
     alphabet: str = DEFAULT_ALPHABET
+    path: str | None = None
+
+    @model_validator(mode="after")
+    def _hf_needs_path(self) -> TokenizerConfig:
+        if self.type == "hf" and self.path is None:
+            raise ValueError("tokenizer.path: a 'hf' tokenizer needs the folder of tokenizer.json")
+        return self
 
 
 class DataConfig(SpliceConfig):
@@ -166,6 +175,8 @@ class ExperimentConfig(SpliceConfig):
     @model_validator(mode="after")
     def _check_vocab(self) -> ExperimentConfig:
         vocab = getattr(self.model, "vocab_size", None)
+        if self.tokenizer.type != "char":
+            return self
         need = 3 + len(self.tokenizer.alphabet)
         if isinstance(vocab, int) and vocab < need:
             raise ValueError(

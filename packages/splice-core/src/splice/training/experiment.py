@@ -26,8 +26,12 @@ from splice.training.stream import BatchSource, ListBatches, TaskBatches, derive
 from splice.training.trainer import Trainer, seed_everything
 
 
-def build_tokenizer(config: TokenizerConfig) -> CharTokenizer:
-    """The tokenizer a ``TokenizerConfig`` describes."""
+def build_tokenizer(config: TokenizerConfig) -> Any:
+    """The tokenizer a ``TokenizerConfig`` describes (``CharTokenizer`` or ``HFTokenizer``)."""
+    if config.type == "hf":
+        from splice.hf.tokenizer import HFTokenizer
+
+        return HFTokenizer.from_pretrained(str(config.path))
     return CharTokenizer(config.alphabet)
 
 
