@@ -306,3 +306,19 @@ def test_dropout_only_in_training(make_model, ids, randomize):
     a, b = model(ids).logits, model(ids).logits
     assert not torch.equal(a, b)
     assert torch.equal(logits(model, ids), logits(model, ids))
+
+
+@pytest.mark.parametrize("dora", [False, True])
+def test_half_precision_base_gets_float32_adapters(make_model, ids, randomize, dora):
+    model = make_model().to(torch.bfloat16)
+    apply_lora(model, LoRAConfig(r=2, targets="q,v" if dora else "embed,q,v", dora=dora))
+    randomize(model)
+    lora = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    assert lora and all(p.dtype == torch.float32 for p in lora.values())
+    model.train()
+    out = model(ids).logits
+    assert out.dtype == torch.bfloat16
+    out.float().square().mean().backward()
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in lora.values())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert model(ids).logits.dtype == torch.bfloat16

@@ -167,7 +167,10 @@ class LoRALinear(LoRALayer):
         if name in self.specs:
             raise ValueError(f"adapter {name!r} already exists on this layer")
         ref = dense_weight(self.base_layer)
-        kw = {"device": ref.device, "dtype": ref.dtype if ref.is_floating_point() else None}
+        # A half-precision (or quantized) base still gets float32 adapters, as PEFT does:
+        # a few trainable parameters, updated by small steps, need the mantissa.
+        dtype = ref.dtype if ref.dtype in (torch.float32, torch.float64) else torch.float32
+        kw = {"device": ref.device, "dtype": dtype}
         self.lora_A[name] = nn.Linear(self.in_features, spec.r, bias=False, **kw)  # (r, in)
         self.lora_B[name] = nn.Linear(spec.r, self.out_features, bias=False, **kw)  # (out, r)
         self.lora_dropout[name] = nn.Dropout(spec.dropout) if spec.dropout else nn.Identity()
@@ -242,9 +245,12 @@ class LoRALinear(LoRALayer):
         a, b = self.lora_A[name].weight, self.lora_B[name].weight
         scaling = self.specs[name].scaling
         dropout = self.lora_dropout[name]
+        dropped = self.training and not isinstance(dropout, nn.Identity)
         xd = dropout(x)
+        if xd.dtype != a.dtype and not torch.is_autocast_enabled(x.device.type):
+            xd = xd.to(a.dtype)  # a half-precision base under float32 adapters
         if name in self.lora_magnitude_vector:
-            return self._dora(x, xd, y, name)
+            return self._dora(xd, y, name, dropped=dropped)
         h = F.linear(xd, a)  # (..., r)
         if (h.dtype == y.dtype and b.dtype == h.dtype) or torch.is_autocast_enabled(x.device.type):
             # y + s * h B^T in one kernel: no separate pass to scale and add the delta.
@@ -253,14 +259,14 @@ class LoRALinear(LoRALayer):
             return out.view(y.shape)
         return y + (F.linear(h, b) * scaling).to(y.dtype)
 
-    def _dora(self, x: Tensor, xd: Tensor, y: Tensor, name: str) -> Tensor:
+    def _dora(self, xd: Tensor, y: Tensor, name: str, *, dropped: bool) -> Tensor:
         a, b = self.lora_A[name].weight, self.lora_B[name].weight
         scaling = self.specs[name].scaling
         weight = dense_weight(self.base_layer)
         norm = self._row_norm(weight.detach(), name).detach()  # (out,), a constant in backward
         mag = self.lora_magnitude_vector[name] / norm  # (out,)
         bias = self.bias
-        if xd is x:  # no dropout: the base output is W x + bias already
+        if not dropped:  # the base output is W x + bias already
             base = y - bias if bias is not None else y
         else:  # PEFT: with dropout the direction term reads the dropped-out input
             base = F.linear(xd, weight.to(xd.dtype))
@@ -292,8 +298,9 @@ class LoRAEmbedding(LoRALayer):
         if spec.dora or spec.init == "pissa":
             raise ValueError("DoRA and PiSSA apply to linear layers, not to the embedding")
         w = self.weight
-        a = torch.zeros(spec.r, self.num_embeddings, device=w.device, dtype=w.dtype)  # (r, V)
-        b = torch.empty(self.embedding_dim, spec.r, device=w.device, dtype=w.dtype)  # (D, r)
+        dtype = w.dtype if w.dtype in (torch.float32, torch.float64) else torch.float32
+        a = torch.zeros(spec.r, self.num_embeddings, device=w.device, dtype=dtype)  # (r, V)
+        b = torch.empty(self.embedding_dim, spec.r, device=w.device, dtype=dtype)  # (D, r)
         if spec.init == "gaussian":
             nn.init.normal_(b, std=1.0 / spec.r)
         else:
