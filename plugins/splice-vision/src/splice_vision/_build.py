@@ -27,8 +27,3 @@ def build(kind: str, config: Any, ctx: BuildContext) -> Any:
 def layer_norm(d: int, eps: float) -> nn.Module:
     """The core's LayerNorm (``layernorm`` from the registry) of width ``d``."""
     return build("norm", {"type": "layernorm", "eps": eps}, BuildContext(d_model=d))  # type: ignore[no-any-return]
-
-
-def freeze(module: nn.Module) -> None:
-    for p in module.parameters():
-        p.requires_grad_(False)
