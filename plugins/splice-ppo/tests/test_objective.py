@@ -13,6 +13,7 @@ from splice.rewards import RewardError, RewardSet
 from splice_ppo.config import PPOConfig
 from splice_ppo.objective import ROW_KEYS, PPOObjective
 from splice_ppo.value_head import SeparateCritic, ValueHead
+from torch import nn
 
 TERMS = [{"reward": {"type": "length_penalty", "target": 2, "scale": 0.1}}]
 PROMPTS = ["1+2=", "13+5=", "7*8="]  # different lengths: left padding is exercised
@@ -108,6 +109,7 @@ def test_value_head_shapes_shared_and_separate(make_model, tokenizer, recorder, 
     critic = obj.trainable_modules()["critic"]
     assert isinstance(critic, SeparateCritic)
     assert exp["old_values"].shape == exp["old_logprobs"].shape
+    assert isinstance(critic.trunk.lm_head, nn.Identity)  # hidden states only: no vocab head
     policy_ptrs = {p.data_ptr() for p in model.parameters()}
     assert not policy_ptrs & {p.data_ptr() for p in critic.parameters()}  # its own trunk
     out = obj.loss(model, next(obj.minibatches(exp)))

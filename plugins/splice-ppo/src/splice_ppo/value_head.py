@@ -49,8 +49,14 @@ class SeparateCritic(nn.Module):
     def from_policy(
         cls, policy: nn.Module, d_model: int, *, dropout: float = 0.0
     ) -> SeparateCritic:
-        """A critic whose trunk starts as a trainable copy of ``policy``'s weights."""
+        """A critic whose trunk starts as a trainable copy of ``policy``'s weights.
+
+        The copy's vocabulary projection is dropped: the critic reads hidden states only, so
+        it would be dead weight (and, tied to the embedding, a shared tensor in checkpoints).
+        """
         trunk = copy.deepcopy(policy)  # keeps requires_grad: a frozen (adapter) base stays frozen
+        if isinstance(getattr(trunk, "lm_head", None), nn.Module):
+            trunk.lm_head = nn.Identity()
         return cls(trunk, d_model, dropout=dropout)
 
     def forward(self, input_ids: Tensor, **inputs: object) -> Tensor:
