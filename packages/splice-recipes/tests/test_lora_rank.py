@@ -44,6 +44,7 @@ def test_tiny_run_prints_the_table(tmp_path, capsys) -> None:
     # r=1 on every linear of one block (q, k, v, o: 16x16; up 16->64, down 64->16).
     assert rows["r1"]["trainable_params"] == 4 * (16 + 16) + (16 + 64) + (64 + 16)
     assert all(0.0 <= r["new_after"] <= 1.0 and r["step_ms"] > 0 for r in rows.values())
+    assert all(r["paired_step_ms"] > 0 for r in rows.values())
     out = capsys.readouterr().out
     assert "| r4 |" in out and "| full |" in out
     assert (tmp_path / "lora-rank.md").read_text().count("\n") == 5

@@ -157,17 +157,69 @@ def finetune_config(config: LoRARankConfig, rank: int | None, init_from: str) ->
                        train=train, init_from=init_from, adapter=adapter)  # fmt: skip
 
 
+def paired_step_times(
+    config: LoRARankConfig, init_from: str, *, rounds: int = 12, warmup: int = 2
+) -> dict[str, float]:
+    """Median milliseconds of one training step per row, timed side by side.
+
+    A run's own ``train_time_s`` depends on what else the machine ran meanwhile (rows run
+    minutes apart). Here every row's model (pre-trained weights + its adapter, or none) takes
+    one ``Trainer.train_step`` in turn, on the same batch, round after round (the order
+    rotating), so load drifts hit every row alike; ``warmup`` rounds are dropped.
+    """
+    import statistics
+    import time
+
+    import torch
+    from splice.objectives.sft import SFTObjective
+    from splice.training.experiment import (
+        build_collator,
+        build_experiment_model,
+        build_task,
+        build_tokenizer,
+    )
+    from splice.training.trainer import Trainer, seed_everything
+
+    arms: list[int | None] = [*config.ranks, *([None] if config.full_finetune else [])]
+    exp0 = finetune_config(config, None, init_from)
+    collate = build_collator(build_tokenizer(exp0.tokenizer), exp0.data)
+    batch = collate(build_task(config.new_task).sample("train", config.finetune.batch_size, seed=1))
+    steppers: dict[str, Any] = {}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(config.finetune.num_threads or threads)
+    try:
+        for rank in arms:
+            exp = finetune_config(config, rank, init_from)
+            seed_everything(config.seed)
+            trainer = Trainer(build_experiment_model(exp), SFTObjective(), [batch], exp.train)
+            trainer.model.train()
+            steppers["full" if rank is None else f"r{rank}"] = trainer
+        times: dict[str, list[float]] = {k: [] for k in steppers}
+        names = list(steppers)
+        for r in range(warmup + rounds):
+            for name in names[r % len(names) :] + names[: r % len(names)]:
+                t0 = time.perf_counter()
+                steppers[name].train_step(iter([batch]))
+                if r >= warmup:
+                    times[name].append(time.perf_counter() - t0)
+    finally:
+        torch.set_num_threads(threads)
+    return {k: 1e3 * statistics.median(v) for k, v in times.items()}
+
+
 def markdown_table(rows: dict[str, dict[str, Any]]) -> str:
     """One row per rank (and full fine-tuning)."""
     lines = [
-        "| run | trainable params | % of model | acc B (new task) | acc A kept | step time (ms) "
-        "| final train loss |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| run | trainable params | % of model | acc B (new task) | acc A kept "
+        "| step ms (side by side) | step ms (in its run) | final train loss |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, r in rows.items():
+        paired = r.get("paired_step_ms")
         lines.append(
             f"| {name} | {r['trainable_params']:,} | {r['trainable_percent']:.2f}% "
-            f"| {r['new_after']:.1%} | {r['old_after']:.1%} | {r['step_ms']:.1f} "
+            f"| {r['new_after']:.1%} | {r['old_after']:.1%} "
+            f"| {'n/a' if paired is None else f'{paired:.1f}'} | {r['step_ms']:.1f} "
             f"| {r['final_train_loss']:.3f} |"
         )
     return "\n".join(lines)
@@ -179,7 +231,8 @@ def run(config: LoRARankConfig) -> dict[str, Any]:
     Returns:
         ``{"name", "run_dir", "pretrain": {"old_accuracy", "new_accuracy"}, "rows": {...}}``;
         rows are keyed ``r1``, ``r2``, ..., ``full`` and hold ``rank``, ``trainable_params``,
-        ``trainable_percent``, ``new_after``, ``old_after``, ``step_ms``, ``final_train_loss``.
+        ``trainable_percent``, ``new_after``, ``old_after``, ``step_ms`` (the run's own
+        average), ``paired_step_ms`` (``paired_step_times``), ``final_train_loss``.
     """
     from splice.training.experiment import run_experiment
 
@@ -210,6 +263,8 @@ def run(config: LoRARankConfig) -> dict[str, Any]:
         r = rows[key]
         print(f"{key}: B {r['new_after']:.1%}, A kept {r['old_after']:.1%}, "
               f"{r['trainable_params']:,} params, {r['step_ms']:.1f} ms/step", flush=True)  # fmt: skip
+    for key, ms in paired_step_times(config, str(run_dir / "pretrain")).items():
+        rows[key]["paired_step_ms"] = ms
     table = markdown_table(rows)
     (run_dir / "lora-rank.md").write_text(table + "\n")
     print(table)
