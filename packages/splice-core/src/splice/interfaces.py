@@ -212,9 +212,36 @@ class Objective(Protocol):
 class OnlineObjective(Protocol):
     """An objective that generates its own batches from prompts (PPO, GRPO).
 
-    ``collect(model, prompts, generate)`` returns the experience batch that
-    ``loss`` then consumes; ``generate`` is ``splice.generation.generate`` bound
-    to the run's sampling config.
+    The trainer (``splice.training.online``) runs one *step* as::
+
+        experience = objective.collect(policy, prompts, generate)
+        for minibatch in objective.minibatches(experience):   # optional; default [experience]
+            objective.loss(model, minibatch).loss.backward(); clip; optimizer.step()
+
+    ``collect(model, prompts, generate)``:
+        ``model`` is the policy (unwrapped from DDP, so it generates); ``prompts`` is a
+        prompt batch of ``splice.training.rollout.PromptBatches``: ``{"prompts": list[str],
+        "references": list[str], "prompt_ids": list[list[int]] (bos + prompt), "index": (P,)
+        long}``; ``generate`` is a ``splice.training.rollout.RolloutGenerator``:
+        ``generate(model, prompt_ids, n=G) -> GenerationOutput`` (the run's sampling config
+        and this step's seed bound; KV cache, optionally the compiled decode step) and
+        ``generate.texts(out) -> list[str]``. Returns a mapping; its optional
+        ``"metrics"`` (``{name: float}``: reward, KL, length, ...) is logged with the step,
+        and its optional ``"completion_mask"`` tensor counts the step's tokens.
+    ``minibatches(experience) -> Iterator[Mapping]`` (optional): one optimizer update per
+        yielded minibatch; may stop early (PPO's KL early stop) or yield the same data
+        several times (GRPO's inner iterations). Under torchrun every rank must yield the
+        same number (decide from the global metrics ``loss`` returns).
+    ``loss(model, minibatch) -> LossOutput``: ``LossOutput.n_tokens`` is the count the loss
+        is a mean over (tokens or sequences), used to weigh ranks under torchrun.
+    ``setup(model)`` (optional): called once with the policy at its starting weights, before
+        the optimizer is built and any checkpoint is loaded (take a reference copy here).
+    ``trainable_modules() -> dict[str, nn.Module]`` (optional): modules that train with the
+        policy (PPO's value head); their parameters join the optimizer, their weights the
+        checkpoints (``objective.safetensors``).
+    ``state_dict() / load_state_dict(state)`` (optional): anything else exact resume needs
+        (an adaptive KL coefficient, a reference copy); tensors are saved to
+        ``objective.safetensors``, other JSON-able values to ``trainer_state.json``.
     """
 
     def collect(

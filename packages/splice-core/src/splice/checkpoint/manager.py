@@ -9,6 +9,7 @@ One checkpoint folder holds::
     optimizer.safetensors   per-parameter optimizer tensors (AdamW moments, step counts)
     rng.safetensors         torch generator states (uint8)
     trainer_state.json      step, data position, schedule step, optimizer groups, Python/NumPy RNG
+    objective.safetensors   an online objective's own tensors (value head, reference copy), if any
     config.json             the experiment config (when the trainer was given one)
     manifest.json           size and digest of every file above, written last (``integrity``)
 
@@ -250,9 +251,14 @@ class CheckpointManager:
         state: dict[str, Any],
         config: dict[str, Any] | None = None,
         protect: Iterable[Path | None] = (),
+        extra_tensors: dict[str, torch.Tensor] | None = None,
     ) -> Path:
         """Write checkpoint ``step`` atomically (manifest last), then prune to ``keep_last``
-        (never a ``protect``ed checkpoint); returns its folder."""
+        (never a ``protect``ed checkpoint); returns its folder.
+
+        ``extra_tensors`` (an online objective's value head, reference copy, ...) go to
+        ``objective.safetensors``.
+        """
         remove_stale_temporaries(self.root)
         final = self.root / f"step-{step:06d}"
         rng_tensors, rng_meta = rng_to_flat()
@@ -270,6 +276,8 @@ class CheckpointManager:
                 save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
                 full_state["optimizer"] = opt_meta
             save_file(rng_tensors, str(tmp / "rng.safetensors"))
+            if extra_tensors:
+                save_file(extra_tensors, str(tmp / "objective.safetensors"))
             (tmp / "trainer_state.json").write_text(json.dumps(full_state, indent=1))
             if config is not None:
                 (tmp / "config.json").write_text(json.dumps(config, indent=2))

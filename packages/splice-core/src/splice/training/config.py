@@ -135,6 +135,33 @@ class DataConfig(SpliceConfig):
     packing: bool = False
 
 
+class RolloutConfig(SpliceConfig):
+    """How an online objective (PPO, GRPO) samples its experience; ignored by offline ones.
+
+    One training *step* of an online run = one rollout of ``prompts_per_step`` prompts from
+    ``data.task``'s train split (``collect``), then the objective's updates on it (one
+    optimizer update per minibatch it yields). The schedule, ``log_every``,
+    ``checkpoint_every`` and ``steps`` count these steps.
+
+    Attributes:
+        prompts_per_step: prompts per rollout (the global batch under torchrun).
+        max_new_tokens: generation budget per completion.
+        temperature / top_k / top_p: sampling (``temperature=0`` is greedy).
+        compile: decode through the compiled static-shape step (see ``SamplingConfig``).
+        generate_chunk: prompts per ``generate`` call, each chunk with its own seed; set it
+            to a divisor of each rank's share to sample the same tokens under any number of
+            processes (None: one call per rank).
+    """
+
+    prompts_per_step: PositiveInt = 16
+    max_new_tokens: PositiveInt = 32
+    temperature: float = Field(default=1.0, ge=0.0)
+    top_k: PositiveInt | None = None
+    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
+    compile: bool = False
+    generate_chunk: PositiveInt | None = None
+
+
 def _default_objective() -> dict[str, Any]:
     return {"type": "sft"}
 
@@ -154,6 +181,7 @@ class ExperimentConfig(SpliceConfig):
             only the trainable (adapter) parameters and their optimizer state.
         reference_data: data given to the regularizers' ``setup`` (e.g. the old task for EWC);
             ``reference_batches`` batches of it.
+        rollout: prompts and sampling of online objectives (PPO, GRPO); see ``RolloutConfig``.
     """
 
     name: str = "experiment"
@@ -171,6 +199,7 @@ class ExperimentConfig(SpliceConfig):
     adapter: AdapterField | None = None
     reference_data: DataConfig | None = None
     reference_batches: PositiveInt = 16
+    rollout: RolloutConfig = RolloutConfig()
 
     @model_validator(mode="after")
     def _check_vocab(self) -> ExperimentConfig:

@@ -90,23 +90,32 @@ def init_distributed() -> DistInfo:
 def shard_batch(batch: Batch, rank: int, world: int) -> dict[str, Any]:
     """Rows ``[rank * B/world, (rank+1) * B/world)`` of every ``(B, ...)`` tensor in ``batch``.
 
+    A batch without tensors of rows (an online run's prompt batch also has lists of
+    prompts) is sharded along its lists; lists are sliced alongside tensors of the same
+    length.
+
     Raises:
         ValueError: the batch size ``B`` is not divisible by ``world``.
     """
     sizes = {v.shape[0] for v in batch.values() if isinstance(v, Tensor) and v.ndim > 0}
+    if not sizes:
+        sizes = {len(v) for v in batch.values() if isinstance(v, list)}
     if len(sizes) != 1:
         raise ValueError(f"cannot shard a batch whose tensors disagree on rows: {sorted(sizes)}")
     (rows,) = sizes
     if rows % world:
         raise ValueError(
-            f"train.batch_size={rows} (the global micro-batch) must be divisible by the "
-            f"number of processes ({world})"
+            f"the global batch of {rows} rows (train.batch_size, or rollout.prompts_per_step "
+            f"for an online objective) must be divisible by the number of processes ({world})"
         )
     per = rows // world
-    return {
-        k: v[rank * per : (rank + 1) * per] if isinstance(v, Tensor) and v.ndim > 0 else v
-        for k, v in batch.items()
-    }
+
+    def part(v: Any) -> Any:
+        if (isinstance(v, Tensor) and v.ndim > 0) or (isinstance(v, list) and len(v) == rows):
+            return v[rank * per : (rank + 1) * per]
+        return v
+
+    return {k: part(v) for k, v in batch.items()}
 
 
 class ShardedSource:
@@ -134,6 +143,12 @@ class GlobalTokenMean:
 
     def __init__(self, objective: Any, world: int) -> None:
         self.objective, self.world = objective, world
+
+    def __getattr__(self, name: str) -> Any:
+        # An online objective's collect / minibatches / setup / state_dict pass through.
+        if name in ("objective", "world"):
+            raise AttributeError(name)
+        return getattr(self.objective, name)
 
     def loss(self, model: nn.Module, batch: Mapping[str, Any]) -> LossOutput:
         out = self.objective.loss(model, batch)
@@ -209,6 +224,11 @@ class DistributedTrainer(Trainer):
         strategy = strategy or getattr(config, "distributed", "ddp")
         if strategy not in ("ddp", "fsdp2"):
             raise ValueError(f"train.distributed={strategy!r}: expected 'ddp' or 'fsdp2'")
+        if strategy == "fsdp2" and hasattr(objective, "collect"):
+            raise ValueError(
+                "online objectives (PPO, GRPO) generate per rank, and an FSDP2 forward needs "
+                "every rank in step; use train.distributed='ddp'"
+            )
         if strategy == "fsdp2" and kwargs.get("regularizers"):
             raise ValueError(
                 "regularizers read parameters directly, which FSDP2 shards; "
@@ -255,6 +275,24 @@ class DistributedTrainer(Trainer):
         last = self._pending[-1]
         last.grad_norm = _full(last.grad_norm)  # FSDP2: the norm is a DTensor
 
+    def reduce_rollout_metrics(self, metrics: dict[str, float]) -> dict[str, float]:
+        """Each rollout metric averaged over ranks (every rank reports the same names)."""
+        if not metrics:
+            return metrics
+        names = sorted(metrics)
+        values = torch.tensor([float(metrics[k]) for k in names], dtype=torch.float64)
+        values = values.to(self.device)
+        dist.all_reduce(values)
+        return dict(zip(names, (values / self.info.world_size).tolist()))
+
+    def sync_extra_grads(self) -> None:
+        """All-reduce (mean) the gradients of the objective's own modules (not under DDP)."""
+        for module in self.extra_modules.values():
+            for p in module.parameters():
+                if p.grad is not None:
+                    dist.all_reduce(p.grad)
+                    p.grad.div_(self.info.world_size)
+
     def flush(self) -> None:
         """Log global token counts (each rank counted only its slice), then flush as usual."""
         if self._pending:
@@ -291,13 +329,15 @@ class DistributedTrainer(Trainer):
             model, optimizer = self._gather_fsdp2()
         if self.is_main:
             assert model is not None
+            extra, extra_state = self.extra_checkpoint()
             mgr.save(
                 self.step,
                 model=model,
                 optimizer=optimizer,
-                state=self.state(),
+                state={**self.state(), **extra_state},
                 config=self.run_config,
                 protect=[self.last_good_checkpoint()],
+                extra_tensors=extra,
             )
         # Every rank records the path (the loop's end checks it), and none races ahead
         # (e.g. to resume) before the files exist.
@@ -335,6 +375,7 @@ class DistributedTrainer(Trainer):
             st = mgr.load(latest, model=self.inner, optimizer=self.optimizer)
         else:
             st = self._load_fsdp2(mgr, latest)
+        self.restore_extra(st, latest)
         self.restore_state(st, latest)
         return True
 

@@ -21,6 +21,8 @@ from splice.checkpoint import atomic_write_text, load_model_weights
 from splice.data.examples import Example
 from splice.data.tokenizer import CharTokenizer
 from splice.training.config import DataConfig, ExperimentConfig, TokenizerConfig
+from splice.training.online import is_online
+from splice.training.rollout import PromptBatches, Rollouts
 from splice.training.run_folder import ResumeMode, checkpoint_entries, claim_run_folder
 from splice.training.stream import BatchSource, ListBatches, TaskBatches, derive_seed
 from splice.training.trainer import Trainer, seed_everything
@@ -73,8 +75,12 @@ def build_collator(
     return cls(tokenizer, max_len=data.max_len)
 
 
-def build_evaluator(config: ExperimentConfig, tokenizer: Any, objective: Any, task: Any) -> Any:
+def build_evaluator(
+    config: ExperimentConfig, tokenizer: Any, objective: Any, task: Any, *, with_loss: bool = True
+) -> Any:
     """Held-out loss/perplexity and greedy exact match on the training task and ``eval.tasks``.
+
+    ``with_loss=False`` skips the held-out loss (an online objective's loss needs rollouts).
 
     The held-out sets are drawn once with fixed seeds (``splice eval`` draws the same ones),
     so every evaluation of a run scores the same problems. Metric names: ``eval_loss``,
@@ -92,7 +98,7 @@ def build_evaluator(config: ExperimentConfig, tokenizer: Any, objective: Any, ta
             collate(
                 t.sample("held_out", config.train.batch_size, seed=derive_seed(seed, "eval", i))
             )
-            for i in range(ev.loss_batches)
+            for i in range(ev.loss_batches if with_loss else 0)
         ]
         em = t.sample("held_out", ev.exact_match_examples, seed=derive_seed(seed, "em"))
         parts.append(
@@ -167,6 +173,46 @@ def preflight(config: ExperimentConfig, tokenizer: Any, task: Any) -> None:
         ref = config.reference_data.task
         tasks["reference_data"] = (ref, build_task(ref))
     check_experiment(config, tokenizer, tasks)
+
+
+def build_rollouts(
+    config: ExperimentConfig, tokenizer: Any, task: Any, model: nn.Module
+) -> tuple[PromptBatches, Rollouts]:
+    """An online run's prompt stream and per-step generator factory (``config.rollout``)."""
+    from splice.generation.sampling import SamplingConfig
+
+    ro = config.rollout
+    limit = getattr(getattr(model, "config", None), "max_seq_len", None)
+    max_prompt = None
+    if isinstance(limit, int):
+        max_prompt = limit - ro.max_new_tokens
+        if max_prompt < 2:
+            raise ValueError(
+                f"rollout.max_new_tokens={ro.max_new_tokens} leaves no room for a prompt in the "
+                f"model's max_seq_len={limit}"
+            )
+    prompts = PromptBatches(
+        task,
+        tokenizer,
+        prompts_per_step=ro.prompts_per_step,
+        seed=derive_seed(config.seed, "train-prompts"),
+        max_prompt_len=max_prompt,
+    )
+    sampling = SamplingConfig(
+        max_new_tokens=ro.max_new_tokens,
+        temperature=ro.temperature,
+        top_k=ro.top_k,
+        top_p=ro.top_p,
+        compile=ro.compile,
+    )
+    rollouts = Rollouts(
+        sampling,
+        tokenizer,
+        seed=derive_seed(config.seed, "rollouts"),
+        chunk=ro.generate_chunk,
+        prompts_per_step=ro.prompts_per_step,
+    )
+    return prompts, rollouts
 
 
 def _write_config(run_dir: Path, config: ExperimentConfig, *, resume: bool) -> None:
@@ -244,12 +290,18 @@ def _run(config: ExperimentConfig, run_dir: Path, *, resume: ResumeMode) -> dict
                 resume=resuming,
             )
         )
-    train = TaskBatches(
-        task,
-        collate,
-        batch_size=config.train.batch_size,
-        seed=derive_seed(config.seed, "train-data"),
-    )
+    online = is_online(objective)
+    rollouts = None
+    train: BatchSource
+    if online:  # each step: a prompt batch -> collect -> updates (splice.training.online)
+        train, rollouts = build_rollouts(config, tokenizer, task, model)
+    else:
+        train = TaskBatches(
+            task,
+            collate,
+            batch_size=config.train.batch_size,
+            seed=derive_seed(config.seed, "train-data"),
+        )
     reg_data = None
     if config.reference_data is not None:
         ref_task = build_task(config.reference_data.task)
@@ -263,7 +315,7 @@ def _run(config: ExperimentConfig, run_dir: Path, *, resume: ResumeMode) -> dict
     ev = config.eval
     evaluator = None
     if ev.loss_batches or ev.exact_match_examples:
-        evaluator = build_evaluator(config, tokenizer, objective, task)
+        evaluator = build_evaluator(config, tokenizer, objective, task, with_loss=not online)
 
     trainer_cls = Trainer
     if config.train.distributed != "none":  # under torchrun: DDP / FSDP2 over global batches
@@ -283,6 +335,7 @@ def _run(config: ExperimentConfig, run_dir: Path, *, resume: ResumeMode) -> dict
         eval_every=ev.every,
         run_config=config.model_dump(mode="json"),
         title=config.name,
+        rollouts=rollouts,
     )
     summary = trainer.fit(resume=resume)
     return {"name": config.name, **summary}

@@ -42,6 +42,14 @@ from splice.training.nan_guard import (
     non_finite_tensors,
     set_aside_unverified,
 )
+from splice.training.online import (
+    is_online,
+    load_objective_state,
+    objective_state,
+    online_train_step,
+    trainable_modules,
+    unwrap,
+)
 from splice.training.precision import resolve_precision
 from splice.training.report import plot_curves, write_report
 from splice.training.run_folder import ResumeMode, claim_run_folder
@@ -166,6 +174,10 @@ class Trainer:
             ``eval_every`` steps and at the end.
         run_config: JSON-able config saved inside each checkpoint.
         title: heading of ``report.md``.
+        rollouts: for an online objective (one with ``collect``): makes each step's bound
+            generator (``splice.training.rollout.Rollouts``); ``train_batches`` then yields
+            prompt batches, and each step is one rollout plus its updates
+            (``splice.training.online``).
     """
 
     def __init__(
@@ -183,8 +195,19 @@ class Trainer:
         eval_every: int | None = None,
         run_config: dict[str, Any] | None = None,
         title: str = "splice run",
+        rollouts: Any = None,
     ) -> None:
         self.model, self.objective, self.config = model, objective, config
+        self.policy = unwrap(model)  # what generates (DDP wrappers have no `new_cache`)
+        self.online, self.rollouts = is_online(objective), rollouts
+        if self.online and callable(getattr(objective, "setup", None)):
+            objective.setup(self.policy)  # at the starting weights (e.g. a reference copy)
+        if self.online and config.grad_accum != 1:
+            raise ValueError(
+                f"train.grad_accum={config.grad_accum}: an online objective makes one update per "
+                "minibatch it yields; size its minibatches instead"
+            )
+        self.extra_modules = trainable_modules(objective) if self.online else {}
         self.source = as_source(train_batches)
         self.regularizers = list(regularizers)
         self.regularizer_data = regularizer_data
@@ -194,7 +217,10 @@ class Trainer:
         self.is_main = True  # distributed subclasses set False on ranks that must not write
         if config.compile:
             compile_blocks(model)
-        self.optimizer = build_optimizer(model, config.optimizer)
+        trained: nn.Module = model
+        if self.extra_modules:  # the policy's parameters first, then e.g. a value head's
+            trained = nn.ModuleList([model, *self.extra_modules.values()])
+        self.optimizer = build_optimizer(trained, config.optimizer)
         self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
         self.device = next(model.parameters()).device
         self.precision = resolve_precision(config.precision, self.device)
@@ -243,16 +269,44 @@ class Trainer:
         gradient all-reduce until the last micro-batch of the step."""
         return contextlib.nullcontext()
 
+    def reduce_rollout_metrics(self, metrics: dict[str, float]) -> dict[str, float]:
+        """An online step's rollout metrics over all processes (one process: unchanged)."""
+        return metrics
+
+    def sync_extra_grads(self) -> None:
+        """Average the gradients of the objective's own modules over processes (DDP does the
+        policy's); nothing to do in one process."""
+
     # ------------------------------------------------------------------ state
     def state(self) -> dict[str, Any]:
         """The trainer's own resumable state (besides model, optimizer and RNG)."""
-        return {
+        st: dict[str, Any] = {
             "micro_batches": self.micro_batches,
             "examples": self.micro_batches * self.config.batch_size,
             "schedule_step": self.step,
             "train_time_s": self.train_time,
             "tokens_seen": self.tokens_seen,
         }
+        if self.online:  # micro_batches counts prompt batches (one per step)
+            st["examples"] = self.micro_batches * getattr(self.rollouts, "prompts_per_step", 0)
+        return st
+
+    def extra_checkpoint(self) -> tuple[dict[str, Tensor] | None, dict[str, Any]]:
+        """An online objective's tensors (``objective.safetensors``) and JSON state."""
+        if not self.online:
+            return None, {}
+        tensors, meta = objective_state(self.objective)
+        return tensors, {"objective": meta}
+
+    def restore_extra(self, st: dict[str, Any], checkpoint: Path) -> None:
+        """Load what ``extra_checkpoint`` saved into the objective."""
+        if not self.online:
+            return
+        from safetensors.torch import load_file
+
+        path = checkpoint / "objective.safetensors"
+        tensors = load_file(str(path)) if path.is_file() else {}
+        load_objective_state(self.objective, tensors, st.get("objective", {}))
 
     def save_checkpoint(self) -> Path | None:
         """Flush (so only verified-finite steps are saved), check the weights are finite,
@@ -271,13 +325,15 @@ class Trainer:
                     [],
                 )
             )
+        extra, extra_state = self.extra_checkpoint()
         self.last_checkpoint = mgr.save(
             self.step,
             model=self.model,
             optimizer=self.optimizer,
-            state=self.state(),
+            state={**self.state(), **extra_state},
             config=self.run_config,
             protect=[self.last_good_checkpoint()],
+            extra_tensors=extra,
         )
         return self.last_checkpoint
 
@@ -296,6 +352,7 @@ class Trainer:
         if latest is None:
             raise CorruptCheckpointError(mgr.root, "no intact checkpoint left to resume from")
         st = mgr.load(latest, model=self.model, optimizer=self.optimizer, verify=False)
+        self.restore_extra(st, latest)
         self.restore_state(st, latest)
         return True
 
@@ -322,6 +379,9 @@ class Trainer:
         (SFT completions differ in length). Objectives that report no token count weigh
         every micro-batch equally.
         """
+        if self.online:
+            online_train_step(self, batches)
+            return
         cfg = self.config
         lr = cfg.optimizer.lr * lr_multiplier(self.step, cfg.steps, cfg.schedule)
         for group in self.optimizer.param_groups:
