@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
-from splice.interfaces import LossOutput, OnlineObjective
+from splice.interfaces import OnlineObjective
 from splice.training.clip import clip_gradients
 from splice.training.schedule import lr_multiplier
 
@@ -115,7 +115,7 @@ def online_train_step(trainer: Trainer, batches: Iterator[Mapping[str, Any]]) ->
     penalties: list[Tensor] = []
     for minibatch in _minibatches(trainer.objective, experience):
         with trainer._autocast():
-            out: LossOutput = trainer.objective.loss(trainer.model, minibatch)
+            out = trainer.objective.loss(trainer.model, minibatch)  # a LossOutput
             loss = out.loss
             if trainer.regularizers:
                 pen = sum(r.penalty(trainer.model, minibatch) for r in trainer.regularizers)

@@ -1,0 +1,79 @@
+"""Advantage estimators (kind ``advantage_estimator``): rewards of a batch -> advantages.
+
+An estimator is called as ``estimator(rewards, group_size) -> advantages``: ``rewards`` is
+``(N,)`` float with ``N = P * G`` rows, the ``G`` completions of a prompt adjacent (as
+``generate`` returns them); the result is ``(N,)``, one advantage per completion, applied
+to each of its tokens. Third-party plugins register more through
+``register_advantage_estimators``.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from splice_grpo.config import GroupNormConfig, ReinforcePPConfig, RLOOConfig
+
+
+def _groups(rewards: Tensor, group_size: int) -> Tensor:
+    """``(N,) -> (P, G)``; raises naming the sizes when ``N`` is not a multiple of ``G``."""
+    if rewards.ndim != 1 or rewards.numel() % group_size:
+        raise ValueError(
+            f"rewards of shape {tuple(rewards.shape)} do not split into groups of {group_size}"
+        )
+    return rewards.float().view(-1, group_size)
+
+
+class GroupNormalized:
+    """GRPO: ``A_i = (r_i - mean_g(r)) / (std_g(r) + eps)`` (std off: Dr. GRPO).
+
+    The std is the unbiased sample std of the group, as in DeepSeekMath's GRPO and TRL.
+    """
+
+    def __init__(self, *, scale_by_std: bool = True, eps: float = 1e-4) -> None:
+        self.scale_by_std, self.eps = scale_by_std, eps
+
+    def __call__(self, rewards: Tensor, group_size: int) -> Tensor:
+        g = _groups(rewards, group_size)  # (P, G)
+        adv = g - g.mean(-1, keepdim=True)
+        if self.scale_by_std:
+            adv = adv / (g.std(-1, keepdim=True) + self.eps)
+        return adv.flatten()
+
+
+class LeaveOneOut:
+    """RLOO: ``A_i = r_i - mean_{j != i}(r_j) = G/(G-1) * (r_i - mean_g(r))``."""
+
+    def __call__(self, rewards: Tensor, group_size: int) -> Tensor:
+        g = _groups(rewards, group_size)  # (P, G)
+        others = (g.sum(-1, keepdim=True) - g) / (group_size - 1)
+        return (g - others).flatten()
+
+
+class ReinforcePlusPlus:
+    """REINFORCE++: ``A = (r - mean_batch(r)) / (std_batch(r) + eps)``; with
+    ``group_baseline`` the group mean is subtracted first (REINFORCE++-baseline)."""
+
+    def __init__(self, *, group_baseline: bool = False, eps: float = 1e-8) -> None:
+        self.group_baseline, self.eps = group_baseline, eps
+
+    def __call__(self, rewards: Tensor, group_size: int) -> Tensor:
+        g = _groups(rewards, group_size)
+        centred = g - g.mean(-1, keepdim=True) if self.group_baseline else g - g.mean()
+        flat = centred.flatten()
+        std = flat.std() if flat.numel() > 1 else flat.new_zeros(())
+        return (flat - flat.mean()) / (std + self.eps)
+
+
+def build_group_norm(config: GroupNormConfig, ctx: object = None) -> GroupNormalized:
+    return GroupNormalized(scale_by_std=config.scale_by_std, eps=config.eps)
+
+
+def build_rloo(config: RLOOConfig, ctx: object = None) -> LeaveOneOut:
+    return LeaveOneOut()
+
+
+def build_reinforce_pp(config: ReinforcePPConfig, ctx: object = None) -> ReinforcePlusPlus:
+    return ReinforcePlusPlus(group_baseline=config.group_baseline, eps=config.eps)
+
+
+__all__ = ["GroupNormalized", "LeaveOneOut", "ReinforcePlusPlus"]
