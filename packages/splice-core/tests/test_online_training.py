@@ -37,7 +37,7 @@ class ToyReinforce:
         self.collected = 0
         self.setup_calls = 0
 
-    def setup(self, model: nn.Module) -> None:
+    def setup(self, model: nn.Module, data: Any = None) -> None:
         self.setup_calls += 1
 
     def trainable_modules(self) -> dict[str, nn.Module]:

@@ -234,8 +234,9 @@ class OnlineObjective(Protocol):
         same number (decide from the global metrics ``loss`` returns).
     ``loss(model, minibatch) -> LossOutput``: ``LossOutput.n_tokens`` is the count the loss
         is a mean over (tokens or sequences), used to weigh ranks under torchrun.
-    ``setup(model)`` (optional): called once with the policy at its starting weights, before
-        the optimizer is built and any checkpoint is loaded (take a reference copy here).
+    ``setup(model, data=None)`` (optional): called once with the policy at its starting
+        weights, before the optimizer is built and any checkpoint is loaded (take a reference
+        copy here; create modules that ``trainable_modules`` returns).
     ``trainable_modules() -> dict[str, nn.Module]`` (optional): modules that train with the
         policy (PPO's value head); their parameters join the optimizer, their weights the
         checkpoints (``objective.safetensors``).

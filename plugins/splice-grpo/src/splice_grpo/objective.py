@@ -78,7 +78,7 @@ class GRPOObjective:
         self.reference: ReferenceModel | None = None
 
     # ------------------------------------------------------------------ lifecycle
-    def setup(self, model: nn.Module) -> None:
+    def setup(self, model: nn.Module, data: Any = None) -> None:
         """Make the reference from the starting policy (nothing when ``beta == 0``)."""
         if self.config.beta > 0 and self.reference is None:
             self.reference = ReferenceModel(model, mode=self.config.reference)

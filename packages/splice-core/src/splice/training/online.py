@@ -8,7 +8,7 @@ whole experience once). The step's record holds the rollout's metrics (``collect
 and the time split ``rollout_s`` / ``update_s``.
 
 The objective's optional extras (see ``splice.interfaces.OnlineObjective``):
-``setup(model)`` runs once at the starting weights, before a checkpoint is loaded;
+``setup(model, data)`` runs once at the starting weights, before a checkpoint is loaded;
 ``trainable_modules()`` adds modules (a value head) to the optimizer and to checkpoints;
 ``state_dict()`` / ``load_state_dict()`` carry anything else a resume needs (an adaptive
 KL coefficient, a reference copy): tensors go to ``objective.safetensors``, other values

@@ -201,7 +201,9 @@ class Trainer:
         self.policy = unwrap(model)  # what generates (DDP wrappers have no `new_cache`)
         self.online, self.rollouts = is_online(objective), rollouts
         if self.online and callable(getattr(objective, "setup", None)):
-            objective.setup(self.policy)  # at the starting weights (e.g. a reference copy)
+            # At the starting weights (a reference copy), before the optimizer is built (a
+            # value head made here joins it) and before any checkpoint is loaded.
+            objective.setup(self.policy, regularizer_data)
         if self.online and config.grad_accum != 1:
             raise ValueError(
                 f"train.grad_accum={config.grad_accum}: an online objective makes one update per "
@@ -543,7 +545,7 @@ class Trainer:
         # Regularizers (and objectives with a reference model) snapshot the *starting*
         # weights, so set up before loading a checkpoint.
         setup = getattr(self.objective, "setup", None)
-        if callable(setup):
+        if callable(setup) and not self.online:  # online ones were set up in __init__
             setup(self.model, self.regularizer_data)
         for reg in self.regularizers:
             reg.setup(self.model, self.regularizer_data)
