@@ -10,6 +10,7 @@ from typing import Any
 from splice.data.task_configs import (
     ArithmeticTaskConfig,
     JsonlTaskConfig,
+    MixtureTaskConfig,
     NumberWordsTaskConfig,
 )
 from splice.hookspecs import hookimpl
@@ -64,6 +65,7 @@ def register_objectives(register: Any) -> None:
 def register_tasks(register: Any) -> None:
     register(ArithmeticTaskConfig, "splice.data.tasks:build_arithmetic")
     register(JsonlTaskConfig, "splice.data.tasks:build_jsonl")
+    register(MixtureTaskConfig, "splice.data.tasks:build_mixture")
     register(NumberWordsTaskConfig, "splice.data.translation:build_number_words")
 
 

@@ -32,6 +32,18 @@ def solve(a: int, b: int, op: str) -> int:
     raise ValueError(f"unknown operator {op!r}; expected one of '+', '-', '*'")
 
 
+def addition_steps(a: int, b: int) -> str:
+    """Column addition, least-significant digit first: ``37, 25 -> "7+5=12,3+2+1=6"``."""
+    steps: list[str] = []
+    carry = 0
+    while a or b or not steps:
+        x, y = a % 10, b % 10
+        total = x + y + carry
+        steps.append(f"{x}+{y}" + (f"+{carry}" if carry else "") + f"={total}")
+        carry, a, b = total // 10, a // 10, b // 10
+    return ",".join(steps)
+
+
 class ArithmeticTask:
     """Problems ``a op b`` with operands of ``min_digits..max_digits`` digits.
 
@@ -41,6 +53,10 @@ class ArithmeticTask:
         held_out_fraction: share of all problems reserved for evaluation.
         reverse_answer: write the answer's digits least-significant first, the order
             in which carries are computed (makes addition far easier for small models).
+        chain_of_thought: (``+`` only) the completion is DeepSeek-R1's format, the digit
+            sums worked out least-significant first, then the answer:
+            ``37+25=`` -> ``<think>7+5=12,3+2+1=6</think><answer>62</answer>``
+            (``answer`` stays ``62``, for rule-based rewards).
     """
 
     def __init__(
@@ -51,12 +67,18 @@ class ArithmeticTask:
         max_digits: int = 2,
         held_out_fraction: float = 0.1,
         reverse_answer: bool = False,
+        chain_of_thought: bool = False,
     ) -> None:
         if not 1 <= min_digits <= max_digits:
             raise ValueError(f"need 1 <= min_digits <= max_digits, got {min_digits}, {max_digits}")
         if not 0.0 < held_out_fraction < 1.0:
             raise ValueError(f"held_out_fraction must be in (0, 1), got {held_out_fraction}")
         solve(1, 1, op)
+        if chain_of_thought and op != "+":
+            raise ValueError(f"chain_of_thought is defined for op '+' only, got {op!r}")
+        if chain_of_thought and reverse_answer:
+            raise ValueError("chain_of_thought and reverse_answer cannot be combined")
+        self.chain_of_thought = chain_of_thought
         self.op, self.min_digits, self.max_digits = op, min_digits, max_digits
         self.held_out_fraction = held_out_fraction
         self.reverse_answer = reverse_answer
@@ -68,6 +90,9 @@ class ArithmeticTask:
 
     def format(self, a: int, b: int) -> Example:
         answer = str(solve(a, b, self.op))
+        if self.chain_of_thought:
+            completion = f"<think>{addition_steps(a, b)}</think><answer>{answer}</answer>"
+            return Example(prompt=f"{a}{self.op}{b}=", completion=completion, answer=answer)
         completion = answer[::-1] if self.reverse_answer else answer
         return Example(prompt=f"{a}{self.op}{b}=", completion=completion, answer=completion)
 

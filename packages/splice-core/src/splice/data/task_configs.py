@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import Field, PositiveInt, model_validator
 
-from splice.config import ComponentConfig
+from splice.config import ComponentConfig, TaskField
 
 
 class ArithmeticTaskConfig(ComponentConfig):
@@ -19,12 +19,41 @@ class ArithmeticTaskConfig(ComponentConfig):
     max_digits: int = Field(default=2, ge=1)
     held_out_fraction: float = Field(default=0.1, gt=0.0, lt=1.0)
     reverse_answer: bool = False
+    chain_of_thought: bool = False
 
     @model_validator(mode="after")
     def _digits(self) -> ArithmeticTaskConfig:
         if self.min_digits > self.max_digits:
             raise ValueError(
                 f"min_digits={self.min_digits} must be <= max_digits={self.max_digits}"
+            )
+        if self.chain_of_thought and (self.op != "+" or self.reverse_answer):
+            raise ValueError(
+                "chain_of_thought is defined for op '+' without reverse_answer, got "
+                f"op={self.op!r}, reverse_answer={self.reverse_answer}"
+            )
+        return self
+
+
+class MixtureTaskConfig(ComponentConfig):
+    """Several tasks drawn together: each example comes from task ``i`` with probability
+    ``weights[i]`` (normalised; default equal), e.g. a new skill mixed with an old one.
+
+    Attributes:
+        tasks: the component tasks (any registered task configs).
+        weights: one non-negative weight per task, or None for equal weights.
+    """
+
+    type: Literal["mixture"] = "mixture"
+    tasks: list[TaskField] = Field(min_length=1)
+    weights: list[float] | None = None
+
+    @model_validator(mode="after")
+    def _weights(self) -> MixtureTaskConfig:
+        w = self.weights
+        if w is not None and (len(w) != len(self.tasks) or min(w) < 0 or sum(w) <= 0):
+            raise ValueError(
+                f"weights={w}: expected {len(self.tasks)} non-negative values with a positive sum"
             )
         return self
 
@@ -51,7 +80,7 @@ class JsonlTaskConfig(ComponentConfig):
     chat_template: str | dict[str, Any] | None = None
 
 
-__all__ = ["ArithmeticTaskConfig", "JsonlTaskConfig"]
+__all__ = ["ArithmeticTaskConfig", "JsonlTaskConfig", "MixtureTaskConfig"]
 
 
 #: Largest numbers the number-words task spells (below one million).

@@ -18,11 +18,11 @@ import hashlib
 import random
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from splice.data.arithmetic import ArithmeticTask
 from splice.data.examples import Example
-from splice.data.task_configs import ArithmeticTaskConfig, JsonlTaskConfig
+from splice.data.task_configs import ArithmeticTaskConfig, JsonlTaskConfig, MixtureTaskConfig
 
 Split = Literal["train", "held_out"]
 
@@ -34,7 +34,44 @@ def build_arithmetic(config: ArithmeticTaskConfig, ctx: object = None) -> Arithm
         max_digits=config.max_digits,
         held_out_fraction=config.held_out_fraction,
         reverse_answer=config.reverse_answer,
+        chain_of_thought=config.chain_of_thought,
     )
+
+
+class MixtureTask:
+    """Examples of several tasks, task ``i`` with probability ``weights[i]``.
+
+    ``sample(split, n, seed)`` decides each example's task with a seeded RNG, then takes the
+    first ``k_i`` examples of task ``i``'s own stream (seeded by ``(seed, i)``), in the drawn
+    order: deterministic, and the tasks' splits stay disjoint as they are.
+    """
+
+    def __init__(self, tasks: list[Any], weights: list[float] | None = None) -> None:
+        self.tasks = tasks
+        self.weights = weights or [1.0] * len(tasks)
+
+    def sample(self, split: Split, n: int, *, seed: int = 0) -> list[Example]:
+        rng = random.Random(f"mixture-{seed}-{split}")
+        picks = rng.choices(range(len(self.tasks)), weights=self.weights, k=n)
+        streams = [
+            iter(t.sample(split, picks.count(i), seed=seed * 1009 + i))
+            for i, t in enumerate(self.tasks)
+        ]
+        return [next(streams[i]) for i in picks]
+
+    def examples(self, split: Split, *, seed: int = 0) -> Iterator[Example]:
+        """An endless stream: blocks of 256 drawn with successive seeds."""
+        block = 0
+        while True:
+            yield from self.sample(split, 256, seed=seed * 7919 + block)
+            block += 1
+
+
+def build_mixture(config: MixtureTaskConfig, ctx: object = None) -> MixtureTask:
+    from splice.registry import get_registry
+
+    reg = get_registry()
+    return MixtureTask([reg.build("task", t, None) for t in config.tasks], config.weights)
 
 
 def _hash_fraction(ex: Example) -> float:
@@ -122,6 +159,9 @@ __all__ = [
     "ArithmeticTaskConfig",
     "JsonlTask",
     "JsonlTaskConfig",
+    "MixtureTask",
+    "MixtureTaskConfig",
     "build_arithmetic",
     "build_jsonl",
+    "build_mixture",
 ]

@@ -60,9 +60,11 @@ class CharTokenizer:
         n = len(self.SPECIALS)
         out = []
         for i in ids:
-            if i < n:
+            if i < n or i >= n + len(self.alphabet):
+                # Specials, and ids past the alphabet: a model whose vocabulary is padded
+                # beyond the tokenizer's can sample them (an untrained policy in RL does).
                 if not skip_special:
-                    out.append(self.SPECIALS[i])
+                    out.append(self.SPECIALS[i] if i < n else f"<unk:{i}>")
                 continue
             out.append(self.alphabet[i - n])
         return "".join(out)

@@ -21,6 +21,7 @@ from splice.config import (
     TaskField,
 )
 from splice.data.tokenizer import DEFAULT_ALPHABET
+from splice.rewards.configs import RewardTermConfig
 
 
 class OptimizerConfig(SpliceConfig):
@@ -101,6 +102,9 @@ class EvalConfig(SpliceConfig):
         max_new_tokens: generation budget per problem.
         batch_size: problems generated per batch.
         tasks: extra named tasks evaluated the same way (e.g. the old task, to measure forgetting).
+        rewards: rule-based rewards (``splice.rewards``) that also score the greedy
+            completions, logged as ``reward/<name>`` (e.g. answer match and format of a
+            chain-of-thought task, where plain exact match of the whole completion says little).
     """
 
     every: PositiveInt | None = None
@@ -109,6 +113,7 @@ class EvalConfig(SpliceConfig):
     max_new_tokens: PositiveInt = 8
     batch_size: PositiveInt = 100
     tasks: dict[str, TaskField] = Field(default_factory=dict)
+    rewards: list[RewardTermConfig] = Field(default_factory=list)
 
 
 class TokenizerConfig(SpliceConfig):

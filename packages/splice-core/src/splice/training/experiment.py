@@ -90,6 +90,11 @@ def build_evaluator(
     from splice.generation.sampling import SamplingConfig
 
     ev, seed = config.eval, config.seed
+    rewards = None
+    if ev.rewards:
+        from splice.rewards import build_rewards
+
+        rewards = build_rewards(ev.rewards)
     sampling = SamplingConfig(max_new_tokens=ev.max_new_tokens)
     parts = []
     for prefix, t in {"": task, **{f"{k}/": build_task(v) for k, v in ev.tasks.items()}}.items():
@@ -110,6 +115,7 @@ def build_evaluator(
                 sampling=sampling,
                 batch_size=ev.batch_size,
                 prefix=prefix,
+                rewards=rewards,
             )
         )
 

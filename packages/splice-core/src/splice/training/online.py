@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from splice.interfaces import OnlineObjective
 from splice.training.clip import clip_gradients
 from splice.training.schedule import lr_multiplier
+from splice.training.step_hooks import after_optimizer_step
 
 if TYPE_CHECKING:
     from splice.training.trainer import Trainer
@@ -64,6 +65,13 @@ def objective_state(objective: Any) -> tuple[dict[str, Tensor], dict[str, Any]]:
                 tensors[f"state.{k}"] = v.detach().contiguous().cpu()
             else:
                 meta[k] = v
+    # safetensors refuses shared storage (a reference copy's tied embedding / lm_head):
+    # store each name's own copy; loading writes the same values into the tied parameter.
+    seen: set[int] = set()
+    for k, v in tensors.items():
+        if v.untyped_storage().data_ptr() in seen:
+            tensors[k] = v.clone()
+        seen.add(v.untyped_storage().data_ptr())
     return tensors, meta
 
 
@@ -126,6 +134,7 @@ def online_train_step(trainer: Trainer, batches: Iterator[Mapping[str, Any]]) ->
         norm = clip_gradients(trainer.params, cfg.max_grad_norm, trainer.optimizer)
         trainer.optimizer.step()
         trainer.optimizer.zero_grad(set_to_none=True)
+        module_metrics = after_optimizer_step(trainer.model)  # e.g. MoE router biases
         losses.append(out.loss.detach())
         if norm is not None:
             norms.append(norm.detach())
@@ -136,6 +145,8 @@ def online_train_step(trainer: Trainer, batches: Iterator[Mapping[str, Any]]) ->
     trainer.micro_batches += 1  # prompt batches consumed: the prompt stream's position
     trainer.step += 1
     metrics: dict[str, Any] = {**rollout_metrics, **{k: v / max(n, 1) for k, v in sums.items()}}
+    if n:
+        metrics.update(module_metrics)  # the last update's
     metrics.update(updates=float(n), rollout_s=t1 - t0, update_s=time.perf_counter() - t1)
     mask = experience.get("completion_mask")
     tokens = int(mask.sum()) if isinstance(mask, Tensor) else 0

@@ -39,7 +39,8 @@ def plot_curves(metrics_path: str | Path, png_path: str | Path) -> Path | None:
             ax.plot(*zip(*pts), "o-", label=r_key)
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
-    ax.set_yscale("log")
+    if all(r["loss"] > 0 for r in train):  # RL losses (PPO, GRPO) can be negative
+        ax.set_yscale("log")
     ax.legend()
     ax.grid(alpha=0.3)
     if eval_keys:
