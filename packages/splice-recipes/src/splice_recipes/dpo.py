@@ -254,7 +254,8 @@ def run(config: DPORecipeConfig) -> dict[str, Any]:
     held_out = task.sample("held_out", config.eval_examples, seed=config.seed)
 
     # 1. SFT
-    sft_report = run_experiment(sft_config(config))
+    # Every run of the recipe redoes each stage: its sub-run folders are the recipe's own.
+    sft_report = run_experiment(sft_config(config), overwrite=True)
     sft_dir = str(run_dir / "sft")
     model = _load(config, sft_dir)
     before = _accuracy(model, tokenizer, held_out, config.max_new_tokens)
@@ -309,7 +310,7 @@ def run(config: DPORecipeConfig) -> dict[str, Any]:
         exp = method_config(
             config, method, pairs=pairs_path, accepted=accepted_path, init_from=sft_dir
         )
-        rep = run_experiment(exp)
+        rep = run_experiment(exp, overwrite=True)
         after = _accuracy(_load(config, exp.run_dir()), tokenizer, held_out, config.max_new_tokens)
         data = f"{len(accepted)} accepted" if method.kind == "rft" else f"{len(pairs)} pairs"
         rows[method.name] = {

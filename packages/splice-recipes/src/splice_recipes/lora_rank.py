@@ -239,7 +239,8 @@ def run(config: LoRARankConfig) -> dict[str, Any]:
     run_dir = Path(config.run_dir())
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(json.dumps(config.model_dump(mode="json"), indent=2))
-    pre = run_experiment(pretrain_config(config))
+    # Every run of the recipe redoes each stage: its sub-run folders are the recipe's own.
+    pre = run_experiment(pretrain_config(config), overwrite=True)
     old_before, new_before = (
         float(pre["eval"]["exact_match"]),
         float(pre["eval"]["new/exact_match"]),
@@ -249,7 +250,7 @@ def run(config: LoRARankConfig) -> dict[str, Any]:
     arms: list[int | None] = [*config.ranks, *([None] if config.full_finetune else [])]
     for rank in arms:
         exp = finetune_config(config, rank, init_from=str(run_dir / "pretrain"))
-        rep = run_experiment(exp)
+        rep = run_experiment(exp, overwrite=True)
         key = "full" if rank is None else f"r{rank}"
         rows[key] = {
             "rank": rank,
