@@ -223,7 +223,7 @@ def run_setting(
 def main(quick: bool = False) -> str:
     threads = configure_threads()
     batch = 4 if quick else 8
-    warmup, rounds = (2, 3) if quick else (3, 12)
+    warmup, rounds = (2, 3) if quick else (2, 8)
     pairs = make_pairs(batch * (warmup + rounds))
     results: dict[str, Comparison] = {}
     with tempfile.TemporaryDirectory() as tmp:

@@ -86,7 +86,8 @@ def register_rewards(register: Any) -> None:
 
 @hookspec
 def register_preference_losses(register: Any) -> None:
-    """Register DPO-style pairwise/unpaired preference losses (used by splice-dpo's objective)."""
+    """Register DPO-style preference losses: ``register(ConfigClass, loss_fn)`` where
+    ``loss_fn(logps, config) -> (B,)`` per-pair losses (used by splice-dpo's ``dpo`` objective)."""
 
 
 @hookspec

@@ -6,8 +6,8 @@
    (correct, incorrect) pair per prompt where both occur: ``pairs.jsonl``. The accepted
    samples also make ``accepted.jsonl`` for rejection-sampling fine-tuning (RFT).
 3. **One row per method**, each from the SFT weights, through ``run_experiment`` (what
-   ``splice run`` does): DPO (sigmoid), SimPO, ORPO on ``pairs.jsonl``; RFT = SFT on
-   ``accepted.jsonl``.
+   ``splice run`` does): DPO (sigmoid), DPO + SFT on the chosen side (composed in config with
+   ``weighted_sum``), SimPO, ORPO on ``pairs.jsonl``; RFT = SFT on ``accepted.jsonl``.
 4. Held-out accuracy (greedy exact match on the same problems) before and after, per method:
    ``method | acc before | acc after | Δ | train time (s)`` (the GRPO and PPO recipes print
    the same columns).
@@ -42,12 +42,15 @@ class MethodConfig(SpliceConfig):
         kind: ``"preference"`` (the ``dpo`` objective with ``loss``) or ``"rft"``.
         loss: the preference loss (``{"type": "sigmoid", "beta": 0.1}``, ``simpo``, ``orpo``...).
         lr: learning rate; None uses ``preference_train``'s.
+        sft_weight: > 0 composes the objective in config as ``weighted_sum``:
+            ``preference loss + sft_weight · SFT on the chosen completions`` (RPO-style).
     """
 
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str = Field(pattern=r"^[A-Za-z0-9_.+-]+$")
     kind: Literal["preference", "rft"] = "preference"
     loss: PreferenceLossField | None = None  # type: ignore[valid-type]
     lr: PositiveFloat | None = None
+    sft_weight: float = Field(default=0.0, ge=0.0)
 
     @model_validator(mode="after")
     def _loss_for_preference(self) -> MethodConfig:
@@ -79,7 +82,7 @@ def _default_task() -> dict[str, Any]:
 
 def _default_sft() -> TrainConfig:
     return TrainConfig(
-        steps=700,
+        steps=400,
         batch_size=64,
         log_every=50,
         keep_last=1,
@@ -96,13 +99,14 @@ def _default_preference_train() -> TrainConfig:
         log_every=20,
         keep_last=1,
         num_threads=1,
-        optimizer=OptimizerConfig(lr=3e-4, betas=(0.9, 0.98)),
+        optimizer=OptimizerConfig(lr=5e-5, betas=(0.9, 0.98)),
     )
 
 
 def _default_methods() -> list[MethodConfig]:
     return [
         MethodConfig(name="dpo", loss={"type": "sigmoid", "beta": 0.1}),
+        MethodConfig(name="dpo+sft", loss={"type": "sigmoid", "beta": 0.1}, sft_weight=1.0),
         MethodConfig(name="simpo", loss={"type": "simpo", "beta": 2.0, "gamma": 1.0}),
         MethodConfig(name="orpo", loss={"type": "orpo", "beta": 0.5}),
         MethodConfig(name="rft", kind="rft"),
@@ -173,6 +177,14 @@ def method_config(
     else:
         task = {"type": "preference_jsonl", "train": str(pairs)}
         objective = {"type": "dpo", "loss": method.loss}
+        if method.sft_weight > 0:
+            objective = {
+                "type": "weighted_sum",
+                "terms": [
+                    {"objective": objective, "name": "dpo"},
+                    {"objective": {"type": "sft"}, "weight": method.sft_weight, "name": "sft"},
+                ],
+            }
     return ExperimentConfig(
         name=f"{config.name}-{method.name}",
         seed=config.seed,
