@@ -1,6 +1,7 @@
 """The user's path (docs/bring-your-own-model.md): a Hugging Face Llama checkpoint -> QLoRA SFT
 on chat JSONL with completion-only loss via ``splice run config.py`` -> a PEFT adapter ->
-transformers + PEFT give splice's logits.
+transformers + PEFT give splice's logits; the merged, dequantized export loads in plain
+transformers with the same logits.
 
 The checkpoint (tiny, random) and its BPE tokenizer are written by the test. PEFT applies
 the adapter to the base it is given; splice trained it on the NF4 base, so the comparison
@@ -28,6 +29,7 @@ from splice.training.config import ExperimentConfig  # noqa: E402
 from splice.training.experiment import build_experiment_model  # noqa: E402
 from splice.training.trainer import seed_everything  # noqa: E402
 from splice_lora import save_peft_adapter  # noqa: E402
+from splice_qlora.export import export_merged  # noqa: E402
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers  # noqa: E402
 
 SPECIALS = ["<pad>", "<|im_start|>", "<|im_end|>", "<s>"]
@@ -150,3 +152,13 @@ def test_hf_llama_to_qlora_sft_to_peft_same_logits(tmp_path):
         got = peft_model(input_ids=ids).logits
     assert (expected - base_only).abs().max() > 1e-2  # the adapter changes the output ...
     torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)  # ... and PEFT agrees
+
+    # One float checkpoint, adapter merged into the dequantized base: plain transformers.
+    export_merged(model, tmp_path / "merged")
+    merged = transformers.AutoModelForCausalLM.from_pretrained(
+        tmp_path / "merged", torch_dtype=torch.float32
+    )
+    with torch.no_grad():
+        torch.testing.assert_close(
+            merged.eval()(input_ids=ids).logits, expected, atol=1e-4, rtol=1e-4
+        )

@@ -145,13 +145,15 @@ def test_bf16_compute_dtype_runs_and_stays_close():
 
 
 def test_auto_compute_dtype_is_bf16_only_where_native(monkeypatch):
-    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    from splice.training import precision
+
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
     assert resolve_compute_dtype("auto", "cpu") == torch.float32
-    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512_BF16")
-    assert resolve_compute_dtype("auto", "cpu") == torch.bfloat16
-    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AMX")
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
     assert resolve_compute_dtype("auto", "cpu") == torch.bfloat16
     assert resolve_compute_dtype("float16") == torch.float16
+    with pytest.raises(ValueError, match="compute_dtype='int4'"):
+        resolve_compute_dtype("int4")
 
 
 def test_int8_rows_and_outlier_decomposition():

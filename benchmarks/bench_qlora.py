@@ -1,0 +1,234 @@
+"""QLoRA (NF4) fine-tuning: splice vs PEFT + bitsandbytes on transformers, same tiny Llama.
+
+Setup (both sides identical): a random ``LlamaForCausalLM`` saved with ``save_pretrained``.
+splice imports it (``splice.hf.load_pretrained``) and applies its ``qlora`` adapter;
+transformers loads it with ``BitsAndBytesConfig(load_in_4bit=True, nf4, double quant,
+compute dtype float32)`` and PEFT wraps it (``get_peft_model``). Both: every linear layer
+but the output head in NF4 (blocks of 64, double quantization), LoRA r=16 alpha=32 no
+dropout on all of them, float32 compute, fixed-length random token rows, loss on every
+next token, AdamW (fused) lr 1e-4, gradient clipping at 1.0, the same thread count. The
+PEFT side is a plain PyTorch loop (not TRL); the splice side runs ``Trainer.train_step``.
+
+* tokens/s: both sides alternate step by step in one process (``harness.compare``);
+  medians and the paired median ratio are reported.
+* peak RSS: each side in its own fresh Python process (``ru_maxrss``) that imports what it
+  needs, loads and quantizes the model, and trains the same number of steps; also the
+  growth over the process's RSS right after its imports (what the model and training
+  added, without the libraries each side imports).
+* quantized weight bytes/param: the storage of the quantized linears on each side
+  (packed codes + block scales + second-level scales).
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from harness import compare, configure_threads, write_section
+
+D_MODEL, N_LAYERS, N_HEADS, FFN, VOCAB = 256, 4, 4, 688, 8000
+R, ALPHA, LR = 16, 32.0, 1e-4
+
+
+def build_checkpoint(directory: Path, *, seq_len: int) -> None:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(
+        vocab_size=VOCAB, hidden_size=D_MODEL, intermediate_size=FFN, num_hidden_layers=N_LAYERS,
+        num_attention_heads=N_HEADS, num_key_value_heads=N_HEADS,
+        max_position_embeddings=max(512, seq_len), tie_word_embeddings=False,
+    )  # fmt: skip
+    LlamaForCausalLM(cfg).to(torch.float32).save_pretrained(directory)
+
+
+class SpliceQLoRAStep:
+    """One splice ``Trainer`` step of the ``qlora`` adapter per call."""
+
+    def __init__(self, ckpt: Path, rows: torch.Tensor, *, batch: int) -> None:
+        from splice.hf import load_pretrained
+        from splice.objectives.sft import SFTConfig, SFTObjective
+        from splice.quantization import quantization_report
+        from splice.training.config import OptimizerConfig, TrainConfig
+        from splice.training.trainer import Trainer
+        from splice_qlora.config import NF4Config, QLoRAConfig
+        from splice_qlora.qlora import apply_qlora
+
+        model, _ = load_pretrained(ckpt, dtype=torch.float32)
+        apply_qlora(model, QLoRAConfig(r=R, alpha=ALPHA, dropout=0.0, targets="all-linear",
+                                       quantization=NF4Config(compute_dtype="float32")))  # fmt: skip
+        self.bytes_per_param = quantization_report(model).bytes_per_param
+        batches = [
+            {"input_ids": rows[i : i + batch], "labels": rows[i : i + batch]}
+            for i in range(0, rows.shape[0], batch)
+        ]
+        cfg = TrainConfig(
+            steps=10**6, batch_size=batch, max_grad_norm=1.0, precision="float32",
+            optimizer=OptimizerConfig(lr=LR, weight_decay=0.0, fused=True),
+            progress=False, log_every=10,
+        )  # fmt: skip
+        self.trainer = Trainer(
+            model, SFTObjective(SFTConfig(chunk_size=None)), _cycle(batches), cfg
+        )
+        self.batches = self.trainer.source.batches(0)
+        model.train()
+
+    def __call__(self) -> None:
+        t = self.trainer
+        t.train_step(self.batches)
+        if t.step % t.config.log_every == 0:
+            t.flush()
+
+
+def _cycle(batches: list[dict[str, torch.Tensor]]) -> Any:
+    class Endless:
+        def batches(self, start: int = 0) -> Any:
+            i = start
+            while True:
+                yield batches[i % len(batches)]
+                i += 1
+
+    return Endless()
+
+
+class PeftQLoRAStep:
+    """One step of a plain PyTorch loop over PEFT LoRA on a bitsandbytes-4-bit transformers Llama."""
+
+    def __init__(self, ckpt: Path, rows: torch.Tensor, *, batch: int) -> None:
+        from peft import LoraConfig, get_peft_model
+        from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+        q = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.float32,
+        )  # fmt: skip
+        base = AutoModelForCausalLM.from_pretrained(
+            ckpt, quantization_config=q, device_map="cpu", dtype=torch.float32
+        )
+        self.bytes_per_param = _bnb_bytes_per_param(base)
+        cfg = LoraConfig(r=R, lora_alpha=ALPHA, lora_dropout=0.0, target_modules="all-linear")
+        self.model = get_peft_model(base, cfg).train()
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.opt = torch.optim.AdamW(self.params, lr=LR, weight_decay=0.0, fused=True)
+        self.rows, self.batch, self.i = rows, batch, 0
+
+    def __call__(self) -> None:
+        n = self.rows.shape[0] // self.batch
+        x = self.rows[(self.i % n) * self.batch : (self.i % n + 1) * self.batch]
+        self.i += 1
+        loss = self.model(input_ids=x, labels=x).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.params, 1.0)
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+
+
+def _bnb_bytes_per_param(model: torch.nn.Module) -> float:
+    import bitsandbytes as bnb
+
+    nbytes = params = 0
+    for m in model.modules():
+        if isinstance(m, bnb.nn.Linear4bit):
+            qs = m.weight.quant_state
+            params += m.in_features * m.out_features
+            parts = [m.weight, qs.absmax]
+            if qs.nested:
+                parts += [qs.state2.absmax, qs.offset]
+            nbytes += sum(t.numel() * t.element_size() for t in parts)
+    return nbytes / params
+
+
+def _rss_now_kib() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() // 1024
+
+
+def rss_child(side: str, ckpt: str, steps: int, batch: int, seq_len: int) -> None:
+    """Run in a fresh process: import, build, train ``steps`` steps, print RSS as JSON."""
+    configure_threads()
+    if side == "splice":
+        import splice_qlora.qlora  # noqa: F401
+        from splice.hf import load_pretrained  # noqa: F401
+    else:
+        import peft  # noqa: F401
+        import transformers  # noqa: F401
+    after_imports = _rss_now_kib()
+    rows = torch.randint(0, VOCAB, (4 * batch, seq_len), generator=torch.Generator().manual_seed(0))
+    step = (SpliceQLoRAStep if side == "splice" else PeftQLoRAStep)(Path(ckpt), rows, batch=batch)
+    for _ in range(steps):
+        step()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    print(json.dumps({"peak_kib": peak, "after_imports_kib": after_imports}))
+
+
+def measure_rss(side: str, ckpt: Path, *, steps: int, batch: int, seq_len: int) -> dict[str, int]:
+    out = subprocess.run(
+        [sys.executable, __file__, "--rss", side, str(ckpt), str(steps), str(batch), str(seq_len)],
+        check=True, capture_output=True, text=True, cwd=Path(__file__).parent,
+    )  # fmt: skip
+    return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def main(quick: bool = False) -> str:
+    threads = configure_threads()
+    batch, seq_len = (4, 128) if quick else (8, 128)
+    warmup, rounds = (2, 3) if quick else (3, 10)
+    rss_steps = 3 if quick else 6
+    rows = torch.randint(0, VOCAB, (4 * batch, seq_len), generator=torch.Generator().manual_seed(0))
+    tokens = batch * seq_len
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt = Path(tmp) / "llama"
+        build_checkpoint(ckpt, seq_len=seq_len)
+        rss = {s: measure_rss(s, ckpt, steps=rss_steps, batch=batch, seq_len=seq_len)
+               for s in ("splice", "peft")}  # fmt: skip
+        splice_step = SpliceQLoRAStep(ckpt, rows, batch=batch)
+        peft_step = PeftQLoRAStep(ckpt, rows, batch=batch)
+        comp = compare(
+            {"splice QLoRA (NF4)": splice_step, "PEFT + bitsandbytes QLoRA (plain loop)": peft_step},
+            baseline="PEFT + bitsandbytes QLoRA (plain loop)", warmup=warmup, rounds=rounds,
+        )  # fmt: skip
+    speed = comp.speedup("splice QLoRA (NF4)")
+    work = {k: float(tokens) for k in comp.samples}
+    mib = lambda kib: kib / 1024  # noqa: E731
+    rss_rows = "\n".join(
+        f"| {name} | {mib(r['peak_kib']):.0f} | {mib(r['after_imports_kib']):.0f} | "
+        f"{mib(r['peak_kib'] - r['after_imports_kib']):.0f} |"
+        for name, r in (("splice QLoRA", rss["splice"]), ("PEFT + bitsandbytes", rss["peft"]))
+    )
+    ratio_peak = rss["splice"]["peak_kib"] / rss["peft"]["peak_kib"]
+    grow = lambda r: r["peak_kib"] - r["after_imports_kib"]  # noqa: E731
+    ratio_grow = grow(rss["splice"]) / grow(rss["peft"])
+    body = (
+        f"QLoRA fine-tuning, tiny Llama (d={D_MODEL}, {N_LAYERS} layers, {N_HEADS} heads, SwiGLU "
+        f"{FFN}, vocab {VOCAB}, untied), every linear but the head in NF4 (blocks of 64, double "
+        f"quantization, float32 compute), LoRA r={R} alpha={ALPHA:g} on all of them, batch "
+        f"{batch} x {seq_len} tokens, {threads} thread(s), AdamW fused. PEFT side: transformers "
+        "`BitsAndBytesConfig(load_in_4bit=True)` + `get_peft_model`, a plain training loop (not "
+        "TRL). The machine was shared with other jobs while this ran; the ratios are paired "
+        "medians.\n\n"
+        + comp.table(work=work, unit_name="tokens/s")
+        + f"\n\nsplice QLoRA / PEFT QLoRA tokens/s (paired median): **{speed:.2f}x** (target >= 1.0).\n\n"
+        f"Peak RSS, each side alone in a fresh process ({rss_steps} training steps):\n\n"
+        "| side | peak RSS MiB | RSS after imports MiB | peak - after imports MiB |\n"
+        "|---|---:|---:|---:|\n" + rss_rows + "\n\n"
+        f"splice / PEFT peak RSS: **{ratio_peak:.2f}** (target <= 1.0); growth over imports: "
+        f"{ratio_grow:.2f}.\n\n"
+        f"Quantized weight storage: splice {splice_step.bytes_per_param:.4f} bytes/param, "
+        f"PEFT + bitsandbytes {peft_step.bytes_per_param:.4f} bytes/param (4.127 bits = 0.516).\n"
+    )
+    print(f"splice/PEFT tokens/s {speed:.2f}x, peak RSS ratio {ratio_peak:.2f}", flush=True)
+    return write_section("qlora", "QLoRA (NF4): splice vs PEFT + bitsandbytes", body)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--rss":
+        side, ckpt, steps, batch, seq_len = sys.argv[2:7]
+        rss_child(side, ckpt, int(steps), int(batch), int(seq_len))
+    else:
+        main(quick="--quick" in sys.argv)
