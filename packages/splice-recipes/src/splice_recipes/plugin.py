@@ -18,3 +18,4 @@ def register_recipes(register: Any) -> None:
     register("clip", "splice_recipes.clip:recipe")
     register("vlm-compare", "splice_recipes.vlm_compare:recipe")
     register("r1-zero", "splice_recipes.r1_zero:recipe")
+    register("ppo", "splice_recipes.ppo:recipe")
