@@ -8,6 +8,7 @@ Extra arguments after ``--`` go to the tool (e.g. ``uvx nox -s tests -- -k regis
 from __future__ import annotations
 
 import re
+import shutil
 import sys
 import tomllib
 from pathlib import Path
@@ -16,7 +17,7 @@ import nox
 
 nox.needs_version = ">=2025.2.9"  # uv backend with run_install("uv", ...), parametrize ids
 nox.options.default_venv_backend = "uv"
-nox.options.sessions = ["lint", "tests"]
+nox.options.sessions = ["lint", "tests", "wheels"]
 nox.options.reuse_venv = "yes"  # uv sync makes a reused env exactly the lock's again
 nox.options.error_on_missing_interpreters = True
 
@@ -112,6 +113,37 @@ wanted = set(sys.argv[1:])
 assert found == wanted, f"expected exactly {sorted(wanted)} installed, found {sorted(found)}"
 print("splice distributions installed:", ", ".join(sorted(found)))
 """
+
+
+@nox.session(python=PYTHON)
+def wheels(session: nox.Session) -> None:
+    """Every package builds a wheel; core + splice-mha + the example plugin install from
+    wheels alone (no repository sources, nothing editable) and train a few steps."""
+    tmp = Path(session.create_tmp()).resolve()
+    dist = tmp / "dist"
+    if dist.exists():
+        shutil.rmtree(dist)
+    session.run_install("uv", "build", "--all-packages", "--wheel", "-q", "-o", str(dist))
+    session.run_install(
+        "uv", "build", "--wheel", "-q", "-o", str(dist), "tests/plugins/splice-example-ffn"
+    )
+    built = sorted(p.name.split("-")[0] for p in dist.glob("*.whl"))
+    expected = sorted(
+        ["splice_core", "splice_recipes", "splice_example_ffn"]
+        + [p.replace("-", "_") for p in PLUGINS]
+    )
+    if built != expected:
+        session.error(f"wheels built: {built}; expected one per package: {expected}")
+    pins = tmp / "constraints.txt"  # third-party versions exactly as locked (uv's cache has them)
+    session.run_install(
+        "uv", "export", "--locked", "--all-packages", "--no-hashes", "--no-emit-workspace",
+        "--no-dev", "--quiet", "-o", str(pins), silent=True,
+    )  # fmt: skip
+    wanted = ["splice_core", "splice_mha", "splice_example_ffn"]
+    files = [str(w) for w in dist.glob("*.whl") if w.name.split("-")[0] in wanted]
+    with session.chdir(tmp):  # outside the workspace: no tool.uv.sources can apply
+        session.install("-c", str(pins), *files)
+        session.run("python", str(ROOT / "tests" / "wheels" / "check_installed.py"), str(ROOT))
 
 
 @nox.session(python=PYTHON)
