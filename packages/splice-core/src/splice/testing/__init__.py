@@ -2,7 +2,7 @@
 
 Plain functions (``check_output``, ``check_gradients``, ``check_state_dict_roundtrip``,
 ``check_config_roundtrip``, ``check_determinism``, ``check_position_mixing``,
-``check_kv_cache``, ``run_all``) take a registered config and a ``BuildContext``;
+``check_kv_cache``, ``check_packing_isolation``, ``check_padding_isolation``, ``run_all``) take a registered config and a ``BuildContext``;
 the pytest suites (``TokenMixerConformance``, ``ChannelMixerConformance``, ...) run
 them from a subclass that defines ``make_config()``. Add a kind with ``register_spec``.
 """
@@ -19,6 +19,7 @@ from splice.testing.checks import (
     make_probe,
     run_all,
 )
+from splice.testing.isolation import check_packing_isolation, check_padding_isolation
 from splice.testing.specs import KindSpec, Probe, Result, kind_of, register_spec, spec_for
 from splice.testing.suites import (
     BlockConformance,
@@ -49,6 +50,8 @@ __all__ = [
     "check_gradients",
     "check_kv_cache",
     "check_output",
+    "check_packing_isolation",
+    "check_padding_isolation",
     "check_position_mixing",
     "check_state_dict_roundtrip",
     "kind_of",

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from splice.interfaces import BuildContext
-from splice.testing import checks
+from splice.testing import checks, isolation
 from splice.testing.checks import PositionMixing
 
 
@@ -118,7 +118,32 @@ class _CacheTest(ConformanceSuite):
         )
 
 
-class TokenMixerConformance(ConformanceSuite):
+class _IsolationTest(ConformanceSuite):
+    """Adds packing and left-padding isolation (``splice.testing.isolation``) for causal
+    self-mixing components; skipped, with the reason, for cross-attention (pointwise)."""
+
+    def _isolation_context(self) -> BuildContext | None:
+        ctx = self.make_context()
+        if self.expected_mixing(ctx) != "causal" or (ctx is not None and ctx.d_context):
+            import pytest
+
+            pytest.skip("not a causal self-mixing component: packing/padding do not apply")
+        return ctx
+
+    def test_packed_documents_do_not_see_each_other(self) -> None:
+        ctx = self._isolation_context()
+        isolation.check_packing_isolation(
+            self.make_config(), ctx, kind=self.kind, prepare=self.prepare
+        )
+
+    def test_left_padding_is_invisible(self) -> None:
+        ctx = self._isolation_context()
+        isolation.check_padding_isolation(
+            self.make_config(), ctx, kind=self.kind, prepare=self.prepare
+        )
+
+
+class TokenMixerConformance(_IsolationTest):
     """Attention-like layers (``kind = "token_mixer"``). Use ``CachedTokenMixerConformance``
     for self-attention with a KV cache; set ``position_mixing = "pointwise"`` for
     cross-attention (each query depends only on itself and the context)."""
@@ -144,13 +169,13 @@ class NormConformance(ConformanceSuite):
     position_mixing: ClassVar[PositionMixing | None] = "pointwise"
 
 
-class BlockConformance(ConformanceSuite):
+class BlockConformance(_IsolationTest):
     """Transformer blocks (``kind = "block"``)."""
 
     kind = "block"
 
 
-class ModelConformance(ConformanceSuite):
+class ModelConformance(_IsolationTest):
     """Language models (``kind = "model"``): ``model(ids) -> ModelOutput``; causal by default."""
 
     kind = "model"
