@@ -147,3 +147,13 @@ def test_splice_run_non_finite_exits_1(recipe_file, tmp_path, capsys):
     )
     assert code == 1
     assert "non-finite" in capsys.readouterr().err
+
+
+def test_run_help_states_what_a_recipe_file_must_define(capsys):
+    from splice.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    out = capsys.readouterr().out
+    assert "config()" in out and "ExperimentConfig" in out
+    assert "splice.recipe.Recipe" in out and "docs/config-reference.md" in out

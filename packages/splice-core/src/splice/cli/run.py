@@ -85,8 +85,27 @@ def add_recipe_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+FILE_CONTRACT = """\
+what a recipe file (splice run path/to/file.py) must define, one of:
+  config()   a function returning an ExperimentConfig (splice.training.config);
+             splice run applies --set overrides, validates it, and trains it with
+             the standard trainer (run_experiment)
+  recipe     a splice.recipe.Recipe: its config() as above, plus an optional
+             run(config) that replaces the standard trainer (multi-stage recipes)
+The file is executed as Python: it is your own code. Every field is listed in
+docs/config-reference.md; --set a.b=value overrides one (values parsed as JSON)."""
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("run", help="run a recipe (train, evaluate, report)")
+    p = sub.add_parser(
+        "run",
+        help="run a recipe (train, evaluate, report)",
+        description="Run a recipe: a registered name (see `splice plugins`, kind recipe) or a "
+        "Python file. Train, evaluate, and write the run folder (config.json, metrics.jsonl, "
+        "checkpoints/, curves.png, report.md).",
+        epilog=FILE_CONTRACT,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_recipe_arguments(p)
     how = p.add_mutually_exclusive_group()
     how.add_argument(
