@@ -144,3 +144,50 @@ def test_moe_layer_matches_the_cpu_forward_and_backward() -> None:
         grads.append((out.logits.detach().cpu(), model.lm_head.weight.grad.cpu()))
     torch.testing.assert_close(grads[1][0], grads[0][0], atol=2e-4, rtol=2e-4)
     torch.testing.assert_close(grads[1][1], grads[0][1], atol=2e-4, rtol=2e-3)
+
+
+def test_grpo_rollout_and_update_on_the_device() -> None:
+    """Collect (generate + reward + reference log-probs) and two inner updates on the
+    device: the importance ratio is exactly 1 before the first update and moves after it."""
+    pytest.importorskip("splice_grpo", reason="splice-grpo is not installed")
+    from splice.data.arithmetic import ArithmeticTask
+    from splice.data.tokenizer import CharTokenizer
+    from splice.registry import get_registry
+    from splice.training.rollout import PromptBatches, Rollouts
+    from splice_grpo.config import GRPOConfig
+
+    tok = CharTokenizer()
+    torch.manual_seed(0)
+    model = build_model(
+        DecoderConfig.model_validate(
+            {
+                "type": "decoder",
+                "vocab_size": tok.vocab_size,
+                "d_model": 32,
+                "n_layers": 2,
+                "max_seq_len": 24,
+                "block": {"type": "pre_norm", "token_mixer": {"type": "mha", "n_heads": 2}},
+            }
+        )
+    ).to(DEVICE)
+    length = {"reward": {"type": "length_penalty", "target": 0, "scale": 1.0}}
+    cfg = GRPOConfig.model_validate(
+        {"type": "grpo", "rewards": [length], "group_size": 4, "beta": 0.1,
+         "inner_iterations": 2, "minibatches": 1}
+    )  # fmt: skip
+    obj = get_registry().build("objective", cfg, None)
+    obj.setup(model)
+    prompts = PromptBatches(ArithmeticTask("+", max_digits=2), tok, prompts_per_step=3).batch(0)
+    gen = Rollouts(SamplingConfig(max_new_tokens=6, temperature=1.0), tok, seed=0).generator(0)
+    exp = obj.collect(model, prompts, gen)
+    assert exp["input_ids"].device.type == torch.device(DEVICE).type
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    ratios = []
+    for mb in obj.minibatches(exp):
+        out = obj.loss(model, mb)
+        assert torch.isfinite(out.loss)
+        ratios.append((out.metrics["ratio_min"], out.metrics["ratio_max"]))
+        out.loss.backward()
+        opt.step()
+        opt.zero_grad()
+    assert ratios[0] == (1.0, 1.0) and ratios[-1] != (1.0, 1.0)
