@@ -49,10 +49,16 @@ def build_checkpoint(directory: Path, *, seq_len: int) -> None:
 
 
 def native_bf16() -> bool:
-    if torch.cuda.is_available():
-        return True
-    cap = torch.backends.cpu.get_cpu_capability()
-    return "AVX512_BF16" in cap or "AMX" in cap
+    """bf16 matmuls run natively on the benchmark device (CUDA bf16, AVX512-BF16/AMX CPU)."""
+    from harness import native
+
+    return native(torch.bfloat16)
+
+
+def _device() -> torch.device:
+    from harness import device
+
+    return device()
 
 
 class SpliceStep:
@@ -67,6 +73,8 @@ class SpliceStep:
         from splice_lora import LoRAConfig, apply_lora
 
         model, _ = load_pretrained(ckpt, dtype=torch.float32)
+        model = model.to(_device())
+        rows = rows.to(_device())
         if targets is not None:
             apply_lora(model, LoRAConfig(r=R, alpha=ALPHA, targets=targets))
         batches = [
@@ -109,20 +117,24 @@ class PeftStep:
         from peft import LoraConfig, get_peft_model
         from transformers import AutoModelForCausalLM
 
-        base = AutoModelForCausalLM.from_pretrained(ckpt, dtype=torch.float32)
+        base = AutoModelForCausalLM.from_pretrained(ckpt, dtype=torch.float32).to(_device())
         cfg = LoraConfig(
             r=R, lora_alpha=ALPHA, lora_dropout=0.0, target_modules=["q_proj", "v_proj"]
         )
         self.model = get_peft_model(base, cfg).train()
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.opt = torch.optim.AdamW(self.params, lr=LR, weight_decay=0.0, fused=True)
-        self.rows, self.batch, self.bf16, self.i = rows, batch, bf16, 0
+        self.rows, self.batch, self.bf16, self.i = rows.to(_device()), batch, bf16, 0
 
     def __call__(self) -> None:
         n = self.rows.shape[0] // self.batch
         x = self.rows[(self.i % n) * self.batch : (self.i % n + 1) * self.batch]
         self.i += 1
-        ctx = torch.autocast("cpu", dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
+        ctx = (
+            torch.autocast(_device().type, dtype=torch.bfloat16)
+            if self.bf16
+            else contextlib.nullcontext()
+        )
         with ctx:
             loss = self.model(input_ids=x, labels=x).loss
         loss.backward()
