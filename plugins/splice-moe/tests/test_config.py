@@ -8,8 +8,7 @@ from splice.models.build import build_model
 from splice.models.configs import DecoderConfig
 from splice_moe.config import MoEConfig
 from splice_moe.dispatch import capacity_of
-
-from .helpers import moe_decoder
+from splice_moe.testing import moe_decoder
 
 
 @pytest.mark.parametrize(

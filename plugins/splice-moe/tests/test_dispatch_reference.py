@@ -11,7 +11,14 @@ from splice_moe.layer import MoELayer
 from splice_moe.reference import reference_forward
 
 D = 16
-MODES = ["off", "on"] if HAS_GROUPED_MM else ["off"]
+MODES = ["off", "on", "modules"] if HAS_GROUPED_MM else ["off", "modules"]
+
+
+def _config(mode, **fields):
+    """``mode``: grouped_mm off/on on batched experts, or the per-expert ``nn.Linear`` layout."""
+    if mode == "modules":
+        return MoEConfig(expert_layout="modules", **fields)
+    return MoEConfig(grouped_mm=mode, **fields)
 
 
 def _grads(layer, x, fn):
@@ -38,7 +45,7 @@ CASES = {
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_sorted_dispatch_equals_per_expert_mask_reference(case, mode):
     torch.manual_seed(0)
-    layer = MoELayer(MoEConfig(grouped_mm=mode, **CASES[case]), D)
+    layer = MoELayer(_config(mode, **CASES[case]), D)
     with torch.no_grad():  # larger weights than init: differences would show
         for p in layer.parameters():
             p.normal_(0, 0.3)
@@ -95,3 +102,18 @@ def test_grouped_and_looped_experts_agree():
     b.load_state_dict(a.state_dict())
     x = torch.randn(2, 9, D)
     torch.testing.assert_close(a(x).hidden, b(x).hidden, atol=1e-6, rtol=1e-5)
+
+
+def test_modules_layout_computes_what_the_batched_layout_does():
+    torch.manual_seed(0)
+    batched = MoELayer(MoEConfig(n_experts=4, top_k=2, n_shared=1), D)
+    modules = MoELayer(MoEConfig(n_experts=4, top_k=2, n_shared=1, expert_layout="modules"), D)
+    state = {k: v for k, v in batched.state_dict().items() if not k.startswith("experts.")}
+    h = batched.experts.hidden
+    for e in range(4):
+        state[f"experts.experts.{e}.gate.weight"] = batched.experts.gate_up[e, :h]
+        state[f"experts.experts.{e}.up.weight"] = batched.experts.gate_up[e, h:]
+        state[f"experts.experts.{e}.down.weight"] = batched.experts.down[e]
+    modules.load_state_dict(state)
+    x = torch.randn(2, 9, D)
+    torch.testing.assert_close(modules(x).hidden, batched(x).hidden, atol=1e-6, rtol=1e-5)

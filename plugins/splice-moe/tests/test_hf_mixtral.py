@@ -125,8 +125,7 @@ def test_bad_expert_counts_in_config_json_are_named(hf_checkpoint, tmp_path):
 
 def test_moe_features_mixtral_lacks_block_export(tmp_path):
     from splice.models.build import build_model
-
-    from .helpers import moe_decoder
+    from splice_moe.testing import moe_decoder
 
     model = build_model(moe_decoder({"n_experts": 4, "n_shared": 1}))
     with pytest.raises(ValueError, match="n_shared=1, Mixtral has 0"):

@@ -16,8 +16,7 @@ from splice.training.config import OptimizerConfig, TrainConfig
 from splice.training.trainer import Trainer
 from splice_moe.config import MoEConfig
 from splice_moe.layer import MoELayer
-
-from .helpers import D, V, block, copy_task, moe_decoder
+from splice_moe.testing import D, V, block, copy_task, moe_decoder
 
 
 def test_moe_on_every_other_layer_through_overrides():

@@ -19,3 +19,4 @@ def register_recipes(register: Any) -> None:
     register("vlm-compare", "splice_recipes.vlm_compare:recipe")
     register("r1-zero", "splice_recipes.r1_zero:recipe")
     register("ppo", "splice_recipes.ppo:recipe")
+    register("moe-vs-dense", "splice_recipes.moe_vs_dense:recipe")

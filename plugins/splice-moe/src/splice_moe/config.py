@@ -47,8 +47,13 @@ class MoEConfig(ComponentConfig):
         capacity_factor: None = dropless (every assignment is computed); a number ``c``
             caps each expert at ``ceil(c * tokens * k / E)`` assignments and drops the rest
             (dropped assignments contribute zero; the residual carries the token).
-        grouped_mm: run the experts with ``torch._grouped_mm`` (``on``), a loop over each
+        grouped_mm: run the experts with torch's grouped GEMM (``F.grouped_mm``) (``on``), a loop over each
             expert's contiguous slice (``off``), or whichever the device supports (``auto``).
+        expert_layout: ``batched`` stores the routed experts as ``(E, ...)`` weights (grouped
+            GEMM); ``modules`` as one ``nn.Linear`` per expert projection
+            (``experts.experts.{e}.gate/up/down``) so that adapters wrapping linear layers,
+            such as splice-lora's LoRA, can target individual experts. Same routing and
+            dispatch; the experts then run as a loop over their contiguous slices.
     """
 
     type: Literal["moe"] = "moe"
@@ -69,6 +74,7 @@ class MoEConfig(ComponentConfig):
     bias_update_rate: NonNegativeFloat = 0.0
     capacity_factor: PositiveFloat | None = None
     grouped_mm: Literal["auto", "on", "off"] = "auto"
+    expert_layout: Literal["batched", "modules"] = "batched"
 
     @model_validator(mode="after")
     def _check(self) -> MoEConfig:

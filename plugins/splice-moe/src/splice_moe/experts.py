@@ -1,7 +1,7 @@
 """Routed experts stored as batched weights, run on contiguous per-expert slices.
 
 The input rows arrive sorted by expert (``counts[e]`` rows for expert ``e``, in order),
-so expert ``e`` is one dense matmul on its slice. With ``torch._grouped_mm`` all
+so expert ``e`` is one dense matmul on its slice. With ``F.grouped_mm`` all
 experts run in one call (a grouped GEMM); otherwise a loop over the ``E`` slices
 (never over tokens) does the same work.
 """
@@ -9,28 +9,35 @@ experts run in one call (a grouped GEMM); otherwise a loop over the ``E`` slices
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-HAS_GROUPED_MM = hasattr(torch, "_grouped_mm")
+# The public ``F.grouped_mm`` (torch >= 2.10) or the private op it wraps (torch 2.8-2.9).
+GROUPED_MM: Callable[..., Tensor] | None = getattr(F, "grouped_mm", None) or getattr(
+    torch, "_grouped_mm", None
+)
+HAS_GROUPED_MM = GROUPED_MM is not None
 
 
 def grouped_mm_supported(x: Tensor, *widths: int) -> bool:
-    """Whether ``torch._grouped_mm`` runs for ``x``'s device/dtype in this torch.
+    """Whether the grouped GEMM runs for ``x``'s device/dtype in this torch.
 
-    CPU: every floating dtype. CUDA: bf16 on compute capability 9.0+ (Hopper), with
-    16-byte aligned widths, as the kernel requires.
+    CPU: every floating dtype (a CPU kernel exists since torch 2.9). CUDA: bf16 on compute
+    capability 8.0+ with 16-byte aligned widths (capability 9.0 for the private op of
+    torch < 2.10), as the kernels require. Anything else takes the per-expert loop.
     """
-    if not HAS_GROUPED_MM:
+    if GROUPED_MM is None:
         return False
     if x.device.type == "cpu":
         return True
     if x.device.type == "cuda":
         dtype = torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else x.dtype
-        major, _ = torch.cuda.get_device_capability(x.device)
-        return dtype == torch.bfloat16 and major >= 9 and all(w % 8 == 0 for w in widths)
+        need = (8, 0) if hasattr(F, "grouped_mm") else (9, 0)
+        capable = torch.cuda.get_device_capability(x.device) >= need
+        return dtype == torch.bfloat16 and capable and all(w % 8 == 0 for w in widths)
     return False
 
 
@@ -80,7 +87,7 @@ class GroupedExperts(nn.Module):
             return False
         if self.grouped_mm == "on":
             if not HAS_GROUPED_MM:
-                raise RuntimeError("grouped_mm='on' but this torch has no torch._grouped_mm")
+                raise RuntimeError("grouped_mm='on' but this torch has no grouped GEMM op")
             return True
         return grouped_mm_supported(xs, self.d_model, self.hidden)
 
@@ -97,8 +104,9 @@ class GroupedExperts(nn.Module):
         offs = counts.cumsum(0).to(torch.int32)  # (E,) end of each expert's slice
         w1 = self.gate_up.to(dtype).transpose(-2, -1)  # (E, D, 2H)
         w2 = self.down.to(dtype).transpose(-2, -1)  # (E, H, D)
-        h = torch._grouped_mm(xs.to(dtype), w1, offs=offs)  # (M, 2H)
-        return torch._grouped_mm(self._act(h), w2, offs=offs)  # (M, D)
+        assert GROUPED_MM is not None
+        h = GROUPED_MM(xs.to(dtype), w1, offs=offs)  # (M, 2H)
+        return GROUPED_MM(self._act(h), w2, offs=offs)  # (M, D)
 
     def _looped(self, xs: Tensor, counts: Tensor) -> Tensor:
         outs = []
@@ -119,3 +127,54 @@ class GroupedExperts(nn.Module):
             f"n_experts={self.n_experts}, d_model={self.d_model}, hidden={self.hidden}, "
             f"activation={self.activation}, grouped_mm={self.grouped_mm}"
         )
+
+
+class ExpertModules(nn.Module):
+    """The same ``E`` experts as ``GroupedExperts``, each an ``nn.Module`` of ``nn.Linear``s.
+
+    ``experts.{e}.gate`` / ``.up`` ``(H, D)`` (``gate`` only for SwiGLU) and ``.down``
+    ``(D, H)``: layers that adapters wrapping linear modules (splice-lora) can target per
+    expert. Same call as ``GroupedExperts``: ``xs (M, D)`` sorted by expert, ``counts (E,)``;
+    the experts run as a loop over their contiguous slices (no grouped GEMM).
+    """
+
+    def __init__(self, n_experts: int, d_model: int, hidden: int, *, activation: str = "swiglu"):
+        super().__init__()
+        if activation not in ("swiglu", "gelu"):
+            raise ValueError(f"activation={activation!r}, expected 'swiglu' or 'gelu'")
+        self.n_experts, self.d_model, self.hidden, self.activation = (
+            n_experts,
+            d_model,
+            hidden,
+            activation,
+        )
+        self.experts = nn.ModuleList(self._expert() for _ in range(n_experts))
+
+    def _expert(self) -> nn.Module:
+        e = nn.Module()
+        if self.activation == "swiglu":
+            e.gate = nn.Linear(self.d_model, self.hidden, bias=False)
+        e.up = nn.Linear(self.d_model, self.hidden, bias=False)
+        e.down = nn.Linear(self.hidden, self.d_model, bias=False)
+        return e
+
+    def __getitem__(self, e: int) -> nn.Module:
+        return self.experts[e]
+
+    def expert_forward(self, e: int, x: Tensor) -> Tensor:
+        """Expert ``e`` alone on ``x (n, D)``."""
+        m = self.experts[e]
+        if self.activation == "swiglu":
+            h = F.silu(m.gate(x)) * m.up(x)
+        else:
+            h = F.gelu(m.up(x))
+        out: Tensor = m.down(h)
+        return out
+
+    def forward(self, xs: Tensor, counts: Tensor) -> Tensor:
+        outs = [
+            self.expert_forward(e, chunk)
+            for e, chunk in enumerate(xs.split(counts.tolist()))  # contiguous slice per expert
+            if chunk.shape[0] > 0
+        ]
+        return torch.cat(outs) if outs else xs.new_zeros(0, self.d_model)

@@ -117,6 +117,7 @@ class MixtralArchitecture:
             "capacity_factor": None,
             "bias_update_rate": 0.0,
             "router_noise": 0.0,
+            "expert_layout": "batched",
         }
         for field, value in want.items():
             if getattr(ffn, field) != value:

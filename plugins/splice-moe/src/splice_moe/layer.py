@@ -32,7 +32,7 @@ from splice_moe.balancing import (
 )
 from splice_moe.config import MoEConfig
 from splice_moe.dispatch import capacity_of, sort_by_expert
-from splice_moe.experts import GroupedExperts
+from splice_moe.experts import ExpertModules, GroupedExperts
 from splice_moe.router import Router, Routing
 
 _STAT_KEYS = ("routed", "dropped", "assignments", "entropy", "lb_loss", "z_loss", "tokens")
@@ -43,7 +43,9 @@ class MoELayer(ChannelMixer):
 
     Attributes:
         router: ``Router`` (``router.gate`` is the ``(E, D)`` linear gate).
-        experts: ``GroupedExperts`` with batched ``gate_up`` / ``down`` weights.
+        experts: ``GroupedExperts`` with batched ``gate_up`` / ``down`` weights, or
+            ``ExpertModules`` (one ``nn.Linear`` per expert projection) with
+            ``expert_layout="modules"``.
         shared: the shared experts as one SwiGLU/GELU MLP of width ``shared_hidden``, or None.
         track_stats: accumulate routing statistics outside training too (evaluation).
     """
@@ -63,13 +65,22 @@ class MoELayer(ChannelMixer):
             noise=config.router_noise,
             selection_bias=config.bias_update_rate > 0,
         )
-        self.experts = GroupedExperts(
-            config.n_experts,
-            d_model,
-            config.expert_width(d_model),
-            activation=config.activation,
-            grouped_mm=config.grouped_mm,
-        )
+        self.experts: GroupedExperts | ExpertModules
+        if config.expert_layout == "batched":
+            self.experts = GroupedExperts(
+                config.n_experts,
+                d_model,
+                config.expert_width(d_model),
+                activation=config.activation,
+                grouped_mm=config.grouped_mm,
+            )
+        else:
+            self.experts = ExpertModules(
+                config.n_experts,
+                d_model,
+                config.expert_width(d_model),
+                activation=config.activation,
+            )
         self.shared: nn.Module | None = None
         width = config.shared_width(d_model)
         if width:

@@ -29,7 +29,7 @@ def reference_forward(layer: MoELayer, x: Tensor) -> Tensor:
         if token.numel() == 0:
             continue
         y = layer.experts.expert_forward(e, h[token])
-        out = out.index_add(0, token, y * routing.top_weight[token, slot, None].to(y.dtype))
+        out.index_add_(0, token, y * routing.top_weight[token, slot, None].to(y.dtype))
     if layer.shared is not None:
         out = out + layer.shared(h)
     return out.reshape(x.shape)

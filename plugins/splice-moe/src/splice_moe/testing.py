@@ -1,4 +1,8 @@
-"""Tiny models and data shared by splice-moe's tests."""
+"""Tiny MoE decoder configs and a learnable toy batch source, for tests and examples.
+
+Kept in the package (like ``splice.testing``) so test modules share them without being
+a Python package themselves.
+"""
 
 from __future__ import annotations
 
