@@ -177,7 +177,9 @@ def test_grpo_rollout_and_update_on_the_device() -> None:
     )  # fmt: skip
     obj = get_registry().build("objective", cfg, None)
     obj.setup(model)
-    prompts = PromptBatches(ArithmeticTask("+", max_digits=2), tok, prompts_per_step=3).batch(0)
+    prompts = PromptBatches(
+        ArithmeticTask("+", max_digits=2), tok, prompts_per_step=3, seed=0
+    ).batch(0)
     gen = Rollouts(SamplingConfig(max_new_tokens=6, temperature=1.0), tok, seed=0).generator(0)
     exp = obj.collect(model, prompts, gen)
     assert exp["input_ids"].device.type == torch.device(DEVICE).type
