@@ -202,7 +202,9 @@ def test_each_rank_takes_its_contiguous_slice_of_the_global_batch():
     assert torch.equal(torch.cat([p["input_ids"] for p in parts]), batch["input_ids"])
     assert parts[1]["input_ids"].tolist() == [[6, 7, 8], [9, 10, 11]]
     assert parts[3]["n"] == 7  # non-tensor values are shared
-    with pytest.raises(ValueError, match=r"train.batch_size=8 .* divisible .* \(3\)"):
+    with pytest.raises(
+        ValueError, match=r"global batch of 8 rows .* divisible by the number of processes \(3\)"
+    ):
         shard_batch(batch, 0, 3)
 
 
