@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from harness import bench_args, compare, configure_threads, write_section
+from harness import bench_args, compare, configure_threads, device, native, write_section
 
 D_MODEL, N_LAYERS, N_HEADS, FFN, VOCAB = 256, 4, 4, 688, 8000
 R, ALPHA, LR = 16, 32.0, 1e-4
@@ -48,19 +48,6 @@ def build_checkpoint(directory: Path, *, seq_len: int) -> None:
     LlamaForCausalLM(cfg).to(torch.float32).save_pretrained(directory)
 
 
-def native_bf16() -> bool:
-    """bf16 matmuls run natively on the benchmark device (CUDA bf16, AVX512-BF16/AMX CPU)."""
-    from harness import native
-
-    return native(torch.bfloat16)
-
-
-def _device() -> torch.device:
-    from harness import device
-
-    return device()
-
-
 class SpliceStep:
     """One splice ``Trainer`` step per call (the way ``Trainer.fit`` steps)."""
 
@@ -73,8 +60,8 @@ class SpliceStep:
         from splice_lora import LoRAConfig, apply_lora
 
         model, _ = load_pretrained(ckpt, dtype=torch.float32)
-        model = model.to(_device())
-        rows = rows.to(_device())
+        model = model.to(device())
+        rows = rows.to(device())
         if targets is not None:
             apply_lora(model, LoRAConfig(r=R, alpha=ALPHA, targets=targets))
         batches = [
@@ -117,21 +104,21 @@ class PeftStep:
         from peft import LoraConfig, get_peft_model
         from transformers import AutoModelForCausalLM
 
-        base = AutoModelForCausalLM.from_pretrained(ckpt, dtype=torch.float32).to(_device())
+        base = AutoModelForCausalLM.from_pretrained(ckpt, dtype=torch.float32).to(device())
         cfg = LoraConfig(
             r=R, lora_alpha=ALPHA, lora_dropout=0.0, target_modules=["q_proj", "v_proj"]
         )
         self.model = get_peft_model(base, cfg).train()
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.opt = torch.optim.AdamW(self.params, lr=LR, weight_decay=0.0, fused=True)
-        self.rows, self.batch, self.bf16, self.i = rows.to(_device()), batch, bf16, 0
+        self.rows, self.batch, self.bf16, self.i = rows.to(device()), batch, bf16, 0
 
     def __call__(self) -> None:
         n = self.rows.shape[0] // self.batch
         x = self.rows[(self.i % n) * self.batch : (self.i % n + 1) * self.batch]
         self.i += 1
         ctx = (
-            torch.autocast(_device().type, dtype=torch.bfloat16)
+            torch.autocast(device().type, dtype=torch.bfloat16)
             if self.bf16
             else contextlib.nullcontext()
         )
@@ -196,7 +183,7 @@ def main(quick: bool = False) -> str:
         diff = same_start_loss(ckpt, rows[:2])
         assert diff < 1e-4, f"PEFT and splice disagree on the starting loss by {diff}"
         for name, bf16 in (("float32", False), ("bf16 autocast", True)):
-            if bf16 and not native_bf16():
+            if bf16 and not native(torch.bfloat16):
                 lines.append(
                     f"**{name}**: not native on this machine (CPU capability {cap}: no AVX512_BF16"
                     " or AMX, so bf16 matmuls are emulated); not run.\n"
