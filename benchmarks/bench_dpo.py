@@ -101,9 +101,9 @@ class _Stepper:
 
 def splice_trainer(ckpt: Path, pairs: list[Any], *, batch: int, precompute: bool) -> Any:
     from splice.hf import load_pretrained
-    from splice.training.config import OptimizerConfig, TrainConfig
+    from splice.training.configs import OptimizerConfig, TrainConfig
     from splice.training.trainer import Trainer
-    from splice_dpo.config import DPOConfig
+    from splice_dpo.configs import DPOConfig
     from splice_dpo.data import PreferenceCollator
     from splice_dpo.objective import DPOObjective
     from splice_dpo.precompute import precompute_reference_logps

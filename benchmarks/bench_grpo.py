@@ -97,10 +97,10 @@ def splice_trainer(ckpt: Path, beta: float, steps: int) -> Any:
     from splice.hf import load_pretrained
     from splice.registry import get_registry
     from splice.rewards import RewardSet
-    from splice.training.config import OptimizerConfig, TrainConfig
+    from splice.training.configs import OptimizerConfig, TrainConfig
     from splice.training.rollout import Rollouts
     from splice.training.trainer import Trainer
-    from splice_grpo.config import GRPOConfig
+    from splice_grpo.configs import GRPOConfig
     from splice_grpo.objective import GRPOObjective
 
     model, tok = load_pretrained(ckpt, dtype=torch.float32)

@@ -55,7 +55,7 @@ class SpliceStep:
                  targets: str | None) -> None:  # fmt: skip
         from splice.hf import load_pretrained
         from splice.objectives.sft import SFTConfig, SFTObjective
-        from splice.training.config import OptimizerConfig, TrainConfig
+        from splice.training.configs import OptimizerConfig, TrainConfig
         from splice.training.trainer import Trainer
         from splice_lora import LoRAConfig, apply_lora
 

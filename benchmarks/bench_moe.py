@@ -21,7 +21,7 @@ from collections.abc import Callable
 import torch
 from harness import bench_args, compare, configure_threads, device, write_section
 from splice.nn.ffn import SwiGLU
-from splice_moe.config import MoEConfig
+from splice_moe.configs import MoEConfig
 from splice_moe.layer import MoELayer
 from splice_moe.reference import reference_forward
 from torch import Tensor

@@ -55,9 +55,9 @@ class SpliceQLoRAStep:
         from splice.hf import load_pretrained
         from splice.objectives.sft import SFTConfig, SFTObjective
         from splice.quantization import quantization_report
-        from splice.training.config import OptimizerConfig, TrainConfig
+        from splice.training.configs import OptimizerConfig, TrainConfig
         from splice.training.trainer import Trainer
-        from splice_qlora.config import NF4Config, QLoRAConfig
+        from splice_qlora.configs import NF4Config, QLoRAConfig
         from splice_qlora.qlora import apply_qlora
 
         model, _ = load_pretrained(ckpt, dtype=torch.float32)

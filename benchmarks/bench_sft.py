@@ -148,7 +148,7 @@ def splice_trainer(
 ) -> Any:
     from splice.hf import load_pretrained
     from splice.objectives.sft import SFTConfig, SFTObjective
-    from splice.training.config import OptimizerConfig, TrainConfig
+    from splice.training.configs import OptimizerConfig, TrainConfig
     from splice.training.trainer import Trainer
 
     model, _ = load_pretrained(ckpt, dtype=torch.float32)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 from harness import bench_args, compare, configure_threads, device, write_section
-from splice_vision.config import ViTConfig
+from splice_vision.configs import ViTConfig
 from splice_vision.interop import from_open_clip
 from splice_vision.vit import ViT
 

@@ -18,7 +18,7 @@ from splice.models.build import build_model
 from splice.models.configs import DecoderConfig
 from splice.nn.configs import PreNormBlockConfig, RMSNormConfig, SwiGLUConfig
 from splice.objectives.sft import SFTObjective
-from splice.training.config import OptimizerConfig, TrainConfig
+from splice.training.configs import OptimizerConfig, TrainConfig
 from splice.training.precision import resolve_precision
 from splice.training.trainer import Trainer
 
@@ -117,7 +117,7 @@ def test_lora_merge_equals_the_adapter_forward_on_the_device() -> None:
 def test_nf4_forward_matches_its_dequantized_weights_on_the_device() -> None:
     pytest.importorskip("bitsandbytes", reason="bitsandbytes is not installed")
     qlora = pytest.importorskip("splice_qlora", reason="splice-qlora is not installed")
-    from splice_qlora.config import NF4Config
+    from splice_qlora.configs import NF4Config
     from splice_qlora.export import merge_dequantized
     from splice_qlora.quantizers import quantize
 
@@ -154,7 +154,7 @@ def test_grpo_rollout_and_update_on_the_device() -> None:
     from splice.data.tokenizer import CharTokenizer
     from splice.registry import get_registry
     from splice.training.rollout import PromptBatches, Rollouts
-    from splice_grpo.config import GRPOConfig
+    from splice_grpo.configs import GRPOConfig
 
     tok = CharTokenizer()
     torch.manual_seed(0)

@@ -34,7 +34,7 @@ STEPS, RESUME_AT = 6, 3
 RECIPE = textwrap.dedent(
     '''
     """Distributed test run: tiny decoder, SFT on 2-digit addition, 2 micro-batches per step."""
-    from splice.training.config import ExperimentConfig
+    from splice.training.configs import ExperimentConfig
 
 
     def config():
@@ -221,7 +221,7 @@ def test_distributed_without_torchrun_says_how_to_launch(monkeypatch):
 
 def test_optimizer_state_maps_between_names_and_indices_with_tied_weights():
     from splice.models.build import build_model
-    from splice.training.config import OptimizerConfig
+    from splice.training.configs import OptimizerConfig
     from splice.training.distributed import fqn_to_index, index_to_fqn
     from splice.training.trainer import build_optimizer
 

@@ -31,7 +31,7 @@ STEPS = 4
 RECIPE = textwrap.dedent(
     '''
     """GRPO distributed test run: 4 prompts x G=4 per step, beta > 0, mu = 2."""
-    from splice.training.config import ExperimentConfig
+    from splice.training.configs import ExperimentConfig
 
 
     def config():

@@ -16,7 +16,7 @@ from splice.data.tokenizer import CharTokenizer
 from splice.models.build import build_model
 from splice.objectives.logprobs import token_logprobs
 from splice.registry import get_registry
-from splice_dpo.config import DPOConfig
+from splice_dpo.configs import DPOConfig
 from splice_dpo.data import PreferenceCollator, PreferenceExample
 from splice_dpo.objective import DPOObjective
 from splice_dpo.precompute import precompute_reference_logps
@@ -38,7 +38,7 @@ def test_lora_policy_is_its_own_reference() -> None:
         }
     )
     frozen_base = copy.deepcopy(base).eval()
-    from splice_lora.config import LoRAConfig
+    from splice_lora.configs import LoRAConfig
 
     policy = get_registry().build("adapter", LoRAConfig(r=4, targets="all-linear")).apply(base)
     pairs = [

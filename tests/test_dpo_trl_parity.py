@@ -24,7 +24,7 @@ import torch
 
 trl = pytest.importorskip("trl", reason="TRL (root `peers` group) is needed for the parity tests")
 
-from splice_dpo import config as C  # noqa: E402
+from splice_dpo import configs as C  # noqa: E402
 from splice_dpo import losses as L  # noqa: E402
 from splice_dpo.kto import kto_losses  # noqa: E402
 

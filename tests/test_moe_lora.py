@@ -14,7 +14,7 @@ from splice.adapters import adapters_disabled
 from splice.models.build import build_model
 from splice.objectives.sft import SFTObjective
 from splice_lora.adapter import apply_lora
-from splice_lora.config import LoRAConfig
+from splice_lora.configs import LoRAConfig
 from splice_lora.layers import LoRALinear
 
 V, D = 32, 16

@@ -55,7 +55,7 @@ def test_compose_a_decoder_with_a_third_party_channel_mixer(install_plugin, run_
     done = run_python("-c", COMPOSE_AND_TRAIN, plugins=[install_plugin("splice-example-ffn")])
     assert done.returncode == 0, done.stderr
     facts = json.loads(done.stdout.splitlines()[-1])
-    assert facts["config_type"] == "splice_example_ffn.config"
+    assert facts["config_type"] == "splice_example_ffn.configs"
     assert facts["roundtrip"] is True
     assert facts["dumped_tag"] == {
         "type": "relu2",

@@ -103,7 +103,7 @@ def test_registered_loss_trains_from_config(tmp_path: Path, plugin: Any) -> None
 
 def test_unknown_loss_names_the_registered_ones() -> None:
     from pydantic import ValidationError
-    from splice_dpo.config import DPOConfig
+    from splice_dpo.configs import DPOConfig
 
     with pytest.raises(ValidationError, match=r"unknown preference_loss type 'nope'.*'sigmoid'"):
         DPOConfig(loss={"type": "nope"})

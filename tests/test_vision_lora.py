@@ -14,7 +14,7 @@ pytest.importorskip("splice_vision", reason="splice-vision is not installed")
 
 from splice.adapters import adapters_disabled
 from splice.registry import get_registry
-from splice_vision.config import LlavaConfig
+from splice_vision.configs import LlavaConfig
 from splice_vision.placeholders import expand_image_tokens
 
 V, IMG = 40, 39

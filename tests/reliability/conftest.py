@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import torch
 from splice.interfaces import LossOutput
-from splice.training.config import TrainConfig
+from splice.training.configs import TrainConfig
 from splice.training.stream import ListBatches
 from splice.training.trainer import Trainer
 from torch import nn
@@ -25,7 +25,7 @@ from torch import nn
 TINY_RECIPE = textwrap.dedent(
     '''
     """A tiny one-digit addition run."""
-    from splice.training.config import ExperimentConfig
+    from splice.training.configs import ExperimentConfig
 
 
     def config():

@@ -26,7 +26,7 @@ RECIPE = textwrap.dedent(
     from splice.config import ComponentConfig
     from splice.hookspecs import hookimpl
     from splice.registry import get_registry
-    from splice.training.config import ExperimentConfig
+    from splice.training.configs import ExperimentConfig
 
 
     class SlowSFTConfig(ComponentConfig):

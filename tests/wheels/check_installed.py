@@ -19,7 +19,7 @@ REPO = Path(sys.argv[1]).resolve()
 CONFIG = """
 from splice.models.configs import DecoderConfig
 from splice.nn.configs import PreNormBlockConfig, RMSNormConfig
-from splice.training.config import DataConfig, EvalConfig, ExperimentConfig, TrainConfig
+from splice.training.configs import DataConfig, EvalConfig, ExperimentConfig, TrainConfig
 
 
 def config():

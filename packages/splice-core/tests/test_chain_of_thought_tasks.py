@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 from splice.data.arithmetic import ArithmeticTask, _is_held_out, addition_steps
-from splice.data.task_configs import ArithmeticTaskConfig, MixtureTaskConfig
+from splice.data.configs import ArithmeticTaskConfig, MixtureTaskConfig
 from splice.data.tokenizer import CharTokenizer
 from splice.registry import get_registry
 

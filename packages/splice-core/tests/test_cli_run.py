@@ -9,12 +9,12 @@ import pytest
 from pydantic import ValidationError
 from splice.cli import main
 from splice.overrides import apply_overrides, parse_assignment
-from splice.training.config import ExperimentConfig
+from splice.training.configs import ExperimentConfig
 
 RECIPE = textwrap.dedent(
     '''
     """A tiny one-digit addition run."""
-    from splice.training.config import ExperimentConfig
+    from splice.training.configs import ExperimentConfig
 
 
     def config():

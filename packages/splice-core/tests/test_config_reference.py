@@ -160,7 +160,7 @@ def render() -> str:
             chunks.append(
                 _section("`LayerOverride`", LayerOverride, "an entry of `DecoderConfig.overrides`")
             )
-    from splice.training.config import ExperimentConfig
+    from splice.training.configs import ExperimentConfig
 
     chunks.append("## Experiment, training, evaluation and data\n")
     for cls in _nested_configs(ExperimentConfig):

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from splice import registry
 from splice.models.configs import DecoderConfig, LayerOverride
 from splice.nn.configs import MLPConfig, PreNormBlockConfig, RMSNormConfig, SwiGLUConfig
-from splice_mha.config import MHAConfig
+from splice_mha.configs import MHAConfig
 
 
 def decoder(**changes: Any) -> dict[str, Any]:

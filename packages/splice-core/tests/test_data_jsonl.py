@@ -173,7 +173,7 @@ def test_jsonl_task_without_held_out_errors(tmp_path: Path) -> None:
 
 def test_one_chat_template_type_for_data_and_hf(tmp_path: Path) -> None:
     from splice.data.chat import SIMPLE_TEMPLATE, chat_template
-    from splice.data.task_configs import JsonlTaskConfig
+    from splice.data.configs import JsonlTaskConfig
     from splice.data.tasks import JsonlTask
     from splice.hf import ChatTemplate as HFChatTemplate
 

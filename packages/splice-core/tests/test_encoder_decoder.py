@@ -6,8 +6,8 @@ import pytest
 import torch
 from pydantic import ValidationError
 from splice.models.build import build_model
+from splice.models.configs import EncoderDecoderConfig
 from splice.models.encoder_decoder import EncoderDecoderLM
-from splice.models.encoder_decoder_config import EncoderDecoderConfig
 
 V, D = 23, 32
 

@@ -10,8 +10,8 @@ from splice.data.examples import Example
 from splice.data.seq2seq import Seq2SeqCollator
 from splice.data.tokenizer import CharTokenizer
 from splice.generation.sampling import SamplingConfig, generate
+from splice.models.configs import EncoderDecoderConfig
 from splice.models.encoder_decoder import EncoderDecoderLM
-from splice.models.encoder_decoder_config import EncoderDecoderConfig
 from splice.objectives.sft import SFTObjective
 from splice.testing import CachedModelConformance
 from splice.testing import specs as conformance_specs

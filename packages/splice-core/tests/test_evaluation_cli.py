@@ -12,7 +12,7 @@ from splice.data.tokenizer import CharTokenizer
 from splice.evaluation import exact_match
 from splice.generation.sampling import SamplingConfig
 from splice.models.build import build_model
-from splice.training.config import ExperimentConfig
+from splice.training.configs import ExperimentConfig
 from splice.training.stream import derive_seed
 
 pytestmark = pytest.mark.usefixtures("one_thread")

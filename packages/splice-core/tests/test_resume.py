@@ -29,7 +29,7 @@ RECIPE = textwrap.dedent(
     from splice.data.arithmetic import ArithmeticTask
     from splice.hookspecs import hookimpl
     from splice.registry import get_registry
-    from splice.training.config import ExperimentConfig
+    from splice.training.configs import ExperimentConfig
 
 
     class ResumeTaskConfig(ComponentConfig):
@@ -160,7 +160,7 @@ def test_sigkill_then_resume_is_bitwise_identical(tmp_path):
 def test_non_finite_loss_keeps_the_last_good_checkpoint_loadable(tmp_path):
     from splice.checkpoint import CheckpointManager
     from splice.interfaces import LossOutput
-    from splice.training.config import OptimizerConfig, TrainConfig
+    from splice.training.configs import OptimizerConfig, TrainConfig
     from splice.training.trainer import NonFiniteLossError, Trainer
     from torch import nn
 

@@ -7,7 +7,7 @@ import json
 
 import torch
 from splice.interfaces import LossOutput
-from splice.training.config import OptimizerConfig, TrainConfig
+from splice.training.configs import OptimizerConfig, TrainConfig
 from splice.training.step_hooks import after_optimizer_step
 from splice.training.stream import ListBatches
 from splice.training.trainer import Trainer

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 from splice.interfaces import LossOutput
-from splice.training.config import OptimizerConfig, ScheduleConfig, TrainConfig
+from splice.training.configs import OptimizerConfig, ScheduleConfig, TrainConfig
 from splice.training.schedule import lr_multiplier
 from splice.training.stream import ListBatches, TaskBatches, derive_seed
 from splice.training.trainer import NonFiniteLossError, Trainer, build_optimizer

@@ -12,7 +12,7 @@ from splice.models.build import build_model
 from splice.models.configs import DecoderConfig
 from splice.nn.configs import PreNormBlockConfig, RMSNormConfig, SwiGLUConfig
 from splice.objectives.sft import SFTConfig, SFTObjective
-from splice.training.config import OptimizerConfig, TrainConfig
+from splice.training.configs import OptimizerConfig, TrainConfig
 from splice.training.trainer import Trainer
 from torch import nn
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from splice.training import trainer as trainer_module
-from splice.training.config import TrainConfig
+from splice.training.configs import TrainConfig
 from splice.training.host_memory import _glibc
 from splice.training.trainer import Trainer
 from torch import nn

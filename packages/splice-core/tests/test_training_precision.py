@@ -11,7 +11,7 @@ import warnings
 import pytest
 import torch
 from splice.training import precision as P
-from splice.training.config import TrainConfig
+from splice.training.configs import TrainConfig
 from splice.training.trainer import Trainer
 
 from .test_trainer import Regression, make_batches

@@ -6,7 +6,7 @@ import json
 
 from splice.cli import main
 from splice.cli.run import load_recipe
-from splice.training.config import ExperimentConfig
+from splice.training.configs import ExperimentConfig
 
 
 def test_recipe_is_registered_and_its_config_is_valid():

@@ -8,7 +8,7 @@ import pytest
 import torch
 from splice.objectives.logprobs import token_logprobs
 from splice.reference import ReferenceModel
-from splice_dpo.config import DPOConfig, KTOConfig
+from splice_dpo.configs import DPOConfig, KTOConfig
 from splice_dpo.data import PreferenceCollator, UnpairedCollator, UnpairedExample
 from splice_dpo.kto import KTOObjective
 from splice_dpo.losses import PreferenceLogps, sigmoid_loss

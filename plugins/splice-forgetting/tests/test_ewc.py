@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from splice_forgetting.config import EWCConfig
+from splice_forgetting.configs import EWCConfig
 from splice_forgetting.ewc import EWC, estimate_fisher, load_fisher
 
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from splice_forgetting.config import KLReferenceConfig
+from splice_forgetting.configs import KLReferenceConfig
 from splice_forgetting.kl import KLToReference
 
 VARIANTS = [

@@ -4,7 +4,7 @@ import pydantic
 import pytest
 import torch
 from splice.registry import get_registry
-from splice_forgetting.config import L2SPConfig
+from splice_forgetting.configs import L2SPConfig
 from splice_forgetting.l2sp import L2SP
 
 

@@ -5,7 +5,7 @@ import pytest
 from pydantic import TypeAdapter
 from splice.config import RegularizerField
 from splice.registry import get_registry
-from splice_forgetting.config import EWCConfig, KLReferenceConfig, L2SPConfig
+from splice_forgetting.configs import EWCConfig, KLReferenceConfig, L2SPConfig
 
 
 def test_entry_point_registers_the_three_regularizers() -> None:

@@ -16,7 +16,7 @@ from splice.hookspecs import hookimpl
 from splice.registry import get_registry
 from splice.rewards import RewardError
 from splice.training.rollout import Rollouts
-from splice_grpo.config import GRPOConfig
+from splice_grpo.configs import GRPOConfig
 from splice_grpo.objective import GRPOObjective
 
 from .conftest import TOK, prompt_batch, tiny_model
@@ -122,7 +122,7 @@ def test_group_size_below_two_is_a_validation_error():
 
 
 def test_a_generation_budget_of_zero_is_an_error_naming_it():
-    from splice.training.config import RolloutConfig
+    from splice.training.configs import RolloutConfig
 
     with pytest.raises(ValidationError, match="max_new_tokens"):
         RolloutConfig(max_new_tokens=0)

@@ -9,7 +9,7 @@ import torch
 from splice.config import ComponentConfig
 from splice.hookspecs import hookimpl
 from splice.registry import get_registry
-from splice_grpo.config import GRPOConfig
+from splice_grpo.configs import GRPOConfig
 from splice_grpo.policy_losses import PolicyLossOutput
 
 from .conftest import prompt_batch, tiny_model

@@ -21,7 +21,7 @@ from safetensors.torch import load_file
 RECIPE = textwrap.dedent(
     '''
     """LoRA DDP test run."""
-    from splice.training.config import ExperimentConfig
+    from splice.training.configs import ExperimentConfig
 
 
     def config():

@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 from splice.checkpoint import load_model_weights
-from splice.training.config import ExperimentConfig, OptimizerConfig, TrainConfig
+from splice.training.configs import ExperimentConfig, OptimizerConfig, TrainConfig
 from splice.training.experiment import build_experiment_model, run_experiment
 from splice.training.trainer import Trainer, build_optimizer, seed_everything
 from splice_lora import LoRAConfig, apply_lora, lora_layers

@@ -9,7 +9,7 @@ from splice.interfaces import BuildContext
 from splice.nn.positional import RotaryEmbedding
 from splice.testing import CachedTokenMixerConformance, TokenMixerConformance
 from splice.testing.checks import PositionMixing
-from splice_mha.config import CrossAttentionConfig, MHAConfig
+from splice_mha.configs import CrossAttentionConfig, MHAConfig
 from torch import nn
 
 

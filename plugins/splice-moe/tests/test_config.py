@@ -6,7 +6,7 @@ import pytest
 from pydantic import ValidationError
 from splice.models.build import build_model
 from splice.models.configs import DecoderConfig
-from splice_moe.config import MoEConfig
+from splice_moe.configs import MoEConfig
 from splice_moe.dispatch import capacity_of
 from splice_moe.testing import moe_decoder
 

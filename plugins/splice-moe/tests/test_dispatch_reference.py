@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from splice_moe.config import MoEConfig
+from splice_moe.configs import MoEConfig
 from splice_moe.dispatch import sort_by_expert
 from splice_moe.experts import HAS_GROUPED_MM
 from splice_moe.layer import MoELayer

@@ -15,7 +15,7 @@ transformers = pytest.importorskip(
 from safetensors.torch import load_file, save_file  # noqa: E402
 from splice.generation.sampling import SamplingConfig, generate  # noqa: E402
 from splice.hf import CheckpointError, load_pretrained, save_pretrained  # noqa: E402
-from splice_moe.config import MoEConfig  # noqa: E402
+from splice_moe.configs import MoEConfig  # noqa: E402
 from splice_moe.layer import MoELayer  # noqa: E402
 
 VOCAB, TOL = 64, 1e-4

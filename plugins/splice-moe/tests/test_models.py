@@ -10,11 +10,11 @@ import pytest
 import torch
 from splice.checkpoint.manager import load_model_weights
 from splice.models.build import build_model
-from splice.models.encoder_decoder_config import EncoderDecoderConfig
+from splice.models.configs import EncoderDecoderConfig
 from splice.objectives.sft import SFTObjective
-from splice.training.config import OptimizerConfig, TrainConfig
+from splice.training.configs import OptimizerConfig, TrainConfig
 from splice.training.trainer import Trainer
-from splice_moe.config import MoEConfig
+from splice_moe.configs import MoEConfig
 from splice_moe.layer import MoELayer
 from splice_moe.testing import D, V, block, copy_task, moe_decoder
 

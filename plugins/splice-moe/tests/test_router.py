@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from splice_moe.config import MoEConfig
+from splice_moe.configs import MoEConfig
 from splice_moe.layer import MoELayer
 from splice_moe.router import Router
 

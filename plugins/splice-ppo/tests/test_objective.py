@@ -10,7 +10,7 @@ from splice.config import ObjectiveField
 from splice.generation.sampling import SamplingConfig
 from splice.registry import get_registry
 from splice.rewards import RewardError, RewardSet
-from splice_ppo.config import PPOConfig
+from splice_ppo.configs import PPOConfig
 from splice_ppo.objective import ROW_KEYS, PPOObjective
 from splice_ppo.value_head import SeparateCritic, ValueHead
 from torch import nn
@@ -200,7 +200,7 @@ def test_missing_prompt_ids_and_minibatch_keys(make_model, tokenizer, recorder):
 
 
 def test_value_lr_scale_gives_the_critic_its_own_rate(make_model, tokenizer):
-    from splice.training.config import OptimizerConfig
+    from splice.training.configs import OptimizerConfig
     from splice.training.trainer import build_optimizer
     from torch import nn
 

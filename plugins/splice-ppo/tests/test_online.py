@@ -12,10 +12,10 @@ import torch
 from safetensors.torch import load_file
 from splice.data.arithmetic import ArithmeticTask
 from splice.generation.sampling import SamplingConfig
-from splice.training.config import OptimizerConfig, TrainConfig
+from splice.training.configs import OptimizerConfig, TrainConfig
 from splice.training.rollout import PromptBatches, Rollouts
 from splice.training.trainer import Trainer
-from splice_ppo.config import PPOConfig
+from splice_ppo.configs import PPOConfig
 from splice_ppo.objective import PPOObjective
 
 TERMS = [{"reward": {"type": "format"}}]  # replaced by the "sevens" RewardSet in these tests

@@ -25,7 +25,7 @@ from splice.checkpoint import load_model_weights  # noqa: E402
 from splice.cli import main as splice_main  # noqa: E402
 from splice.hf import save_pretrained  # noqa: E402
 from splice.quantization import dequantize_model, quantization_report  # noqa: E402
-from splice.training.config import ExperimentConfig  # noqa: E402
+from splice.training.configs import ExperimentConfig  # noqa: E402
 from splice.training.experiment import build_experiment_model  # noqa: E402
 from splice.training.trainer import seed_everything  # noqa: E402
 from splice_lora import save_peft_adapter  # noqa: E402
@@ -77,7 +77,7 @@ def _write_checkpoint(folder) -> None:
 
 
 CONFIG_PY = """
-from splice.training.config import ExperimentConfig
+from splice.training.configs import ExperimentConfig
 
 
 def config():

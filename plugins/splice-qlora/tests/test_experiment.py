@@ -6,9 +6,9 @@ import json
 
 import torch
 from safetensors import safe_open
-from splice.training.config import ExperimentConfig
+from splice.training.configs import ExperimentConfig
 from splice.training.experiment import run_experiment
-from splice_qlora.config import NF4Config
+from splice_qlora.configs import NF4Config
 
 
 def _config(tmp_path, steps: int) -> ExperimentConfig:

@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 from splice.checkpoint.state import optimizer_from_flat, optimizer_to_flat
-from splice.training.config import OptimizerConfig
+from splice.training.configs import OptimizerConfig
 from splice.training.trainer import build_optimizer
 from torch import nn
 

@@ -11,7 +11,7 @@ from splice.checkpoint import load_model_weights, save_model_weights
 from splice.quantization import dequantize_model, quantization_report
 from splice.registry import get_registry
 from splice_lora.layers import LoRALinear
-from splice_qlora.config import NF4Config, QLoRAConfig
+from splice_qlora.configs import NF4Config, QLoRAConfig
 from splice_qlora.export import merge_dequantized
 from splice_qlora.io import load_quantized, save_quantized
 from splice_qlora.linear4bit import Linear4bit

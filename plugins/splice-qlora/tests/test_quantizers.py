@@ -15,7 +15,7 @@ from splice.quantization import (
     select_modules,
 )
 from splice.registry import get_registry
-from splice_qlora.config import FP4Config, Int8Config, NF4Config
+from splice_qlora.configs import FP4Config, Int8Config, NF4Config
 from splice_qlora.dtype import resolve_compute_dtype
 from splice_qlora.linear4bit import Linear4bit
 from splice_qlora.linear8bit import Linear8bit

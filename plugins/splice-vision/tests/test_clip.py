@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from splice.registry import get_registry
 from splice_vision.clip import CLIP, recall_at_k, zero_shot_classify
-from splice_vision.config import CLIPConfig, TextEncoderConfig, ViTConfig
+from splice_vision.configs import CLIPConfig, TextEncoderConfig, ViTConfig
 from splice_vision.losses import infonce_loss, siglip_loss
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from splice.registry import get_registry
-from splice_vision.config import ShapesTaskConfig
+from splice_vision.configs import ShapesTaskConfig
 from splice_vision.data import COLOURS, QUESTIONS, ShapesTask, all_labels
 
 

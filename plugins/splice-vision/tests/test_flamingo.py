@@ -8,7 +8,7 @@ from _vision_models import lm, vit
 from splice.generation.kv_cache import KVCache
 from splice.generation.sampling import SamplingConfig, generate
 from splice.models.build import build_model
-from splice_vision.config import FlamingoConfig
+from splice_vision.configs import FlamingoConfig
 from splice_vision.flamingo import FlamingoLayer, FlamingoVLM
 from torch.utils.flop_counter import FlopCounterMode
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from pydantic import ValidationError
 from splice.registry import get_registry
-from splice_vision.config import ViTConfig
+from splice_vision.configs import ViTConfig
 from splice_vision.vit import ViT, interpolate_grid, sincos_2d
 
 

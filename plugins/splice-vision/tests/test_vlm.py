@@ -9,7 +9,7 @@ from _vision_models import IMG, D, V, lm, vit
 from splice.generation.sampling import SamplingConfig, generate
 from splice.objectives.sft import SFTObjective
 from splice.registry import get_registry
-from splice_vision.config import LlavaConfig, NativeVLMConfig
+from splice_vision.configs import LlavaConfig, NativeVLMConfig
 from splice_vision.placeholders import (
     IGNORE_INDEX,
     expand_image_tokens,

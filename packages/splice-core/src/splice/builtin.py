@@ -7,15 +7,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from splice.data.task_configs import (
+from splice.data.configs import (
     ArithmeticTaskConfig,
     JsonlTaskConfig,
     MixtureTaskConfig,
     NumberWordsTaskConfig,
 )
 from splice.hookspecs import hookimpl
-from splice.models.configs import DecoderConfig, PretrainedModelConfig
-from splice.models.encoder_decoder_config import EncoderDecoderConfig
+from splice.models.configs import DecoderConfig, EncoderDecoderConfig, PretrainedModelConfig
 from splice.nn import configs as c
 from splice.objectives.configs import SFTConfig, WeightedSumConfig
 from splice.rewards import configs as rw

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from splice.recipe import Recipe
-from splice.training.config import ExperimentConfig
+from splice.training.configs import ExperimentConfig
 
 
 def config() -> ExperimentConfig:

@@ -26,7 +26,7 @@ from splice.data.tokenizer import CharTokenizer
 from splice.recipe import Recipe
 from splice.training.trainer import seed_everything
 from splice_vision.clip import CLIP, recall_at_k, zero_shot_classify
-from splice_vision.config import CLIPConfig, ShapesTaskConfig, TextEncoderConfig, ViTConfig
+from splice_vision.configs import CLIPConfig, ShapesTaskConfig, TextEncoderConfig, ViTConfig
 from splice_vision.data import Scene, ShapesTask, all_labels
 from torch import Tensor
 

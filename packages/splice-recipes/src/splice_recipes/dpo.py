@@ -22,7 +22,7 @@ from typing import Any, Literal
 from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
 from splice.config import ModelField, PreferenceLossField, SpliceConfig, TaskField
 from splice.recipe import Recipe
-from splice.training.config import (
+from splice.training.configs import (
     DataConfig,
     EvalConfig,
     ExperimentConfig,

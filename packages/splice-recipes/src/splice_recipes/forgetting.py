@@ -33,7 +33,7 @@ from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt, model_va
 from splice.config import ModelField, RegularizerField, SpliceConfig, TaskField
 from splice.recipe import Recipe
 from splice.registry import ENTRY_POINT_GROUP
-from splice.training.config import (
+from splice.training.configs import (
     DataConfig,
     EvalConfig,
     ExperimentConfig,

@@ -23,7 +23,7 @@ from typing import Any
 from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt, field_validator
 from splice.config import ModelField, SpliceConfig, TaskField
 from splice.recipe import Recipe
-from splice.training.config import (
+from splice.training.configs import (
     DataConfig,
     EvalConfig,
     ExperimentConfig,

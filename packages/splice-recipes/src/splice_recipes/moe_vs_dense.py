@@ -24,7 +24,7 @@ from typing import Any
 from pydantic import Field, NonNegativeInt, PositiveInt, model_validator
 from splice.config import ChannelMixerField, SpliceConfig, TaskField
 from splice.recipe import Recipe
-from splice.training.config import (
+from splice.training.configs import (
     DataConfig,
     EvalConfig,
     ExperimentConfig,

@@ -19,7 +19,7 @@ from typing import Any
 from pydantic import Field
 from splice.config import SpliceConfig
 from splice.recipe import Recipe
-from splice.training.config import (
+from splice.training.configs import (
     DataConfig,
     ExperimentConfig,
     OptimizerConfig,

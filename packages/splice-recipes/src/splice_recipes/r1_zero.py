@@ -27,7 +27,7 @@ from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveInt
 from splice.config import ModelField, SpliceConfig
 from splice.data.tokenizer import DEFAULT_ALPHABET
 from splice.recipe import Recipe
-from splice.training.config import (
+from splice.training.configs import (
     DataConfig,
     EvalConfig,
     ExperimentConfig,

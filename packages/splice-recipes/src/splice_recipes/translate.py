@@ -30,13 +30,12 @@ from splice.data.seq2seq import Seq2SeqCollator
 from splice.data.tokenizer import CharTokenizer
 from splice.data.translation import NumberWordsTask, NumberWordsTaskConfig, with_separator
 from splice.generation.sampling import SamplingConfig, generate
-from splice.models.configs import DecoderConfig
+from splice.models.configs import DecoderConfig, EncoderDecoderConfig
 from splice.models.decoder import DecoderLM
 from splice.models.encoder_decoder import EncoderDecoderLM
-from splice.models.encoder_decoder_config import EncoderDecoderConfig
 from splice.objectives.sft import SFTObjective
 from splice.recipe import Recipe
-from splice.training.config import OptimizerConfig, ScheduleConfig, TokenizerConfig, TrainConfig
+from splice.training.configs import OptimizerConfig, ScheduleConfig, TokenizerConfig, TrainConfig
 from splice.training.stream import TaskBatches, derive_seed
 from splice.training.trainer import Trainer, seed_everything
 from torch import Tensor, nn

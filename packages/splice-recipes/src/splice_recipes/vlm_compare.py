@@ -40,7 +40,7 @@ from splice.models.build import build_model
 from splice.objectives.sft import SFTObjective
 from splice.recipe import Recipe
 from splice.training.trainer import seed_everything
-from splice_vision.config import FlamingoConfig, LlavaConfig, NativeVLMConfig
+from splice_vision.configs import FlamingoConfig, LlavaConfig, NativeVLMConfig
 from splice_vision.data import QUESTIONS, Scene, ShapesTask
 from splice_vision.flamingo import FlamingoVLM
 from splice_vision.freezing import apply_trainable, count_parameters

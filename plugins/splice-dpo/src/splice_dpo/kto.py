@@ -22,7 +22,7 @@ from splice.objectives.logprobs import batch_model_inputs
 from splice.reference import ReferenceModel
 from torch import Tensor, nn
 
-from splice_dpo.config import KTOConfig
+from splice_dpo.configs import KTOConfig
 from splice_dpo.objective import sequence_logps
 
 

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from splice_dpo.config import (
+from splice_dpo.configs import (
     ConservativeLossConfig,
     HingeLossConfig,
     IPOLossConfig,

@@ -24,7 +24,7 @@ from splice.reference import ReferenceModel
 from splice.registry import get_registry
 from torch import Tensor, nn
 
-from splice_dpo.config import DPOConfig
+from splice_dpo.configs import DPOConfig
 from splice_dpo.losses import PreferenceLogps, as_output
 
 BATCH_KEYS = ("input_ids", "attention_mask", "score_mask", "n_pairs")

@@ -7,7 +7,7 @@ from typing import Any
 
 from splice.hookspecs import hookimpl
 
-from splice_dpo import config as c
+from splice_dpo import configs as c
 
 
 @hookimpl

@@ -14,7 +14,7 @@ from typing import Any
 
 from splice.data.tasks import JsonlTask, Split, _hash_fraction
 
-from splice_dpo.config import PreferenceJsonlTaskConfig, UnpairedJsonlTaskConfig
+from splice_dpo.configs import PreferenceJsonlTaskConfig, UnpairedJsonlTaskConfig
 from splice_dpo.data import (
     PreferenceCollator,
     UnpairedCollator,

@@ -1,5 +1,5 @@
 """splice-forgetting: L2-SP, EWC and KL-to-reference regularizers against catastrophic forgetting.
 
-Configs live in ``splice_forgetting.config`` (torch-free); the regularizers in
+Configs live in ``splice_forgetting.configs`` (torch-free); the regularizers in
 ``l2sp``, ``ewc`` and ``kl``. Each implements ``splice.interfaces.Regularizer``.
 """

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from splice_forgetting._lm import token_nll, trainable_parameters
 from splice_forgetting.anchor import AnchoredQuadraticPenalty
-from splice_forgetting.config import EWCConfig
+from splice_forgetting.configs import EWCConfig
 
 FISHER_FORMAT = "splice-ewc-fisher"
 

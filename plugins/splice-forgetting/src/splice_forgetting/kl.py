@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from splice_forgetting._lm import IGNORE_INDEX, forward_logits, next_token_targets
-from splice_forgetting.config import KLReferenceConfig
+from splice_forgetting.configs import KLReferenceConfig
 
 
 class KLToReference:

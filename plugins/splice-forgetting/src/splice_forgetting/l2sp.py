@@ -13,7 +13,7 @@ from typing import Any
 from torch import nn
 
 from splice_forgetting.anchor import AnchoredQuadraticPenalty
-from splice_forgetting.config import L2SPConfig
+from splice_forgetting.configs import L2SPConfig
 
 
 class L2SP(AnchoredQuadraticPenalty):

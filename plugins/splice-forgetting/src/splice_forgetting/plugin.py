@@ -6,7 +6,7 @@ from typing import Any
 
 from splice.hookspecs import hookimpl
 
-from splice_forgetting.config import EWCConfig, KLReferenceConfig, L2SPConfig
+from splice_forgetting.configs import EWCConfig, KLReferenceConfig, L2SPConfig
 
 
 @hookimpl

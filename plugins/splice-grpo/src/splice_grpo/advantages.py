@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from splice_grpo.config import GroupNormConfig, ReinforcePPConfig, RLOOConfig
+from splice_grpo.configs import GroupNormConfig, ReinforcePPConfig, RLOOConfig
 
 
 def _groups(rewards: Tensor, group_size: int) -> Tensor:

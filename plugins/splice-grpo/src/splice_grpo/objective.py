@@ -28,7 +28,7 @@ from splice.reference import ReferenceModel
 from splice.training.rollout import pack_rollout
 from torch import Tensor, nn
 
-from splice_grpo.config import GRPOConfig
+from splice_grpo.configs import GRPOConfig
 
 #: Experience keys with one row per completion (sliced into minibatches).
 ROW_KEYS = ("input_ids", "completion_mask", "advantages", "weights", "old_logprobs", "ref_logprobs")

@@ -6,7 +6,7 @@ from typing import Any
 
 from splice.hookspecs import hookimpl
 
-from splice_grpo.config import (
+from splice_grpo.configs import (
     ClippedTokenLossConfig,
     GroupNormConfig,
     GRPOConfig,

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from splice_grpo.config import ClippedTokenLossConfig, GSPOLossConfig
+from splice_grpo.configs import ClippedTokenLossConfig, GSPOLossConfig
 
 
 @dataclass

@@ -21,7 +21,7 @@ _WHERE = {
     "merge_and_unload": "adapter",
     "set_active_adapter": "adapter",
     "unmerge_adapter": "adapter",
-    "LoRAConfig": "config",
+    "LoRAConfig": "configs",
     "AdapterSpec": "layers",
     "LoRAEmbedding": "layers",
     "LoRALayer": "layers",

@@ -12,7 +12,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from splice_lora.config import LoRAConfig
+from splice_lora.configs import LoRAConfig
 from splice_lora.layers import AdapterSpec, LoRAEmbedding, LoRALayer, LoRALinear
 from splice_lora.targets import check_rank, select_targets
 

@@ -27,7 +27,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from splice_lora.adapter import active_adapter, apply_lora, lora_layers
-from splice_lora.config import LoRAConfig
+from splice_lora.configs import LoRAConfig
 from splice_lora.layers import LoRAEmbedding, LoRALayer, LoRALinear
 
 WEIGHTS_NAME = "adapter_model.safetensors"

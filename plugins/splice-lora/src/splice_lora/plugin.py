@@ -6,7 +6,7 @@ from typing import Any
 
 from splice.hookspecs import hookimpl
 
-from splice_lora.config import LoRAConfig
+from splice_lora.configs import LoRAConfig
 
 
 @hookimpl

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from splice.adapters import is_linear_like
 from torch import nn
 
-from splice_lora.config import ALL_LINEAR, LoRAConfig
+from splice_lora.configs import ALL_LINEAR, LoRAConfig
 from splice_lora.layers import LoRAEmbedding, LoRALayer, LoRALinear
 
 #: Output heads that ``all-linear`` leaves alone (as PEFT does): adapting the vocabulary

@@ -18,7 +18,7 @@ from splice.nn.norms import RMSNorm
 from splice.nn.sdpa import scaled_dot_product_attention
 from torch import Tensor, nn
 
-from splice_mha.config import CrossAttentionConfig, MHAConfig
+from splice_mha.configs import CrossAttentionConfig, MHAConfig
 
 
 class MultiHeadAttention(TokenMixer):

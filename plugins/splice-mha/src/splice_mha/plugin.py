@@ -6,7 +6,7 @@ from typing import Any
 
 from splice.hookspecs import hookimpl
 
-from splice_mha.config import CrossAttentionConfig, MHAConfig
+from splice_mha.configs import CrossAttentionConfig, MHAConfig
 
 
 @hookimpl

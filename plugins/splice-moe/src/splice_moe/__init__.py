@@ -5,6 +5,6 @@ weights, optional shared experts and the balancing terms; ``MoELayer`` is the bu
 module. See ``docs/concepts/moe.md``.
 """
 
-from splice_moe.config import MoEConfig
+from splice_moe.configs import MoEConfig
 
 __all__ = ["MoEConfig"]

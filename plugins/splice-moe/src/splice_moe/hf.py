@@ -29,7 +29,7 @@ from splice.hf.safetensors_io import CheckpointError
 from splice.models.configs import DecoderConfig
 from torch import Tensor
 
-from splice_moe.config import MoEConfig
+from splice_moe.configs import MoEConfig
 
 _LAYER_PAIRS = [
     ("self_attn.q_proj.", "mixer.q_proj."),

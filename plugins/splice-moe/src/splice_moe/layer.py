@@ -30,7 +30,7 @@ from splice_moe.balancing import (
     router_z_loss,
     update_selection_bias,
 )
-from splice_moe.config import MoEConfig
+from splice_moe.configs import MoEConfig
 from splice_moe.dispatch import capacity_of, sort_by_expert
 from splice_moe.experts import ExpertModules, GroupedExperts
 from splice_moe.router import Router, Routing

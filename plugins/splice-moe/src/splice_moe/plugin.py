@@ -6,7 +6,7 @@ from typing import Any
 
 from splice.hookspecs import hookimpl
 
-from splice_moe.config import MoEConfig
+from splice_moe.configs import MoEConfig
 
 
 @hookimpl

@@ -19,7 +19,7 @@ from splice.reference import ReferenceModel
 from torch import Tensor, nn
 
 from splice_ppo.advantages import explained_variance, gae, masked_mean, whiten
-from splice_ppo.config import PPOConfig
+from splice_ppo.configs import PPOConfig
 from splice_ppo.kl import AdaptiveKLController, shaped_rewards, token_kl
 from splice_ppo.losses import clipped_policy_loss, clipped_value_loss
 from splice_ppo.rollout import Sequences, build_sequences

@@ -6,7 +6,7 @@ from typing import Any
 
 from splice.hookspecs import hookimpl
 
-from splice_ppo.config import PPOConfig
+from splice_ppo.configs import PPOConfig
 
 
 @hookimpl

@@ -6,7 +6,7 @@ from typing import Any
 
 from splice.hookspecs import hookimpl
 
-from splice_qlora.config import FP4Config, Int8Config, NF4Config, QLoRAConfig
+from splice_qlora.configs import FP4Config, Int8Config, NF4Config, QLoRAConfig
 
 
 @hookimpl

@@ -14,7 +14,7 @@ from typing import Any
 from splice_lora.adapter import LoRAAdapter, apply_lora
 from torch import nn
 
-from splice_qlora.config import QLoRAConfig
+from splice_qlora.configs import QLoRAConfig
 from splice_qlora.quantizers import quantize
 
 

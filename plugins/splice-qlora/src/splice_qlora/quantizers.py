@@ -13,7 +13,7 @@ import torch
 from splice.quantization import QuantizationReport, QuantizedLinear, quantize_model
 from torch import nn
 
-from splice_qlora.config import FourBitConfig, Int8Config
+from splice_qlora.configs import FourBitConfig, Int8Config
 from splice_qlora.dtype import resolve_compute_dtype
 from splice_qlora.linear4bit import Linear4bit
 from splice_qlora.linear8bit import Linear8bit

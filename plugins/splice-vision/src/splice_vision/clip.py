@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from splice_vision.config import CLIPConfig
+from splice_vision.configs import CLIPConfig
 from splice_vision.losses import infonce_loss, siglip_loss
 from splice_vision.text import TextEncoder
 from splice_vision.vit import ViT

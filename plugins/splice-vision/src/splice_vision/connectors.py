@@ -17,7 +17,7 @@ from splice.interfaces import AttentionInputs, BuildContext, Connector
 from torch import Tensor, nn
 
 from splice_vision._build import build, layer_norm
-from splice_vision.config import LinearProjectorConfig, MLPProjectorConfig, QFormerConfig
+from splice_vision.configs import LinearProjectorConfig, MLPProjectorConfig, QFormerConfig
 
 
 class _ProjectorBase(Connector):

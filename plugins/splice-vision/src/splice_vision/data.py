@@ -22,7 +22,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from splice_vision.config import ShapesTaskConfig
+from splice_vision.configs import ShapesTaskConfig
 
 SHAPES = ("circle", "square", "triangle")
 COLOURS: dict[str, tuple[float, float, float]] = {

@@ -21,7 +21,7 @@ from splice.interfaces import AttentionInputs, Block, BuildContext, ModelOutput
 from torch import Tensor, nn
 
 from splice_vision._build import build, layer_norm
-from splice_vision.config import FlamingoConfig
+from splice_vision.configs import FlamingoConfig
 from splice_vision.freezing import apply_trainable, count_parameters
 
 

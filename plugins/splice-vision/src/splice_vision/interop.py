@@ -17,7 +17,7 @@ from splice.hf.safetensors_io import read_index, read_tensors
 from torch import Tensor, nn
 
 from splice_vision.clip import CLIP
-from splice_vision.config import CLIPConfig, TextEncoderConfig, ViTConfig
+from splice_vision.configs import CLIPConfig, TextEncoderConfig, ViTConfig
 from splice_vision.vit import ViT
 
 _ACT = {"gelu": "gelu", "quick_gelu": "quick_gelu", "gelu_pytorch_tanh": "gelu_tanh"}

@@ -6,7 +6,7 @@ from typing import Any
 
 from splice.hookspecs import hookimpl
 
-from splice_vision import config as c
+from splice_vision import configs as c
 
 
 @hookimpl

@@ -7,7 +7,7 @@ from splice.models.configs import DecoderConfig
 from splice.models.decoder import DecoderLM
 from torch import Tensor, nn
 
-from splice_vision.config import TextEncoderConfig
+from splice_vision.configs import TextEncoderConfig
 
 
 class TextEncoder(nn.Module):

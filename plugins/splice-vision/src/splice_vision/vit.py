@@ -16,7 +16,7 @@ from splice.interfaces import AttentionInputs, BuildContext
 from torch import Tensor, nn
 
 from splice_vision._build import build, layer_norm
-from splice_vision.config import ViTConfig
+from splice_vision.configs import ViTConfig
 
 
 class PatchEmbedding(nn.Module):

@@ -20,7 +20,7 @@ from splice.generation.kv_cache import KVCache
 from splice.interfaces import BuildContext, ModelOutput
 from torch import Tensor, nn
 
-from splice_vision.config import LlavaConfig, NativeVLMConfig
+from splice_vision.configs import LlavaConfig, NativeVLMConfig
 from splice_vision.freezing import apply_trainable, count_parameters
 from splice_vision.placeholders import splice_image_tokens
 from splice_vision.vit import PatchEmbedding

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from splice.interfaces import BuildContext
 from splice.testing import ChannelMixerConformance
-from splice_example_ffn.config import ReLU2Config
+from splice_example_ffn.configs import ReLU2Config
 from splice_example_ffn.ffn import build_relu2
 
 

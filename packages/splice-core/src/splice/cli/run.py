@@ -87,7 +87,7 @@ def add_recipe_arguments(p: argparse.ArgumentParser) -> None:
 
 FILE_CONTRACT = """\
 what a recipe file (splice run path/to/file.py) must define, one of:
-  config()   a function returning an ExperimentConfig (splice.training.config);
+  config()   a function returning an ExperimentConfig (splice.training.configs);
              splice run applies --set overrides, validates it, and trains it with
              the standard trainer (run_experiment)
   recipe     a splice.recipe.Recipe: its config() as above, plus an optional

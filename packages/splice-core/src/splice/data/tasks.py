@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from splice.data.arithmetic import ArithmeticTask
+from splice.data.configs import ArithmeticTaskConfig, JsonlTaskConfig, MixtureTaskConfig
 from splice.data.examples import Example
-from splice.data.task_configs import ArithmeticTaskConfig, JsonlTaskConfig, MixtureTaskConfig
 
 Split = Literal["train", "held_out"]
 

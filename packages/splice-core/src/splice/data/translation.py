@@ -17,9 +17,9 @@ import random
 from collections.abc import Iterator
 from typing import Literal
 
+from splice.data.configs import MAX_NUMBER_WORDS_DIGITS as MAX_DIGITS  # up to 999 999
+from splice.data.configs import NumberWordsTaskConfig
 from splice.data.examples import Example
-from splice.data.task_configs import MAX_NUMBER_WORDS_DIGITS as MAX_DIGITS  # up to 999 999
-from splice.data.task_configs import NumberWordsTaskConfig
 
 ONES = [
     "zero",

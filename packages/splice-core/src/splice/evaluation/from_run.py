@@ -16,7 +16,7 @@ from typing import Any
 
 from splice.evaluation.evaluator import Evaluator
 from splice.generation.sampling import SamplingConfig
-from splice.training.config import EvalConfig
+from splice.training.configs import EvalConfig
 
 
 def find_config(run_dir: Path | None, checkpoint: Path | None) -> Path:
@@ -46,7 +46,7 @@ def load_splice_model(path: str | Path) -> tuple[Any, Any, Any]:
     """``(model, tokenizer, ExperimentConfig)`` of a run folder (its newest intact
     checkpoint) or of one checkpoint folder, rebuilt from the run's ``config.json``."""
     from splice.checkpoint import load_model_weights
-    from splice.training.config import ExperimentConfig
+    from splice.training.configs import ExperimentConfig
     from splice.training.experiment import build_experiment_model, build_tokenizer
     from splice.training.trainer import seed_everything
 
@@ -78,7 +78,7 @@ class _Target:
 def _from_run(run: Path | None, ckpt: Path | None, config_path: Path | None, task: Any) -> _Target:
     from splice.checkpoint import load_model_weights
     from splice.registry import get_registry
-    from splice.training.config import ExperimentConfig
+    from splice.training.configs import ExperimentConfig
     from splice.training.experiment import (
         build_collator,
         build_experiment_model,

@@ -18,8 +18,8 @@ from torch import Tensor, nn
 from splice.generation.kv_cache import KVCache
 from splice.interfaces import BuildContext, ModelOutput
 from splice.models.common import attention_inputs, build_positions, init_weights, sum_aux
+from splice.models.configs import EncoderDecoderConfig
 from splice.models.decoder import DecoderLM
-from splice.models.encoder_decoder_config import EncoderDecoderConfig
 from splice.nn.dropout import dropout_or_identity
 from splice.nn.embedding import Embedding
 

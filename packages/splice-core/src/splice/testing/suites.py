@@ -4,7 +4,7 @@ Example (a plugin's ``tests/test_conformance.py``)::
 
     from splice.interfaces import BuildContext
     from splice.testing import CachedTokenMixerConformance
-    from splice_mha.config import MHAConfig
+    from splice_mha.configs import MHAConfig
 
     class TestMHA(CachedTokenMixerConformance):
         def make_config(self):

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from splice.checkpoint.state import rng_from_flat
 from splice.interfaces import Block, LossOutput
-from splice.training.config import TrainConfig
+from splice.training.configs import TrainConfig
 from splice.training.stream import Batch, BatchSource, as_source
 from splice.training.trainer import Trainer, build_optimizer
 

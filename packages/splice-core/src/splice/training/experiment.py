@@ -20,7 +20,7 @@ from torch import nn
 from splice.checkpoint import atomic_write_text, load_model_weights
 from splice.data.examples import Example
 from splice.data.tokenizer import CharTokenizer
-from splice.training.config import DataConfig, ExperimentConfig, TokenizerConfig
+from splice.training.configs import DataConfig, ExperimentConfig, TokenizerConfig
 from splice.training.online import is_online
 from splice.training.rollout import PromptBatches, Rollouts
 from splice.training.run_folder import ResumeMode, checkpoint_entries, claim_run_folder

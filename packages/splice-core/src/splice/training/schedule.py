@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-from splice.training.config import ScheduleConfig
+from splice.training.configs import ScheduleConfig
 
 
 def lr_multiplier(step: int, total_steps: int, schedule: ScheduleConfig) -> float:

@@ -30,7 +30,7 @@ from splice.data.device import batch_to
 from splice.interfaces import LossOutput
 from splice.training.clip import clip_gradients
 from splice.training.compile import compile_blocks, eager
-from splice.training.config import OptimizerConfig, TrainConfig
+from splice.training.configs import OptimizerConfig, TrainConfig
 from splice.training.host_memory import retain_freed_host_memory
 from splice.training.metrics import MetricsLog
 from splice.training.nan_guard import (

@@ -6,7 +6,7 @@ import torch
 from splice.interfaces import BuildContext, ChannelMixer
 from torch import Tensor, nn
 
-from splice_example_ffn.config import ReLU2Config
+from splice_example_ffn.configs import ReLU2Config
 
 
 class ReLU2MLP(ChannelMixer):

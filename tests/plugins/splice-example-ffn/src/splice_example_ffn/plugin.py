@@ -10,7 +10,7 @@ from typing import Any
 
 from splice.hookspecs import hookimpl
 
-from splice_example_ffn.config import ReLU2Config
+from splice_example_ffn.configs import ReLU2Config
 
 
 @hookimpl

@@ -17,7 +17,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 from splice.config import ComponentConfig
-from splice_lora.config import LoRAConfig
+from splice_lora.configs import LoRAConfig
 
 #: Block sizes bitsandbytes' 4-bit kernels accept.
 BLOCKSIZES = (32, 64, 128, 256, 512, 1024, 2048, 4096)
