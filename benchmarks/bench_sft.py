@@ -44,6 +44,7 @@ from harness import (
     bench_args,
     configure_threads,
     matmul_peak,
+    measure_matmul,
     native,
     not_native_note,
     synchronize,
@@ -207,21 +208,6 @@ def trl_trainer(
     )
 
 
-def probe_peak(dtype: torch.dtype, *, n: int = 1024, repeats: int = 5) -> float:
-    """Best of ``repeats`` ``n x n`` matmuls now, in FLOP/s: the peak at this moment's load."""
-    dev = bench_device()
-    a, b = torch.randn(n, n, device=dev).to(dtype), torch.randn(n, n, device=dev).to(dtype)
-    a @ b
-    synchronize()
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        a @ b
-        synchronize()
-        best = min(best, time.perf_counter() - t0)
-    return 2 * n**3 / best
-
-
 def run_dtype(
     ckpt: Path, rows: torch.Tensor, *, batch: int, bf16: bool, warmup: int, out: Path
 ) -> tuple[Comparison, dict[str, Any]]:
@@ -257,7 +243,7 @@ def run_dtype(
                 synchronize()
                 samples[name].append(time.perf_counter() - t0)
             facts["threads"] = torch.get_num_threads()
-            peaks.append(probe_peak(torch.bfloat16 if bf16 else torch.float32))
+            peaks.append(1e9 * measure_matmul(torch.bfloat16 if bf16 else torch.float32, repeats=5))
             mark[0] = time.perf_counter()
 
     trl = trl_trainer(ckpt, rows, batch=batch, bf16=bf16, out=out, callback=Alternate())

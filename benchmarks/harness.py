@@ -85,23 +85,32 @@ def synchronize() -> None:
 _PEAK: dict[tuple[str, str, int], float] = {}
 
 
-def matmul_peak(dtype: torch.dtype = torch.float32, *, n: int = 1024, repeats: int = 7) -> float:
-    """Best observed ``n x n @ n x n`` throughput in GFLOP/s (``2 n^3`` FLOPs), cached per process."""
+def measure_matmul(dtype: torch.dtype = torch.float32, *, n: int = 1024, repeats: int = 7) -> float:
+    """Best of ``repeats`` ``n x n @ n x n`` matmuls *now*, in GFLOP/s (``2 n^3`` FLOPs).
+
+    Uncached: a benchmark that pairs each round with the peak at that moment's load calls
+    this; ``matmul_peak`` caches one reading per process.
+    """
     dev = device()
-    key = (str(dtype), dev.type, torch.get_num_threads())
-    if key not in _PEAK:
-        a = torch.randn(n, n, device=dev).to(dtype)
-        b = torch.randn(n, n, device=dev).to(dtype)
-        for _ in range(2):
-            a @ b
+    a = torch.randn(n, n, device=dev).to(dtype)
+    b = torch.randn(n, n, device=dev).to(dtype)
+    for _ in range(2):
+        a @ b
+    synchronize()
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ b
         synchronize()
-        best = float("inf")
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            a @ b
-            synchronize()
-            best = min(best, time.perf_counter() - t0)
-        _PEAK[key] = 2 * n**3 / best / 1e9
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best / 1e9
+
+
+def matmul_peak(dtype: torch.dtype = torch.float32, *, n: int = 1024, repeats: int = 7) -> float:
+    """``measure_matmul`` once per (dtype, device, thread count) in this process, in GFLOP/s."""
+    key = (str(dtype), device().type, torch.get_num_threads())
+    if key not in _PEAK:
+        _PEAK[key] = measure_matmul(dtype, n=n, repeats=repeats)
     return _PEAK[key]
 
 
