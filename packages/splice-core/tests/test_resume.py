@@ -4,17 +4,16 @@ uninterrupted one; a diverging run stops naming the step and keeps its last good
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import textwrap
-import time
-from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from splice.testing.resume import (
+    assert_same_checkpoint,
+    kill_and_resume,
+    train_records,
+    trainer_state,
+)
 
 # A recipe file, as a user would write one. It registers a test task and a slowed-down SFT
 # objective (so the kill reliably lands mid-run) through the plugin registry, then
@@ -86,74 +85,20 @@ RECIPE = textwrap.dedent(
 )
 
 
-def splice_cmd(*args: str) -> list[str]:
-    return [
-        sys.executable,
-        "-c",
-        "import sys; from splice.cli import main; sys.exit(main())",
-        *args,
-    ]
-
-
-def final_tensors(run: Path) -> tuple[dict, dict]:
-    ckpt = run / "checkpoints" / "step-000030"
-    return load_file(ckpt / "model.safetensors"), load_file(ckpt / "optimizer.safetensors")
-
-
 @pytest.mark.slow
 def test_sigkill_then_resume_is_bitwise_identical(tmp_path):
     recipe = tmp_path / "resume_recipe.py"
     recipe.write_text(RECIPE)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    straight = subprocess.Popen(
-        splice_cmd("run", str(recipe), "--output-dir", str(tmp_path / "a")),
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    killed = subprocess.Popen(
-        splice_cmd("run", str(recipe), "--output-dir", str(tmp_path / "b")),
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    ckpt = tmp_path / "b" / "checkpoints" / "step-000010"
-    deadline = time.monotonic() + 240
-    while not ckpt.exists() and killed.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    killed.send_signal(signal.SIGKILL)
-    assert killed.wait() == -signal.SIGKILL, "the run finished before it could be killed"
-    assert not (tmp_path / "b" / "checkpoints" / "step-000030").exists()
+    runs = kill_and_resume(recipe, tmp_path, kill_after=10)
+    assert runs.final_step == 30
 
-    out, _ = straight.communicate(timeout=240)
-    assert straight.returncode == 0, out.decode()
-    resumed = subprocess.run(
-        splice_cmd("run", str(recipe), "--output-dir", str(tmp_path / "b"), "--resume"),
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert resumed.returncode == 0, resumed.stderr
-
-    (model_a, opt_a), (model_b, opt_b) = (
-        final_tensors(tmp_path / "a"),
-        final_tensors(tmp_path / "b"),
-    )
-    assert model_a.keys() == model_b.keys() and opt_a.keys() == opt_b.keys()
-    for name in model_a:
-        assert torch.equal(model_a[name], model_b[name]), name
-    for name in opt_a:
-        assert torch.equal(opt_a[name], opt_b[name]), name
-
+    # Weights, optimizer and RNG tensors, and trainer_state.json, bit for bit.
+    assert_same_checkpoint(runs.straight, runs.resumed)
     # The resumed log has every step exactly once, with the same losses as the straight run.
-    def train_losses(run):
-        lines = (run / "metrics.jsonl").read_text().splitlines()
-        return [(r["step"], r["loss"]) for r in map(json.loads, lines) if r["kind"] == "train"]
-
-    assert train_losses(tmp_path / "b") == train_losses(tmp_path / "a")
-    assert [s for s, _ in train_losses(tmp_path / "a")] == list(range(1, 31))
-    state = json.loads((tmp_path / "b/checkpoints/step-000030/trainer_state.json").read_text())
+    records = train_records(runs.resumed, ["step", "loss"])
+    assert records == train_records(runs.straight, ["step", "loss"])
+    assert [r["step"] for r in records] == list(range(1, 31))
+    state = trainer_state(runs.resumed)
     assert state["micro_batches"] == 60 and state["examples"] == 480
 
 

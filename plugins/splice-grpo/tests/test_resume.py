@@ -5,18 +5,16 @@ restored too: a different rollout would change the losses and rewards)."""
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
-import sys
 import textwrap
-import time
-from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from splice.testing.resume import (
+    assert_same_checkpoint,
+    kill_and_resume,
+    train_records,
+    trainer_state,
+)
 
 # A recipe file: a slowed-down reward (so the kill lands mid-run), registered through the
 # plugin registry, and a GRPO run with beta > 0 (a frozen reference copy), mu = 2 inner
@@ -74,78 +72,23 @@ RECIPE = textwrap.dedent(
 )
 
 
-def splice_cmd(*args: str) -> list[str]:
-    return [
-        sys.executable,
-        "-c",
-        "import sys; from splice.cli import main; sys.exit(main())",
-        *args,
-    ]
-
-
-def final(run: Path) -> dict[str, dict]:
-    ckpt = run / "checkpoints" / "step-000012"
-    return {
-        f: load_file(ckpt / f)
-        for f in ("model.safetensors", "optimizer.safetensors", "objective.safetensors")
-    }
-
-
-def train_records(run: Path) -> list[dict]:
-    lines = (run / "metrics.jsonl").read_text().splitlines()
-    keep = ("step", "loss", "reward", "kl", "ratio_mean", "completion_length")
-    return [{k: r.get(k) for k in keep} for r in map(json.loads, lines) if r["kind"] == "train"]
-
-
 @pytest.mark.slow
 def test_sigkill_then_resume_is_bitwise_identical(tmp_path):
     recipe = tmp_path / "grpo_resume_recipe.py"
     recipe.write_text(RECIPE)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    straight = subprocess.Popen(
-        splice_cmd("run", str(recipe), "--output-dir", str(tmp_path / "a")),
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    killed = subprocess.Popen(
-        splice_cmd("run", str(recipe), "--output-dir", str(tmp_path / "b")),
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    ckpt = tmp_path / "b" / "checkpoints" / "step-000004"
-    deadline = time.monotonic() + 240
-    while not ckpt.exists() and killed.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    time.sleep(0.5)  # into step 5 or 6: a half-done step must be redone, not skipped
-    killed.send_signal(signal.SIGKILL)
-    assert killed.wait() == -signal.SIGKILL, "the run finished before it could be killed"
-    assert not (tmp_path / "b" / "checkpoints" / "step-000012").exists()
+    # Killed half a second after its step-4 checkpoint: in step 5 or 6, which is redone.
+    runs = kill_and_resume(recipe, tmp_path, kill_after=4, wait_s=0.5)
+    assert runs.final_step == 12
 
-    out, _ = straight.communicate(timeout=300)
-    assert straight.returncode == 0, out.decode()
-    resumed = subprocess.run(
-        splice_cmd("run", str(recipe), "--output-dir", str(tmp_path / "b"), "--resume"),
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert resumed.returncode == 0, resumed.stderr
-
-    a, b = final(tmp_path / "a"), final(tmp_path / "b")
-    for f in a:
-        assert a[f].keys() == b[f].keys(), f
-        for name in a[f]:
-            assert torch.equal(a[f][name], b[f][name]), (f, name)
+    a = assert_same_checkpoint(runs.straight, runs.resumed)
     assert any(k.startswith("state.reference.") for k in a["objective.safetensors"])
     # the policy moved away from the reference: the reference really is the starting copy
     ref = a["objective.safetensors"]["state.reference.embed.weight"]
     assert not torch.equal(ref, a["model.safetensors"]["embed.weight"])
 
-    rec_a, rec_b = train_records(tmp_path / "a"), train_records(tmp_path / "b")
-    assert rec_a == rec_b
-    assert [r["step"] for r in rec_a] == list(range(1, 13))
-    state = json.loads((tmp_path / "b/checkpoints/step-000012/trainer_state.json").read_text())
+    records = train_records(runs.straight)
+    assert records == train_records(runs.resumed)
+    assert [r["step"] for r in records] == list(range(1, 13))
+    assert {"loss", "reward", "kl", "ratio_mean", "completion_length"} <= records[0].keys()
+    state = trainer_state(runs.resumed)
     assert state["micro_batches"] == 12 and state["examples"] == 48

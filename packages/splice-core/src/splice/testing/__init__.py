@@ -5,6 +5,10 @@ Plain functions (``check_output``, ``check_gradients``, ``check_state_dict_round
 ``check_kv_cache``, ``check_packing_isolation``, ``check_padding_isolation``, ``run_all``) take a registered config and a ``BuildContext``;
 the pytest suites (``TokenMixerConformance``, ``ChannelMixerConformance``, ...) run
 them from a subclass that defines ``make_config()``. Add a kind with ``register_spec``.
+
+``splice.testing.resume`` (imported on its own) tests exact resume: it SIGKILLs a
+``splice run`` after a checkpoint, resumes it, and compares it bit for bit with an
+uninterrupted run.
 """
 
 from splice.testing.checks import (
