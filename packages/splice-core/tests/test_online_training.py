@@ -5,6 +5,7 @@ functions of (seed, step)."""
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 from typing import Any
@@ -226,3 +227,82 @@ def test_pack_rollout_right_pads_prompt_plus_completion():
 def test_grad_accum_is_refused_for_online_objectives():
     with pytest.raises(ValueError, match="grad_accum=2"):
         trainer(None, grad_accum=2)
+
+
+def test_online_steps_keep_each_param_groups_lr_scale(tmp_path):
+    # PPO's value_lr_scale and LoRA+ give param groups an lr_scale; the online loop once set
+    # every group to the plain scheduled rate, silently dropping them.
+    objective = ToyReinforce()
+    objective.bias.param_lr_scale = {"weight": 10.0, "bias": 10.0}
+    tr = trainer(tmp_path, steps=2, objective=objective)
+    tr.fit()
+    head = {id(p) for p in objective.bias.parameters()}
+    lrs = {any(id(p) in head for p in g["params"]): g["lr"] for g in tr.optimizer.param_groups}
+    assert lrs[False] > 0 and lrs[True] == pytest.approx(10.0 * lrs[False])
+
+
+class TiedCritic(ToyReinforce):
+    """A trainable module with tied weights (a policy copy: embedding = vocabulary head) and
+    a frozen reference copy of it in ``state_dict``: shared storage in both places."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.critic = tiny_model()
+        self.reference = copy.deepcopy(self.critic).requires_grad_(False)
+
+    def trainable_modules(self) -> dict[str, nn.Module]:
+        return {"critic": self.critic}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"step": 3, **{f"reference.{k}": v for k, v in self.reference.state_dict().items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.loaded_step = state["step"]
+        prefix = "reference."
+        self.reference.load_state_dict(
+            {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+        )
+
+
+def test_objective_state_with_tied_weights_saves_and_loads_back(tmp_path):
+    from safetensors.torch import load_file
+    from splice.checkpoint import CheckpointManager
+    from splice.training.online import load_objective_state, objective_state
+
+    saved = TiedCritic()
+    assert saved.critic.lm_head.weight is saved.critic.embed.weight
+    with torch.no_grad():
+        saved.critic.embed.weight.add_(1.0)
+        saved.reference.embed.weight.mul_(-2.0)
+    tensors, meta = objective_state(saved)
+    ckpt = CheckpointManager(tmp_path).save(
+        1, model=nn.Linear(1, 1), optimizer=None, state={}, extra_tensors=tensors
+    )
+    fresh = TiedCritic()
+    load_objective_state(fresh, load_file(str(ckpt / "objective.safetensors")), meta)
+    assert fresh.loaded_step == 3
+    for a, b in ((saved.critic, fresh.critic), (saved.reference, fresh.reference)):
+        assert b.lm_head.weight is b.embed.weight  # still one tensor after loading
+        for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
+            assert torch.equal(x, y), name
+
+
+class OverflowingHead(ToyReinforce):
+    """Its trainable module's weight becomes inf after the last update of step 3."""
+
+    def minibatches(self, experience):
+        yield from super().minibatches(experience)
+        if self.collected == 3:  # resumed after the step's last optimizer step
+            with torch.no_grad():
+                self.bias.weight.fill_(float("inf"))
+
+
+def test_non_finite_objective_module_weights_are_never_checkpointed(tmp_path):
+    from splice.training.nan_guard import NonFiniteLossError
+
+    tr = trainer(tmp_path, steps=6, objective=OverflowingHead())
+    with pytest.raises(
+        NonFiniteLossError, match=r"weights \(bias\.weight\) after the update at step 3"
+    ):
+        tr.fit()
+    assert not (tmp_path / "checkpoints" / "step-000003").exists()

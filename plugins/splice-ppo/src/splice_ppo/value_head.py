@@ -52,7 +52,8 @@ class SeparateCritic(nn.Module):
         """A critic whose trunk starts as a trainable copy of ``policy``'s weights.
 
         The copy's vocabulary projection is dropped: the critic reads hidden states only, so
-        it would be dead weight (and, tied to the embedding, a shared tensor in checkpoints).
+        it would be dead weight (an untied one a ``(V, D)`` matrix in memory and in every
+        checkpoint). Tied weights would save fine too (the core checkpoints shared tensors).
         """
         trunk = copy.deepcopy(policy)  # keeps requires_grad: a frozen (adapter) base stays frozen
         if isinstance(getattr(trunk, "lm_head", None), nn.Module):

@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from splice.checkpoint.state import rng_from_flat
 from splice.interfaces import Block, LossOutput
 from splice.training.configs import TrainConfig
+from splice.training.nan_guard import NonFiniteLossError, divergence_message
 from splice.training.stream import Batch, BatchSource, as_source
 from splice.training.trainer import Trainer, build_optimizer
 
@@ -256,6 +257,12 @@ class DistributedTrainer(Trainer):
             wrapped, GlobalTokenMean(objective, info.world_size), source, config, **kwargs
         )
         self.is_main = info.is_main
+        # One run id on every rank (rank 0's): each rank then names the same checkpoints
+        # (last good one, this run's) in its messages. A resume sets it from the checkpoint.
+        run_id = torch.tensor(list(bytes.fromhex(self.run_id)), dtype=torch.int64)
+        run_id = run_id.to(self.device)
+        dist.broadcast(run_id, src=0)
+        self.run_id = bytes(run_id.tolist()).hex()
         self._shadow_opt = (
             build_optimizer(self._shadow, config.optimizer) if self._shadow is not None else None
         )
@@ -321,6 +328,7 @@ class DistributedTrainer(Trainer):
         mgr = self.checkpoints
         if mgr is None:
             return None
+        self.check_weights_finite()  # every rank, before the collective gather
         model: nn.Module | None
         optimizer: torch.optim.Optimizer | None
         if self.strategy == "ddp":
@@ -344,6 +352,27 @@ class DistributedTrainer(Trainer):
         self.last_checkpoint = mgr.root / f"step-{self.step:06d}"
         dist.barrier()
         return self.last_checkpoint
+
+    def check_weights_finite(self) -> None:
+        """Every rank checks its own weights (its shards, under FSDP2) and all agree: when
+        any rank finds a non-finite value, every rank stops, and nothing is saved.
+
+        Raises:
+            NonFiniteLossError: on every rank, naming the ranks that found non-finite values
+                (and this rank's tensors, if it is one of them).
+        """
+        bad = self.non_finite_weights()
+        flags = torch.zeros(self.info.world_size, dtype=torch.int32, device=self.device)
+        flags[self.info.rank] = int(bool(bad))
+        dist.all_reduce(flags)
+        ranks = [r for r, flag in enumerate(flags.tolist()) if flag]
+        if ranks:
+            names = ", ".join(bad) if bad else "not in this rank's part"
+            where = f"rank{'s' if len(ranks) > 1 else ''} {', '.join(map(str, ranks))}"
+            what = f"weights ({names}) on {where} after the update"
+            raise NonFiniteLossError(
+                divergence_message(what, self.step, self.last_good_checkpoint(), [])
+            )
 
     def _gather_fsdp2(self) -> tuple[nn.Module | None, torch.optim.Optimizer | None]:
         from torch.distributed.checkpoint.state_dict import (

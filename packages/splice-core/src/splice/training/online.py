@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from splice.interfaces import OnlineObjective
 from splice.training.clip import clip_gradients
-from splice.training.schedule import lr_multiplier
+from splice.training.schedule import lr_multiplier, set_learning_rate
 from splice.training.step_hooks import after_optimizer_step
 
 if TYPE_CHECKING:
@@ -104,8 +104,7 @@ def online_train_step(trainer: Trainer, batches: Iterator[Mapping[str, Any]]) ->
     if trainer.rollouts is None:
         raise ValueError("an online objective needs the trainer's `rollouts` (a generator factory)")
     lr = cfg.optimizer.lr * lr_multiplier(trainer.step, cfg.steps, cfg.schedule)
-    for group in trainer.optimizer.param_groups:
-        group["lr"] = lr
+    set_learning_rate(trainer.optimizer, lr)  # each group's lr_scale too (a value head's)
     try:
         prompts = trainer._to_device(next(batches))
     except StopIteration:

@@ -1,12 +1,14 @@
 """Learning-rate schedules as pure functions of the step.
 
 A schedule's whole state is the step number, so resuming needs no scheduler
-object: the trainer sets each param group's ``lr = base_lr * lr_multiplier(step)``.
+object: the trainer sets each param group's ``lr = base_lr * lr_multiplier(step)``
+(times the group's ``lr_scale``, see ``set_learning_rate``).
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from splice.training.configs import ScheduleConfig
 
@@ -31,3 +33,13 @@ def lr_multiplier(step: int, total_steps: int, schedule: ScheduleConfig) -> floa
     if schedule.kind == "linear":
         return floor + (1.0 - floor) * (1.0 - progress)
     return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def set_learning_rate(optimizer: Any, lr: float) -> None:
+    """Set every param group's rate to ``lr`` times its ``lr_scale`` (default 1).
+
+    Groups get an ``lr_scale`` from ``build_optimizer`` (LoRA+'s ``B``, PPO's value head);
+    every training loop, offline or online, sets its rates through here so none drops them.
+    """
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group.get("lr_scale", 1.0)

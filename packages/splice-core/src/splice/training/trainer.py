@@ -53,7 +53,7 @@ from splice.training.online import (
 from splice.training.precision import resolve_precision
 from splice.training.report import plot_curves, write_report
 from splice.training.run_folder import ResumeMode, claim_run_folder
-from splice.training.schedule import lr_multiplier
+from splice.training.schedule import lr_multiplier, set_learning_rate
 from splice.training.step_hooks import after_optimizer_step
 from splice.training.stream import Batch, BatchSource, as_source
 
@@ -310,6 +310,27 @@ class Trainer:
         tensors = load_file(str(path)) if path.is_file() else {}
         load_objective_state(self.objective, tensors, st.get("objective", {}))
 
+    def non_finite_weights(self) -> list[str]:
+        """Up to 5 names of this process's non-finite parameters and buffers: the policy's,
+        then the objective's own modules' (``<module>.<param>``, e.g. a value head's)."""
+        bad = non_finite_tensors(self.policy)
+        for name, module in self.extra_modules.items():
+            bad += [f"{name}.{n}" for n in non_finite_tensors(module)]
+        return bad[:5]
+
+    def check_weights_finite(self) -> None:
+        """Stop if the last update left non-finite weights (they are never checkpointed).
+
+        Raises:
+            NonFiniteLossError: naming the tensors, the step and the last good checkpoint.
+        """
+        bad = self.non_finite_weights()
+        if bad:  # the last update overflowed: its loss (next step) would be the first NaN
+            what = f"weights ({', '.join(bad)}) after the update"
+            raise NonFiniteLossError(
+                divergence_message(what, self.step, self.last_good_checkpoint(), [])
+            )
+
     def save_checkpoint(self) -> Path | None:
         """Flush (so only verified-finite steps are saved), check the weights are finite,
         then write checkpoint ``step`` (pruning never removes the newest good one)."""
@@ -317,16 +338,7 @@ class Trainer:
         mgr = self.checkpoints
         if mgr is None or not self.is_main:
             return None
-        bad = non_finite_tensors(self.model)
-        if bad:  # the last update overflowed: its loss (next step) would be the first NaN
-            raise NonFiniteLossError(
-                divergence_message(
-                    f"weights ({', '.join(bad)}) after the update",
-                    self.step,
-                    self.last_good_checkpoint(),
-                    [],
-                )
-            )
+        self.check_weights_finite()
         extra, extra_state = self.extra_checkpoint()
         self.last_checkpoint = mgr.save(
             self.step,
@@ -386,8 +398,7 @@ class Trainer:
             return
         cfg = self.config
         lr = cfg.optimizer.lr * lr_multiplier(self.step, cfg.steps, cfg.schedule)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr * group.get("lr_scale", 1.0)
+        set_learning_rate(self.optimizer, lr)
         loss_sum: Tensor | None = None  # sum_i w_i L_i
         pen_sum: Tensor | None = None
         weight_sum = 0.0
@@ -474,7 +485,7 @@ class Trainer:
                 self.finite_through = p.step - 1
                 mgr = self.checkpoints if self.is_main else None
                 aside = set_aside_unverified(mgr, self.finite_through)
-                good = newest_good(mgr, self.finite_through)
+                good = newest_good(self.checkpoints, self.finite_through)  # on every rank
                 self.last_checkpoint = good
                 raise NonFiniteLossError(divergence_message(what, p.step, good, aside))
             records.append(rec)
