@@ -38,6 +38,48 @@ def step(forward: Callable[[], Tensor], grad: Tensor, params: list[Tensor]) -> C
     return run
 
 
+PHASES = ("router", "sort", "gather", "experts", "combine", "shared", "aux_loss", "stats")
+
+
+def breakdown(run: Callable[[], None], steps: int) -> tuple[dict[str, tuple[float, float]], float]:
+    """Profile ``steps`` calls of ``run``: per-phase (forward ms, backward ms) per step, and the step ms.
+
+    Forward time is each ``moe.<phase>`` scope the layer opens. Backward time is each
+    autograd node's evaluation, charged to the scope whose forward op created it (the
+    profiler's sequence numbers link the two); nodes created outside the scopes and the
+    gradient accumulation land in ``other``.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            run()
+    events = prof.events()
+    fwd: dict[str, float] = {}
+    bwd: dict[str, float] = {}
+    seq_phase: dict[int, str] = {}
+    # A non-differentiable op records the sequence number the next node will take, so the
+    # last op (in time) holding a number is the one that created its node.
+    for e in sorted(events, key=lambda e: e.time_range.start):
+        if e.name.startswith("moe.") and e.cpu_parent is None:
+            fwd[e.name[4:]] = fwd.get(e.name[4:], 0.0) + e.cpu_time_total
+        if e.sequence_nr >= 0 and not e.name.startswith("autograd::"):
+            p = e.cpu_parent
+            while p is not None and not p.name.startswith("moe."):
+                p = p.cpu_parent
+            if p is not None:
+                seq_phase[e.sequence_nr] = p.name[4:]
+    for e in events:
+        if e.name.startswith("autograd::engine::evaluate_function") and e.cpu_parent is None:
+            phase = seq_phase.get(e.sequence_nr, "other") if e.sequence_nr >= 0 else "other"
+            bwd[phase] = bwd.get(phase, 0.0) + e.cpu_time_total
+    tops = [e for e in events if e.cpu_parent is None]
+    wall = (max(e.time_range.end for e in tops) - min(e.time_range.start for e in tops)) / steps
+    names = [p for p in PHASES if p in fwd or p in bwd] + (["other"] if "other" in bwd else [])
+    out = {n: (fwd.get(n, 0.0) / steps / 1e3, bwd.get(n, 0.0) / steps / 1e3) for n in names}
+    return out, wall / 1e3
+
+
 def make_layer(e: int, d: int, h: int, dev: torch.device) -> MoELayer:
     torch.manual_seed(0)
     layer = MoELayer(MoEConfig(n_experts=e, top_k=2, expert_hidden=h), d).to(dev)

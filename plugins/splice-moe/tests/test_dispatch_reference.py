@@ -11,13 +11,15 @@ from splice_moe.layer import MoELayer
 from splice_moe.reference import reference_forward
 
 D = 16
-MODES = ["off", "on", "modules"] if HAS_GROUPED_MM else ["off", "modules"]
+MODES = ["off", "on", "padded", "modules"] if HAS_GROUPED_MM else ["off", "padded", "modules"]
 
 
 def _config(mode, **fields):
-    """``mode``: grouped_mm off/on on batched experts, or the per-expert ``nn.Linear`` layout."""
+    """``mode``: grouped_mm off/on, the padded layout (one bmm), or per-expert ``nn.Linear``s."""
     if mode == "modules":
         return MoEConfig(expert_layout="modules", **fields)
+    if mode == "padded":  # any padding allowed: these small batches always pad
+        return MoEConfig(grouped_mm="auto", max_padding=1e6, **fields)
     return MoEConfig(grouped_mm=mode, **fields)
 
 
@@ -59,6 +61,26 @@ def test_sorted_dispatch_equals_per_expert_mask_reference(case, mode):
     assert "router.gate.weight" in grads  # the router learns through the routing weights
     for name in grads:
         torch.testing.assert_close(grads[name], grads_ref[name], atol=1e-5, rtol=1e-5, msg=name)
+
+
+def test_padded_layout_places_each_expert_in_its_block():
+    top_idx = torch.tensor([[2, 0], [1, 2], [0, 1], [2, 1]])  # loads 2, 3, 3 -> blocks of 3
+    d = sort_by_expert(top_idx, 3, max_padding=1.0)
+    assert d.block == 3 and d.rows == 9
+    # rows 0-2 expert 0 (tokens 0, 2, padding), 3-5 expert 1 (1, 2, 3), 6-8 expert 2 (0, 1, 3)
+    assert d.origin.tolist() == [1, 4, 8, 2, 5, 7, 0, 3, 6]  # 8 = N * k marks padding
+    assert d.slot.tolist() == [6, 0, 3, 7, 1, 4, 8, 5]
+    assert d.source[d.slot].tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
+    # 9 rows > (1 + 0.1) * 8: too much padding, the compact layout is kept
+    assert sort_by_expert(top_idx, 3, max_padding=0.1).block is None
+
+
+def test_padded_layout_with_capacity_marks_dropped_assignments():
+    top_idx = torch.zeros(6, 1, dtype=torch.long)  # all on expert 0, capacity 3 of 6
+    d = sort_by_expert(top_idx, 2, capacity=3, max_padding=1.0)
+    assert d.block == 3 and d.rows == 6
+    assert d.slot.tolist() == [0, 1, 2, 6, 6, 6]  # 6 = R: dropped
+    assert d.origin.tolist() == [0, 1, 2, 6, 6, 6]  # rows 3-5: expert 1's empty block
 
 
 def test_capacity_drops_later_tokens_and_counts_them():

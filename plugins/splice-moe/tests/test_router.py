@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
+from splice_moe.balancing import load_balancing_loss, router_entropy, router_z_loss
 from splice_moe.configs import MoEConfig
 from splice_moe.layer import MoELayer
 from splice_moe.router import Router
@@ -66,3 +68,33 @@ def test_jitter_and_noise_only_in_training():
     torch.testing.assert_close(r(x).logits, r(x).logits)
     r.train()
     assert not torch.allclose(r(x).logits, r(x).logits)
+
+
+@pytest.mark.parametrize("scoring", ["softmax", "sigmoid"])
+def test_accumulated_statistics_equal_the_direct_formulas(scoring):
+    # Two micro-batches of different sizes: every statistic is a token-weighted mean.
+    torch.manual_seed(0)
+    layer = MoELayer(MoEConfig(n_experts=4, top_k=2, scoring=scoring, aux_loss_weight=0.1), 8)
+    with torch.no_grad():
+        layer.router.gate.weight.normal_(0, 1.0)
+    xs = [torch.randn(1, 5, 8), torch.randn(2, 7, 8)]
+    want = {"router_entropy": 0.0, "lb_loss": 0.0, "z_loss": 0.0}
+    routed = torch.zeros(4)
+    for x in xs:
+        layer(x)
+        r = layer.router(x.reshape(-1, 8))
+        load = torch.bincount(r.top_idx.reshape(-1), minlength=4)
+        routed += load
+        n = r.scores.shape[0] / 19
+        want["router_entropy"] += router_entropy(r.scores).item() * n
+        want["lb_loss"] += (
+            load_balancing_loss(r.scores, load, normalize=scoring == "sigmoid").item() * n
+        )
+        want["z_loss"] += router_z_loss(r.logits).item() * n
+    got = layer.stats(reset=True)
+    for key, value in want.items():
+        assert got[key].item() == pytest.approx(value, rel=1e-5), key
+    for i in range(4):
+        assert got[f"load.{i}"].item() == pytest.approx((routed[i] / routed.sum()).item())
+    assert got["dropped_frac"].item() == 0.0
+    assert layer.stats() == {}

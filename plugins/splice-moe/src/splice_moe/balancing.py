@@ -44,3 +44,36 @@ def update_selection_bias(bias: Tensor, load: Tensor, rate: float) -> None:
     """In place: ``bias_i += rate * sign(mean(load) - load_i)`` (under-loaded experts rise)."""
     load = load.float()
     bias.add_(rate * torch.sign(load.mean() - load))
+
+
+@torch.no_grad()
+def routing_stat_sums(
+    logits: Tensor,
+    scores: Tensor,
+    routed: Tensor,
+    dropped: Tensor,
+    *,
+    sigmoid: bool,
+    lb: Tensor | None = None,
+    z: Tensor | None = None,
+) -> Tensor:
+    """One forward's routing statistics as one ``(E + 5,)`` float32 vector of sums.
+
+    ``[routed (E), dropped, entropy * N, lb_loss * N, z_loss * N, N]``: summing these
+    vectors over micro-batches and dividing by ``N`` gives token-weighted means. Off the
+    autograd graph, from ``logits``/``scores (N, E)``: for softmax scoring the entropy
+    ``-sum p log p`` is ``logsumexp - sum p * logits`` (``log p = logits - lse``), so one
+    ``logsumexp`` serves the entropy and the z-loss, and no per-element log runs.
+    ``lb`` / ``z``: the terms already computed for the loss, reused when given.
+    """
+    n = scores.shape[0]
+    lse = torch.logsumexp(logits, dim=-1)  # (N,)
+    if sigmoid:
+        entropy = router_entropy(scores) * n
+    else:
+        entropy = lse.sum() - (scores * logits).sum()
+    if lb is None:
+        lb = load_balancing_loss(scores, routed, normalize=sigmoid)
+    z_sum = lse.square().sum() if z is None else z.detach() * n
+    scalars = torch.stack([dropped.float(), entropy, lb.detach() * n, z_sum, lse.new_tensor(n)])
+    return torch.cat([routed.float(), scalars.float()])

@@ -47,8 +47,13 @@ class MoEConfig(ComponentConfig):
         capacity_factor: None = dropless (every assignment is computed); a number ``c``
             caps each expert at ``ceil(c * tokens * k / E)`` assignments and drops the rest
             (dropped assignments contribute zero; the residual carries the token).
-        grouped_mm: run the experts with torch's grouped GEMM (``F.grouped_mm``) (``on``), a loop over each
-            expert's contiguous slice (``off``), or whichever the device supports (``auto``).
+        grouped_mm: run the experts with torch's grouped GEMM (``F.grouped_mm``) (``on``), a
+            loop over each expert's contiguous slice (``off``), or (``auto``) the device's
+            grouped GEMM on CUDA, else one batched matmul over the padded layout when
+            ``max_padding`` allows it, else the grouped GEMM or the loop.
+        max_padding: with ``grouped_mm="auto"`` off CUDA's grouped GEMM, pad every expert's
+            slice to the longest one (one ``(E, C, D)`` batched matmul, one kernel instead of
+            ``E``) when that adds at most this fraction of rows; None never pads.
         expert_layout: ``batched`` stores the routed experts as ``(E, ...)`` weights (grouped
             GEMM); ``modules`` as one ``nn.Linear`` per expert projection
             (``experts.experts.{e}.gate/up/down``) so that adapters wrapping linear layers,
@@ -74,6 +79,7 @@ class MoEConfig(ComponentConfig):
     bias_update_rate: NonNegativeFloat = 0.0
     capacity_factor: PositiveFloat | None = None
     grouped_mm: Literal["auto", "on", "off"] = "auto"
+    max_padding: NonNegativeFloat | None = 0.25
     expert_layout: Literal["batched", "modules"] = "batched"
 
     @model_validator(mode="after")

@@ -91,11 +91,23 @@ class GroupedExperts(nn.Module):
             return True
         return grouped_mm_supported(xs, self.d_model, self.hidden)
 
-    def forward(self, xs: Tensor, counts: Tensor) -> Tensor:
-        """Args: ``xs (M, D)`` rows sorted by expert; ``counts (E,)`` int rows per expert."""
+    def forward(self, xs: Tensor, counts: Tensor, block: int | None = None) -> Tensor:
+        """Args: ``xs (M, D)`` rows sorted by expert; ``counts (E,)`` int rows per expert.
+
+        With ``block``, ``xs`` is the padded layout ``(E * block, D)`` (expert ``e``'s rows
+        at ``e * block``) and the experts run as one batched matmul.
+        """
+        if block is not None:
+            return self._padded(xs, block)
         if self.use_grouped(xs):
             return self._grouped(xs, counts)
         return self._looped(xs, counts)
+
+    def _padded(self, xs: Tensor, block: int) -> Tensor:
+        x = xs.view(self.n_experts, block, self.d_model)  # (E, C, D)
+        h = torch.bmm(x, self.gate_up.transpose(-2, -1).to(x.dtype))  # (E, C, 2H)
+        y = torch.bmm(self._act(h), self.down.transpose(-2, -1).to(x.dtype))  # (E, C, D)
+        return y.view(-1, self.d_model)
 
     def _grouped(self, xs: Tensor, counts: Tensor) -> Tensor:
         dtype = xs.dtype

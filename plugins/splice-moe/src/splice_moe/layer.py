@@ -18,24 +18,22 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 import torch.distributed as dist
 from splice.interfaces import BuildContext, ChannelMixer, ChannelMixerOutput
 from splice.nn.ffn import MLP, SwiGLU
 from torch import Tensor, nn
+from torch.profiler import record_function
 
 from splice_moe.balancing import (
     load_balancing_loss,
-    router_entropy,
     router_z_loss,
+    routing_stat_sums,
     update_selection_bias,
 )
 from splice_moe.configs import MoEConfig
-from splice_moe.dispatch import capacity_of, sort_by_expert
+from splice_moe.dispatch import capacity_of, gather_inputs, gather_outputs, sort_by_expert
 from splice_moe.experts import ExpertModules, GroupedExperts
 from splice_moe.router import Router, Routing
-
-_STAT_KEYS = ("routed", "dropped", "assignments", "entropy", "lb_loss", "z_loss", "tokens")
 
 
 class MoELayer(ChannelMixer):
@@ -89,28 +87,49 @@ class MoELayer(ChannelMixer):
             else:
                 self.shared = MLP(d_model, width, activation="gelu", bias=False)
         self.track_stats = False
-        self._stats: dict[str, Tensor] = {}
+        self._stats: Tensor | None = None  # (E + 5,) sums, see routing_stat_sums
 
     # ------------------------------------------------------------------ forward
     def forward(self, x: Tensor) -> ChannelMixerOutput:
         shape = x.shape
         h = x.reshape(-1, shape[-1])  # (N, D)
-        routing = self.router(h)
-        capacity = capacity_of(
-            self.config.capacity_factor, h.shape[0], self.config.top_k, self.config.n_experts
-        )
-        dispatch = sort_by_expert(routing.top_idx, self.config.n_experts, capacity)
-        xs = h[dispatch.token]  # (M, D) one gather
-        ys = self.experts(xs, dispatch.counts)  # (M, D)
-        weight = routing.top_weight.reshape(-1)[dispatch.assignment]  # (M,)
-        ys = ys * weight[:, None].to(ys.dtype)
-        out = ys.new_zeros(h.shape[0], shape[-1]).index_add_(0, dispatch.token, ys)  # one scatter
+        cfg = self.config
+        # Named scopes: profiler traces (and benchmarks/bench_moe.py's breakdown) show each phase.
+        with record_function("moe.router"):
+            routing = self.router(h)
+        with record_function("moe.sort"):
+            capacity = capacity_of(cfg.capacity_factor, h.shape[0], cfg.top_k, cfg.n_experts)
+            dispatch = sort_by_expert(
+                routing.top_idx, cfg.n_experts, capacity, max_padding=self._max_padding(h)
+            )
+        with record_function("moe.gather"):
+            xs = gather_inputs(h, dispatch, cfg.top_k)  # (R, D) one gather
+        with record_function("moe.experts"):
+            if isinstance(self.experts, GroupedExperts):
+                ys = self.experts(xs, dispatch.counts, dispatch.block)  # (R, D)
+            else:
+                ys = self.experts(xs, dispatch.counts)
+        with record_function("moe.combine"):
+            yk = gather_outputs(ys, dispatch).view(-1, cfg.top_k, shape[-1])  # (N, k, D)
+            out = (yk * routing.top_weight.to(yk.dtype).unsqueeze(-1)).sum(dim=1)  # (N, D)
         if self.shared is not None:
-            out = out + self.shared(h)
-        aux = self._aux_loss(routing, dispatch.routed)
+            with record_function("moe.shared"):
+                out = out + self.shared(h)
+        with record_function("moe.aux_loss"):
+            aux = self._aux_loss(routing, dispatch.routed)
         if self.training or self.track_stats:
-            self._accumulate(routing, dispatch.routed, dispatch.dropped, aux)
+            with record_function("moe.stats"):
+                self._accumulate(routing, dispatch.routed, dispatch.dropped, aux)
         return ChannelMixerOutput(out.reshape(shape), aux_loss=aux[0])
+
+    def _max_padding(self, h: Tensor) -> float | None:
+        """Padded-layout allowance for this input, None for the compact layout."""
+        experts = self.experts
+        if not isinstance(experts, GroupedExperts) or experts.grouped_mm != "auto":
+            return None
+        if h.device.type != "cpu" and experts.use_grouped(h):
+            return None  # a device grouped GEMM: no padding, no host sync
+        return self.config.max_padding
 
     def _aux_loss(
         self, routing: Routing, routed: Tensor
@@ -129,7 +148,6 @@ class MoELayer(ChannelMixer):
         return total, lb, z
 
     # ------------------------------------------------------------------ statistics
-    @torch.no_grad()
     def _accumulate(
         self,
         routing: Routing,
@@ -137,26 +155,17 @@ class MoELayer(ChannelMixer):
         dropped: Tensor,
         aux: tuple[Tensor | None, Tensor | None, Tensor | None],
     ) -> None:
-        _, lb, z = aux
-        if lb is None:  # logged even when not optimised: it measures imbalance
-            lb = load_balancing_loss(
-                routing.scores, routed, normalize=self.config.scoring == "sigmoid"
-            )
-        if z is None:
-            z = router_z_loss(routing.logits)
-        n = float(routing.scores.shape[0])
-        new = {
-            "routed": routed.float(),
-            "dropped": dropped.float(),
-            "assignments": routed.sum().float(),
-            "entropy": router_entropy(routing.scores) * n,
-            "lb_loss": lb.detach() * n,
-            "z_loss": z.detach() * n,
-            "tokens": torch.tensor(n, device=routed.device),
-        }
-        for key, value in new.items():
-            old = self._stats.get(key)
-            self._stats[key] = value if old is None else old + value
+        _, lb, z = aux  # lb is logged even when not optimised: it measures imbalance
+        new = routing_stat_sums(
+            routing.logits.detach(),
+            routing.scores.detach(),
+            routed,
+            dropped,
+            sigmoid=self.config.scoring == "sigmoid",
+            lb=lb,
+            z=z,
+        )
+        self._stats = new if self._stats is None else self._stats + new  # one add per forward
 
     def stats(self, *, reset: bool = False) -> dict[str, Tensor]:
         """Routing statistics accumulated since the last reset (tensors, no host sync).
@@ -169,18 +178,19 @@ class MoELayer(ChannelMixer):
         """
         s = self._stats
         if reset:
-            self._stats = {}
-        if not s:
+            self._stats = None
+        if s is None:
             return {}
-        routed = s["routed"]
+        e = self.config.n_experts
+        routed, (dropped, entropy, lb, z, tokens) = s[:e], s[e:].unbind()
         out: dict[str, Tensor] = {
             f"load.{i}": v for i, v in enumerate(routed / routed.sum().clamp_min(1))
         }
         out["load_max_mean"] = routed.max() / routed.mean().clamp_min(1e-9)
-        out["dropped_frac"] = s["dropped"] / s["assignments"].clamp_min(1)
-        for key in ("entropy", "lb_loss", "z_loss"):
-            name = "router_entropy" if key == "entropy" else key
-            out[name] = s[key] / s["tokens"]
+        out["dropped_frac"] = dropped / routed.sum().clamp_min(1)
+        out["router_entropy"] = entropy / tokens
+        out["lb_loss"] = lb / tokens
+        out["z_loss"] = z / tokens
         bias = self.router.expert_bias
         if bias is not None:
             out["bias_spread"] = bias.max() - bias.min()
@@ -192,7 +202,7 @@ class MoELayer(ChannelMixer):
         Called by the Trainer after every optimizer step. Under ``torch.distributed`` the
         load is summed over ranks first so every rank applies the same bias update.
         """
-        routed = self._stats.get("routed")
+        routed = None if self._stats is None else self._stats[: self.config.n_experts]
         bias = self.router.expert_bias
         if bias is not None and routed is not None:
             load = routed.clone()
