@@ -1,4 +1,4 @@
-"""splice-moe layer, forward + backward, side by side with three yardsticks.
+"""splice-moe layer, forward + backward, side by side with its yardsticks.
 
 1. Sorted dispatch vs the per-expert-mask loop (``splice_moe.reference``: for each expert a
    boolean mask, ``nonzero``, gather, expert, index-add) on the same layer and weights,
@@ -9,22 +9,40 @@
    Target: splice >= 1.5x faster.
 3. The MoE layer (top-2 of 8) vs a dense SwiGLU FFN with the same active parameters per
    token (width ``2 * H``). Target: MoE time <= 1.5x dense.
+4. A per-phase profile (router, sort, gather, experts, combine, statistics; forward and
+   backward) of the layer and of the previous design (``previous_forward``: the same
+   sort, a gather with an ``index_add`` backward, the grouped GEMM on the compact layout,
+   an ``index_add`` scatter, statistics op by op), E = 8 and 16.
 
+Everything runs twice, in two child processes that differ only in the OpenMP wait
+policy (``OMP_WAIT_POLICY`` unset = libgomp's spinning default, and ``PASSIVE``): on a
+machine shared with other jobs, threads that spin at every barrier of every parallel
+kernel steal the cores they wait for, which taxes designs with many small kernels.
 Every pair is checked to compute the same numbers first (dense excepted), then timed
 alternating round by round; ratios are medians of per-round ratios.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from harness import bench_args, compare, configure_threads, device, write_section
 from splice.nn.ffn import SwiGLU
+from splice_moe.balancing import load_balancing_loss, router_entropy, router_z_loss
 from splice_moe.configs import MoEConfig
 from splice_moe.layer import MoELayer
 from splice_moe.reference import reference_forward
 from torch import Tensor
+from torch.profiler import record_function
+
+CHILD = "SPLICE_BENCH_MOE_CHILD"
+POLICIES = {"spin (default)": None, "passive": "PASSIVE"}
 
 
 def step(forward: Callable[[], Tensor], grad: Tensor, params: list[Tensor]) -> Callable[[], None]:
@@ -36,6 +54,46 @@ def step(forward: Callable[[], Tensor], grad: Tensor, params: list[Tensor]) -> C
             p.grad = None
 
     return run
+
+
+def previous_forward(layer: MoELayer, x: Tensor) -> Tensor:
+    """The layer as it was before the gather-only dispatch (the "before" of the profile).
+
+    ``h[token]`` (an ``index_put`` scatter in the backward), the grouped GEMM on the
+    compact layout, ``index_add_`` of the weighted rows, and the statistics computed op
+    by op into seven accumulators.
+    """
+    cfg = layer.config
+    h = x.reshape(-1, x.shape[-1])  # (N, D)
+    with record_function("moe.router"):
+        routing = layer.router(h)
+    with record_function("moe.sort"):
+        flat = routing.top_idx.reshape(-1)
+        order = torch.argsort(flat, stable=True)
+        counts = torch.bincount(flat, minlength=cfg.n_experts)
+        token = order // cfg.top_k
+    with record_function("moe.gather"):
+        xs = h[token]
+    with record_function("moe.experts"):
+        ys = layer.experts(xs, counts)
+    with record_function("moe.combine"):
+        ys = ys * routing.top_weight.reshape(-1)[order][:, None]
+        out = ys.new_zeros(h.shape).index_add_(0, token, ys)
+    with record_function("moe.stats"), torch.no_grad():
+        n = float(h.shape[0])
+        new = {
+            "routed": counts.float(),
+            "dropped": (counts.sum() - counts.sum()).float(),
+            "assignments": counts.sum().float(),
+            "entropy": router_entropy(routing.scores) * n,
+            "lb_loss": load_balancing_loss(routing.scores, counts, normalize=False) * n,
+            "z_loss": router_z_loss(routing.logits) * n,
+            "tokens": torch.tensor(n),
+        }
+        acc = layer.__dict__.setdefault("_previous_stats", {})
+        for key, value in new.items():
+            acc[key] = value if key not in acc else acc[key] + value
+    return out.reshape(x.shape)
 
 
 PHASES = ("router", "sort", "gather", "experts", "combine", "shared", "aux_loss", "stats")
@@ -88,35 +146,45 @@ def make_layer(e: int, d: int, h: int, dev: torch.device) -> MoELayer:
     return layer
 
 
-def dispatch_rows(n: int, d: int, h: int, rounds: int) -> tuple[list[str], list[float]]:
+def check(name: str, a: Tensor, b: Tensor) -> None:
+    diff = (a - b).abs().max().item()
+    assert diff < 1e-4, f"{name}: disagree by {diff}"
+
+
+def dispatch_rows(n: int, d: int, h: int, rounds: int) -> list[dict[str, Any]]:
     dev = device()
-    rows, speedups = [], []
+    out = []
     for e in (8, 16, 64):
         layer = make_layer(e, d, h, dev)
         x = torch.randn(1, n, d, device=dev, requires_grad=True)
         grad = torch.randn(1, n, d, device=dev)
         params = [x, *layer.parameters()]
-        sorted_fwd = lambda layer=layer, x=x: layer(x).hidden  # noqa: E731
-        mask_fwd = lambda layer=layer, x=x: reference_forward(layer, x)  # noqa: E731
-        diff = (sorted_fwd() - mask_fwd()).abs().max().item()
-        assert diff < 1e-4, f"E={e}: sorted dispatch and mask loop disagree by {diff}"
+        fwd = {
+            "mask loop": lambda layer=layer, x=x: reference_forward(layer, x),
+            "previous": lambda layer=layer, x=x: previous_forward(layer, x),
+            "sorted": lambda layer=layer, x=x: layer(x).hidden,
+        }
+        for name in ("previous", "sorted"):
+            check(f"E={e} {name} vs mask loop", fwd[name](), fwd["mask loop"]())
         res = compare(
-            {"mask loop": step(mask_fwd, grad, params), "sorted": step(sorted_fwd, grad, params)},
+            {k: step(f, grad, params) for k, f in fwd.items()},
             baseline="mask loop",
             warmup=1,
             rounds=rounds,
         )
-        s = res.speedup("sorted")
-        speedups.append(s)
-        rows.append(
-            f"| {e} | {n / res.median('mask loop'):,.0f} | {n / res.median('sorted'):,.0f}"
-            f" | **{s:.2f}x** |"
+        out.append(
+            {
+                "E": e,
+                **{k: n / res.median(k) for k in fwd},
+                "speedup": res.speedup("sorted"),
+                "speedup_previous": res.speedup("previous"),
+            }
         )
-        print(rows[-1], flush=True)
-    return rows, speedups
+        print(out[-1], file=sys.stderr, flush=True)
+    return out
 
 
-def hf_rows(n: int, d: int, h: int, rounds: int) -> tuple[list[str], dict[str, float]]:
+def hf_rows(n: int, d: int, h: int, rounds: int) -> list[dict[str, Any]]:
     import transformers
     from transformers.models.mixtral.modeling_mixtral import MixtralSparseMoeBlock
 
@@ -136,13 +204,15 @@ def hf_rows(n: int, d: int, h: int, rounds: int) -> tuple[list[str], dict[str, f
         blocks[impl] = block
     x = torch.randn(1, n, d, device=dev, requires_grad=True)
     grad = torch.randn(1, n, d, device=dev)
-    fwd = {"splice": lambda: layer(x).hidden}
+    fwd = {
+        "splice": lambda: layer(x).hidden,
+        "splice (previous)": lambda: previous_forward(layer, x),
+    }
     for impl, block in blocks.items():
         fwd[f"transformers ({impl})"] = lambda block=block: block(x)
     ref = fwd["splice"]()
     for name, f in fwd.items():
-        diff = (f() - ref).abs().max().item()
-        assert diff < 1e-4, f"{name} and splice disagree by {diff}"
+        check(f"{name} vs splice", f(), ref)
     params = [x, *layer.parameters(), *(p for b in blocks.values() for p in b.parameters())]
     # Baseline splice: ratio(name) = time(name) / time(splice) = splice's speed-up over name.
     res = compare(
@@ -151,15 +221,13 @@ def hf_rows(n: int, d: int, h: int, rounds: int) -> tuple[list[str], dict[str, f
         warmup=1,
         rounds=rounds,
     )
-    rows = [
-        f"| {name} | {1e3 * res.median(name):.1f} | {n / res.median(name):,.0f}"
-        f" | {res.ratio(name):.2f}x |"
-        for name in fwd
+    return [
+        {"name": k, "ms": 1e3 * res.median(k), "tps": n / res.median(k), "ratio": res.ratio(k)}
+        for k in fwd
     ]
-    return rows, {impl: res.ratio(f"transformers ({impl})") for impl in blocks}
 
 
-def dense_rows(n: int, d: int, h: int, rounds: int) -> tuple[list[str], float]:
+def dense_rows(n: int, d: int, h: int, rounds: int) -> list[dict[str, Any]]:
     dev = device()
     layer = make_layer(8, d, h, dev)
     torch.manual_seed(1)
@@ -172,69 +240,173 @@ def dense_rows(n: int, d: int, h: int, rounds: int) -> tuple[list[str], float]:
             "MoE 8 experts top-2 (H)": step(
                 lambda: layer(x).hidden, grad, [x, *layer.parameters()]
             ),
+            "MoE, previous design": step(
+                lambda: previous_forward(layer, x), grad, [x, *layer.parameters()]
+            ),
         },
         baseline="dense SwiGLU (2H)",
         warmup=1,
         rounds=rounds,
     )
-    rows = [
-        f"| {name} | {1e3 * res.median(name):.1f} | {n / res.median(name):,.0f} | {res.ratio(name):.2f}x |"
-        for name in res.samples
+    return [
+        {"name": k, "ms": 1e3 * res.median(k), "tps": n / res.median(k), "ratio": res.ratio(k)}
+        for k in res.samples
     ]
-    return rows, res.ratio("MoE 8 experts top-2 (H)")
 
 
-def main(quick: bool = False) -> str:
+def profile_rows(n: int, d: int, h: int, steps: int) -> dict[str, Any]:
+    dev = device()
+    out = {}
+    for e in (8, 16):
+        layer = make_layer(e, d, h, dev)
+        x = torch.randn(1, n, d, device=dev, requires_grad=True)
+        grad = torch.randn(1, n, d, device=dev)
+        params = [x, *layer.parameters()]
+        for name, f in (
+            ("before", lambda layer=layer, x=x: previous_forward(layer, x)),
+            ("after", lambda layer=layer, x=x: layer(x).hidden),
+        ):
+            run = step(f, grad, params)
+            run()
+            phases, wall = breakdown(run, steps)
+            out[f"{e}/{name}"] = {"phases": phases, "wall": wall}
+    return out
+
+
+def measure(quick: bool) -> dict[str, Any]:
+    """One policy's figures (runs in a child process)."""
     threads = configure_threads()
     n = 1024 if quick else 4096
     d, h = (64, 128) if quick else (128, 256)
     rounds = 3 if quick else 5
-    cap = torch.backends.cpu.get_cpu_capability()
-    part1, speedups = dispatch_rows(n, d, h, rounds)
-    part2, hf_speed = hf_rows(n, d, h, rounds)
-    part3, dense_ratio = dense_rows(n, d, h, rounds)
-    worst = min(speedups)
-    body = "\n".join(
-        [
-            f"Forward + backward (input and parameter gradients), float32, {n} tokens, "
-            f"D={d}, expert width H={h}, SwiGLU experts, top-2, dropless; {threads} threads, "
-            f"CPU capability {cap}; median of {rounds} alternating rounds after 1 warm-up step. "
-            "The machine was shared with other jobs: read the ratios, not the absolute rates.",
+    return {
+        "threads": threads,
+        "n": n,
+        "d": d,
+        "h": h,
+        "rounds": rounds,
+        "dispatch": dispatch_rows(n, d, h, rounds),
+        "hf": hf_rows(n, d, h, rounds),
+        "dense": dense_rows(n, d, h, rounds),
+        "profile": profile_rows(n, d, h, 2 if quick else 3),
+    }
+
+
+def run_child(policy: str | None, quick: bool) -> dict[str, Any]:
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if policy is not None:
+        env["OMP_WAIT_POLICY"] = policy
+    env[CHILD] = "1"
+    args = [sys.executable, os.path.abspath(__file__)] + (["--quick"] if quick else [])
+    done = subprocess.run(args, env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(
+            f"bench_moe child (OMP_WAIT_POLICY={policy}) failed:\n{done.stderr[-3000:]}"
+        )
+    line = [ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")][-1]
+    return json.loads(line[len("RESULT ") :])
+
+
+def verdict(ok: bool) -> str:
+    return "meets" if ok else "misses"
+
+
+def render(name: str, r: dict[str, Any]) -> list[str]:
+    lines = [f"### OpenMP wait policy: {name}", ""]
+    lines += [
+        "**Sorted dispatch vs per-expert-mask loop** (same layer, same weights; tokens/s)",
+        "",
+        "| experts E | mask loop | previous design | sorted (now) | speed-up (previous) | speed-up (now) |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in r["dispatch"]:
+        lines.append(
+            f"| {row['E']} | {row['mask loop']:,.0f} | {row['previous']:,.0f} | {row['sorted']:,.0f}"
+            f" | {row['speedup_previous']:.2f}x | **{row['speedup']:.2f}x** |"
+        )
+    worst = min(row["speedup"] for row in r["dispatch"])
+    lines += ["", f"Target >= 3x: worst {worst:.2f}x, which {verdict(worst >= 3)} it.", ""]
+    lines += [
+        "**splice vs transformers' `MixtralSparseMoeBlock`** (E=8, same weights)",
+        "",
+        "| candidate | median ms | tokens/s | time / splice |",
+        "|---|---:|---:|---:|",
+    ]
+    for row in r["hf"]:
+        lines.append(
+            f"| {row['name']} | {row['ms']:.1f} | {row['tps']:,.0f} | {row['ratio']:.2f}x |"
+        )
+    hf = {row["name"]: row["ratio"] for row in r["hf"]}
+    lines += [
+        "",
+        "Target splice >= 1.5x faster: "
+        + "; ".join(
+            f"{hf[f'transformers ({impl})']:.2f}x vs {impl} ({verdict(hf[f'transformers ({impl})'] >= 1.5)} it)"
+            for impl in ("grouped_mm", "eager")
+        )
+        + ".",
+        "",
+        "**MoE layer vs dense SwiGLU with the same active parameters** (E=8, top-2)",
+        "",
+        "| candidate | median ms | tokens/s | time / dense |",
+        "|---|---:|---:|---:|",
+    ]
+    for row in r["dense"]:
+        lines.append(
+            f"| {row['name']} | {row['ms']:.1f} | {row['tps']:,.0f} | {row['ratio']:.2f}x |"
+        )
+    moe = r["dense"][1]["ratio"]
+    lines += ["", f"Target MoE <= 1.5x dense: {moe:.2f}x, which {verdict(moe <= 1.5)} it.", ""]
+    lines += [
+        "**Where a step goes** (torch.profiler, ms per forward+backward step, "
+        "backward charged to the phase whose forward op made the autograd node)",
+        "",
+    ]
+    for e in (8, 16):
+        before, after = r["profile"][f"{e}/before"], r["profile"][f"{e}/after"]
+        lines += [
+            f"E={e}: step {before['wall']:.0f} ms before, {after['wall']:.0f} ms after.",
             "",
-            "**Sorted dispatch vs per-expert-mask loop** (same layer, same weights)",
-            "",
-            "| experts E | mask loop tokens/s | sorted tokens/s | speed-up |",
-            "|---:|---:|---:|---:|",
-            *part1,
-            "",
-            f"Target >= 3x: worst {worst:.2f}x, which {'meets' if worst >= 3 else 'misses'} it.",
-            "",
-            "**splice vs transformers' `MixtralSparseMoeBlock`** (E=8, same weights)",
-            "",
-            "| candidate | median ms | tokens/s | time / splice |",
-            "|---|---:|---:|---:|",
-            *part2,
-            "",
-            "Target splice >= 1.5x faster: "
-            + "; ".join(
-                f"{s:.2f}x vs {impl} ({'meets' if s >= 1.5 else 'misses'} it)"
-                for impl, s in hf_speed.items()
-            )
-            + ". `grouped_mm` is what transformers picks on this torch by default.",
-            "",
-            "**MoE layer vs dense SwiGLU with the same active parameters** (E=8, top-2)",
-            "",
-            "| candidate | median ms | tokens/s | time / dense |",
-            "|---|---:|---:|---:|",
-            *part3,
-            "",
-            f"Target MoE <= 1.5x dense: {dense_ratio:.2f}x, which "
-            f"{'meets' if dense_ratio <= 1.5 else 'misses'} it."
-            + (" (`--quick` run: smaller shapes, fewer rounds.)" if quick else ""),
+            "| phase | before fwd | before bwd | before share | after fwd | after bwd | after share |",
+            "|---|---:|---:|---:|---:|---:|---:|",
         ]
-    )
-    return write_section("moe", "Mixture of experts (splice-moe)", body)
+        names = list(dict.fromkeys([*before["phases"], *after["phases"]]))
+        for p in names:
+            cells = []
+            for side in (before, after):
+                f, b = side["phases"].get(p, (0.0, 0.0))
+                cells += [f"{f:.1f}", f"{b:.1f}", f"{100 * (f + b) / side['wall']:.0f}%"]
+            lines.append(f"| {p} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
+
+
+def main(quick: bool = False) -> str:
+    if os.environ.get(CHILD):
+        result = measure(quick)
+        print("RESULT " + json.dumps(result), flush=True)
+        return ""
+    threads = configure_threads()
+    results = {name: run_child(policy, quick) for name, policy in POLICIES.items()}
+    first = next(iter(results.values()))
+    cap = torch.backends.cpu.get_cpu_capability()
+    body = [
+        f"Forward + backward (input and parameter gradients), float32, {first['n']} tokens, "
+        f"D={first['d']}, expert width H={first['h']}, SwiGLU experts, top-2, dropless, "
+        f"training mode (splice also accumulates its routing statistics; the mask loop and "
+        f"transformers compute none); {threads} threads, CPU capability {cap}; median of "
+        f"{first['rounds']} alternating rounds after 1 warm-up step, in two child processes "
+        "that differ only in `OMP_WAIT_POLICY`. The machine was shared with other jobs: "
+        "read the ratios, not the absolute rates."
+        + (" (`--quick` run: smaller shapes, fewer rounds.)" if quick else ""),
+        "",
+    ]
+    for name, r in results.items():
+        body += render(name, r)
+    return write_section("moe", "Mixture of experts (splice-moe)", "\n".join(body).rstrip())
 
 
 if __name__ == "__main__":
-    print(main(**bench_args()))
+    out = main(**bench_args())
+    if not os.environ.get(CHILD):
+        print(out)
