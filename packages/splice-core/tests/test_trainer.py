@@ -335,3 +335,11 @@ def test_resume_auto_without_a_checkpoint_starts_fresh(tmp_path):
     assert again["resumed"] is True and again["steps"] == 6
     steps = [json.loads(x)["step"] for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4, 5, 6]
+
+
+def test_plot_curves_false_skips_the_plot_but_not_the_report(tmp_path):
+    cfg = quiet(steps=3, batch_size=8, plot_curves=False)
+    Trainer(nn.Linear(4, 1), Regression(), make_batches(), cfg, run_dir=tmp_path).fit()
+    assert not (tmp_path / "curves.png").exists()
+    report = (tmp_path / "report.md").read_text()
+    assert "train_time_s" in report and "curves.png" not in report

@@ -1,23 +1,42 @@
-"""Recipe ``forgetting``: how much of task A survives fine-tuning on task B, per method.
+"""Recipe ``forgetting``: the trade-off between learning task B and keeping task A, per method.
 
-A small decoder is pre-trained once on the *old* task A (addition), then fine-tuned
-from those weights on the *new* task B (subtraction, same prompt format, so the two
-tasks compete for the same circuits) in several *arms*:
+The seed claims that a lower learning rate, L2 regularization toward the start (L2-SP),
+EWC, a KL penalty to the pre-trained model and LoRA (whose scale sets how far the model may
+move) mitigate catastrophic forgetting. Each of them has a strength, and at full strength
+any of them "keeps" task A by not learning task B at all; so a single setting says little.
+This recipe sweeps every method's strength and reports the **frontier**: task-B accuracy
+against task-A retention, one curve per method. A method helps when its curve lies above
+the others: more B for the same retention, or more retention for the same B.
 
-* ``full``: full fine-tuning at a normal learning rate (the baseline that forgets);
-* ``low_lr``: full fine-tuning at a low learning rate;
-* ``l2sp``: full fine-tuning + L2-SP (pull toward the pre-trained weights);
-* ``ewc``: full fine-tuning + EWC (diagonal Fisher estimated on task A's data);
-* ``kl``: full fine-tuning + KL to the pre-trained model's token distribution.
+The tasks share a skill the way pre-training and fine-tuning do. Task A (pre-training) is
+two-digit addition, ``37+25=`` -> ``26`` (answer digits least-significant first). Task B
+(fine-tuning) is the *same addition* asked with a new prompt end and answered in a new
+output script, digits 0-9 written as the letters a-j: ``37+25:`` -> ``cg``. Learning B
+reuses A's carries and digit sums (the pre-trained model learns B in a couple of hundred
+steps; from scratch it takes several times longer), and only the output format is new,
+as when a pre-trained model is fine-tuned into a new format or language. The two prompts
+differ (``=`` vs ``:``), so one model can do both: forgetting here is not forced by a
+contradiction in the data. (The earlier version used subtraction as task B, a competing
+skill in the same format rather than a shared one.)
 
-LoRA rows join once ``splice-lora`` exists: an arm will then name an adapter
-(``ArmConfig`` grows an ``adapter`` field, applied before training); until then
-there is no LoRA row rather than a fake one.
+Methods and their strengths (``methods``; each a ``MethodConfig`` whose ``strength`` path
+is set to each of its ``values`` in turn):
 
-Every arm is a plain ``ExperimentConfig`` run by ``run_experiment`` (its own run folder
-under ``<output_dir>/<arm>``), evaluated by greedy exact match on the same held-out
-problems of both tasks. The report is a table: accuracy on B after, accuracy on A
-before and after, trainable parameters, training time.
+* ``full``: full fine-tuning at the base learning rate (the baseline, one point);
+* ``low_lr``: full fine-tuning at lower learning rates (strength: the learning rate);
+* ``l2sp`` / ``ewc`` / ``kl``: full fine-tuning + the splice-forgetting regularizer
+  (strength: its weight; EWC's Fisher is estimated on task-A batches, mean-normalised);
+* ``lora`` / ``qlora``: a LoRA adapter on every linear layer of the frozen base (QLoRA: the
+  base quantized to NF4 first); strength: ``alpha`` at a fixed rank, i.e. the scale
+  ``alpha / r`` the seed names as what "controls the extent of parameter modification";
+* ``replay``: full fine-tuning on a mixture of B with a share of task-A examples (strength:
+  that share), the known-good baseline of continual learning.
+
+Pre-training runs once and is reused while its config and the code are unchanged
+(``reuse_pretrained``). Every point is a plain ``ExperimentConfig`` run by
+``run_experiment`` in its own folder, scored by greedy exact match on the same held-out
+problems of both tasks (operand pairs never seen in training by either task). Output: a
+table (Pareto-optimal points marked), ``forgetting.json`` and the plot ``forgetting.png``.
 """
 
 from __future__ import annotations
@@ -29,8 +48,16 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
-from splice.config import ModelField, RegularizerField, SpliceConfig, TaskField
+from pydantic import (
+    Field,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    field_validator,
+    model_validator,
+)
+from splice.config import AdapterField, ModelField, RegularizerField, SpliceConfig, TaskField
+from splice.overrides import apply_overrides
 from splice.recipe import Recipe
 from splice.registry import ENTRY_POINT_GROUP
 from splice.training.configs import (
@@ -45,18 +72,58 @@ from splice.training.configs import (
 VOCAB = 52  # pad/bos/eos + the default character alphabet
 
 
-class ArmConfig(SpliceConfig):
-    """One fine-tuning method: a learning rate and the regularizers added to the SFT loss.
+class MethodConfig(SpliceConfig):
+    """One fine-tuning method and the strengths it is swept over (one point each).
 
     Attributes:
-        name: the row's label (also its run folder).
+        name: the method's label (its points' run folders are ``<name>-<i>``).
+        strength: dotted path, inside this config, that each of ``values`` is written to
+            (``"lr"``, ``"regularizers.0.weight"``, ``"adapter.alpha"``, ``"replay"``);
+            None for a single point (``values`` must then be empty).
+        values: the strengths, in the order they are run and plotted.
         lr: peak learning rate; None uses ``finetune.optimizer.lr``.
-        regularizers: e.g. ``[{"type": "ewc", "weight": 100}]`` (splice-forgetting).
+        regularizers: added to the SFT loss (splice-forgetting: ``l2sp``, ``ewc``, ``kl_reference``).
+        adapter: e.g. ``{"type": "lora", ...}`` or ``{"type": "qlora", ...}``; freezes the base.
+        replay: share of each fine-tuning batch drawn from task A (0: task B only).
     """
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    strength: str | None = None
+    values: list[float] = Field(default_factory=list)
     lr: PositiveFloat | None = None
     regularizers: list[RegularizerField] = Field(default_factory=list)  # type: ignore[valid-type]
+    adapter: AdapterField | None = None  # type: ignore[valid-type]
+    replay: float = Field(default=0.0, ge=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _strength_path(self) -> MethodConfig:
+        if self.strength is None:
+            if self.values:
+                raise ValueError(f"method {self.name!r}: values given but no strength path")
+            return self
+        if not self.values:
+            raise ValueError(f"method {self.name!r}: strength={self.strength!r} needs values")
+        if self.strength in ("name", "strength", "values") or self.strength.startswith("values."):
+            raise ValueError(f"method {self.name!r}: strength cannot be {self.strength!r}")
+        for value in self.values:  # each point must be a valid config (names the bad path)
+            point(self, value)
+        return self
+
+    def points(self) -> list[tuple[float | None, MethodConfig]]:
+        """``(strength value, the method config at that strength)``, one per point."""
+        if self.strength is None:
+            return [(None, self)]
+        return [(v, point(self, v)) for v in self.values]
+
+
+def point(method: MethodConfig, value: float) -> MethodConfig:
+    """``method`` with ``value`` written at its ``strength`` path (validated)."""
+    if value == int(value) and method.strength and method.strength.endswith(".r"):
+        value = int(value)  # a rank is an integer
+    return apply_overrides(
+        method.model_copy(update={"strength": None, "values": []}),
+        [f"{method.strength}={json.dumps(value)}"],
+    )
 
 
 def _default_model() -> dict[str, Any]:
@@ -70,22 +137,23 @@ def _default_model() -> dict[str, Any]:
     }
 
 
-def _task(op: str) -> dict[str, Any]:
-    return {
-        "type": "arithmetic",
-        "op": op,
-        "min_digits": 1,
-        "max_digits": 2,
-        "reverse_answer": True,
-    }
+def _old_task() -> dict[str, Any]:
+    return {"type": "arithmetic", "op": "+", "min_digits": 1, "max_digits": 2,
+            "reverse_answer": True}  # fmt: skip
+
+
+def _new_task() -> dict[str, Any]:
+    # Same additions, new prompt end and output script: "37+25:" -> "cg" (= "26").
+    return {**_old_task(), "separator": ":", "answer_digits": "abcdefghij"}
 
 
 def _default_pretrain() -> TrainConfig:
     return TrainConfig(
-        steps=1500,  # 1000 reached 82-100% on task A, depending on float rounding
+        steps=1000,  # 100% on held-out A; longer pre-training makes B slower to learn
         batch_size=64,
-        log_every=50,
+        log_every=100,
         keep_last=1,
+        progress=False,
         num_threads=1,  # tiny matmuls: a second thread costs more in sync than it gains
         optimizer=OptimizerConfig(lr=3e-3, betas=(0.9, 0.98)),
         schedule=ScheduleConfig(kind="cosine", warmup_steps=100, min_lr_ratio=0.05),
@@ -94,85 +162,116 @@ def _default_pretrain() -> TrainConfig:
 
 def _default_finetune() -> TrainConfig:
     return TrainConfig(
-        steps=600,
+        steps=200,  # full fine-tuning reaches ~85% on B in 200 steps
         batch_size=64,
         log_every=50,
         keep_last=1,
+        progress=False,
+        plot_curves=False,  # ~30 short runs: the plot would cost more than the training
         num_threads=1,
         optimizer=OptimizerConfig(lr=1e-3, betas=(0.9, 0.98)),
+        schedule=ScheduleConfig(kind="cosine", warmup_steps=20, min_lr_ratio=0.1),
     )
 
 
-def _default_arms() -> list[ArmConfig]:
+def _lora(kind: str) -> dict[str, Any]:
+    extra = {"dropout": 0.0} if kind == "qlora" else {}  # QLoRA's default is 0.05; match LoRA
+    return {"type": kind, "r": 8, "alpha": 16.0, "targets": "all-linear", **extra}
+
+
+def _default_methods() -> list[MethodConfig]:
+    ewc = {"type": "ewc", "weight": 1.0, "n_batches": 8, "normalize": "mean"}
     return [
-        ArmConfig(name="full"),
-        ArmConfig(name="low_lr", lr=1e-4),
-        ArmConfig(name="l2sp", regularizers=[{"type": "l2sp", "weight": 0.1}]),
-        # Mean-normalised Fisher: the same average stiffness as L2-SP at the same weight,
-        # redistributed toward the weights that mattered for task A.
-        ArmConfig(
-            name="ewc",
-            regularizers=[{"type": "ewc", "weight": 1.0, "n_batches": 16, "normalize": "mean"}],
+        MethodConfig(name="full"),
+        MethodConfig(name="low_lr", strength="lr", values=[3e-4, 1e-4, 3e-5, 1e-5]),
+        MethodConfig(
+            name="l2sp",
+            strength="regularizers.0.weight",
+            values=[0.01, 0.1, 1.0, 10.0],
+            regularizers=[{"type": "l2sp", "weight": 0.1}],
         ),
-        ArmConfig(name="kl", regularizers=[{"type": "kl_reference", "weight": 0.3}]),
-        # LoRA slot: ArmConfig(name="lora", adapter={"type": "lora", "rank": 8}) once splice-lora
-        # registers an adapter and ExperimentConfig applies it.
+        MethodConfig(
+            name="ewc",
+            strength="regularizers.0.weight",
+            values=[0.1, 1.0, 10.0, 100.0],
+            regularizers=[ewc],
+        ),
+        MethodConfig(
+            name="kl",
+            strength="regularizers.0.weight",
+            values=[0.1, 0.3, 1.0, 3.0],
+            regularizers=[{"type": "kl_reference", "weight": 0.3}],
+        ),
+        # LoRA's usual learning rate is higher than full fine-tuning's (B starts at zero).
+        MethodConfig(
+            name="lora",
+            strength="adapter.alpha",
+            values=[2.0, 4.0, 8.0, 16.0],
+            lr=3e-3,
+            adapter=_lora("lora"),
+        ),
+        MethodConfig(
+            name="qlora",
+            strength="adapter.alpha",
+            values=[2.0, 4.0, 8.0, 16.0],
+            lr=3e-3,
+            adapter=_lora("qlora"),
+        ),
+        MethodConfig(name="replay", strength="replay", values=[0.01, 0.05, 0.1, 0.25]),
     ]
 
 
 class ForgettingConfig(SpliceConfig):
-    """Pre-train on ``old_task``, then fine-tune on ``new_task`` once per arm.
+    """Pre-train on ``old_task``, then fine-tune on ``new_task`` once per (method, strength).
 
     Attributes:
-        model: the decoder (built once; every arm starts from the same pre-trained weights).
+        model: the decoder (every point starts from the same pre-trained weights).
         old_task / new_task: task A (pre-training) and task B (fine-tuning).
-        pretrain / finetune: trainer settings; an arm's ``lr`` overrides ``finetune``'s.
-        arms: the methods compared, one table row each.
+        pretrain / finetune: trainer settings; a method's ``lr`` overrides ``finetune``'s.
+        methods: the methods compared, each swept over its strengths.
         eval_examples: held-out problems per task scored by greedy exact match.
         reference_batches: task-A batches handed to the regularizers' ``setup``
             (EWC estimates its Fisher on them).
         reuse_pretrained: skip pre-training when ``<output_dir>/pretrain`` holds a finished
-            run of the identical pre-training config (handy when sweeping the arms).
-        output_dir: run folder; ``pretrain/`` and one sub-folder per arm go inside.
+            run of the identical pre-training config and code.
+        plot: write ``forgetting.png`` (the frontier).
+        output_dir: run folder; ``pretrain/`` and one sub-folder per point go inside.
     """
 
     name: str = "forgetting"
     seed: int = 0
     model: ModelField = Field(default_factory=_default_model, validate_default=True)  # type: ignore[valid-type]
-    old_task: TaskField = Field(default_factory=lambda: _task("+"), validate_default=True)  # type: ignore[valid-type]
-    new_task: TaskField = Field(default_factory=lambda: _task("-"), validate_default=True)  # type: ignore[valid-type]
+    old_task: TaskField = Field(default_factory=_old_task, validate_default=True)  # type: ignore[valid-type]
+    new_task: TaskField = Field(default_factory=_new_task, validate_default=True)  # type: ignore[valid-type]
     max_len: PositiveInt = 16
     pretrain: TrainConfig = Field(default_factory=_default_pretrain)
     finetune: TrainConfig = Field(default_factory=_default_finetune)
-    arms: list[ArmConfig] = Field(default_factory=_default_arms)
-    eval_examples: NonNegativeInt = 300
+    methods: list[MethodConfig] = Field(default_factory=_default_methods, min_length=1)
+    eval_examples: NonNegativeInt = 200
     max_new_tokens: PositiveInt = 5
-    reference_batches: PositiveInt = 16
+    reference_batches: PositiveInt = 8
     reuse_pretrained: bool = True
+    plot: bool = True
     output_dir: str | None = None
 
-    @model_validator(mode="after")
-    def _unique_arms(self) -> ForgettingConfig:
-        names = [a.name for a in self.arms]
+    @field_validator("methods")
+    @classmethod
+    def _unique_methods(cls, methods: list[MethodConfig]) -> list[MethodConfig]:
+        names = [m.name for m in methods]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
-            raise ValueError(f"arms: names must be unique, {dupes} repeat")
-        return self
+            raise ValueError(f"methods: names must be unique, {dupes} repeat")
+        return methods
 
     def run_dir(self) -> str:
         return self.output_dir or f"runs/{self.name}"
 
 
 def _experiment(
-    config: ForgettingConfig,
-    name: str,
-    *,
-    task: Any,
-    other: tuple[str, Any],
-    train: TrainConfig,
+    config: ForgettingConfig, name: str, *, task: Any, others: dict[str, Any], train: TrainConfig,
     **extra: Any,
-) -> ExperimentConfig:
-    """One run of the study: train on ``task``, also score ``other`` (the other task)."""
+) -> ExperimentConfig:  # fmt: skip
+    """One run of the study: train on ``task``, also score each of ``others``."""
     return ExperimentConfig(
         name=f"{config.name}-{name}",
         seed=config.seed,
@@ -183,7 +282,7 @@ def _experiment(
             loss_batches=0,
             exact_match_examples=config.eval_examples,
             max_new_tokens=config.max_new_tokens,
-            tasks={other[0]: other[1]},
+            tasks=others,
         ),
         output_dir=str(Path(config.run_dir()) / name),
         **extra,
@@ -191,64 +290,134 @@ def _experiment(
 
 
 def pretrain_config(config: ForgettingConfig) -> ExperimentConfig:
-    """Task A from scratch; task B scored too (the "before" column of both)."""
-    return _experiment(
-        config,
-        "pretrain",
-        task=config.old_task,
-        other=("new", config.new_task),
-        train=config.pretrain,
-    )
+    """Task A from scratch; task B scored too (the starting point of every curve)."""
+    return _experiment(config, "pretrain", task=config.old_task,
+                       others={"new": config.new_task}, train=config.pretrain)  # fmt: skip
 
 
-def arm_config(config: ForgettingConfig, arm: ArmConfig, init_from: str) -> ExperimentConfig:
-    """Task B from the pre-trained weights with the arm's learning rate and regularizers."""
+def point_config(
+    config: ForgettingConfig, method: MethodConfig, folder: str, init_from: str
+) -> ExperimentConfig:
+    """Task B (with ``method.replay`` of task A mixed in) from the pre-trained weights.
+
+    Metrics: ``exact_match`` (task B) and ``old/exact_match`` (task A); with replay the
+    run's own ``exact_match`` is on the mixture, and task B is scored as ``new/exact_match``.
+    """
     train = config.finetune
-    if arm.lr is not None:
+    if method.lr is not None:
         train = train.model_copy(
-            update={"optimizer": train.optimizer.model_copy(update={"lr": arm.lr})}
+            update={"optimizer": train.optimizer.model_copy(update={"lr": method.lr})}
         )
+    task, others = config.new_task, {"old": config.old_task}
+    if method.replay > 0:
+        others = {"new": config.new_task, **others}
+        task = {"type": "mixture", "tasks": [config.new_task, config.old_task],
+                "weights": [1.0 - method.replay, method.replay]}  # fmt: skip
+    reference = None
+    if method.regularizers:  # EWC's Fisher (and any regularizer's setup) sees task A
+        reference = DataConfig(task=config.old_task, max_len=config.max_len)
     return _experiment(
         config,
-        arm.name,
-        task=config.new_task,
-        other=("old", config.old_task),
+        folder,
+        task=task,
+        others=others,
         train=train,
-        regularizers=arm.regularizers,
+        regularizers=method.regularizers,
+        adapter=method.adapter,
         init_from=init_from,
-        reference_data=DataConfig(task=config.old_task, max_len=config.max_len),
+        reference_data=reference,
         reference_batches=config.reference_batches,
     )
 
 
-def _describe(arm: ArmConfig, lr: float) -> str:
-    regs = ", ".join(
-        f"{r.type}(weight={r.weight:g})"
-        for r in arm.regularizers  # type: ignore[attr-defined]
-    )
-    return f"lr={lr:g}" + (f" + {regs}" if regs else "")
+def strength_label(method: MethodConfig, value: float | None) -> str:
+    """``"lr=1e-4"``, ``"weight=0.1"``, ``"alpha=4"``, ``"replay=5%"``; ``"-"`` for one point."""
+    if value is None or method.strength is None:
+        return "-"
+    key = method.strength.rsplit(".", 1)[-1]
+    return f"replay={value:.0%}" if key == "replay" else f"{key}={value:g}"
 
 
-def markdown_table(rows: dict[str, dict[str, Any]]) -> str:
-    """The report as a Markdown table, one row per arm."""
-    head = (
-        "| arm | method | acc B after | acc A before | acc A after | A lost (points) "
-        "| trainable params | train time (s) |\n|---|---|---:|---:|---:|---:|---:|---:|"
-    )
-    lines = [head]
-    for name, r in rows.items():
+def pareto_flags(points: list[tuple[float, float]]) -> list[bool]:
+    """For each ``(retention, accuracy B)``: True unless another point is at least as good on
+    both and strictly better on one (it is then *dominated*)."""
+    return [
+        not any(
+            r2 >= r and b2 >= b and (r2 > r or b2 > b)
+            for j, (r2, b2) in enumerate(points)
+            if j != i
+        )
+        for i, (r, b) in enumerate(points)
+    ]
+
+
+def markdown_table(rows: list[dict[str, Any]], pretrain: dict[str, Any]) -> str:
+    """The report as a Markdown table: the pre-trained model, then one row per point."""
+    lines = [
+        "| method | strength | acc B | acc A | A retained | Pareto | trainable params "
+        "| train time (s) |",
+        "|---|---|---:|---:|---:|:---:|---:|---:|",
+        f"| (pre-trained) | - | {pretrain['new_accuracy']:.1%} | {pretrain['old_accuracy']:.1%} "
+        "| 100.0% | | | |",
+    ]
+    for r in rows:
         lines.append(
-            f"| {name} | {r['method']} | {r['new_after']:.1%} | {r['old_before']:.1%} "
-            f"| {r['old_after']:.1%} | {100 * (r['old_before'] - r['old_after']):.1f} "
+            f"| {r['method']} | {r['strength']} | {r['new_after']:.1%} | {r['old_after']:.1%} "
+            f"| {_percent(r['old_retained'])} | {'*' if r['pareto'] else ''} "
             f"| {r['trainable_params']:,} | {r['train_time_s']:.1f} |"
         )
     return "\n".join(lines)
 
 
+def _percent(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.1%}"
+
+
+def _retained(row: dict[str, Any]) -> float:
+    """Retention in percent for the plot (A accuracy when retention is undefined)."""
+    return 100 * (row["old_after"] if row["old_retained"] is None else row["old_retained"])
+
+
+def plot_frontier(rows: list[dict[str, Any]], pretrain: dict[str, Any], path: Path) -> None:
+    """``path`` (PNG): task-B accuracy against task-A retention, one line per method in the
+    order of its strengths, Pareto-optimal points circled, the pre-trained model as a star."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 5.5))
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    for method in methods:
+        mine = [r for r in rows if r["method"] == method]
+        xs = [_retained(r) for r in mine]
+        ys = [100 * r["new_after"] for r in mine]
+        (line,) = ax.plot(xs, ys, marker="o", label=method)
+        for r, x, y in zip(mine, xs, ys, strict=True):
+            if r["strength"] != "-":
+                ax.annotate(r["strength"].split("=")[-1], (x, y), fontsize=7,
+                            xytext=(3, 3), textcoords="offset points", color=line.get_color())  # fmt: skip
+    front = [r for r in rows if r["pareto"]]
+    ax.scatter([_retained(r) for r in front], [100 * r["new_after"] for r in front],
+               s=160, facecolors="none", edgecolors="black", label="Pareto-optimal")  # fmt: skip
+    ax.scatter([100.0], [100 * pretrain["new_accuracy"]], marker="*", s=150, color="black",
+               label="pre-trained")  # fmt: skip
+    ax.set_xlabel("task A (addition) retained after fine-tuning, % of before")
+    ax.set_ylabel("task B (addition in a new script) accuracy, %")
+    ax.set_xlim(-3, 103)
+    ax.set_ylim(-3, 103)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    ax.set_title("Forgetting trade-off: each method swept over its strength")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def _pretrain(config: ForgettingConfig) -> dict[str, Any]:
     """Run (or, with ``reuse_pretrained``, reuse) the task-A pre-training; its report.
 
-    The arms load the pre-trained weights from the pre-training run folder (its latest
+    The points load the pre-trained weights from the pre-training run folder (its latest
     checkpoint), so a copied or moved folder still works.
     """
     from splice.checkpoint import CheckpointManager
@@ -277,9 +446,8 @@ def code_fingerprint() -> str:
     """SHA-256 of the Python sources of splice-core, its installed plugins and the recipes.
 
     A pre-trained model is reused only if the code that trained it is the code running now:
-    a change that only alters float rounding moves the pre-trained model, and every arm with
-    it (a new RoPE backward took pre-training from 100% to 82% at 1000 steps). The packages
-    are those of the ``splice`` entry points (every installed plugin), editable or not.
+    a change that only alters float rounding moves the pre-trained model, and every point
+    with it. The packages are those of the ``splice`` entry points (every installed plugin).
     """
     digest = hashlib.sha256()
     for root in fingerprinted_packages():
@@ -298,12 +466,13 @@ def fingerprinted_packages() -> list[str]:
 
 
 def run(config: ForgettingConfig) -> dict[str, Any]:
-    """Pre-train once, fine-tune each arm, print and save the table; returns it as a dict.
+    """Pre-train once, fine-tune every (method, strength), print and save table and plot.
 
     Returns:
-        ``{"name", "run_dir", "pretrain": {...}, "rows": {arm: {...}}}``; each row holds
-        ``method``, ``new_after``, ``new_before``, ``old_before``, ``old_after``,
-        ``trainable_params``, ``train_time_s``, ``final_train_loss``.
+        ``{"name", "run_dir", "pretrain": {...}, "rows": [...]}``; each row holds
+        ``method``, ``strength`` (label), ``value``, ``new_after`` (B), ``old_after`` (A),
+        ``old_retained`` (A after / A before), ``pareto``, ``trainable_params``,
+        ``train_time_s``, ``final_train_loss``, ``run_dir``.
     """
     from splice.training.experiment import run_experiment
 
@@ -313,49 +482,51 @@ def run(config: ForgettingConfig) -> dict[str, Any]:
 
     pre = _pretrain(config)
     old_before = float(pre["eval"]["exact_match"])
-    new_before = float(pre["eval"]["new/exact_match"])
-    print(
-        f"pre-trained on task A: A {old_before:.1%}, B {new_before:.1%} "
-        f"({pre['train_time_s']:.0f} s)",
-        flush=True,
-    )
-
-    rows: dict[str, dict[str, Any]] = {}
-    for arm in config.arms:
-        exp = arm_config(config, arm, init_from=str(Path(config.run_dir()) / "pretrain"))
-        rep = run_experiment(exp, overwrite=True)  # each run of the recipe redoes every arm
-        rows[arm.name] = {
-            "method": _describe(arm, exp.train.optimizer.lr),
-            "new_after": float(rep["eval"]["exact_match"]),
-            "new_before": new_before,
-            "old_before": old_before,
-            "old_after": float(rep["eval"]["old/exact_match"]),
-            "trainable_params": int(rep["trainable_params"]),
-            "train_time_s": float(rep["train_time_s"]),
-            "final_train_loss": float(rep["final_train_loss"]),
-        }
-        r = rows[arm.name]
-        print(
-            f"{arm.name}: B {r['new_after']:.1%}, A {r['old_before']:.1%} -> "
-            f"{r['old_after']:.1%} ({r['train_time_s']:.0f} s)",
-            flush=True,
-        )
-
-    table = markdown_table(rows)
-    (run_dir / "forgetting.md").write_text(table + "\n")
-    print(table)
-    pretrain_summary = {
+    pretrain = {
         "old_accuracy": old_before,
-        "new_accuracy": new_before,
+        "new_accuracy": float(pre["eval"]["new/exact_match"]),
         "train_time_s": float(pre["train_time_s"]),
         "steps": int(pre["steps"]),
     }
-    report = {
-        "name": config.name,
-        "run_dir": str(run_dir),
-        "pretrain": pretrain_summary,
-        "rows": rows,
-    }
+    print(f"pre-trained on task A: A {old_before:.1%}, B {pretrain['new_accuracy']:.1%} "
+          f"({pretrain['train_time_s']:.0f} s)", flush=True)  # fmt: skip
+    if old_before == 0:  # retention is then undefined (None); only tiny smoke runs get here
+        print("warning: the pre-trained model solves no task-A problem", flush=True)
+
+    rows: list[dict[str, Any]] = []
+    init_from = str(run_dir / "pretrain")
+    for method in config.methods:
+        for i, (value, at) in enumerate(method.points()):
+            folder = method.name if value is None else f"{method.name}-{i}"
+            rep = run_experiment(point_config(config, at, folder, init_from), overwrite=True)
+            old_after = float(rep["eval"]["old/exact_match"])
+            rows.append({
+                "method": method.name,
+                "strength": strength_label(method, value),
+                "value": value,
+                "new_after": float(rep["eval"].get("new/exact_match", rep["eval"]["exact_match"])),
+                "old_after": old_after,
+                "old_retained": old_after / old_before if old_before else None,
+                "trainable_params": int(rep["trainable_params"]),
+                "train_time_s": float(rep["train_time_s"]),
+                "final_train_loss": float(rep["final_train_loss"]),
+                "run_dir": str(run_dir / folder),
+            })  # fmt: skip
+            r = rows[-1]
+            print(f"{method.name} {r['strength']}: B {r['new_after']:.1%}, A {old_before:.1%} -> "
+                  f"{old_after:.1%} ({r['train_time_s']:.1f} s)", flush=True)  # fmt: skip
+    # A after is retention times a constant: the same ranking, and defined in smoke runs too.
+    flags = pareto_flags([(r["old_after"], r["new_after"]) for r in rows])
+    for r, flag in zip(rows, flags, strict=True):
+        r["pareto"] = flag
+
+    table = markdown_table(rows, pretrain)
+    (run_dir / "forgetting.md").write_text(table + "\n")
+    print(table)
+    if config.plot:
+        plot_frontier(rows, pretrain, run_dir / "forgetting.png")
+        print(f"frontier plot: {run_dir / 'forgetting.png'}")
+    report = {"name": config.name, "run_dir": str(run_dir), "pretrain": pretrain, "rows": rows}
     (run_dir / "forgetting.json").write_text(json.dumps(report, indent=2))
     return report
 
@@ -364,10 +535,24 @@ def config() -> ForgettingConfig:
     return ForgettingConfig()
 
 
+def quick() -> ForgettingConfig:
+    """A minutes-scale version for tests and smoke runs: a smaller model, fewer steps, fewer
+    problems, the same methods and four strengths each (figures are not meaningful)."""
+    base = config()
+    return apply_overrides(base, [
+        "model.d_model=16", "model.n_layers=1", "pretrain.steps=4",
+        "pretrain.schedule.warmup_steps=1", "finetune.steps=2", "finetune.schedule.warmup_steps=1",
+        "pretrain.batch_size=8", "finetune.batch_size=8", "eval_examples=6",
+        "reference_batches=2", "methods.3.regularizers.0.n_batches=2",
+        "pretrain.plot_curves=false",
+    ])  # fmt: skip
+
+
 recipe = Recipe(
     name="forgetting",
-    description="pre-train on addition, fine-tune on subtraction: how much addition each "
-    "method (low LR, L2-SP, EWC, KL) keeps",
+    description="pre-train on addition, fine-tune on addition in a new output script: task-B "
+    "accuracy vs task-A retention for low LR, L2-SP, EWC, KL, LoRA, QLoRA and replay, each "
+    "swept over its strength",
     config=config,
     run=run,
 )

@@ -57,6 +57,9 @@ class ArithmeticTask:
             sums worked out least-significant first, then the answer:
             ``37+25=`` -> ``<think>7+5=12,3+2+1=6</think><answer>62</answer>``
             (``answer`` stays ``62``, for rule-based rewards).
+        separator: the prompt's last character(s), ``"="`` by default (``"37+25="``).
+        answer_digits: the ten characters the answer's digits 0-9 are written with
+            (``"abcdefghij"``: ``37+25=`` -> ``gc``); ``"0123456789"`` by default.
     """
 
     def __init__(
@@ -68,6 +71,8 @@ class ArithmeticTask:
         held_out_fraction: float = 0.1,
         reverse_answer: bool = False,
         chain_of_thought: bool = False,
+        separator: str = "=",
+        answer_digits: str = "0123456789",
     ) -> None:
         if not 1 <= min_digits <= max_digits:
             raise ValueError(f"need 1 <= min_digits <= max_digits, got {min_digits}, {max_digits}")
@@ -82,6 +87,16 @@ class ArithmeticTask:
         self.op, self.min_digits, self.max_digits = op, min_digits, max_digits
         self.held_out_fraction = held_out_fraction
         self.reverse_answer = reverse_answer
+        if not separator:
+            raise ValueError("separator must be at least one character")
+        if len(answer_digits) != 10 or len(set(answer_digits)) != 10 or "-" in answer_digits:
+            raise ValueError(
+                f"answer_digits={answer_digits!r}: need 10 distinct characters, no '-'"
+            )
+        if chain_of_thought and (separator != "=" or answer_digits != "0123456789"):
+            raise ValueError("chain_of_thought uses the default separator and answer_digits")
+        self.separator = separator
+        self._digits = str.maketrans("0123456789", answer_digits)
 
     def _operand(self, rng: random.Random) -> int:
         digits = rng.randint(self.min_digits, self.max_digits)
@@ -93,8 +108,9 @@ class ArithmeticTask:
         if self.chain_of_thought:
             completion = f"<think>{addition_steps(a, b)}</think><answer>{answer}</answer>"
             return Example(prompt=f"{a}{self.op}{b}=", completion=completion, answer=answer)
-        completion = answer[::-1] if self.reverse_answer else answer
-        return Example(prompt=f"{a}{self.op}{b}=", completion=completion, answer=completion)
+        completion = (answer[::-1] if self.reverse_answer else answer).translate(self._digits)
+        prompt = f"{a}{self.op}{b}{self.separator}"
+        return Example(prompt=prompt, completion=completion, answer=completion)
 
     def examples(self, split: Literal["train", "held_out"], *, seed: int = 0) -> Iterator[Example]:
         """An endless deterministic stream of problems from one split."""

@@ -20,6 +20,12 @@ class ArithmeticTaskConfig(ComponentConfig):
     held_out_fraction: float = Field(default=0.1, gt=0.0, lt=1.0)
     reverse_answer: bool = False
     chain_of_thought: bool = False
+    # The prompt's last character(s): a variant with its own answer format can have its own,
+    # so that one model can tell both formats apart ("37+25=" -> "26", "37+25:" -> "62").
+    separator: str = Field(default="=", min_length=1)
+    # The ten characters the answer's digits 0-9 are written with ("abcdefghij": a new
+    # output script for the same arithmetic).
+    answer_digits: str = Field(default="0123456789", min_length=10, max_length=10)
 
     @model_validator(mode="after")
     def _digits(self) -> ArithmeticTaskConfig:
@@ -32,6 +38,13 @@ class ArithmeticTaskConfig(ComponentConfig):
                 "chain_of_thought is defined for op '+' without reverse_answer, got "
                 f"op={self.op!r}, reverse_answer={self.reverse_answer}"
             )
+        if len(set(self.answer_digits)) != 10 or "-" in self.answer_digits:
+            raise ValueError(
+                f"answer_digits={self.answer_digits!r}: expected 10 distinct characters, "
+                "none of them '-' (the sign of a negative answer)"
+            )
+        if self.chain_of_thought and (self.separator != "=" or self.answer_digits != "0123456789"):
+            raise ValueError("chain_of_thought uses the default separator and answer_digits")
         return self
 
 

@@ -35,6 +35,8 @@ def build_arithmetic(config: ArithmeticTaskConfig, ctx: object = None) -> Arithm
         held_out_fraction=config.held_out_fraction,
         reverse_answer=config.reverse_answer,
         chain_of_thought=config.chain_of_thought,
+        separator=config.separator,
+        answer_digits=config.answer_digits,
     )
 
 

@@ -77,6 +77,9 @@ class TrainConfig(SpliceConfig):
     optimizer: OptimizerConfig = OptimizerConfig()
     schedule: ScheduleConfig = ScheduleConfig()
     log_every: PositiveInt = 10
+    # Write curves.png at the end (matplotlib): a sweep of many short runs can skip it, as the
+    # plot costs more than the training of a tiny one.
+    plot_curves: bool = True
     checkpoint_every: PositiveInt | None = None
     keep_last: PositiveInt | None = 2
     deterministic: bool = True

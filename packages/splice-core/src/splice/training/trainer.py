@@ -636,7 +636,9 @@ class Trainer:
             "precision": self.precision,
         }
         if self.run_dir is not None and self.is_main:
-            png = plot_curves(self.run_dir / "metrics.jsonl", self.run_dir / "curves.png")
+            png = None
+            if self.config.plot_curves:
+                png = plot_curves(self.run_dir / "metrics.jsonl", self.run_dir / "curves.png")
             write_report(
                 self.run_dir / "report.md",
                 title=self.title,
