@@ -23,7 +23,6 @@ row is marked "not native on this machine" instead.
 
 from __future__ import annotations
 
-import contextlib
 import statistics
 import tempfile
 from pathlib import Path
@@ -31,103 +30,24 @@ from typing import Any
 
 import torch
 from harness import bench_args, compare, configure_threads, device, native, write_section
-
-D_MODEL, N_LAYERS, N_HEADS, FFN, VOCAB = 256, 4, 4, 688, 8000
-R, ALPHA, LR = 16, 32.0, 1e-4
+from lora_common import ALPHA, LR, MODEL_TEXT, PeftStep, R, SpliceStep, build_checkpoint, token_rows
 
 
-def build_checkpoint(directory: Path, *, seq_len: int) -> None:
-    from transformers import LlamaConfig, LlamaForCausalLM
+def lora(targets: str) -> Any:
+    """``apply_lora`` with the benchmark's r and alpha on ``targets``."""
+    from splice_lora import LoRAConfig, apply_lora
 
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=VOCAB, hidden_size=D_MODEL, intermediate_size=FFN, num_hidden_layers=N_LAYERS,
-        num_attention_heads=N_HEADS, num_key_value_heads=N_HEADS,
-        max_position_embeddings=max(512, seq_len), tie_word_embeddings=False,
-    )  # fmt: skip
-    LlamaForCausalLM(cfg).to(torch.float32).save_pretrained(directory)
+    return lambda model: apply_lora(model, LoRAConfig(r=R, alpha=ALPHA, targets=targets))
 
 
-class SpliceStep:
-    """One splice ``Trainer`` step per call (the way ``Trainer.fit`` steps)."""
+def peft_step(ckpt: Path, rows: torch.Tensor, *, batch: int, bf16: bool) -> PeftStep:
+    """PEFT LoRA on q_proj and v_proj over transformers' Llama, in a plain loop."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
 
-    def __init__(self, ckpt: Path, rows: torch.Tensor, *, batch: int, precision: str,
-                 targets: str | None) -> None:  # fmt: skip
-        from splice.hf import load_pretrained
-        from splice.objectives.sft import SFTConfig, SFTObjective
-        from splice.training.configs import OptimizerConfig, TrainConfig
-        from splice.training.trainer import Trainer
-        from splice_lora import LoRAConfig, apply_lora
-
-        model, _ = load_pretrained(ckpt, dtype=torch.float32)
-        model = model.to(device())
-        rows = rows.to(device())
-        if targets is not None:
-            apply_lora(model, LoRAConfig(r=R, alpha=ALPHA, targets=targets))
-        batches = [
-            {"input_ids": rows[i : i + batch], "labels": rows[i : i + batch]}
-            for i in range(0, rows.shape[0], batch)
-        ]
-        cfg = TrainConfig(
-            steps=10**6, batch_size=batch, max_grad_norm=1.0, precision=precision,  # type: ignore[arg-type]
-            optimizer=OptimizerConfig(lr=LR, weight_decay=0.0, fused=True),
-            progress=False, log_every=10,
-        )  # fmt: skip
-        self.trainer = Trainer(
-            model, SFTObjective(SFTConfig(chunk_size=None)), _cycle(batches), cfg
-        )
-        self.batches = self.trainer.source.batches(0)
-        model.train()
-
-    def __call__(self) -> None:
-        t = self.trainer
-        t.train_step(self.batches)
-        if t.step % t.config.log_every == 0:
-            t.flush()
-
-
-def _cycle(batches: list[dict[str, torch.Tensor]]) -> Any:
-    class Endless:
-        def batches(self, start: int = 0) -> Any:
-            i = start
-            while True:
-                yield batches[i % len(batches)]
-                i += 1
-
-    return Endless()
-
-
-class PeftStep:
-    """One step of a plain PyTorch loop over a PEFT-wrapped transformers Llama."""
-
-    def __init__(self, ckpt: Path, rows: torch.Tensor, *, batch: int, bf16: bool) -> None:
-        from peft import LoraConfig, get_peft_model
-        from transformers import AutoModelForCausalLM
-
-        base = AutoModelForCausalLM.from_pretrained(ckpt, dtype=torch.float32).to(device())
-        cfg = LoraConfig(
-            r=R, lora_alpha=ALPHA, lora_dropout=0.0, target_modules=["q_proj", "v_proj"]
-        )
-        self.model = get_peft_model(base, cfg).train()
-        self.params = [p for p in self.model.parameters() if p.requires_grad]
-        self.opt = torch.optim.AdamW(self.params, lr=LR, weight_decay=0.0, fused=True)
-        self.rows, self.batch, self.bf16, self.i = rows.to(device()), batch, bf16, 0
-
-    def __call__(self) -> None:
-        n = self.rows.shape[0] // self.batch
-        x = self.rows[(self.i % n) * self.batch : (self.i % n + 1) * self.batch]
-        self.i += 1
-        ctx = (
-            torch.autocast(device().type, dtype=torch.bfloat16)
-            if self.bf16
-            else contextlib.nullcontext()
-        )
-        with ctx:
-            loss = self.model(input_ids=x, labels=x).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.params, 1.0)
-        self.opt.step()
-        self.opt.zero_grad(set_to_none=True)
+    base = AutoModelForCausalLM.from_pretrained(ckpt, dtype=torch.float32).to(device())
+    cfg = LoraConfig(r=R, lora_alpha=ALPHA, lora_dropout=0.0, target_modules=["q_proj", "v_proj"])
+    return PeftStep(get_peft_model(base, cfg), rows.to(device()), batch=batch, bf16=bf16)
 
 
 def same_start_loss(ckpt: Path, rows: torch.Tensor) -> float:
@@ -154,10 +74,10 @@ def run_dtype(ckpt: Path, rows: torch.Tensor, *, batch: int, bf16: bool, warmup:
               rounds: int) -> Any:  # fmt: skip
     precision = "bf16" if bf16 else "float32"
     cands = {
-        "splice LoRA q,v": SpliceStep(ckpt, rows, batch=batch, precision=precision, targets="q,v"),
-        "PEFT LoRA q,v (plain loop)": PeftStep(ckpt, rows, batch=batch, bf16=bf16),
-        "splice full fine-tuning": SpliceStep(ckpt, rows, batch=batch, precision=precision, targets=None),
-        "splice LoRA all-linear": SpliceStep(ckpt, rows, batch=batch, precision=precision, targets="all-linear"),
+        "splice LoRA q,v": SpliceStep(ckpt, rows, batch=batch, precision=precision, adapt=lora("q,v")),
+        "PEFT LoRA q,v (plain loop)": peft_step(ckpt, rows, batch=batch, bf16=bf16),
+        "splice full fine-tuning": SpliceStep(ckpt, rows, batch=batch, precision=precision),
+        "splice LoRA all-linear": SpliceStep(ckpt, rows, batch=batch, precision=precision, adapt=lora("all-linear")),
     }  # fmt: skip
     return compare(cands, baseline="PEFT LoRA q,v (plain loop)", warmup=warmup, rounds=rounds)
 
@@ -171,8 +91,7 @@ def main(quick: bool = False) -> str:
     threads = configure_threads()
     batch, seq_len = (4, 128) if quick else (8, 128)
     warmup, rounds = (2, 3) if quick else (3, 12)
-    gen = torch.Generator().manual_seed(0)
-    rows = torch.randint(0, VOCAB, (4 * batch, seq_len), generator=gen)
+    rows = token_rows(batch, seq_len)
     tokens = batch * seq_len
     cap = torch.backends.cpu.get_cpu_capability()
     lines: list[str] = []
@@ -206,8 +125,7 @@ def main(quick: bool = False) -> str:
     f32 = summary.get("float32")
     b16 = summary.get("bf16 autocast")
     body = (
-        f"LoRA fine-tuning, tiny Llama (d={D_MODEL}, {N_LAYERS} layers, {N_HEADS} heads, SwiGLU "
-        f"{FFN}, vocab {VOCAB}, untied), LoRA r={R} alpha={ALPHA:g} on q_proj and v_proj, batch "
+        f"LoRA fine-tuning, {MODEL_TEXT}, LoRA r={R} alpha={ALPHA:g} on q_proj and v_proj, batch "
         f"{batch} x {seq_len} tokens (no padding, loss on every next token), AdamW fused lr {LR},"
         f" clip 1.0, {threads} threads, CPU capability {cap}. PEFT runs in a plain PyTorch loop"
         " (forward with labels, backward, clip, step, zero_grad), splice in its Trainer's"

@@ -27,106 +27,54 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import torch
 from harness import compare, configure_threads, write_section
+from lora_common import (
+    ALPHA,
+    MODEL_TEXT,
+    PeftStep,
+    R,
+    SpliceStep,
+    build_checkpoint,
+    token_rows,
+)
 
-D_MODEL, N_LAYERS, N_HEADS, FFN, VOCAB = 256, 4, 4, 688, 8000
-R, ALPHA, LR = 16, 32.0, 1e-4
+
+def qlora(model: torch.nn.Module) -> None:
+    """splice's ``qlora`` adapter: NF4 (blocks of 64, double quant, float32 compute), all-linear."""
+    from splice_qlora.configs import NF4Config, QLoRAConfig
+    from splice_qlora.qlora import apply_qlora
+
+    apply_qlora(model, QLoRAConfig(r=R, alpha=ALPHA, dropout=0.0, targets="all-linear",
+                                   quantization=NF4Config(compute_dtype="float32")))  # fmt: skip
 
 
-def build_checkpoint(directory: Path, *, seq_len: int) -> None:
-    from transformers import LlamaConfig, LlamaForCausalLM
+def splice_qlora_step(ckpt: Path, rows: torch.Tensor, *, batch: int) -> tuple[SpliceStep, float]:
+    """splice ``Trainer`` steps of the ``qlora`` adapter on the CPU (as bitsandbytes' side),
+    and the quantized weights' bytes/param."""
+    from splice.quantization import quantization_report
 
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=VOCAB, hidden_size=D_MODEL, intermediate_size=FFN, num_hidden_layers=N_LAYERS,
-        num_attention_heads=N_HEADS, num_key_value_heads=N_HEADS,
-        max_position_embeddings=max(512, seq_len), tie_word_embeddings=False,
+    step = SpliceStep(ckpt, rows, batch=batch, adapt=qlora, on_device=False)
+    return step, quantization_report(step.model).bytes_per_param
+
+
+def peft_qlora_step(ckpt: Path, rows: torch.Tensor, *, batch: int) -> tuple[PeftStep, float]:
+    """PEFT LoRA on a bitsandbytes-4-bit transformers Llama (CPU) in a plain loop, and the
+    quantized weights' bytes/param."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    q = BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=torch.float32,
     )  # fmt: skip
-    LlamaForCausalLM(cfg).to(torch.float32).save_pretrained(directory)
-
-
-class SpliceQLoRAStep:
-    """One splice ``Trainer`` step of the ``qlora`` adapter per call."""
-
-    def __init__(self, ckpt: Path, rows: torch.Tensor, *, batch: int) -> None:
-        from splice.hf import load_pretrained
-        from splice.objectives.sft import SFTConfig, SFTObjective
-        from splice.quantization import quantization_report
-        from splice.training.configs import OptimizerConfig, TrainConfig
-        from splice.training.trainer import Trainer
-        from splice_qlora.configs import NF4Config, QLoRAConfig
-        from splice_qlora.qlora import apply_qlora
-
-        model, _ = load_pretrained(ckpt, dtype=torch.float32)
-        apply_qlora(model, QLoRAConfig(r=R, alpha=ALPHA, dropout=0.0, targets="all-linear",
-                                       quantization=NF4Config(compute_dtype="float32")))  # fmt: skip
-        self.bytes_per_param = quantization_report(model).bytes_per_param
-        batches = [
-            {"input_ids": rows[i : i + batch], "labels": rows[i : i + batch]}
-            for i in range(0, rows.shape[0], batch)
-        ]
-        cfg = TrainConfig(
-            steps=10**6, batch_size=batch, max_grad_norm=1.0, precision="float32",
-            optimizer=OptimizerConfig(lr=LR, weight_decay=0.0, fused=True),
-            progress=False, log_every=10,
-        )  # fmt: skip
-        self.trainer = Trainer(
-            model, SFTObjective(SFTConfig(chunk_size=None)), _cycle(batches), cfg
-        )
-        self.batches = self.trainer.source.batches(0)
-        model.train()
-
-    def __call__(self) -> None:
-        t = self.trainer
-        t.train_step(self.batches)
-        if t.step % t.config.log_every == 0:
-            t.flush()
-
-
-def _cycle(batches: list[dict[str, torch.Tensor]]) -> Any:
-    class Endless:
-        def batches(self, start: int = 0) -> Any:
-            i = start
-            while True:
-                yield batches[i % len(batches)]
-                i += 1
-
-    return Endless()
-
-
-class PeftQLoRAStep:
-    """One step of a plain PyTorch loop over PEFT LoRA on a bitsandbytes-4-bit transformers Llama."""
-
-    def __init__(self, ckpt: Path, rows: torch.Tensor, *, batch: int) -> None:
-        from peft import LoraConfig, get_peft_model
-        from transformers import AutoModelForCausalLM, BitsAndBytesConfig
-
-        q = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=torch.float32,
-        )  # fmt: skip
-        base = AutoModelForCausalLM.from_pretrained(
-            ckpt, quantization_config=q, device_map="cpu", dtype=torch.float32
-        )
-        self.bytes_per_param = _bnb_bytes_per_param(base)
-        cfg = LoraConfig(r=R, lora_alpha=ALPHA, lora_dropout=0.0, target_modules="all-linear")
-        self.model = get_peft_model(base, cfg).train()
-        self.params = [p for p in self.model.parameters() if p.requires_grad]
-        self.opt = torch.optim.AdamW(self.params, lr=LR, weight_decay=0.0, fused=True)
-        self.rows, self.batch, self.i = rows, batch, 0
-
-    def __call__(self) -> None:
-        n = self.rows.shape[0] // self.batch
-        x = self.rows[(self.i % n) * self.batch : (self.i % n + 1) * self.batch]
-        self.i += 1
-        loss = self.model(input_ids=x, labels=x).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.params, 1.0)
-        self.opt.step()
-        self.opt.zero_grad(set_to_none=True)
+    base = AutoModelForCausalLM.from_pretrained(
+        ckpt, quantization_config=q, device_map="cpu", dtype=torch.float32
+    )
+    bytes_per_param = _bnb_bytes_per_param(base)
+    cfg = LoraConfig(r=R, lora_alpha=ALPHA, lora_dropout=0.0, target_modules="all-linear")
+    return PeftStep(get_peft_model(base, cfg), rows, batch=batch), bytes_per_param
 
 
 def _bnb_bytes_per_param(model: torch.nn.Module) -> float:
@@ -159,8 +107,9 @@ def rss_child(side: str, ckpt: str, steps: int, batch: int, seq_len: int) -> Non
         import peft  # noqa: F401
         import transformers  # noqa: F401
     after_imports = _rss_now_kib()
-    rows = torch.randint(0, VOCAB, (4 * batch, seq_len), generator=torch.Generator().manual_seed(0))
-    step = (SpliceQLoRAStep if side == "splice" else PeftQLoRAStep)(Path(ckpt), rows, batch=batch)
+    rows = token_rows(batch, seq_len)
+    build = splice_qlora_step if side == "splice" else peft_qlora_step
+    step, _ = build(Path(ckpt), rows, batch=batch)
     for _ in range(steps):
         step()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
@@ -180,15 +129,15 @@ def main(quick: bool = False) -> str:
     batch, seq_len = (4, 128) if quick else (8, 128)
     warmup, rounds = (2, 3) if quick else (3, 10)
     rss_steps = 3 if quick else 6
-    rows = torch.randint(0, VOCAB, (4 * batch, seq_len), generator=torch.Generator().manual_seed(0))
+    rows = token_rows(batch, seq_len)
     tokens = batch * seq_len
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = Path(tmp) / "llama"
         build_checkpoint(ckpt, seq_len=seq_len)
         rss = {s: measure_rss(s, ckpt, steps=rss_steps, batch=batch, seq_len=seq_len)
                for s in ("splice", "peft")}  # fmt: skip
-        splice_step = SpliceQLoRAStep(ckpt, rows, batch=batch)
-        peft_step = PeftQLoRAStep(ckpt, rows, batch=batch)
+        splice_step, splice_bpp = splice_qlora_step(ckpt, rows, batch=batch)
+        peft_step, peft_bpp = peft_qlora_step(ckpt, rows, batch=batch)
         comp = compare(
             {"splice QLoRA (NF4)": splice_step, "PEFT + bitsandbytes QLoRA (plain loop)": peft_step},
             baseline="PEFT + bitsandbytes QLoRA (plain loop)", warmup=warmup, rounds=rounds,
@@ -205,8 +154,7 @@ def main(quick: bool = False) -> str:
     grow = lambda r: r["peak_kib"] - r["after_imports_kib"]  # noqa: E731
     ratio_grow = grow(rss["splice"]) / grow(rss["peft"])
     body = (
-        f"QLoRA fine-tuning, tiny Llama (d={D_MODEL}, {N_LAYERS} layers, {N_HEADS} heads, SwiGLU "
-        f"{FFN}, vocab {VOCAB}, untied), every linear but the head in NF4 (blocks of 64, double "
+        f"QLoRA fine-tuning, {MODEL_TEXT}, every linear but the head in NF4 (blocks of 64, double "
         f"quantization, float32 compute), LoRA r={R} alpha={ALPHA:g} on all of them, batch "
         f"{batch} x {seq_len} tokens, {threads} thread(s), AdamW fused. PEFT side: transformers "
         "`BitsAndBytesConfig(load_in_4bit=True)` + `get_peft_model`, a plain training loop (not "
@@ -219,8 +167,8 @@ def main(quick: bool = False) -> str:
         "|---|---:|---:|---:|\n" + rss_rows + "\n\n"
         f"splice / PEFT peak RSS: **{ratio_peak:.2f}** (target <= 1.0); growth over imports: "
         f"{ratio_grow:.2f}.\n\n"
-        f"Quantized weight storage: splice {splice_step.bytes_per_param:.4f} bytes/param, "
-        f"PEFT + bitsandbytes {peft_step.bytes_per_param:.4f} bytes/param (4.127 bits = 0.516).\n"
+        f"Quantized weight storage: splice {splice_bpp:.4f} bytes/param, "
+        f"PEFT + bitsandbytes {peft_bpp:.4f} bytes/param (4.127 bits = 0.516).\n"
     )
     print(f"splice/PEFT tokens/s {speed:.2f}x, peak RSS ratio {ratio_peak:.2f}", flush=True)
     return write_section("qlora", "QLoRA (NF4): splice vs PEFT + bitsandbytes", body)

@@ -142,3 +142,27 @@ def test_merge_dequantized_matches_the_qlora_forward(make_model):
     assert all(type(m) is nn.Linear for n, m in model.named_modules() if n.endswith("_proj"))
     assert quantization_report(model).layers == ()
     torch.testing.assert_close(_logits(model, ids), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_fused_lora_over_4bit_matches_the_bitsandbytes_path(make_model):
+    """splice-lora's fused node (dequantize in forward, again in backward) equals LoRA over
+    bitsandbytes' own ``matmul_4bit`` in values and adapter gradients."""
+    model = apply_qlora(make_model(), CONFIG)
+    _randomize_adapter(model)
+    unfused = copy.deepcopy(model)
+    for m in unfused.modules():  # a forward hook on the base disables fusion, nothing else
+        if isinstance(m, Linear4bit):
+            m.register_forward_hook(lambda mod, i, o: o)
+    layer = next(m for m in model.modules() if isinstance(m, LoRALinear))
+    x = torch.randn(2, 3, layer.in_features)
+    assert type(layer(x).grad_fn).__name__ == "LoRALinearFunctionBackward"
+    assert layer.base_layer.dense_matmul_weight(torch.float64) is None  # would cast: unfused
+    ids = torch.randint(0, 40, (2, 12), generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(_logits(model, ids), _logits(unfused, ids), atol=1e-5, rtol=1e-5)
+    _loss(model, ids).backward()
+    _loss(unfused, ids).backward()
+    grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+    ref = {n: p.grad for n, p in unfused.named_parameters() if p.grad is not None}
+    assert grads.keys() == ref.keys() and grads
+    for n in grads:
+        torch.testing.assert_close(grads[n], ref[n], atol=1e-5, rtol=1e-4)

@@ -19,6 +19,8 @@ from splice.adapters import dense_weight
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from splice_lora.fused import LoRALinearFunction, fusable
+
 
 @dataclass(frozen=True)
 class AdapterSpec:
@@ -238,14 +240,19 @@ class LoRALinear(LoRALayer):
         super().merge(name)
 
     def forward(self, x: Tensor) -> Tensor:
-        y: Tensor = self.base_layer(x)  # (..., out)
         name = self._runs()
         if name is None:
-            return y
+            return self.base_layer(x)  # type: ignore[no-any-return]
         a, b = self.lora_A[name].weight, self.lora_B[name].weight
         scaling = self.specs[name].scaling
         dropout = self.lora_dropout[name]
         dropped = self.training and not isinstance(dropout, nn.Identity)
+        if not dropped and name not in self.lora_magnitude_vector:
+            fused = fusable(self.base_layer, x, a, b)
+            if fused is not None:  # base + LoRA in one autograd node (see splice_lora.fused)
+                weight, weight_fn = fused
+                return LoRALinearFunction.apply(x, a, b, weight, self.bias, scaling, weight_fn)  # type: ignore[no-any-return]
+        y: Tensor = self.base_layer(x)  # (..., out)
         xd = dropout(x)
         if xd.dtype != a.dtype and not torch.is_autocast_enabled(x.device.type):
             xd = xd.to(a.dtype)  # a half-precision base under float32 adapters

@@ -17,11 +17,14 @@ transformers reads for pre-quantized bitsandbytes checkpoints.
 
 Forward runs bitsandbytes' ``matmul_4bit``, whose backward dequantizes the weight again
 instead of keeping a float copy alive between forward and backward (the point of QLoRA:
-the float weights never exist all at once).
+the float weights never exist all at once). Under a LoRA adapter, splice-lora's fused
+LoRA linear does the same through ``dense_matmul_weight`` (dequantize in forward and again
+in backward) with the adapter's matmuls in the same autograd node.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -173,6 +176,14 @@ class Linear4bit(nn.Module):
             x.to(self.compute_dtype), self.weight.t(), self.quant_state(), bias=bias
         )
         return y.to(dtype)
+
+    def dense_matmul_weight(self, dtype: torch.dtype) -> Callable[[], Tensor] | None:
+        """For splice-lora's fused LoRA linear: a function that dequantizes the ``(out, in)``
+        weight ``forward`` multiplies an input of ``dtype`` by (``forward`` is then exactly
+        ``F.linear(x, W, bias)``), or None when ``forward`` would cast the input first."""
+        if dtype != self.compute_dtype or self.weight.numel() == 0:
+            return None
+        return lambda: self.dequantize().to(dtype)
 
     def dequantize(self) -> Tensor:
         """``(out, in)`` in the dtype the weight had before quantization."""
