@@ -1,5 +1,5 @@
 """Exact resume of RL on a LoRA policy: a GRPO or PPO run whose policy is a frozen base with
-LoRA adapters, killed with SIGKILL mid-training and resumed, ends bitwise equal to an
+LoRA adapters (GRPO also on a QLoRA policy: an NF4-quantized base), killed with SIGKILL mid-training and resumed, ends bitwise equal to an
 uninterrupted run.
 
 The reference is the base itself (the policy with its adapters off), so nothing but the
@@ -70,6 +70,14 @@ RECIPE = textwrap.dedent(
                 "kl_horizon": 20, "epochs": 2, "minibatch_size": 4, "value_lr_scale": 5.0,
                 "rewards": REWARDS},
     }
+    ADAPTERS = {
+        "lora": {"type": "lora", "r": 4, "alpha": 8.0, "dropout": 0.1,
+                 "targets": "all-linear"},
+        # the base quantized to NF4 (rebuilt, and re-quantized, from the seed on resume)
+        "qlora": {"type": "qlora", "r": 4, "alpha": 8.0, "dropout": 0.1,
+                  "targets": "all-linear",
+                  "quantization": {"type": "nf4", "compute_dtype": "float32"}},
+    }
 
 
     def config():
@@ -79,8 +87,7 @@ RECIPE = textwrap.dedent(
             model={"type": "decoder", "vocab_size": 52, "d_model": 32, "n_layers": 2,
                    "max_seq_len": 24,
                    "block": {"type": "pre_norm", "token_mixer": {"type": "mha", "n_heads": 4}}},
-            adapter={"type": "lora", "r": 4, "alpha": 8.0, "dropout": 0.1,
-                     "targets": "all-linear"},
+            adapter=ADAPTERS["ADAPTER"],
             data={"task": {"type": "arithmetic", "op": "+", "max_digits": 2}, "max_len": 16},
             objective=OBJECTIVES["OBJECTIVE"],
             rollout={"prompts_per_step": 4, "max_new_tokens": 8, "temperature": 1.0},
@@ -95,10 +102,14 @@ RECIPE = textwrap.dedent(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("objective", ["grpo", "ppo"])
-def test_lora_policy_sigkill_then_resume_is_bitwise_identical(tmp_path, objective):
-    recipe = tmp_path / f"lora_{objective}_resume_recipe.py"
-    recipe.write_text(RECIPE.replace("OBJECTIVE", objective))
+@pytest.mark.parametrize(
+    ("objective", "adapter"), [("grpo", "lora"), ("ppo", "lora"), ("grpo", "qlora")]
+)
+def test_lora_policy_sigkill_then_resume_is_bitwise_identical(tmp_path, objective, adapter):
+    if adapter == "qlora":
+        pytest.importorskip("splice_qlora", reason="needs splice-qlora")
+    recipe = tmp_path / f"{adapter}_{objective}_resume_recipe.py"
+    recipe.write_text(RECIPE.replace("OBJECTIVE", objective).replace("ADAPTER", adapter))
     # Killed half a second after its step-4 checkpoint: in step 5 or 6, which is redone.
     runs = kill_and_resume(recipe, tmp_path, kill_after=4, wait_s=0.5)
     assert runs.final_step == 12
