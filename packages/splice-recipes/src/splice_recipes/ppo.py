@@ -43,7 +43,7 @@ def _default_ppo_train() -> TrainConfig:
         num_threads=1,
         max_grad_norm=1.0,
         # the same small policy rate as r1-zero's GRPO (Adam's first steps move every weight
-        # by ~lr); the value head gets value_lr_scale times more
+        # by ~lr), for the value head too (value_lr_scale below)
         optimizer=OptimizerConfig(lr=5e-5, betas=(0.9, 0.99)),
     )
 
@@ -54,7 +54,9 @@ def _default_objective() -> dict[str, Any]:
         "rewards": r1.REWARDS,
         "samples_per_prompt": 4,
         "critic": "shared",
-        "value_lr_scale": 20.0,
+        # the value head at the policy's rate: at 20 the full run ends at 67.0% accuracy
+        # instead of 73.0% (the shared trunk takes the value loss's bigger steps)
+        "value_lr_scale": 1.0,
         "kl_coef": 0.04,
         "gamma": 1.0,
         # lambda = 1: advantages are return minus value. With lambda < 1 and a critic that
