@@ -27,6 +27,9 @@ Writing a new benchmark (``benchmarks/bench_<name>.py``)::
   ``speedup(name)`` = its inverse,
   ``table()`` a Markdown table (pass ``work={"name": units}`` and ``unit_name`` to add a
   throughput column, e.g. tokens/s).
+- ``matmul_peak()`` (GFLOP/s) and ``stream_bandwidth()`` (GB/s, a matrix-vector product
+  over a matrix much bigger than the last-level cache) are the machine's two ceilings:
+  compute-bound work is set against the first, weight-streaming decode steps the second.
 - ``write_section(key, title, body)`` replaces the text between
   ``<!-- bench:key:begin -->`` and ``<!-- bench:key:end -->`` (or appends a new section),
   keeps every other section, prefixes the body with the machine line (CPU, threads,
@@ -112,6 +115,35 @@ def matmul_peak(dtype: torch.dtype = torch.float32, *, n: int = 1024, repeats: i
     if key not in _PEAK:
         _PEAK[key] = measure_matmul(dtype, n=n, repeats=repeats)
     return _PEAK[key]
+
+
+_BANDWIDTH: dict[tuple[str, int], float] = {}
+
+
+def stream_bandwidth(*, mbytes: int = 256, repeats: int = 7) -> float:
+    """Best observed weight-streaming rate in GB/s: a float32 matrix-vector product over a
+    ``mbytes`` MB matrix (far bigger than any last-level cache), cached per process.
+
+    This is the rate a decode step reads its weights at, one token per row: every weight is
+    used once per step, so ``bytes read / stream_bandwidth()`` is that step's lower bound.
+    """
+    dev = device()
+    key = (dev.type, torch.get_num_threads())
+    if key not in _BANDWIDTH:
+        cols = 4096
+        w = torch.randn(mbytes * 2**20 // (4 * cols), cols, device=dev)
+        x = torch.randn(cols, device=dev)
+        for _ in range(2):
+            w @ x
+        synchronize()
+        best = float("inf")
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            w @ x
+            synchronize()
+            best = min(best, time.perf_counter() - t0)
+        _BANDWIDTH[key] = w.nbytes / best / 1e9
+    return _BANDWIDTH[key]
 
 
 def native(dtype: torch.dtype) -> bool:

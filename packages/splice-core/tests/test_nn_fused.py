@@ -39,7 +39,7 @@ def test_fused_equals_separate_and_grads_flow_outside_the_scope() -> None:
         for g, w in zip(got, want):
             torch.testing.assert_close(g, w, rtol=1e-6, atol=1e-6)
         torch.testing.assert_close(joined, torch.cat(want, dim=-1), rtol=1e-6, atol=1e-6)
-        torch.testing.assert_close(single, want[0], rtol=0, atol=0)
+        torch.testing.assert_close(single, want[0], rtol=1e-6, atol=1e-6)
         assert owner.abc.fused(owner, x) is None  # outside the scope
         out = owner.abc(owner, x)  # gradients on: the modules themselves run
         sum(o.sum() for o in out).backward()
@@ -103,3 +103,23 @@ def test_deepcopy_rebinds_to_the_copys_modules() -> None:
         with fused_projections():
             torch.testing.assert_close(twin.abc(twin, x)[0], twin.a(x))
             torch.testing.assert_close(owner.abc(owner, x)[0], owner.a(x))
+
+
+def test_few_rows_linear_matches_f_linear_and_keeps_the_usual_layout() -> None:
+    from splice.nn.fused import FEW_ROWS, few_rows_linear
+    from torch.nn import functional as F
+
+    torch.manual_seed(0)
+    weight, bias = torch.randn(24, 16), torch.randn(24)
+    for shape in [(1, 16), (8, 1, 16), (2, 3, 16), (FEW_ROWS, 16)]:
+        x = torch.randn(*shape)
+        for b in (None, bias):
+            got = few_rows_linear(x, weight, b)
+            assert got.shape == (*shape[:-1], 24) and got.is_contiguous()
+            torch.testing.assert_close(got, F.linear(x, weight, b), rtol=1e-6, atol=1e-6)
+    many = torch.randn(FEW_ROWS + 1, 16)  # prefill-sized: F.linear itself, bit for bit
+    assert torch.equal(few_rows_linear(many, weight, bias), F.linear(many, weight, bias))
+    with torch.enable_grad():  # differentiable too (not used so, but never silently wrong)
+        w = weight.clone().requires_grad_()
+        few_rows_linear(torch.randn(4, 16), w).sum().backward()
+        assert w.grad is not None and w.grad.shape == w.shape
