@@ -53,7 +53,10 @@ class MoEConfig(ComponentConfig):
             ``max_padding`` allows it, else the grouped GEMM or the loop.
         max_padding: with ``grouped_mm="auto"`` off CUDA's grouped GEMM, pad every expert's
             slice to the longest one (one ``(E, C, D)`` batched matmul, one kernel instead of
-            ``E``) when that adds at most this fraction of rows; None never pads.
+            ``E``) when that adds at most this fraction of rows (e.g. 0.25); None (default)
+            never pads. Padding costs its extra rows (~10% slower on an idle CPU) but wins
+            ~2x where OpenMP threads fight other jobs for the cores (fewer kernels, fewer
+            barriers); see docs/benchmarks.md.
         expert_layout: ``batched`` stores the routed experts as ``(E, ...)`` weights (grouped
             GEMM); ``modules`` as one ``nn.Linear`` per expert projection
             (``experts.experts.{e}.gate/up/down``) so that adapters wrapping linear layers,
@@ -79,7 +82,7 @@ class MoEConfig(ComponentConfig):
     bias_update_rate: NonNegativeFloat = 0.0
     capacity_factor: PositiveFloat | None = None
     grouped_mm: Literal["auto", "on", "off"] = "auto"
-    max_padding: NonNegativeFloat | None = 0.25
+    max_padding: NonNegativeFloat | None = None
     expert_layout: Literal["batched", "modules"] = "batched"
 
     @model_validator(mode="after")

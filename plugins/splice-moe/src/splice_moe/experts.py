@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 from torch.nn import functional as F
 
 # The public ``F.grouped_mm`` (torch >= 2.10) or the private op it wraps (torch 2.8-2.9).
@@ -39,6 +41,39 @@ def grouped_mm_supported(x: Tensor, *widths: int) -> bool:
         capable = torch.cuda.get_device_capability(x.device) >= need
         return dtype == torch.bfloat16 and capable and all(w % 8 == 0 for w in widths)
     return False
+
+
+class _SwiGLU(torch.autograd.Function):
+    """``silu(gate) * up`` of ``h = [gate | up] (M, 2H)`` -> ``(M, H)``.
+
+    The same numbers as autograd through ``h.chunk(2)``, but the backward writes both halves
+    of the gradient straight into one ``(M, 2H)`` tensor instead of concatenating two
+    ``(M, H)`` halves (a full extra copy, ~10% of an expert step on CPU).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, h: Tensor) -> Tensor:  # type: ignore[override]
+        gate, up = h.chunk(2, dim=-1)
+        s = F.silu(gate)
+        ctx.save_for_backward(h, s)
+        return s * up
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: Tensor) -> Tensor:  # type: ignore[override]
+        h, s = ctx.saved_tensors
+        gate, up = h.chunk(2, dim=-1)
+        grad_h = torch.empty_like(h)
+        grad_gate, grad_up = grad_h.chunk(2, dim=-1)
+        torch.mul(grad, s, out=grad_up)
+        torch.ops.aten.silu_backward.grad_input(grad * up, gate, grad_input=grad_gate)
+        return grad_h
+
+
+def swiglu(h: Tensor) -> Tensor:
+    """``silu(gate) * up`` of ``h = [gate | up] (..., 2H)`` -> ``(..., H)`` (fused backward)."""
+    out: Tensor = _SwiGLU.apply(h)
+    return out
 
 
 class GroupedExperts(nn.Module):
@@ -78,8 +113,7 @@ class GroupedExperts(nn.Module):
 
     def _act(self, h: Tensor) -> Tensor:
         if self.activation == "swiglu":
-            gate, up = h.chunk(2, dim=-1)  # (M, H) each
-            return F.silu(gate) * up
+            return swiglu(h)  # (M, 2H) -> (M, H)
         return F.gelu(h)
 
     def use_grouped(self, xs: Tensor) -> bool:
@@ -131,8 +165,17 @@ class GroupedExperts(nn.Module):
         return torch.cat(outs)  # (M, D)
 
     def expert_forward(self, e: int, x: Tensor) -> Tensor:
-        """Expert ``e`` alone on ``x (n, D)`` (reference implementations, tests)."""
-        return F.linear(self._act(F.linear(x, self.gate_up[e])), self.down[e])
+        """Expert ``e`` alone on ``x (n, D)`` (reference implementations, tests).
+
+        Plain autograd (no fused activation), so the reference checks the fused path.
+        """
+        h = F.linear(x, self.gate_up[e])
+        if self.activation == "swiglu":
+            gate, up = h.chunk(2, dim=-1)
+            h = F.silu(gate) * up
+        else:
+            h = F.gelu(h)
+        return F.linear(h, self.down[e])
 
     def extra_repr(self) -> str:
         return (
