@@ -4,10 +4,12 @@
 
     routing = router(x)                      # float32 gate, top-k per token
     dispatch = sort_by_expert(routing)       # assignments grouped by expert (+ capacity)
-    xs = x[dispatch.token]                   # one gather, (M, D)
+    xs = gather_inputs(x, dispatch)          # one gather, (M, D) (x[dispatch.token])
     ys = experts(xs, dispatch.counts)        # each expert on its contiguous slice
-    y = zeros.index_add(dispatch.token, w * ys)   # one scatter
+    y = sum_k w * gather_outputs(ys)         # one gather back, (N, k, D) -> (N, D)
     y = y + shared(x)                        # always-on shared experts
+
+Both gathers' backward passes are gathers by the inverse permutation (no scatter).
 
 In training the layer accumulates routing statistics; ``after_optimizer_step()`` (called
 by the Trainer after each optimizer step) returns them as metrics, updates the
