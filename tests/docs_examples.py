@@ -30,6 +30,7 @@ Directives: an HTML comment right before a fence (blank lines between are allowe
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -282,7 +283,25 @@ def _tiny_hf_checkpoint(work: Path, arg: str) -> None:
     save_pretrained(model, work / arg, tokenizer=tok)
 
 
-SETUPS = {"hf-checkpoint": _tiny_hf_checkpoint}
+def _chat_jsonl(work: Path, arg: str) -> None:
+    """``arg``: 100 conversations in the format a page shows (sums answered in words)."""
+    words = (
+        "zero one two three four five six seven eight nine ten eleven twelve thirteen "
+        "fourteen fifteen sixteen seventeen eighteen"
+    ).split()
+    lines = []
+    for a, b in itertools.product(range(10), range(10)):
+        messages = [
+            {"role": "system", "content": "answer in words"},
+            {"role": "user", "content": f"{a} + {b}"},
+            {"role": "assistant", "content": words[a + b]},
+        ]
+        lines.append(json.dumps({"messages": messages}))
+    (work / arg).parent.mkdir(parents=True, exist_ok=True)
+    (work / arg).write_text("\n".join(lines) + "\n")
+
+
+SETUPS = {"hf-checkpoint": _tiny_hf_checkpoint, "chat-jsonl": _chat_jsonl}
 
 
 # ---------------------------------------------------------------------------------------
@@ -302,9 +321,10 @@ import os, subprocess, sys
 REAL, UVX, SITE, CHECKOUT = {real!r}, {uvx!r}, {site!r}, {checkout!r}
 args = sys.argv[1:]
 def run(cmd):
-    done = subprocess.run(cmd)
-    if done.returncode != 0 and "--offline" not in cmd:  # no network: uv's cache may hold it
-        done = subprocess.run([cmd[0], "--offline", *cmd[1:]])
+    # uv's cache first (no network at test time), then the index for what it lacks
+    done = subprocess.run([cmd[0], "--offline", *cmd[1:]])
+    if done.returncode != 0:
+        done = subprocess.run(cmd)
     sys.exit(done.returncode)
 if {name!r} == "uvx":
     run([UVX, *args])
@@ -372,11 +392,14 @@ class Page:
         ``uv pip install`` inside the checkout copy to an install into this page's site
         folder (on PYTHONPATH), so no command changes the environment the tests run in;
         anything else (``uv build``, ``uv venv``, ``uv pip install`` into a new venv) runs
-        as written, retried with ``--offline`` if the index is unreachable.
+        as written: from uv's cache (``--offline``) first, then with the index.
+        PYTHONDONTWRITEBYTECODE is dropped: a fresh venv a page makes then caches the
+        bytecode of what it imports instead of compiling all of torch up front.
         """
         env = {k: v for k, v in os.environ.items() if not k.startswith("SPLICE_")}
         env.pop("VIRTUAL_ENV", None)  # a `uv venv` the page makes must be the one used
         env.pop("PYTHONHOME", None)
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
         scripts = str(Path(sys.executable).parent)
         env["PATH"] = os.pathsep.join(
             [str(self.work / ".docs-test" / "bin"), scripts, env.get("PATH", "")]
