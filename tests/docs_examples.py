@@ -285,10 +285,27 @@ def _tiny_hf_checkpoint(work: Path, arg: str) -> None:
 
 def _chat_jsonl(work: Path, arg: str) -> None:
     """``arg``: 100 conversations in the format a page shows (sums answered in words)."""
-    words = (
-        "zero one two three four five six seven eight nine ten eleven twelve thirteen "
-        "fourteen fifteen sixteen seventeen eighteen"
-    ).split()
+    words = [
+        "zero",
+        "one",
+        "two",
+        "three",
+        "four",
+        "five",
+        "six",
+        "seven",
+        "eight",
+        "nine",
+        "ten",
+        "eleven",
+        "twelve",
+        "thirteen",
+        "fourteen",
+        "fifteen",
+        "sixteen",
+        "seventeen",
+        "eighteen",
+    ]
     lines = []
     for a, b in itertools.product(range(10), range(10)):
         messages = [
