@@ -326,10 +326,15 @@ SETUPS = {"hf-checkpoint": _tiny_hf_checkpoint, "chat-jsonl": _chat_jsonl}
 
 
 def find_uv() -> str:
+    """The uv binary: ``$UV`` (set by ``uv run``/``uvx``), then PATH, then the ``uv`` package."""
     found = os.environ.get("UV") or shutil.which("uv")
-    if not found:
-        raise RuntimeError("the docs test runs `uv` commands; put uv on PATH")
-    return found
+    if found:
+        return found
+    try:
+        from uv import find_uv_bin  # type: ignore[import-not-found]
+    except ImportError:
+        raise RuntimeError("the docs test runs `uv` commands; put uv on PATH") from None
+    return str(find_uv_bin())
 
 
 SHIM = '''#!{python}
@@ -476,10 +481,11 @@ class Page:
         if self._python is not None:
             if self._python.stdin:
                 self._python.stdin.close()
-            try:
-                self._python.wait(timeout=30)
+            try:  # every block has answered; do not wait long for the interpreter's exit
+                self._python.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 self._python.kill()
+                self._python.wait()
             self._log.close()
             self._python = None
 
