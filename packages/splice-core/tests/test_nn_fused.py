@@ -123,3 +123,20 @@ def test_few_rows_linear_matches_f_linear_and_keeps_the_usual_layout() -> None:
         w = weight.clone().requires_grad_()
         few_rows_linear(torch.randn(4, 16), w).sum().backward()
         assert w.grad is not None and w.grad.shape == w.shape
+
+
+def test_joint_equals_separate_with_gradients_and_skips_hooked_modules() -> None:
+    owner, ref = _Owner(True), _Owner(True)
+    x = torch.randn(3, 5, 16)
+    joined = owner.abc.joint(owner, x)  # gradients on, no scope needed
+    assert joined is not None
+    want = torch.cat(ref.separate(x), dim=-1)
+    torch.testing.assert_close(joined, want, rtol=1e-6, atol=1e-6)
+    g = torch.randn_like(want)
+    joined.backward(g)
+    want.backward(g)
+    for name in ("a", "b", "c"):
+        mine, theirs = getattr(owner, name), getattr(ref, name)
+        torch.testing.assert_close(mine.weight.grad, theirs.weight.grad, rtol=1e-6, atol=1e-6)
+    owner.b.register_forward_pre_hook(lambda m, i: None)
+    assert owner.abc.joint(owner, x) is None  # a hooked module must run as a module

@@ -103,6 +103,10 @@ class MultiHeadAttention(TokenMixer):
 
     def forward(self, x: Tensor, inputs: AttentionInputs) -> Tensor:
         qkv = self._qkv.fused(self, x) if self.q_norm is None else None
+        if qkv is None and self.q_norm is None and self.rotary is None and _many_rows(x):
+            # Encoders and learned-position models in training or batched inference: one
+            # GEMM for Q, K and V (and one for their input gradient, no sum of three).
+            qkv = self._qkv.joint(self, x)
         if qkv is not None:
             q, k, v = self._joint_heads(qkv, inputs)
         else:
@@ -171,6 +175,15 @@ class CrossAttention(MultiHeadAttention):
             k, v = self.context_kv(inputs.context)
         y = self.o_proj(self.attend(q, k, v, inputs.context_mask, False))
         return y * torch.tanh(self.gate) if self.gate is not None else y
+
+
+#: Fewest ``x`` rows (tokens in the batch) for which concatenating the Q/K/V weights per
+#: call costs less than it saves; below it (decoding) the projections run one by one.
+MIN_JOINT_ROWS = 64
+
+
+def _many_rows(x: Tensor) -> bool:
+    return x.numel() >= MIN_JOINT_ROWS * x.shape[-1]
 
 
 def _cached(cache: object) -> bool:

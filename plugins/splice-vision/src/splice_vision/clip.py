@@ -55,7 +55,7 @@ class CLIP(nn.Module):
 
     def encode_image(self, images: Tensor, *, normalize: bool = True) -> Tensor:
         """``(B, C, H, W) -> (B, E)`` projected (and by default L2-normalised) embeddings."""
-        pooled = self.vision.pooled(self.vision(images))  # (B, D_v)
+        pooled = self.vision.encode(images)  # (B, D_v)
         emb = self.visual_projection(pooled)
         return F.normalize(emb, dim=-1) if normalize else emb
 

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import torch
+from splice.models.common import attention_inputs
 from splice.models.configs import DecoderConfig
 from splice.models.decoder import DecoderLM
 from torch import Tensor, nn
 
 from splice_vision.configs import TextEncoderConfig
+from splice_vision.rows import block_rows
 
 
 class TextEncoder(nn.Module):
     """``input_ids (B, T) [, attention_mask (B, T)] -> pooled (B, D)``.
 
     The transformer is a core ``DecoderLM`` (its tied ``lm_head`` adds no parameters);
-    the pooled vector is the final-normed hidden state at the end-of-text position.
+    the pooled vector is the final-normed hidden state at the end-of-text position (the last
+    block and the final norm run at that position only).
     """
 
     def __init__(self, config: TextEncoderConfig) -> None:
@@ -52,12 +55,28 @@ class TextEncoder(nn.Module):
                 f"text length {input_ids.shape[1]} exceeds the text encoder's max_len "
                 f"{self.config.max_len}"
             )
-        b, t = input_ids.shape
-        positions = torch.arange(t, device=input_ids.device).expand(b, t)
-        hidden = self.lm(
-            input_ids, attention_mask=attention_mask, positions=positions, return_logits=False
-        ).hidden  # (B, T, D)
-        return hidden[torch.arange(b, device=hidden.device), self.eot_positions(input_ids)]
+        eot = self.eot_positions(input_ids)  # (B,)
+        lm, (b, t) = self.lm, input_ids.shape
+        # DecoderLM's forward up to its last block, which runs at the end-of-text token only
+        # (splice_vision.rows): the other positions' outputs are never read.
+        inputs = attention_inputs(
+            batch=b,
+            t=t,
+            device=input_ids.device,
+            causal=True,
+            positions=torch.arange(t, device=input_ids.device).expand(b, t),
+            attention_mask=attention_mask,
+            doc_ids=None,
+            cache=None,
+        )
+        x = lm.embed_tokens(input_ids)  # (B, T, D)
+        if lm.pos_embed is not None:
+            x = x + lm.pos_embed(inputs.positions)
+        if lm.training:
+            x = lm.drop(x)
+        for block in lm.blocks[:-1]:
+            x = block(x, inputs)
+        return lm.final_norm(block_rows(lm.blocks[-1], x, inputs, eot))  # type: ignore[no-any-return]
 
 
 __all__ = ["TextEncoder"]

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from splice_vision._build import build, layer_norm
 from splice_vision.configs import ViTConfig
+from splice_vision.rows import block_rows
 
 
 class PatchEmbedding(nn.Module):
@@ -120,6 +121,8 @@ class ViT(nn.Module):
             if self.cls is not None:  # the class token gets the zero vector
                 pos = torch.cat([pos.new_zeros(1, d), pos])
             return pos
+        if grid == self.grid:  # the trained size: the parameter itself (no copy)
+            return self.pos
         prefix, patches = self.pos[: self.n_prefix], self.pos[self.n_prefix :]
         return torch.cat([prefix, interpolate_grid(patches, self.grid, grid)])
 
@@ -146,6 +149,14 @@ class ViT(nn.Module):
         Returns:
             ``(B, [1 +] N, D)``.
         """
+        x, inputs = self._start(images)
+        stop = len(self.blocks) if hidden_layer is None else hidden_layer % len(self.blocks) + 1
+        for block in self.blocks[:stop]:
+            x = block(x, inputs)
+        return x if hidden_layer is not None else self.norm(x)  # type: ignore[no-any-return]
+
+    def _start(self, images: Tensor) -> tuple[Tensor, AttentionInputs]:
+        """The first block's input ``(B, [1 +] N, D)`` and the (bidirectional) attention inputs."""
         x = self.embed(images)
         if self.norm_pre is not None:
             x = self.norm_pre(x)
@@ -153,16 +164,28 @@ class ViT(nn.Module):
         inputs = AttentionInputs(
             positions=torch.arange(t, device=x.device).expand(b, t), is_causal=False
         )
-        stop = len(self.blocks) if hidden_layer is None else hidden_layer % len(self.blocks) + 1
-        for block in self.blocks[:stop]:
-            x = block(x, inputs)
-        return x if hidden_layer is not None else self.norm(x)  # type: ignore[no-any-return]
+        return x, inputs
 
     def pooled(self, features: Tensor) -> Tensor:
         """``(B, [1 +] N, D) -> (B, D)``: the class token, or the mean of the patch tokens."""
         if self.config.pool == "cls":
             return features[:, 0]
         return features[:, self.n_prefix :].mean(dim=1)
+
+    def encode(self, images: Tensor) -> Tensor:
+        """``(B, C, H, W) -> (B, D)``: the same values as ``pooled(self(images))``.
+
+        With class-token pooling the last block runs only at the class token (its keys and
+        values still come from every patch; see ``splice_vision.rows``): the other
+        positions' outputs would be thrown away.
+        """
+        if self.config.pool != "cls":
+            return self.pooled(self(images))
+        x, inputs = self._start(images)
+        for block in self.blocks[:-1]:
+            x = block(x, inputs)
+        cls = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+        return self.norm(block_rows(self.blocks[-1], x, inputs, cls))  # type: ignore[no-any-return]
 
     @property
     def tokens_per_image(self) -> int:

@@ -133,6 +133,29 @@ class FusedLinears:
             return None
         return few_rows_linear(x, self._weight, self._bias)
 
+    def joint(self, owner: nn.Module, x: Tensor) -> Tensor | None:
+        """``(..., sum of out_features)`` through weights concatenated in this call, or None
+        when a module is not a plain hook-free ``nn.Linear``.
+
+        Unlike ``fused`` this works with gradients on (the concatenation is part of the
+        graph, so each weight gets its own gradient) and outside the scope: one GEMM forward
+        and one for the input gradient instead of one per projection plus their sum. The
+        concatenation copies the weights every call, so use it when ``x`` has many rows
+        (training, prefill), not per decoded token.
+        """
+        modules = [owner._modules[name] for name in self.names]
+        if not all(m is not None and _plain(m) for m in modules):
+            return None
+        linears = [m for m in modules if isinstance(m, nn.Linear)]
+        weight = torch.cat([m.weight for m in linears])  # (sum out, in)
+        bias = None
+        if any(m.bias is not None for m in linears):
+            bias = torch.cat(
+                [m.bias if m.bias is not None else m.weight.new_zeros(m.out_features)
+                 for m in linears]
+            )  # fmt: skip
+        return F.linear(x, weight, bias)
+
     def __call__(self, owner: nn.Module, x: Tensor) -> list[Tensor]:
         y = self.fused(owner, x)
         if y is None:
