@@ -16,6 +16,7 @@ share of the decode time the matrix multiplications take.
 
 from __future__ import annotations
 
+import os
 import statistics
 import tempfile
 import time
@@ -333,11 +334,20 @@ def main(quick: bool = False) -> str:
     vs_compiled = speedups["tiny"]["compiled vs compiled"]
     small_eager, small_compiled = speedups["small"]["splice"], speedups["small"][COMPILED]
 
+    cores = os.cpu_count() or threads
+    thread_note = (
+        ""
+        if threads >= cores
+        else f" of {cores} cores (`SPLICE_BENCH_THREADS`: on a shared machine a process with "
+        "fewer threads waits less for a descheduled OpenMP peer at every parallel region)"
+    )
+
     def verdict(x: float, target: float = 2.0) -> str:
         return "meets" if x >= target else "misses"
 
     body = "\n".join(lines) + (
-        f"\n\nGreedy decoding, float32, {threads} threads on both sides: batch {BATCH}, "
+        f"\n\nGreedy decoding, float32, {threads} threads{thread_note} on both sides: "
+        f"batch {BATCH}, "
         f"{PROMPT}-token prompts, {NEW} new tokens (eos disabled, `min_new_tokens={NEW}` on the "
         "transformers side). The same random `LlamaForCausalLM` weights, saved with "
         "`save_pretrained` and read by `splice.hf.load_model`; all four produce identical "
