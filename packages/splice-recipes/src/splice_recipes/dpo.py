@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,9 +25,17 @@ from splice.training.configs import (
     DataConfig,
     EvalConfig,
     ExperimentConfig,
-    OptimizerConfig,
     ScheduleConfig,
     TrainConfig,
+)
+
+from splice_recipes.common import (
+    addition_task,
+    save_config,
+    save_report,
+    save_table,
+    short_run,
+    tiny_decoder,
 )
 
 VOCAB = 51  # pad/bos/eos + the 48 characters of the default alphabet (sampling can pick any id)
@@ -59,48 +66,13 @@ class MethodConfig(SpliceConfig):
         return self
 
 
-def _default_model() -> dict[str, Any]:
-    return {
-        "type": "decoder",
-        "vocab_size": VOCAB,
-        "d_model": 64,
-        "n_layers": 2,
-        "max_seq_len": 16,
-        "block": {"type": "pre_norm", "token_mixer": {"type": "mha", "n_heads": 4}},
-    }
-
-
-def _default_task() -> dict[str, Any]:
-    return {
-        "type": "arithmetic",
-        "op": "+",
-        "min_digits": 1,
-        "max_digits": 2,
-        "reverse_answer": True,
-    }
-
-
 def _default_sft() -> TrainConfig:
-    return TrainConfig(
-        steps=400,
-        batch_size=64,
-        log_every=50,
-        keep_last=1,
-        num_threads=1,
-        optimizer=OptimizerConfig(lr=3e-3, betas=(0.9, 0.98)),
-        schedule=ScheduleConfig(kind="cosine", warmup_steps=50, min_lr_ratio=0.1),
-    )
+    schedule = ScheduleConfig(kind="cosine", warmup_steps=50, min_lr_ratio=0.1)
+    return short_run(steps=400, batch_size=64, lr=3e-3, log_every=50, schedule=schedule)
 
 
 def _default_preference_train() -> TrainConfig:
-    return TrainConfig(
-        steps=120,
-        batch_size=32,
-        log_every=20,
-        keep_last=1,
-        num_threads=1,
-        optimizer=OptimizerConfig(lr=5e-5, betas=(0.9, 0.98)),
-    )
+    return short_run(steps=120, batch_size=32, lr=5e-5, log_every=20)
 
 
 def _default_methods() -> list[MethodConfig]:
@@ -129,8 +101,8 @@ class DPORecipeConfig(SpliceConfig):
 
     name: str = "dpo"
     seed: int = 0
-    model: ModelField = Field(default_factory=_default_model, validate_default=True)  # type: ignore[valid-type]
-    task: TaskField = Field(default_factory=_default_task, validate_default=True)  # type: ignore[valid-type]
+    model: ModelField = Field(default_factory=lambda: tiny_decoder(VOCAB), validate_default=True)  # type: ignore[valid-type]
+    task: TaskField = Field(default_factory=addition_task, validate_default=True)  # type: ignore[valid-type]
     max_len: PositiveInt = 16
     sft: TrainConfig = Field(default_factory=_default_sft)
     prompts: PositiveInt = 1024
@@ -259,8 +231,7 @@ def run(config: DPORecipeConfig) -> dict[str, Any]:
     )
 
     run_dir = Path(config.run_dir())
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.json").write_text(json.dumps(config.model_dump(mode="json"), indent=2))
+    save_config(run_dir, config)
     tokenizer = build_tokenizer(sft_config(config).tokenizer)
     task = build_task(config.task)
     held_out = task.sample("held_out", config.eval_examples, seed=config.seed)
@@ -337,7 +308,7 @@ def run(config: DPORecipeConfig) -> dict[str, Any]:
         )
 
     table = markdown_table(rows)
-    (run_dir / "dpo.md").write_text(table + "\n")
+    save_table(run_dir, "dpo", table)
     print(table)
     report = {
         "name": config.name,
@@ -346,7 +317,7 @@ def run(config: DPORecipeConfig) -> dict[str, Any]:
         "offline": offline,
         "rows": rows,
     }
-    (run_dir / "dpo.json").write_text(json.dumps(report, indent=2))
+    save_report(run_dir, "dpo", report)
     return report
 
 

@@ -62,11 +62,19 @@ from splice.recipe import Recipe
 from splice.registry import ENTRY_POINT_GROUP
 from splice.training.configs import (
     DataConfig,
-    EvalConfig,
     ExperimentConfig,
-    OptimizerConfig,
     ScheduleConfig,
     TrainConfig,
+)
+
+from splice_recipes.common import (
+    addition_task,
+    save_config,
+    save_report,
+    save_table,
+    short_run,
+    tiny_decoder,
+    two_task_experiment,
 )
 
 VOCAB = 52  # pad/bos/eos + the default character alphabet
@@ -126,57 +134,36 @@ def point(method: MethodConfig, value: float) -> MethodConfig:
     )
 
 
-def _default_model() -> dict[str, Any]:
-    return {
-        "type": "decoder",
-        "vocab_size": VOCAB,
-        "d_model": 64,
-        "n_layers": 2,
-        "max_seq_len": 16,
-        "block": {"type": "pre_norm", "token_mixer": {"type": "mha", "n_heads": 4}},
-    }
-
-
-def _old_task() -> dict[str, Any]:
-    return {"type": "arithmetic", "op": "+", "min_digits": 1, "max_digits": 2,
-            "reverse_answer": True}  # fmt: skip
-
-
 def _new_task() -> dict[str, Any]:
     # Same additions, new prompt end and output script: "37+25:" -> "cg" (= "26").
-    return {**_old_task(), "separator": ":", "answer_digits": "abcdefghij"}
+    return addition_task(separator=":", answer_digits="abcdefghij")
 
 
 def _default_pretrain() -> TrainConfig:
-    return TrainConfig(
-        steps=1000,  # 100% on held-out A; longer pre-training makes B slower to learn
-        batch_size=64,
-        log_every=100,
-        keep_last=1,
-        progress=False,
-        num_threads=1,  # tiny matmuls: a second thread costs more in sync than it gains
-        optimizer=OptimizerConfig(lr=3e-3, betas=(0.9, 0.98)),
-        schedule=ScheduleConfig(kind="cosine", warmup_steps=100, min_lr_ratio=0.05),
-    )
+    # 1000 steps: 100% on held-out A. (From a 1200-step model, full fine-tuning reached only
+    # 39% on B in the 200 steps below, against 88% from this one.)
+    schedule = ScheduleConfig(kind="cosine", warmup_steps=100, min_lr_ratio=0.05)
+    return short_run(steps=1000, batch_size=64, lr=3e-3, log_every=100, schedule=schedule,
+                     progress=False)  # fmt: skip
 
 
 def _default_finetune() -> TrainConfig:
-    return TrainConfig(
-        steps=200,  # full fine-tuning reaches ~85% on B in 200 steps
-        batch_size=64,
-        log_every=50,
-        keep_last=1,
-        progress=False,
-        plot_curves=False,  # ~30 short runs: the plot would cost more than the training
-        num_threads=1,
-        optimizer=OptimizerConfig(lr=1e-3, betas=(0.9, 0.98)),
-        schedule=ScheduleConfig(kind="cosine", warmup_steps=20, min_lr_ratio=0.1),
-    )
+    schedule = ScheduleConfig(kind="cosine", warmup_steps=20, min_lr_ratio=0.1)
+    # ~30 short runs: the curves plot would cost more than the training of each
+    return short_run(steps=200, batch_size=64, lr=1e-3, log_every=50, schedule=schedule,
+                     progress=False, plot_curves=False)  # fmt: skip
+
+
+#: Every linear layer *and* the output head: task B answers with tokens (letters) the
+#: pre-trained head never produced. With "all-linear" (head frozen) LoRA learned nothing of B
+#: in 200 steps (0.5% at every alpha) and still lost A; the usual practice for new output
+#: tokens is to train the head too.
+LORA_TARGETS = "q_proj,k_proj,v_proj,o_proj,up,down,lm_head"
 
 
 def _lora(kind: str) -> dict[str, Any]:
     extra = {"dropout": 0.0} if kind == "qlora" else {}  # QLoRA's default is 0.05; match LoRA
-    return {"type": kind, "r": 8, "alpha": 16.0, "targets": "all-linear", **extra}
+    return {"type": kind, "r": 8, "alpha": 16.0, "targets": LORA_TARGETS, **extra}
 
 
 def _default_methods() -> list[MethodConfig]:
@@ -187,33 +174,33 @@ def _default_methods() -> list[MethodConfig]:
         MethodConfig(
             name="l2sp",
             strength="regularizers.0.weight",
-            values=[0.01, 0.1, 1.0, 10.0],
+            values=[0.3, 1.0, 3.0, 10.0],
             regularizers=[{"type": "l2sp", "weight": 0.1}],
         ),
         MethodConfig(
             name="ewc",
             strength="regularizers.0.weight",
-            values=[0.1, 1.0, 10.0, 100.0],
+            values=[1.0, 10.0, 30.0, 100.0],
             regularizers=[ewc],
         ),
         MethodConfig(
             name="kl",
             strength="regularizers.0.weight",
-            values=[0.1, 0.3, 1.0, 3.0],
+            values=[0.3, 0.5, 0.7, 1.0],
             regularizers=[{"type": "kl_reference", "weight": 0.3}],
         ),
         # LoRA's usual learning rate is higher than full fine-tuning's (B starts at zero).
         MethodConfig(
             name="lora",
             strength="adapter.alpha",
-            values=[2.0, 4.0, 8.0, 16.0],
+            values=[4.0, 8.0, 16.0, 32.0],
             lr=3e-3,
             adapter=_lora("lora"),
         ),
         MethodConfig(
             name="qlora",
             strength="adapter.alpha",
-            values=[2.0, 4.0, 8.0, 16.0],
+            values=[4.0, 8.0, 16.0, 32.0],
             lr=3e-3,
             adapter=_lora("qlora"),
         ),
@@ -240,8 +227,8 @@ class ForgettingConfig(SpliceConfig):
 
     name: str = "forgetting"
     seed: int = 0
-    model: ModelField = Field(default_factory=_default_model, validate_default=True)  # type: ignore[valid-type]
-    old_task: TaskField = Field(default_factory=_old_task, validate_default=True)  # type: ignore[valid-type]
+    model: ModelField = Field(default_factory=lambda: tiny_decoder(VOCAB), validate_default=True)  # type: ignore[valid-type]
+    old_task: TaskField = Field(default_factory=addition_task, validate_default=True)  # type: ignore[valid-type]
     new_task: TaskField = Field(default_factory=_new_task, validate_default=True)  # type: ignore[valid-type]
     max_len: PositiveInt = 16
     pretrain: TrainConfig = Field(default_factory=_default_pretrain)
@@ -267,31 +254,9 @@ class ForgettingConfig(SpliceConfig):
         return self.output_dir or f"runs/{self.name}"
 
 
-def _experiment(
-    config: ForgettingConfig, name: str, *, task: Any, others: dict[str, Any], train: TrainConfig,
-    **extra: Any,
-) -> ExperimentConfig:  # fmt: skip
-    """One run of the study: train on ``task``, also score each of ``others``."""
-    return ExperimentConfig(
-        name=f"{config.name}-{name}",
-        seed=config.seed,
-        model=config.model,
-        data=DataConfig(task=task, max_len=config.max_len),
-        train=train,
-        eval=EvalConfig(
-            loss_batches=0,
-            exact_match_examples=config.eval_examples,
-            max_new_tokens=config.max_new_tokens,
-            tasks=others,
-        ),
-        output_dir=str(Path(config.run_dir()) / name),
-        **extra,
-    )
-
-
 def pretrain_config(config: ForgettingConfig) -> ExperimentConfig:
     """Task A from scratch; task B scored too (the starting point of every curve)."""
-    return _experiment(config, "pretrain", task=config.old_task,
+    return two_task_experiment(config, "pretrain", task=config.old_task,
                        others={"new": config.new_task}, train=config.pretrain)  # fmt: skip
 
 
@@ -316,7 +281,7 @@ def point_config(
     reference = None
     if method.regularizers:  # EWC's Fisher (and any regularizer's setup) sees task A
         reference = DataConfig(task=config.old_task, max_len=config.max_len)
-    return _experiment(
+    return two_task_experiment(
         config,
         folder,
         task=task,
@@ -477,8 +442,7 @@ def run(config: ForgettingConfig) -> dict[str, Any]:
     from splice.training.experiment import run_experiment
 
     run_dir = Path(config.run_dir())
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.json").write_text(json.dumps(config.model_dump(mode="json"), indent=2))
+    save_config(run_dir, config)
 
     pre = _pretrain(config)
     old_before = float(pre["eval"]["exact_match"])
@@ -521,13 +485,13 @@ def run(config: ForgettingConfig) -> dict[str, Any]:
         r["pareto"] = flag
 
     table = markdown_table(rows, pretrain)
-    (run_dir / "forgetting.md").write_text(table + "\n")
+    save_table(run_dir, "forgetting", table)
     print(table)
     if config.plot:
         plot_frontier(rows, pretrain, run_dir / "forgetting.png")
         print(f"frontier plot: {run_dir / 'forgetting.png'}")
     report = {"name": config.name, "run_dir": str(run_dir), "pretrain": pretrain, "rows": rows}
-    (run_dir / "forgetting.json").write_text(json.dumps(report, indent=2))
+    save_report(run_dir, "forgetting", report)
     return report
 
 

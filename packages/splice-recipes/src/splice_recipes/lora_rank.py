@@ -16,63 +16,35 @@ higher: B starts at zero and only a few parameters move).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt, field_validator
 from splice.config import ModelField, SpliceConfig, TaskField
 from splice.recipe import Recipe
-from splice.training.configs import (
-    DataConfig,
-    EvalConfig,
-    ExperimentConfig,
-    OptimizerConfig,
-    ScheduleConfig,
-    TrainConfig,
+from splice.training.configs import ExperimentConfig, ScheduleConfig, TrainConfig
+
+from splice_recipes.common import (
+    addition_task,
+    save_config,
+    save_report,
+    save_table,
+    short_run,
+    tiny_decoder,
+    two_task_experiment,
 )
 
 VOCAB = 52  # pad/bos/eos + the default character alphabet
 
 
-def _default_model() -> dict[str, Any]:
-    return {
-        "type": "decoder",
-        "vocab_size": VOCAB,
-        "d_model": 64,
-        "n_layers": 2,
-        "max_seq_len": 16,
-        "block": {"type": "pre_norm", "token_mixer": {"type": "mha", "n_heads": 4}},
-    }
-
-
-def _task(op: str) -> dict[str, Any]:
-    return {"type": "arithmetic", "op": op, "min_digits": 1, "max_digits": 2,
-            "reverse_answer": True}  # fmt: skip
-
-
 def _default_pretrain() -> TrainConfig:
-    return TrainConfig(
-        steps=1500,
-        batch_size=64,
-        log_every=50,
-        keep_last=1,
-        num_threads=1,  # tiny matmuls: a second thread costs more in sync than it gains
-        optimizer=OptimizerConfig(lr=3e-3, betas=(0.9, 0.98)),
-        schedule=ScheduleConfig(kind="cosine", warmup_steps=100, min_lr_ratio=0.05),
-    )
+    schedule = ScheduleConfig(kind="cosine", warmup_steps=100, min_lr_ratio=0.05)
+    return short_run(steps=1500, batch_size=64, lr=3e-3, log_every=50, schedule=schedule)
 
 
 def _default_finetune() -> TrainConfig:
-    return TrainConfig(
-        steps=500,
-        batch_size=64,
-        log_every=50,
-        keep_last=1,
-        num_threads=1,
-        optimizer=OptimizerConfig(lr=1e-3, betas=(0.9, 0.98)),
-        schedule=ScheduleConfig(kind="cosine", warmup_steps=20, min_lr_ratio=0.1),
-    )
+    schedule = ScheduleConfig(kind="cosine", warmup_steps=20, min_lr_ratio=0.1)
+    return short_run(steps=500, batch_size=64, lr=1e-3, log_every=50, schedule=schedule)
 
 
 class LoRARankConfig(SpliceConfig):
@@ -88,9 +60,9 @@ class LoRARankConfig(SpliceConfig):
 
     name: str = "lora-rank"
     seed: int = 0
-    model: ModelField = Field(default_factory=_default_model, validate_default=True)  # type: ignore[valid-type]
-    old_task: TaskField = Field(default_factory=lambda: _task("+"), validate_default=True)  # type: ignore[valid-type]
-    new_task: TaskField = Field(default_factory=lambda: _task("-"), validate_default=True)  # type: ignore[valid-type]
+    model: ModelField = Field(default_factory=lambda: tiny_decoder(VOCAB), validate_default=True)  # type: ignore[valid-type]
+    old_task: TaskField = Field(default_factory=lambda: addition_task("+"), validate_default=True)  # type: ignore[valid-type]
+    new_task: TaskField = Field(default_factory=lambda: addition_task("-"), validate_default=True)  # type: ignore[valid-type]
     max_len: PositiveInt = 16
     pretrain: TrainConfig = Field(default_factory=_default_pretrain)
     finetune: TrainConfig = Field(default_factory=_default_finetune)
@@ -115,31 +87,10 @@ class LoRARankConfig(SpliceConfig):
         return self.output_dir or f"runs/{self.name}"
 
 
-def _experiment(
-    config: LoRARankConfig, name: str, *, task: Any, other: tuple[str, Any], train: TrainConfig,
-    **extra: Any,
-) -> ExperimentConfig:  # fmt: skip
-    return ExperimentConfig(
-        name=f"{config.name}-{name}",
-        seed=config.seed,
-        model=config.model,
-        data=DataConfig(task=task, max_len=config.max_len),
-        train=train,
-        eval=EvalConfig(
-            loss_batches=0,
-            exact_match_examples=config.eval_examples,
-            max_new_tokens=config.max_new_tokens,
-            tasks={other[0]: other[1]},
-        ),
-        output_dir=str(Path(config.run_dir()) / name),
-        **extra,
-    )
-
-
 def pretrain_config(config: LoRARankConfig) -> ExperimentConfig:
     """Task A from scratch (task B scored too: the starting point of every row)."""
-    return _experiment(config, "pretrain", task=config.old_task,
-                       other=("new", config.new_task), train=config.pretrain)  # fmt: skip
+    return two_task_experiment(config, "pretrain", task=config.old_task,
+                               others={"new": config.new_task}, train=config.pretrain)  # fmt: skip
 
 
 def finetune_config(config: LoRARankConfig, rank: int | None, init_from: str) -> ExperimentConfig:
@@ -153,8 +104,9 @@ def finetune_config(config: LoRARankConfig, rank: int | None, init_from: str) ->
         adapter = {"type": "lora", "r": rank, "alpha": config.alpha_over_r * rank,
                    "targets": config.targets}  # fmt: skip
     name = "full" if rank is None else f"r{rank}"
-    return _experiment(config, name, task=config.new_task, other=("old", config.old_task),
-                       train=train, init_from=init_from, adapter=adapter)  # fmt: skip
+    return two_task_experiment(config, name, task=config.new_task,
+                               others={"old": config.old_task}, train=train,
+                               init_from=init_from, adapter=adapter)  # fmt: skip
 
 
 def paired_step_times(
@@ -237,8 +189,7 @@ def run(config: LoRARankConfig) -> dict[str, Any]:
     from splice.training.experiment import run_experiment
 
     run_dir = Path(config.run_dir())
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.json").write_text(json.dumps(config.model_dump(mode="json"), indent=2))
+    save_config(run_dir, config)
     # Every run of the recipe redoes each stage: its sub-run folders are the recipe's own.
     pre = run_experiment(pretrain_config(config), overwrite=True)
     old_before, new_before = (
@@ -267,7 +218,7 @@ def run(config: LoRARankConfig) -> dict[str, Any]:
     for key, ms in paired_step_times(config, str(run_dir / "pretrain")).items():
         rows[key]["paired_step_ms"] = ms
     table = markdown_table(rows)
-    (run_dir / "lora-rank.md").write_text(table + "\n")
+    save_table(run_dir, "lora-rank", table)
     print(table)
     report = {
         "name": config.name,
@@ -275,7 +226,7 @@ def run(config: LoRARankConfig) -> dict[str, Any]:
         "pretrain": {"old_accuracy": old_before, "new_accuracy": new_before},
         "rows": rows,
     }
-    (run_dir / "lora-rank.json").write_text(json.dumps(report, indent=2))
+    save_report(run_dir, "lora-rank", report)
     return report
 
 

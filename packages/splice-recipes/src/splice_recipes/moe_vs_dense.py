@@ -33,6 +33,8 @@ from splice.training.configs import (
     TrainConfig,
 )
 
+from splice_recipes.common import save_config, save_report, save_table
+
 VOCAB = 52  # pad/bos/eos + the default character alphabet
 
 
@@ -232,8 +234,7 @@ def run(config: MoEVsDenseConfig) -> dict[str, Any]:
     from splice.training.experiment import run_experiment
 
     run_dir = Path(config.run_dir())
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.json").write_text(json.dumps(config.model_dump(mode="json"), indent=2))
+    save_config(run_dir, config)
     rows: dict[str, dict[str, Any]] = {}
     curves = {}
     for arm in config.arms:
@@ -259,11 +260,11 @@ def run(config: MoEVsDenseConfig) -> dict[str, Any]:
         )
     table = markdown_table(rows)
     png = plot(curves, run_dir / "loss_curves.png")
-    (run_dir / "moe-vs-dense.md").write_text(table + "\n")
+    save_table(run_dir, "moe-vs-dense", table)
     print(table)
     print(f"loss curves: {png}")
     report = {"name": config.name, "run_dir": str(run_dir), "rows": rows, "plot": str(png)}
-    (run_dir / "moe-vs-dense.json").write_text(json.dumps(report, indent=2))
+    save_report(run_dir, "moe-vs-dense", report)
     return report
 
 

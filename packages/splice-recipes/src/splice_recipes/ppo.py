@@ -11,7 +11,6 @@ second skill's retention) and writes ``ppo.md`` and ``ppo.json``.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -22,12 +21,12 @@ from splice.recipe import Recipe
 from splice.training.configs import (
     DataConfig,
     ExperimentConfig,
-    OptimizerConfig,
     RolloutConfig,
     TrainConfig,
 )
 
 from splice_recipes import r1_zero as r1
+from splice_recipes.common import save_config, save_report, save_table, short_run
 
 
 def _default_task() -> r1.R1ZeroConfig:
@@ -35,17 +34,11 @@ def _default_task() -> r1.R1ZeroConfig:
 
 
 def _default_ppo_train() -> TrainConfig:
-    return TrainConfig(
-        steps=30,
-        batch_size=1,  # unused by online runs: rollout.prompts_per_step sets the batch
-        log_every=5,
-        keep_last=1,
-        num_threads=1,
-        max_grad_norm=1.0,
-        # the same small policy rate as r1-zero's GRPO (Adam's first steps move every weight
-        # by ~lr), for the value head too (value_lr_scale below)
-        optimizer=OptimizerConfig(lr=5e-5, betas=(0.9, 0.99)),
-    )
+    # the same small policy rate as r1-zero's GRPO (Adam's first steps move every weight
+    # by ~lr), for the value head too (value_lr_scale below). batch_size is unused by online
+    # runs: rollout.prompts_per_step sets the batch.
+    return short_run(steps=30, batch_size=1, lr=5e-5, log_every=5, betas=(0.9, 0.99),
+                     max_grad_norm=1.0)  # fmt: skip
 
 
 def _default_objective() -> dict[str, Any]:
@@ -111,8 +104,7 @@ def run(config: PPORecipeConfig) -> dict[str, Any]:
 
     start = time.perf_counter()
     root = Path(config.run_dir())
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "config.json").write_text(json.dumps(config.model_dump(mode="json"), indent=2))
+    save_config(root, config)
     task = config.task.model_copy(update={"output_dir": str(root)})
     sft_exp = r1.sft_config(task)
     sft = run_experiment(sft_exp)
@@ -148,12 +140,12 @@ def run(config: PPORecipeConfig) -> dict[str, Any]:
         },
     ]
     table = r1.markdown_table(rows)
-    (root / "ppo.md").write_text(table + "\n")
+    save_table(root, "ppo", table)
     wall = time.perf_counter() - start
     print(table)
     print(f"wall time: {wall:.0f} s")
     report = {"name": config.name, "run_dir": str(root), "rows": rows, "wall_time_s": wall}
-    (root / "ppo.json").write_text(json.dumps(report, indent=2))
+    save_report(root, "ppo", report)
     return report
 
 

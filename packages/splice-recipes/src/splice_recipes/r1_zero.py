@@ -19,7 +19,6 @@ length curves).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -31,12 +30,13 @@ from splice.training.configs import (
     DataConfig,
     EvalConfig,
     ExperimentConfig,
-    OptimizerConfig,
     RolloutConfig,
     ScheduleConfig,
     TokenizerConfig,
     TrainConfig,
 )
+
+from splice_recipes.common import save_config, save_report, save_table, short_run, tiny_decoder
 
 ALPHABET = DEFAULT_ALPHABET + "<>"  # R1's tags
 VOCAB = 3 + len(ALPHABET)
@@ -54,41 +54,17 @@ REWARDS = [
 ]
 
 
-def _default_model() -> dict[str, Any]:
-    return {
-        "type": "decoder",
-        "vocab_size": VOCAB,
-        "d_model": 64,
-        "n_layers": 2,
-        "max_seq_len": 64,
-        "block": {"type": "pre_norm", "token_mixer": {"type": "mha", "n_heads": 4}},
-    }
-
-
 def _default_sft() -> TrainConfig:
-    return TrainConfig(
-        steps=400,
-        batch_size=32,
-        log_every=25,
-        keep_last=1,
-        num_threads=1,
-        optimizer=OptimizerConfig(lr=3e-3, betas=(0.9, 0.98)),
-        schedule=ScheduleConfig(kind="cosine", warmup_steps=30, min_lr_ratio=0.1),
-    )
+    schedule = ScheduleConfig(kind="cosine", warmup_steps=30, min_lr_ratio=0.1)
+    return short_run(steps=400, batch_size=32, lr=3e-3, log_every=25, schedule=schedule)
 
 
 def _default_grpo() -> TrainConfig:
-    return TrainConfig(
-        steps=80,
-        batch_size=1,  # unused by online runs: rollout.prompts_per_step sets the batch
-        log_every=5,
-        keep_last=1,
-        num_threads=1,
-        max_grad_norm=1.0,
-        # RL steps are small: Adam's first update moves every weight by ~lr whatever the
-        # gradient's size, and at 5e-4 one such step broke this model (accuracy 30% -> 5%).
-        optimizer=OptimizerConfig(lr=5e-5, betas=(0.9, 0.99)),
-    )
+    # RL steps are small: Adam's first update moves every weight by ~lr whatever the
+    # gradient's size, and at 5e-4 one such step broke this model (accuracy 30% -> 5%).
+    # batch_size is unused by online runs: rollout.prompts_per_step sets the batch.
+    return short_run(steps=80, batch_size=1, lr=5e-5, log_every=5, betas=(0.9, 0.99),
+                     max_grad_norm=1.0)  # fmt: skip
 
 
 class R1ZeroConfig(SpliceConfig):
@@ -104,7 +80,9 @@ class R1ZeroConfig(SpliceConfig):
 
     name: str = "r1-zero"
     seed: int = 0
-    model: ModelField = Field(default_factory=_default_model, validate_default=True)  # type: ignore[valid-type]
+    model: ModelField = Field(
+        default_factory=lambda: tiny_decoder(VOCAB, max_seq_len=64), validate_default=True
+    )  # type: ignore[valid-type]
     tokenizer: TokenizerConfig = TokenizerConfig(alphabet=ALPHABET)
     sft_task: dict[str, Any] = Field(
         default_factory=lambda: {
@@ -253,8 +231,7 @@ def run(config: R1ZeroConfig) -> dict[str, Any]:
 
     start = time.perf_counter()
     root = Path(config.run_dir())
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "config.json").write_text(json.dumps(config.model_dump(mode="json"), indent=2))
+    save_config(root, config)
 
     sft_exp = sft_config(config)
     sft = run_experiment(sft_exp)
@@ -301,13 +278,13 @@ def run(config: R1ZeroConfig) -> dict[str, Any]:
             flush=True,
         )
     table = markdown_table(rows)
-    (root / "r1_zero.md").write_text(table + "\n")
+    save_table(root, "r1_zero", table)
     png = plot(runs, root / "r1_zero.png")
     wall = time.perf_counter() - start
     print(table)
     print(f"wall time: {wall:.0f} s; plot: {png}")
     report = {"name": config.name, "run_dir": str(root), "rows": rows, "wall_time_s": wall}
-    (root / "r1_zero.json").write_text(json.dumps(report, indent=2))
+    save_report(root, "r1_zero", report)
     return report
 
 

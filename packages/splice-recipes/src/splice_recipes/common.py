@@ -1,0 +1,109 @@
+"""Pieces several recipes share: the small decoder, the addition task, short-run trainer
+settings, and the files a recipe writes into its run folder (config, table, JSON report).
+
+Torch-free: building a recipe's default config stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+from splice.training.configs import (
+    DataConfig,
+    EvalConfig,
+    ExperimentConfig,
+    OptimizerConfig,
+    ScheduleConfig,
+    TrainConfig,
+)
+
+
+def tiny_decoder(vocab_size: int, *, max_seq_len: int = 16) -> dict[str, Any]:
+    """The recipes' small model: a 2-layer, d=64 pre-norm decoder with 4-head splice-mha
+    attention (RoPE), as a model config dict."""
+    return {
+        "type": "decoder",
+        "vocab_size": vocab_size,
+        "d_model": 64,
+        "n_layers": 2,
+        "max_seq_len": max_seq_len,
+        "block": {"type": "pre_norm", "token_mixer": {"type": "mha", "n_heads": 4}},
+    }
+
+
+def addition_task(op: str = "+", **extra: Any) -> dict[str, Any]:
+    """1-2 digit arithmetic (``37+25=`` -> ``26``), answer digits least-significant first;
+    ``extra`` adds or replaces task fields (e.g. ``separator``, ``answer_digits``)."""
+    return {"type": "arithmetic", "op": op, "min_digits": 1, "max_digits": 2,
+            "reverse_answer": True, **extra}  # fmt: skip
+
+
+def short_run(
+    *,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    log_every: int,
+    schedule: ScheduleConfig | None = None,
+    betas: tuple[float, float] = (0.9, 0.98),
+    **extra: Any,
+) -> TrainConfig:
+    """Trainer settings of a recipe's sub-run: one kept checkpoint and one thread (the tiny
+    matmuls gain nothing from a second), AdamW at ``lr``; ``extra`` sets other fields."""
+    return TrainConfig(
+        steps=steps,
+        batch_size=batch_size,
+        log_every=log_every,
+        keep_last=1,
+        num_threads=1,
+        optimizer=OptimizerConfig(lr=lr, betas=betas),
+        **({"schedule": schedule} if schedule is not None else {}),
+        **extra,
+    )
+
+
+def save_config(run_dir: Path, config: BaseModel) -> None:
+    """Create ``run_dir`` and write the recipe's config there as ``config.json``."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(json.dumps(config.model_dump(mode="json"), indent=2))
+
+
+def save_table(run_dir: Path, stem: str, table: str) -> None:
+    """The Markdown table as ``<stem>.md``."""
+    (run_dir / f"{stem}.md").write_text(table + "\n")
+
+
+def save_report(run_dir: Path, stem: str, report: dict[str, Any]) -> None:
+    """The report dict as ``<stem>.json``."""
+    (run_dir / f"{stem}.json").write_text(json.dumps(report, indent=2))
+
+
+def two_task_experiment(
+    config: Any, name: str, *, task: Any, others: dict[str, Any], train: TrainConfig,
+    **extra: Any,
+) -> ExperimentConfig:  # fmt: skip
+    """One sub-run of a pre-train / fine-tune study: train on ``task``, score it and each of
+    ``others`` by greedy exact match (no held-out loss), in ``<run dir>/<name>``.
+
+    ``config`` is the recipe's: its ``name``, ``seed``, ``model``, ``max_len``,
+    ``eval_examples``, ``max_new_tokens`` and ``run_dir()`` are used; ``extra`` goes to
+    ``ExperimentConfig`` (``init_from``, ``adapter``, ``regularizers``, ...).
+    """
+    return ExperimentConfig(
+        name=f"{config.name}-{name}",
+        seed=config.seed,
+        model=config.model,
+        data=DataConfig(task=task, max_len=config.max_len),
+        train=train,
+        eval=EvalConfig(
+            loss_batches=0,
+            exact_match_examples=config.eval_examples,
+            max_new_tokens=config.max_new_tokens,
+            tasks=others,
+        ),
+        output_dir=str(Path(config.run_dir()) / name),
+        **extra,
+    )
