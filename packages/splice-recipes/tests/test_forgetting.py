@@ -192,3 +192,26 @@ def test_code_fingerprint_covers_core_and_plugins() -> None:
     # the model's attention, the regularizers and the adapters shape the trained weights too
     assert {"splice", "splice_mha", "splice_forgetting", "splice_lora", "splice_qlora",
             "splice_recipes"} <= set(fingerprinted_packages())  # fmt: skip
+
+
+@pytest.mark.slow
+def test_replay_and_low_lr_keep_task_a_where_full_fine_tuning_forgets(tmp_path) -> None:
+    """The recipe's own settings (seed 0, the default model, tasks and steps) on three
+    methods: the figures are those of the full table, so the margins below come from it."""
+    cfg = apply_overrides(config(), [
+        'methods=[{"name": "full"}, {"name": "low_lr", "strength": "lr", "values": [1e-5]}, '
+        '{"name": "replay", "strength": "replay", "values": [0.01, 0.25]}]',
+        "plot=false", f"output_dir={tmp_path}",
+    ])  # fmt: skip
+    report = run(cfg)
+    assert (
+        report["pretrain"]["old_accuracy"] >= 0.95
+    )  # task A is learnt: there is something to lose
+    full, low, replay1, replay25 = report["rows"]
+    # Full fine-tuning learns B and forgets A.
+    assert full["new_after"] >= 0.7 and full["old_retained"] <= 0.2
+    # A tiny learning rate keeps A but learns no B: the other end of the trade-off.
+    assert low["old_retained"] >= 0.8 and low["new_after"] <= 0.1
+    # Replay: retention rises with the share of task A.
+    assert replay25["old_retained"] >= replay1["old_retained"] + 0.2
+    assert replay25["new_after"] >= 0.5

@@ -12,9 +12,9 @@ The tasks share a skill the way pre-training and fine-tuning do. Task A (pre-tra
 two-digit addition, ``37+25=`` -> ``26`` (answer digits least-significant first). Task B
 (fine-tuning) is the *same addition* asked with a new prompt end and answered in a new
 output script, digits 0-9 written as the letters a-j: ``37+25:`` -> ``cg``. Learning B
-reuses A's carries and digit sums (the pre-trained model learns B in a couple of hundred
-steps; from scratch it takes several times longer), and only the output format is new,
-as when a pre-trained model is fine-tuned into a new format or language. The two prompts
+can reuse A's carries and digit sums (full fine-tuning of the pre-trained model reaches
+88% on B in 200 steps), and only the output format is new, as when a pre-trained model is
+fine-tuned into a new format or language. The two prompts
 differ (``=`` vs ``:``), so one model can do both: forgetting here is not forced by a
 contradiction in the data. (The earlier version used subtraction as task B, a competing
 skill in the same format rather than a shared one.)
@@ -26,8 +26,8 @@ is set to each of its ``values`` in turn):
 * ``low_lr``: full fine-tuning at lower learning rates (strength: the learning rate);
 * ``l2sp`` / ``ewc`` / ``kl``: full fine-tuning + the splice-forgetting regularizer
   (strength: its weight; EWC's Fisher is estimated on task-A batches, mean-normalised);
-* ``lora`` / ``qlora``: a LoRA adapter on every linear layer of the frozen base (QLoRA: the
-  base quantized to NF4 first); strength: ``alpha`` at a fixed rank, i.e. the scale
+* ``lora`` / ``qlora``: a LoRA adapter on every linear layer and the output head of the
+  frozen base (QLoRA: the base quantized to NF4 first); strength: ``alpha`` at a fixed rank, i.e. the scale
   ``alpha / r`` the seed names as what "controls the extent of parameter modification";
 * ``replay``: full fine-tuning on a mixture of B with a share of task-A examples (strength:
   that share), the known-good baseline of continual learning.
@@ -156,7 +156,7 @@ def _default_finetune() -> TrainConfig:
 
 #: Every linear layer *and* the output head: task B answers with tokens (letters) the
 #: pre-trained head never produced. With "all-linear" (head frozen) LoRA learned nothing of B
-#: in 200 steps (0.5% at every alpha) and still lost A; the usual practice for new output
+#: in 200 steps (0-0.5% at alpha 2-16) and still lost A; the usual practice for new output
 #: tokens is to train the head too.
 LORA_TARGETS = "q_proj,k_proj,v_proj,o_proj,up,down,lm_head"
 
