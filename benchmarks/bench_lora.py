@@ -12,9 +12,12 @@ The PEFT side runs a plain PyTorch loop (not TRL): ``model(input_ids, labels).lo
 ``clip_grad_norm_``, ``optimizer.step()``, ``zero_grad(set_to_none=True)``. The splice side
 runs ``Trainer.train_step`` (data, forward, backward, clipping, optimizer) and its periodic
 metrics flush. A third candidate is splice *full* fine-tuning of the same model (no adapter)
-for the LoRA-step / full-step ratio; a fourth, splice LoRA on every linear (``all-linear``).
-All candidates alternate step by step in one process (``harness.compare``); medians and
-paired ratios are reported.
+for the LoRA-step / full-step ratio; a fourth, splice LoRA on every linear (``all-linear``);
+a fifth (float32), splice LoRA q,v without its fused LoRA node (``lora_common.unfused``: the
+plain autograd path it took before). All candidates alternate step by step in one process
+(``harness.compare``); medians and paired ratios are reported. On a CPU the comparison runs
+at every core and again at 1 thread (``lora_common.thread_counts``), and one step of each
+is profiled (aten op count, matmul GFLOP and time share: ``lora_common.op_profile``).
 
 bf16 autocast is run only where the CPU has native bf16 matmuls (AVX512_BF16 or AMX, from
 ``torch.backends.cpu.get_cpu_capability()``) or on CUDA; elsewhere bf16 is emulated and the
@@ -29,8 +32,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from harness import bench_args, compare, configure_threads, device, native, write_section
-from lora_common import ALPHA, LR, MODEL_TEXT, PeftStep, R, SpliceStep, build_checkpoint, token_rows
+from harness import bench_args, compare, device, native, write_section
+from lora_common import (
+    ALPHA,
+    LR,
+    MODEL_TEXT,
+    PeftStep,
+    R,
+    SpliceStep,
+    build_checkpoint,
+    op_profile,
+    thread_counts,
+    token_rows,
+    unfused,
+)
 
 
 def lora(targets: str) -> Any:
@@ -70,16 +85,21 @@ def same_start_loss(ckpt: Path, rows: torch.Tensor) -> float:
     return abs(a - b)
 
 
-def run_dtype(ckpt: Path, rows: torch.Tensor, *, batch: int, bf16: bool, warmup: int,
-              rounds: int) -> Any:  # fmt: skip
-    precision = "bf16" if bf16 else "float32"
+FUSED, UNFUSED = "splice LoRA q,v", "splice LoRA q,v, unfused (autograd path, before)"
+PEFT, FULL, ALL = "PEFT LoRA q,v (plain loop)", "splice full fine-tuning", "splice LoRA all-linear"
+
+
+def candidates(ckpt: Path, rows: torch.Tensor, *, batch: int, bf16: bool) -> dict[str, Any]:
+    p = "bf16" if bf16 else "float32"
     cands = {
-        "splice LoRA q,v": SpliceStep(ckpt, rows, batch=batch, precision=precision, adapt=lora("q,v")),
-        "PEFT LoRA q,v (plain loop)": peft_step(ckpt, rows, batch=batch, bf16=bf16),
-        "splice full fine-tuning": SpliceStep(ckpt, rows, batch=batch, precision=precision),
-        "splice LoRA all-linear": SpliceStep(ckpt, rows, batch=batch, precision=precision, adapt=lora("all-linear")),
-    }  # fmt: skip
-    return compare(cands, baseline="PEFT LoRA q,v (plain loop)", warmup=warmup, rounds=rounds)
+        FUSED: SpliceStep(ckpt, rows, batch=batch, precision=p, adapt=lora("q,v")),
+        PEFT: peft_step(ckpt, rows, batch=batch, bf16=bf16),
+        FULL: SpliceStep(ckpt, rows, batch=batch, precision=p),
+        ALL: SpliceStep(ckpt, rows, batch=batch, precision=p, adapt=lora("all-linear")),
+    }
+    if not bf16:  # under autocast both paths are the same (autocast takes the unfused one)
+        cands[UNFUSED] = SpliceStep(ckpt, rows, batch=batch, adapt=unfused(lora("q,v")))
+    return cands
 
 
 def paired(comp: Any, name: str, other: str) -> float:
@@ -88,9 +108,9 @@ def paired(comp: Any, name: str, other: str) -> float:
 
 
 def main(quick: bool = False) -> str:
-    threads = configure_threads()
+    counts = thread_counts()
     batch, seq_len = (4, 128) if quick else (8, 128)
-    warmup, rounds = (2, 3) if quick else (3, 12)
+    warmup, rounds = (2, 3) if quick else (2, 8)
     rows = token_rows(batch, seq_len)
     tokens = batch * seq_len
     cap = torch.backends.cpu.get_cpu_capability()
@@ -108,40 +128,58 @@ def main(quick: bool = False) -> str:
                     " or AMX, so bf16 matmuls are emulated); not run.\n"
                 )
                 continue
-            comp = run_dtype(ckpt, rows, batch=batch, bf16=bf16, warmup=warmup, rounds=rounds)
-            work = {k: float(tokens) for k in comp.samples}
-            vs_peft = comp.speedup("splice LoRA q,v")
-            lora_full = paired(comp, "splice LoRA q,v", "splice full fine-tuning")
-            summary[name] = (vs_peft, lora_full)
-            lines.append(f"**{name}**\n")
-            lines.append(comp.table(work=work, unit_name="tokens/s"))
-            lines.append(
-                f"\nsplice LoRA / PEFT LoRA tokens/s (paired median): **{vs_peft:.2f}x**; splice "
-                f"LoRA step / splice full fine-tuning step (paired median): **{lora_full:.2f}**"
-                " (all-linear LoRA:"
-                f" {paired(comp, 'splice LoRA all-linear', 'splice full fine-tuning'):.2f}).\n"
-            )
-            print(f"{name}: splice/PEFT {vs_peft:.2f}x, LoRA/full {lora_full:.2f}", flush=True)
-    f32 = summary.get("float32")
-    b16 = summary.get("bf16 autocast")
+            cands = candidates(ckpt, rows, batch=batch, bf16=bf16)
+            for n in counts if device().type == "cpu" else counts[:1]:
+                torch.set_num_threads(n)
+                comp = compare(cands, baseline=PEFT, warmup=warmup, rounds=rounds)
+                key = f"{name}, {n} thread{'s' if n > 1 else ''}"
+                vs_peft, lora_full = comp.speedup(FUSED), paired(comp, FUSED, FULL)
+                summary[key] = (vs_peft, lora_full)
+                lines.append(f"**{key}**\n")
+                lines.append(
+                    comp.table(work={k: float(tokens) for k in comp.samples}, unit_name="tokens/s")
+                )
+                fused = (
+                    f"; fused / unfused step: {paired(comp, FUSED, UNFUSED):.3f}"
+                    if UNFUSED in cands
+                    else ""
+                )
+                lines.append(
+                    f"\nsplice LoRA / PEFT LoRA tokens/s (paired median): **{vs_peft:.2f}x**; splice "
+                    f"LoRA step / splice full fine-tuning step (paired median): **{lora_full:.2f}**"
+                    f" (all-linear LoRA: {paired(comp, ALL, FULL):.2f}{fused}).\n"
+                )
+                print(f"{key}: splice/PEFT {vs_peft:.2f}x, LoRA/full {lora_full:.2f}", flush=True)
+            torch.set_num_threads(counts[0])
+            if not bf16:
+                lines.append(f"Profile of one float32 step ({counts[0]} threads):\n")
+                table, prof = op_profile({k: cands[k] for k in (FUSED, UNFUSED, PEFT, FULL)})
+                lines.append(table + "\n")
+                lines.append(
+                    f"Matmul FLOPs, splice LoRA / full fine-tuning: {prof[FUSED][1] / prof[FULL][1]:.3f}"
+                    " (no weight gradients for the frozen base; the ideal 2/3 less the rank-16"
+                    f" products); splice LoRA / PEFT: {prof[FUSED][1] / prof[PEFT][1]:.3f}. aten ops"
+                    f" per step, fused / unfused: {prof[FUSED][0] / prof[UNFUSED][0]:.2f}.\n"
+                )
     body = (
         f"LoRA fine-tuning, {MODEL_TEXT}, LoRA r={R} alpha={ALPHA:g} on q_proj and v_proj, batch "
         f"{batch} x {seq_len} tokens (no padding, loss on every next token), AdamW fused lr {LR},"
-        f" clip 1.0, {threads} threads, CPU capability {cap}. PEFT runs in a plain PyTorch loop"
+        f" clip 1.0, CPU capability {cap}. PEFT runs in a plain PyTorch loop"
         " (forward with labels, backward, clip, step, zero_grad), splice in its Trainer's"
         f" train_step; one process, candidates alternating step by step; {warmup} warm-up steps"
         f" dropped, medians of {rounds}. Same starting loss on both stacks (|diff| = {diff:.1e})."
-        " The machine was shared with other jobs during the run: absolute times are inflated,"
-        " paired ratios are the figures to read.\n\n"
+        f" The unfused row is splice-lora without its fused LoRA node (`splice_lora.fused`), i.e."
+        " the autograd path it took before. The machine was shared with other jobs during the"
+        " run: absolute times are inflated, paired ratios are the figures to read; on a CPU, the"
+        " float32 comparison runs at every core and again at 1 thread (with more runnable jobs"
+        " than cores, a multi-threaded op waits for all its threads to be scheduled, so the"
+        " multi-thread figures reward fewer ops, the 1-thread figures measure the arithmetic).\n\n"
         + "\n".join(lines)
-        + "\nTargets: splice >= 1.25x PEFT in float32 (measured "
-        + (f"{f32[0]:.2f}x" if f32 else "n/a")
-        + "), >= 1.5x in bf16 autocast ("
-        + (f"{b16[0]:.2f}x" if b16 else "not native on this machine")
-        + "); splice LoRA step / full step <= 0.72 (float32: "
-        + (f"{f32[1]:.2f}" if f32 else "n/a")
-        + (f", bf16: {b16[1]:.2f}" if b16 else "")
-        + ").\n"
+        + "\nTargets: splice >= 1.25x PEFT in float32, >= 1.5x in bf16 autocast; splice LoRA step"
+        " / full step <= 0.72. Measured: "
+        + "; ".join(f"{k}: {v[0]:.2f}x PEFT, LoRA/full {v[1]:.2f}" for k, v in summary.items())
+        + ("" if any("bf16" in k for k in summary) else "; bf16: not native on this machine")
+        + ".\n"
     )
     return write_section("lora", "LoRA fine-tuning vs PEFT", body)
 

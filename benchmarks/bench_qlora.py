@@ -9,8 +9,9 @@ dropout on all of them, float32 compute, fixed-length random token rows, loss on
 next token, AdamW (fused) lr 1e-4, gradient clipping at 1.0, the same thread count. The
 PEFT side is a plain PyTorch loop (not TRL); the splice side runs ``Trainer.train_step``.
 
-* tokens/s: both sides alternate step by step in one process (``harness.compare``);
-  medians and the paired median ratio are reported.
+* tokens/s: both sides (and splice without its fused LoRA node, ``lora_common.unfused``)
+  alternate step by step in one process (``harness.compare``), at every core and at 1
+  thread; medians and paired median ratios are reported, with a one-step op profile.
 * peak RSS: each side in its own fresh Python process (``ru_maxrss``) that imports what it
   needs, loads and quantizes the model, and trains the same number of steps; also the
   growth over the process's RSS right after its imports (what the model and training
@@ -23,10 +24,12 @@ from __future__ import annotations
 
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import torch
 from harness import compare, configure_threads, write_section
@@ -37,8 +40,19 @@ from lora_common import (
     R,
     SpliceStep,
     build_checkpoint,
+    op_profile,
+    thread_counts,
     token_rows,
+    unfused,
 )
+
+SPLICE, PEFT = "splice QLoRA (NF4)", "PEFT + bitsandbytes QLoRA (plain loop)"
+UNFUSED = "splice QLoRA, unfused (autograd path, before)"
+
+
+def paired(comp: Any, name: str, other: str) -> float:
+    """Median over rounds of ``time(name) / time(other)``, both from the same round."""
+    return statistics.median(a / b for a, b in zip(comp.samples[name], comp.samples[other]))
 
 
 def qlora(model: torch.nn.Module) -> None:
@@ -127,7 +141,7 @@ def measure_rss(side: str, ckpt: Path, *, steps: int, batch: int, seq_len: int) 
 def main(quick: bool = False) -> str:
     threads = configure_threads()
     batch, seq_len = (4, 128) if quick else (8, 128)
-    warmup, rounds = (2, 3) if quick else (3, 10)
+    warmup, rounds = (2, 3) if quick else (2, 8)
     rss_steps = 3 if quick else 6
     rows = token_rows(batch, seq_len)
     tokens = batch * seq_len
@@ -138,12 +152,22 @@ def main(quick: bool = False) -> str:
                for s in ("splice", "peft")}  # fmt: skip
         splice_step, splice_bpp = splice_qlora_step(ckpt, rows, batch=batch)
         peft_step, peft_bpp = peft_qlora_step(ckpt, rows, batch=batch)
-        comp = compare(
-            {"splice QLoRA (NF4)": splice_step, "PEFT + bitsandbytes QLoRA (plain loop)": peft_step},
-            baseline="PEFT + bitsandbytes QLoRA (plain loop)", warmup=warmup, rounds=rounds,
-        )  # fmt: skip
-    speed = comp.speedup("splice QLoRA (NF4)")
-    work = {k: float(tokens) for k in comp.samples}
+        unfused_step = SpliceStep(ckpt, rows, batch=batch, adapt=unfused(qlora), on_device=False)
+        cands = {SPLICE: splice_step, PEFT: peft_step, UNFUSED: unfused_step}
+        tables, speeds = [], {}
+        for n in thread_counts():
+            torch.set_num_threads(n)
+            comp = compare(cands, baseline=PEFT, warmup=warmup, rounds=rounds)
+            speeds[n] = comp.speedup(SPLICE)
+            tables.append(
+                f"**{n} thread{'s' if n > 1 else ''}**\n\n"
+                + comp.table(work={k: float(tokens) for k in comp.samples}, unit_name="tokens/s")
+                + f"\n\nsplice QLoRA / PEFT QLoRA tokens/s (paired median): **{speeds[n]:.2f}x**"
+                f" (target >= 1.0); fused / unfused step: {paired(comp, SPLICE, UNFUSED):.3f}.\n"
+            )
+        torch.set_num_threads(threads)
+        profile, prof = op_profile(cands)
+    speed = speeds[threads]
     mib = lambda kib: kib / 1024  # noqa: E731
     rss_rows = "\n".join(
         f"| {name} | {mib(r['peak_kib']):.0f} | {mib(r['after_imports_kib']):.0f} | "
@@ -156,12 +180,17 @@ def main(quick: bool = False) -> str:
     body = (
         f"QLoRA fine-tuning, {MODEL_TEXT}, every linear but the head in NF4 (blocks of 64, double "
         f"quantization, float32 compute), LoRA r={R} alpha={ALPHA:g} on all of them, batch "
-        f"{batch} x {seq_len} tokens, {threads} thread(s), AdamW fused. PEFT side: transformers "
+        f"{batch} x {seq_len} tokens, AdamW fused, on the CPU. PEFT side: transformers "
         "`BitsAndBytesConfig(load_in_4bit=True)` + `get_peft_model`, a plain training loop (not "
-        "TRL). The machine was shared with other jobs while this ran; the ratios are paired "
-        "medians.\n\n"
-        + comp.table(work=work, unit_name="tokens/s")
-        + f"\n\nsplice QLoRA / PEFT QLoRA tokens/s (paired median): **{speed:.2f}x** (target >= 1.0).\n\n"
+        "TRL). The unfused row is splice-lora without its fused LoRA node (bitsandbytes' "
+        "`matmul_4bit` for the base, the delta through plain autograd: the path before). The "
+        "machine was shared with other jobs while this ran; the ratios are paired medians, at "
+        f"{threads} threads and at 1 (see the LoRA section for why both).\n\n"
+        + "\n".join(tables)
+        + f"\nProfile of one step ({threads} threads):\n\n{profile}\n\n"
+        f"aten ops per step, splice / PEFT: {prof[SPLICE][0] / prof[PEFT][0]:.2f}; fused / "
+        f"unfused: {prof[SPLICE][0] / prof[UNFUSED][0]:.2f}; matmul FLOPs splice / PEFT: "
+        f"{prof[SPLICE][1] / prof[PEFT][1]:.3f}.\n\n"
         f"Peak RSS, each side alone in a fresh process ({rss_steps} training steps):\n\n"
         "| side | peak RSS MiB | RSS after imports MiB | peak - after imports MiB |\n"
         "|---|---:|---:|---:|\n" + rss_rows + "\n\n"

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from harness import device
+from harness import configure_threads, device
 from torch import nn
 
 D_MODEL, N_LAYERS, N_HEADS, FFN, VOCAB = 256, 4, 4, 688, 8000
@@ -142,3 +142,71 @@ class PeftStep:
         torch.nn.utils.clip_grad_norm_(self.params, 1.0)
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
+
+
+def thread_counts() -> list[int]:
+    """The benchmark's thread count (every core, or ``$SPLICE_BENCH_THREADS``), then 1.
+
+    On a shared machine with more runnable jobs than cores, a multi-threaded op waits for
+    all its threads to be scheduled, so per-op latency (the number of ops) dominates the
+    multi-thread figures; the single-thread run measures the arithmetic.
+    """
+    n = configure_threads()
+    return [n, 1] if n > 1 else [n]
+
+
+def _identity_hook(module: nn.Module, args: Any, out: Any) -> Any:
+    return out
+
+
+def unfused(adapt: Callable[[nn.Module], Any]) -> Callable[[nn.Module], None]:
+    """``adapt``, then a no-op forward hook on every LoRA base: splice-lora then calls the
+    base as a module and adds the delta through plain autograd (its path before the fused
+    LoRA node), so the fused node can be measured against it in the same run."""
+    from splice_lora import LoRALinear
+
+    def apply(model: nn.Module) -> None:
+        adapt(model)
+        for m in model.modules():
+            if isinstance(m, LoRALinear):
+                m.base_layer.register_forward_hook(_identity_hook)
+
+    return apply
+
+
+def op_profile(
+    steps: dict[str, Callable[[], None]],
+) -> tuple[str, dict[str, tuple[int, float, float]]]:
+    """Per candidate, one step's aten op count, matmul GFLOP, and matmul share of the step's
+    self CPU time (``torch.profiler``), as a Markdown table and as ``{name: (ops, GFLOP,
+    share)}``. Op counts and FLOPs do not depend on the machine's load; the time share does."""
+    from torch.profiler import ProfilerActivity, profile
+
+    rows = [
+        "| candidate | aten ops / step | matmul GFLOP / step | matmul share of self CPU time |",
+        "|---|---:|---:|---:|",
+    ]
+    data: dict[str, tuple[int, float, float]] = {}
+    for name, step in steps.items():
+        with profile(
+            activities=[ProfilerActivity.CPU], with_flops=True, record_shapes=True
+        ) as prof:
+            step()
+        events = prof.key_averages(group_by_input_shape=True)
+        ops = sum(e.count for e in events if e.key.startswith("aten::"))
+        mm = [
+            e for e in events if e.key in ("aten::mm", "aten::addmm", "aten::addmm_", "aten::bmm")
+        ]
+        total = sum(e.self_cpu_time_total for e in events)
+        share = sum(e.self_cpu_time_total for e in mm) / total if total else 0.0
+        data[name] = (ops, sum(map(_flops, mm)) / 1e9, share)
+        rows.append(f"| {name} | {ops:,} | {data[name][1]:.2f} | {share:.0%} |")
+    return "\n".join(rows), data
+
+
+def _flops(event: Any) -> float:
+    """The profiler's FLOPs, or ``2 m n k`` per call for the in-place ``addmm_`` it skips."""
+    if event.key != "aten::addmm_":
+        return float(event.flops or 0)
+    (m, n), (_, k) = event.input_shapes[0], event.input_shapes[1]
+    return 2.0 * m * n * k * event.count
