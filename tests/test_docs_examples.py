@@ -38,7 +38,7 @@ _spec.loader.exec_module(docs)
 
 # The floor: what the pages held when this test was written. A page that loses its code
 # blocks, or an extractor that stops finding them, fails test_blocks_are_found.
-MIN_TOTAL_BLOCKS = 30
+MIN_TOTAL_BLOCKS = 32  # found when this test was written; 35 today
 PAGES_WITH_CODE = [
     "README.md",
     "docs/bring-your-own-model.md",
