@@ -42,15 +42,18 @@ def _clear(*models: torch.nn.Module) -> None:
 
 @contextmanager
 def separate_qkv() -> Iterator[None]:
-    """splice's previous attention: Q, K and V as three GEMMs (no joint projection)."""
+    """splice's previous attention: Q, K and V as three GEMMs (no joint projection), and
+    float32 bidirectional attention on the explicit kernel (``splice.nn.sdpa``)."""
+    import splice.nn.sdpa as sdpa
     import splice_mha.attention as attention
 
-    saved = attention.MIN_JOINT_ROWS
+    saved = attention.MIN_JOINT_ROWS, sdpa.EXPLICIT_BIDIRECTIONAL[torch.float32]
     attention.MIN_JOINT_ROWS = 1 << 62
+    sdpa.EXPLICIT_BIDIRECTIONAL[torch.float32] = True
     try:
         yield
     finally:
-        attention.MIN_JOINT_ROWS = saved
+        attention.MIN_JOINT_ROWS, sdpa.EXPLICIT_BIDIRECTIONAL[torch.float32] = saved
 
 
 def before_loss(model: CLIP, images: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
@@ -250,8 +253,10 @@ DESIGN = (
     "token; `splice_vision.rows`): its keys and values still come from every position, but "
     "its query, attention output, output projection and MLP are computed for one row per "
     "sequence, about 10/12 of that block's GEMM work skipped; the peers compute them for "
-    "every position and discard them. Values are identical (the parity tests against "
-    "transformers and open_clip pass at 1e-4)."
+    "every position and discard them. (3) float32 bidirectional attention (the image tower) "
+    "runs on torch's SDPA kernel instead of splice's explicit one, whose copies of Q, K and V "
+    "into per-head matrices cost more than they save at 17 keys (`splice.nn.sdpa`). Values "
+    "are identical (the parity tests against transformers and open_clip pass at 1e-4)."
 )
 
 

@@ -164,3 +164,11 @@ def test_compiles_without_graph_breaks() -> None:
 
     explained = torch._dynamo.explain(loss)(q, k, v)
     assert explained.graph_break_count == 0, explained.break_reasons
+
+
+def test_float32_bidirectional_attention_takes_torch_kernel() -> None:
+    q, k, v = _qkv(2, 4, 4, 17, 17, 16, torch.float32)
+    assert "Explicit" not in _grad_fn_name(scaled_dot_product_attention(q, k, v))
+    assert "Explicit" in _grad_fn_name(scaled_dot_product_attention(q, k, v, is_causal=True))
+    qb, kb, vb = (x.detach().bfloat16().requires_grad_() for x in (q, k, v))
+    assert "Explicit" in _grad_fn_name(scaled_dot_product_attention(qb, kb, vb))

@@ -23,7 +23,8 @@ probabilities (``B H T S`` elements) cost real memory; in float32 the gain past 
 within run-to-run noise, and in the attention benchmark (batch 4, T=256, projections
 included) float32 came out 3-7% slower. So :func:`scaled_dot_product_attention` takes the
 explicit path only on CPU, with gradients being recorded, without dropout, for at most
-:data:`MAX_EXPLICIT_KEYS` keys (1024 in bfloat16, 64 in float32) and
+:data:`MAX_EXPLICIT_KEYS` keys (1024 in bfloat16, 64 in float32; in float32 only causal or
+masked attention, see :data:`EXPLICIT_BIDIRECTIONAL`) and
 :data:`MAX_EXPLICIT_BYTES` of probabilities. Everything else -- inference and decoding,
 float64, long sequences, dropout, CUDA -- calls
 ``torch.nn.functional.scaled_dot_product_attention`` unchanged.
@@ -47,6 +48,11 @@ from torch.nn import functional as F
 
 #: Longest key length that takes the explicit path, per dtype (see the module docstring).
 MAX_EXPLICIT_KEYS = {torch.bfloat16: 1024, torch.float32: 64}
+#: Whether attention with neither a mask nor causality takes the explicit path, per dtype.
+#: Not in float32: at ViT sizes (17 keys, d=64, batch 32 x 4 heads, the projections
+#: included) torch's kernel ran the attention module's forward+backward 1.18-1.27x faster
+#: on 2 cores; the float32 gain above was measured on causal attention.
+EXPLICIT_BIDIRECTIONAL = {torch.bfloat16: True, torch.float32: False}
 #: Largest ``(B, H, T, S)`` probability tensor it saves for backward; beyond it, flash
 #: attention's linear memory is worth more than the speed.
 MAX_EXPLICIT_BYTES = 128 << 20
@@ -77,7 +83,7 @@ def scaled_dot_product_attention(
     Returns:
         ``(B, H, T, d)``.
     """
-    if _takes_explicit_path(q, k, v, attn_mask, dropout_p):
+    if _takes_explicit_path(q, k, v, attn_mask, dropout_p, is_causal):
         if is_causal and attn_mask is not None:
             raise ValueError("pass either attn_mask or is_causal=True, not both")
         if k.shape[1] != q.shape[1] and not enable_gqa:
@@ -95,11 +101,12 @@ def scaled_dot_product_attention(
 
 
 def _takes_explicit_path(
-    q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, dropout_p: float
+    q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, dropout_p: float, is_causal: bool
 ) -> bool:
     return (
         q.device.type == "cpu"
         and q.dtype in MAX_EXPLICIT_KEYS
+        and (is_causal or mask is not None or EXPLICIT_BIDIRECTIONAL[q.dtype])
         and k.dtype == q.dtype
         and v.dtype == q.dtype
         and torch.is_grad_enabled()
