@@ -230,7 +230,7 @@ def vit_encode(quick: bool) -> tuple[str, dict[str, float]]:
         {"splice": enc_splice, "splice, before": enc_before, "timm": enc_timm},
         baseline="timm",
         warmup=2,
-        rounds=3 if quick else 10,
+        rounds=3 if quick else 25,
     )
     ratio = res.speedup("splice")
     body = (
