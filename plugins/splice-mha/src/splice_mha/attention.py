@@ -103,11 +103,16 @@ class MultiHeadAttention(TokenMixer):
 
     def forward(self, x: Tensor, inputs: AttentionInputs) -> Tensor:
         qkv = self._qkv.fused(self, x) if self.q_norm is None else None
+        heads: tuple[Tensor, Tensor, Tensor] | None = None
         if qkv is None and self.q_norm is None and self.rotary is None and _many_rows(x):
             # Encoders and learned-position models in training or batched inference: one
             # GEMM for Q, K and V (and one for their input gradient, no sum of three).
             qkv = self._qkv.joint(self, x)
-        if qkv is not None:
+            if qkv is not None and self.n_kv_heads == self.n_heads:
+                heads, qkv = self._unbound_heads(qkv), None
+        if heads is not None:
+            q, k, v = heads
+        elif qkv is not None:
             q, k, v = self._joint_heads(qkv, inputs)
         else:
             q, k, v = self._qkv(self, x)
@@ -121,6 +126,16 @@ class MultiHeadAttention(TokenMixer):
         if inputs.cache is not None:
             k, v = inputs.cache.update(k, v)  # (B, H_kv, S, d)
         return self._out.one(self, self.attend(q, k, v, inputs.attn_mask, inputs.is_causal))
+
+    def _unbound_heads(self, qkv: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``(B, T, 3 H d)`` -> q, k, v ``(B, H, T, d)`` as views of ``(B, T, 3, H, d)``.
+
+        Unbind's backward stacks the three gradients into the projection's layout in one
+        copy; splitting along the heads would concatenate them and then copy them again.
+        """
+        b, t, _ = qkv.shape
+        q, k, v = qkv.view(b, t, 3, self.n_heads, self.head_dim).unbind(2)  # (B, T, H, d)
+        return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
 
     def _joint_heads(self, qkv: Tensor, inputs: AttentionInputs) -> tuple[Tensor, Tensor, Tensor]:
         """Split one fused ``(B, T, (H + 2 H_kv) d)`` projection into rotated q, k and v.
