@@ -61,10 +61,10 @@ def _full_text(enc: TextEncoder, ids: torch.Tensor, mask: torch.Tensor | None) -
     return hidden[torch.arange(b), enc.eot_positions(ids)]
 
 
-@pytest.mark.parametrize("case", ["eot_last", "argmax_mid", "eos_and_padding"])
+@pytest.mark.parametrize("case", ["eot_last", "argmax_mid", "eos_and_padding", "short_texts"])
 def test_text_tower_equals_the_whole_decoder_with_gradients(case: str) -> None:
     torch.manual_seed(0)
-    eos = 2 if case == "eos_and_padding" else None
+    eos = 2 if case in ("eos_and_padding", "short_texts") else None
     enc = TextEncoder(
         TextEncoderConfig(vocab_size=40, d_model=32, n_heads=4, n_layers=2, eos_token_id=eos)
     )
@@ -75,10 +75,17 @@ def test_text_tower_equals_the_whole_decoder_with_gradients(case: str) -> None:
         ids[:, -1] = 39
     elif case == "argmax_mid":  # end-of-text at different positions: causal row masks
         ids[0, 2], ids[1, 6], ids[2, 4] = 39, 39, 39
-    else:  # the first eos, then padding after it
+    elif case == "eos_and_padding":  # the first eos, then padding after it
         ids[0, 3], ids[1, 6], ids[2, 1] = 2, 2, 2
         mask = (torch.arange(7) <= (ids == 2).int().argmax(1, keepdim=True)).long()
+    else:  # every text ends by position 3: the tower runs on 4 of the 7 positions
+        ids[0, 3], ids[1, 1], ids[2, 2] = 2, 2, 2
+        ids[:, 4:] = 0
+        mask = (torch.arange(7) <= (ids == 2).int().argmax(1, keepdim=True)).long()
+    lengths: list[int] = []
+    enc.lm.blocks[0].register_forward_pre_hook(lambda m, a: lengths.append(a[0].shape[1]))
     got, want = enc(ids, mask), _full_text(ref, ids, mask)
+    assert lengths == [4 if case == "short_texts" else 7]  # padding after the last eot skipped
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
     w = torch.randn_like(got)
     (got * w).sum().backward()

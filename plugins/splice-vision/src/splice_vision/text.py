@@ -56,6 +56,11 @@ class TextEncoder(nn.Module):
                 f"{self.config.max_len}"
             )
         eot = self.eot_positions(input_ids)  # (B,)
+        # Causal attention: no token after the last end-of-text can change any read-out
+        # token, so the tower runs on the shortest prefix holding them all (padding skipped).
+        keep = int(eot.max()) + 1
+        input_ids = input_ids[:, :keep]
+        attention_mask = attention_mask[:, :keep] if attention_mask is not None else None
         lm, (b, t) = self.lm, input_ids.shape
         # DecoderLM's forward up to its last block, which runs at the end-of-text token only
         # (splice_vision.rows): the other positions' outputs are never read.
