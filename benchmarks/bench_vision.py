@@ -60,10 +60,10 @@ def before_loss(model: CLIP, images: torch.Tensor, ids: torch.Tensor) -> torch.T
     """The CLIP loss as splice computed it before: every block at every position."""
     b, t = ids.shape
     img = model.visual_projection(model.vision.pooled(model.vision(images)))
-    hidden = model.text.lm(
-        ids, positions=torch.arange(t).expand(b, t), return_logits=False
-    ).hidden  # (B, T, D)
-    txt = model.text_projection(hidden[torch.arange(b), model.text.eot_positions(ids)])
+    positions = torch.arange(t, device=ids.device).expand(b, t)
+    hidden = model.text.lm(ids, positions=positions, return_logits=False).hidden  # (B, T, D)
+    rows = torch.arange(b, device=ids.device)
+    txt = model.text_projection(hidden[rows, model.text.eot_positions(ids)])
     img, txt = F.normalize(img, dim=-1), F.normalize(txt, dim=-1)
     return infonce_loss(img, txt, model.scale())[0]
 
