@@ -419,7 +419,12 @@ class Page:
         bytecode of what it imports instead of compiling all of torch up front.
         """
         env = {k: v for k, v in os.environ.items() if not k.startswith("SPLICE_")}
-        env.pop("VIRTUAL_ENV", None)  # a `uv venv` the page makes must be the one used
+        # A `uv venv` the page makes must be the one its commands use: drop every variable
+        # that points uv at another environment (nox's uv backend sets UV_PYTHON and
+        # UV_PROJECT_ENVIRONMENT to the test environment, and `uv pip install` obeys them).
+        for name in ("VIRTUAL_ENV", "CONDA_PREFIX", "UV_PYTHON", "UV_PROJECT_ENVIRONMENT"):
+            env.pop(name, None)
+        env.pop("UV_SYSTEM_PYTHON", None)
         env.pop("PYTHONHOME", None)
         env.pop("PYTHONDONTWRITEBYTECODE", None)
         scripts = str(Path(sys.executable).parent)

@@ -22,8 +22,10 @@ How (details and the directive syntax: tests/docs_examples.py):
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import sys
+import sysconfig
 from pathlib import Path
 
 import pytest
@@ -94,6 +96,18 @@ def page_state(tmp_path_factory: pytest.TempPathFactory):
         state.close()
 
 
+def _installed() -> dict[str, tuple[str, str | None]]:
+    """The test environment's distributions: name -> (version, direct_url.json)."""
+    site = sysconfig.get_paths()["purelib"]
+    return {
+        dist.metadata["Name"]: (dist.version, dist.read_text("direct_url.json"))
+        for dist in importlib.metadata.distributions(path=[site])
+    }
+
+
+BEFORE = _installed()
+
+
 def _run(state, block) -> str | None:
     if block.id in state.done:
         return state.failed if state.failed and state.failed.startswith(block.id) else None
@@ -125,6 +139,11 @@ def test_block_runs(block, page_state):
     if state.failed and not state.failed.startswith(block.id):
         pytest.fail(f"an earlier block of {block.page} failed: {state.failed.splitlines()[0]}")
     error = _run(state, block)
+    # No block may change the environment the tests run in (a `uv pip install` that
+    # followed nox's UV_PYTHON once did, and broke the tests that ran after it).
+    now = _installed()
+    changed = sorted(n for n in BEFORE.keys() | now.keys() if BEFORE.get(n) != now.get(n))
+    assert not changed, f"{block.id} changed the test environment: {changed}"
     assert error is None, f"{block.id} (under {block.heading!r}) failed:\n{error}"
 
 
