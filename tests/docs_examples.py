@@ -285,27 +285,8 @@ def _tiny_hf_checkpoint(work: Path, arg: str) -> None:
 
 def _chat_jsonl(work: Path, arg: str) -> None:
     """``arg``: 100 conversations in the format a page shows (sums answered in words)."""
-    words = [
-        "zero",
-        "one",
-        "two",
-        "three",
-        "four",
-        "five",
-        "six",
-        "seven",
-        "eight",
-        "nine",
-        "ten",
-        "eleven",
-        "twelve",
-        "thirteen",
-        "fourteen",
-        "fifteen",
-        "sixteen",
-        "seventeen",
-        "eighteen",
-    ]
+    from splice.data.translation import ONES as words  # number words 0-19
+
     lines = []
     for a, b in itertools.product(range(10), range(10)):
         messages = [
