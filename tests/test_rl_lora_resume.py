@@ -33,34 +33,12 @@ from splice.testing.resume import (
 RECIPE = textwrap.dedent(
     '''
     """RL-on-LoRA resume test run."""
-    import time
-    from typing import Any, Literal
-
-    from splice.config import ComponentConfig
-    from splice.hookspecs import hookimpl
-    from splice.registry import get_registry
+    from splice.testing.resume import register_slow_length_reward
     from splice.training.configs import ExperimentConfig
 
+    register_slow_length_reward()
 
-    class SlowLengthConfig(ComponentConfig):
-        type: Literal["lora_resume_slow_length"] = "lora_resume_slow_length"
-
-
-    def slow_length(prompts, completions, references):
-        time.sleep(0.15)
-        return [-abs(len(c) - 4) for c in completions]
-
-
-    class Plugin:
-        @hookimpl
-        def register_rewards(register: Any) -> None:
-            register(SlowLengthConfig, lambda cfg, ctx: slow_length)
-
-
-    if "lora_resume_slow_length" not in get_registry().tags("reward"):
-        get_registry().register_plugin(Plugin, name="lora-resume-test")
-
-    REWARDS = [{"reward": {"type": "lora_resume_slow_length"}}]
+    REWARDS = [{"reward": {"type": "testing_slow_length"}}]
     OBJECTIVES = {
         # beta > 0: a reference, which on a LoRA policy is the base (adapters off)
         "grpo": {"type": "grpo", "group_size": 4, "beta": 0.1, "inner_iterations": 2,

@@ -22,32 +22,10 @@ from splice.testing.resume import (
 RECIPE = textwrap.dedent(
     '''
     """GRPO resume test run."""
-    import time
-    from typing import Any, Literal
-
-    from splice.config import ComponentConfig
-    from splice.hookspecs import hookimpl
-    from splice.registry import get_registry
+    from splice.testing.resume import register_slow_length_reward
     from splice.training.configs import ExperimentConfig
 
-
-    class SlowLengthConfig(ComponentConfig):
-        type: Literal["grpo_resume_slow_length"] = "grpo_resume_slow_length"
-
-
-    def slow_length(prompts, completions, references):
-        time.sleep(0.15)
-        return [-abs(len(c) - 4) for c in completions]
-
-
-    class Plugin:
-        @hookimpl
-        def register_rewards(register: Any) -> None:
-            register(SlowLengthConfig, lambda cfg, ctx: slow_length)
-
-
-    if "grpo_resume_slow_length" not in get_registry().tags("reward"):
-        get_registry().register_plugin(Plugin, name="grpo-resume-test")
+    register_slow_length_reward()
 
 
     def config():
@@ -60,7 +38,7 @@ RECIPE = textwrap.dedent(
             data={"task": {"type": "arithmetic", "op": "+", "max_digits": 2}, "max_len": 16},
             objective={"type": "grpo", "group_size": 4, "beta": 0.1, "inner_iterations": 2,
                        "minibatches": 2,
-                       "rewards": [{"reward": {"type": "grpo_resume_slow_length"}}]},
+                       "rewards": [{"reward": {"type": "testing_slow_length"}}]},
             rollout={"prompts_per_step": 4, "max_new_tokens": 8, "temperature": 1.0},
             train={"steps": 12, "log_every": 2, "checkpoint_every": 4, "keep_last": 2,
                    "progress": False, "num_threads": 1,

@@ -22,32 +22,10 @@ from splice.testing.resume import (
 RECIPE = textwrap.dedent(
     '''
     """PPO resume test run."""
-    import time
-    from typing import Any, Literal
-
-    from splice.config import ComponentConfig
-    from splice.hookspecs import hookimpl
-    from splice.registry import get_registry
+    from splice.testing.resume import register_slow_length_reward
     from splice.training.configs import ExperimentConfig
 
-
-    class SlowLengthConfig(ComponentConfig):
-        type: Literal["ppo_resume_slow_length"] = "ppo_resume_slow_length"
-
-
-    def slow_length(prompts, completions, references):
-        time.sleep(0.15)
-        return [-abs(len(c) - 4) for c in completions]
-
-
-    class Plugin:
-        @hookimpl
-        def register_rewards(register: Any) -> None:
-            register(SlowLengthConfig, lambda cfg, ctx: slow_length)
-
-
-    if "ppo_resume_slow_length" not in get_registry().tags("reward"):
-        get_registry().register_plugin(Plugin, name="ppo-resume-test")
+    register_slow_length_reward()
 
 
     def config():
@@ -61,7 +39,7 @@ RECIPE = textwrap.dedent(
             objective={"type": "ppo", "samples_per_prompt": 2, "kl_coef": 0.1,
                        "kl_target": 0.5, "kl_horizon": 20, "epochs": 2, "minibatch_size": 4,
                        "value_lr_scale": 5.0,
-                       "rewards": [{"reward": {"type": "ppo_resume_slow_length"}}]},
+                       "rewards": [{"reward": {"type": "testing_slow_length"}}]},
             rollout={"prompts_per_step": 4, "max_new_tokens": 8, "temperature": 1.0},
             train={"steps": 12, "log_every": 2, "checkpoint_every": 4, "keep_last": 2,
                    "progress": False, "num_threads": 1,

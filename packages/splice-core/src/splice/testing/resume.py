@@ -15,6 +15,9 @@ A plugin author tests their own objective's resume with it::
         tensors = assert_same_checkpoint(runs.straight, runs.resumed)
         assert train_records(runs.straight) == train_records(runs.resumed)
 
+An RL recipe gets its slowness from ``register_slow_length_reward()`` (call it at the top of
+the recipe file; use the reward as ``{"type": "testing_slow_length"}``).
+
 ``assert_same_checkpoint`` compares every tensor file of the final checkpoints (weights or
 adapter, optimizer state, RNG states, the objective's own tensors) and ``trainer_state.json``
 (data position, optimizer groups, Python/NumPy RNG, the objective's JSON state), so anything
@@ -57,6 +60,34 @@ class ResumeRuns:
     resumed: Path
     killed_after: int
     final_step: int
+
+
+def slow_length_reward(config: Any) -> Any:
+    """The reward function of ``SlowLengthRewardConfig``: ``-|len(completion) - target_len|``,
+    after sleeping ``delay_s`` (so a kill lands mid-run)."""
+
+    def reward(prompts: Sequence[str], completions: Sequence[str], references: Any) -> list[float]:
+        time.sleep(config.delay_s)
+        return [-float(abs(len(c) - config.target_len)) for c in completions]
+
+    return reward
+
+
+def register_slow_length_reward() -> None:
+    """Register the ``testing_slow_length`` reward with the plugin registry (idempotent)."""
+    from splice.hookspecs import hookimpl
+    from splice.registry import get_registry
+    from splice.testing.configs import SlowLengthRewardConfig
+
+    if "testing_slow_length" in get_registry().tags("reward"):
+        return
+
+    class SlowRewardPlugin:
+        @hookimpl
+        def register_rewards(register: Any) -> None:
+            register(SlowLengthRewardConfig, lambda cfg, ctx: slow_length_reward(cfg))
+
+    get_registry().register_plugin(SlowRewardPlugin, name="splice-testing-slow-reward")
 
 
 def splice_command(*args: str) -> list[str]:
@@ -242,6 +273,8 @@ __all__ = [
     "checkpoint_steps",
     "checkpoint_tensors",
     "kill_and_resume",
+    "register_slow_length_reward",
+    "slow_length_reward",
     "splice_command",
     "train_records",
     "trainer_state",
