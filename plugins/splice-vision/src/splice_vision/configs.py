@@ -27,8 +27,21 @@ def _encoder_block(
     }
 
 
+class _Tower:
+    """``block_config`` of a tower config (fields ``n_heads``, ``d_model``, ``mlp_hidden``,
+    ``activation``, ``norm_eps``): the core block every layer is built from."""
+
+    def block_config(self: Any) -> dict[str, Any]:
+        return _encoder_block(
+            n_heads=self.n_heads,
+            hidden=self.mlp_hidden or 4 * self.d_model,
+            activation=self.activation,
+            eps=self.norm_eps,
+        )
+
+
 # --------------------------------------------------------------------------- encoders
-class ViTConfig(ComponentConfig):
+class ViTConfig(_Tower, ComponentConfig):
     """A Vision Transformer (Dosovitskiy et al., 2020).
 
     ``image (B, C, H, W) -> conv patch embedding (kernel = stride = patch_size)
@@ -75,17 +88,8 @@ class ViTConfig(ComponentConfig):
     def n_patches(self) -> int:
         return (self.image_size // self.patch_size) ** 2
 
-    def block_config(self) -> dict[str, Any]:
-        """The core block every layer is built from (through the registry)."""
-        return _encoder_block(
-            n_heads=self.n_heads,
-            hidden=self.mlp_hidden or 4 * self.d_model,
-            activation=self.activation,
-            eps=self.norm_eps,
-        )
 
-
-class TextEncoderConfig(ComponentConfig):
+class TextEncoderConfig(_Tower, ComponentConfig):
     """CLIP's text tower: a causal transformer over tokens with learned positions.
 
     The embedding of a text is the final-normed hidden state at its end-of-text token:
@@ -103,14 +107,6 @@ class TextEncoderConfig(ComponentConfig):
     activation: Activation = "gelu"
     norm_eps: PositiveFloat = 1e-5
     eos_token_id: NonNegativeInt | None = None
-
-    def block_config(self) -> dict[str, Any]:
-        return _encoder_block(
-            n_heads=self.n_heads,
-            hidden=self.mlp_hidden or 4 * self.d_model,
-            activation=self.activation,
-            eps=self.norm_eps,
-        )
 
 
 # --------------------------------------------------------------------------- CLIP
