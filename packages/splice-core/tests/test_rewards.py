@@ -68,33 +68,81 @@ def reward_module() -> Iterator[str]:
     del sys.modules[mod.__name__]
 
 
-def test_extract_answer_takes_the_last_tag() -> None:
-    assert extract_answer("<answer>1</answer> wait <answer> 2 </answer>") == "2"
+def test_extract_answer_reads_one_final_answer() -> None:
+    assert extract_answer("<think>1</think><answer> 2 </answer>") == "2"
+    assert extract_answer("<answer>1</answer> wait <answer> 2 </answer>") == ""  # two: none
     assert extract_answer("  no tags 7 ") == "no tags 7"
 
 
-@pytest.mark.parametrize(
-    ("completion", "reference", "expected"),
-    [
-        ("42", "42", True),
-        ("<answer>42</answer>", "42", True),
-        ("so it is 42.", "42", True),  # final number
-        ("42.0", "42", True),  # numeric equality
-        ("24", "42", False),
-        ("4", "42", False),
-        ("<answer>41</answer> 42", "42", False),  # the tag wins over trailing text
-        ("8-", "8-", True),  # reversed-digit answers of the arithmetic task compare as text
-        ("", "42", False),
-        ("cat", "cat", True),
-        ("the word is cat", "cat", True),  # final token
-    ],
-)
-def test_answer_matches(completion: str, reference: str, expected: bool) -> None:
-    assert answer_matches(completion, reference) is expected
+# (completion, reference, answer_match, format): the games the issue found and their kin.
+ADVERSARIAL = [
+    ("<think>7+5=12</think><answer>12</answer>", "12", 1, 1),
+    ("\n<think>a\nb</think>\n<answer> 12 </answer>\n", "12", 1, 1),
+    ("12", "12", 1, 0),  # a task that answers directly: the bare completion is the answer
+    ("", "12", 0, 0),
+    ("it is not 12", "12", 0, 0),  # no searching for the last number
+    ("11, 12, 13, 12", "12", 0, 0),
+    ("<answer>12", "12", 0, 0),  # unclosed answer
+    ("<think>x</think><answer>12", "12", 0, 0),
+    ("<think><answer>12</answer></think><answer>13</answer>", "12", 0, 0),  # inside think
+    ("<think><answer>12</answer></think><answer>13</answer>", "13", 1, 0),
+    ("<think>x</think><answer>11</answer><answer>12</answer>", "12", 0, 0),  # two answers
+    ("<think>x</think><answer>12</answer><answer>12</answer>", "12", 0, 0),
+    ("</answer>12<answer>", "12", 0, 0),  # tags the wrong way round
+    ("<think>x</think> 12", "12", 0, 0),  # tags used, but no answer block
+    ("<think>12</think>", "12", 0, 0),
+    ("<think>x", "12", 0, 0),  # reasoning never closed
+    ("<think>a</think><answer>12</answer><think>b", "12", 0, 0),  # reopened after answering
+    ("<think>a</think><think>b</think><answer>12</answer>", "12", 1, 0),  # two think blocks
+    ("x<think>a</think><answer>12</answer>", "12", 1, 0),  # text before: read, but bad format
+    ("<think>a</think><answer>12</answer> and then 13", "12", 1, 0),
+    ("<think>a</think><answer></answer>", "12", 0, 1),  # well formed, empty answer
+    ("<think>a</think><answer>1,000</answer>", "1000", 1, 1),  # thousands separators
+    ("1000", "1,000", 1, 0),  # ... on the reference's side too
+    ("<answer>1,00</answer>", "100", 0, 0),  # not a valid grouping: compared as text
+    ("<answer>1.2e1</answer>", "12", 1, 0),  # exponent
+    ("<answer>1e3</answer>", "1000", 1, 0),
+    ("<answer>+12</answer>", "12", 1, 0),  # sign
+    ("<answer>-12</answer>", "12", 0, 0),
+    ("-0", "0", 1, 0),
+    ("<answer>012</answer>", "12", 1, 0),  # leading zeros
+    ("<answer>12.0</answer>", "12", 1, 0),
+    ("<answer>12 13</answer>", "12", 0, 0),
+    ("<answer>inf</answer>", "12", 0, 0),
+    ("123456789012345678901234567890123", "123456789012345678901234567890124", 0, 0),  # exact
+    ("<think>a</think><answer>paris</answer>", "Paris", 1, 1),  # words ignore case
+    ("<answer>NEW   york</answer>", "New York", 1, 0),  # ... and runs of whitespace
+    ("<answer>Lyon</answer>", "Paris", 0, 0),
+    ("<Answer>12</Answer>", "12", 0, 0),  # not the tag: the whole text is the answer
+    ("8-", "8-", 1, 0),  # reversed-digit answers of the arithmetic task compare as text
+]
 
 
-def test_answer_match_numeric_off_compares_text() -> None:
+@pytest.mark.parametrize(("completion", "reference", "match", "form"), ADVERSARIAL)
+def test_adversarial_completions(completion: str, reference: str, match: int, form: int) -> None:
+    rs = build_rewards([{"reward": "answer_match"}, {"reward": "format"}])
+    scores = rs.score(["p"], [completion], [reference])
+    assert answer_matches(completion, reference) is bool(match)
+    assert float(scores.per_reward["answer_match"][0]) == match
+    assert float(scores.per_reward["format"][0]) == form
+
+
+def test_adversarial_table_is_large() -> None:
+    assert len(ADVERSARIAL) >= 30
+
+
+@pytest.mark.parametrize("reference", ["", "   ", None])
+def test_answer_match_refuses_a_missing_reference(reference: str | None) -> None:
+    rs = build_rewards([{"reward": "answer_match"}])
+    with pytest.raises(RewardError, match=r"answer_match needs a reference answer.*'7\+5='"):
+        rs.score(["1+1=", "7+5="], ["2", ""], ["2", reference])  # type: ignore[list-item]
+
+
+def test_answer_match_options() -> None:
     assert not answer_matches("42.0", "42", numeric=False)
+    assert answer_matches(" 42 ", "42", numeric=False)
+    assert not answer_matches("paris", "Paris", case_sensitive=True)
+    assert answer_matches("<r>x</r><a>7</a>", "7", tag="a", think_tag="r")
 
 
 def test_builtin_rewards_score_real_completions() -> None:
@@ -109,8 +157,8 @@ def test_builtin_rewards_score_real_completions() -> None:
     )
     scores = rs.score(PROMPTS, COMPLETIONS, REFS)
     assert scores.total.dtype == torch.float32 and scores.total.shape == (4,)
-    torch.testing.assert_close(
-        scores.per_reward["answer_match"], torch.tensor([1.0, 1.0, 0.0, 1.0])
+    torch.testing.assert_close(  # "the answer is -8" is no answer: the whole text is read
+        scores.per_reward["answer_match"], torch.tensor([1.0, 0.0, 0.0, 1.0])
     )
     torch.testing.assert_close(scores.per_reward["format"], torch.tensor([1.0, 0.0, 1.0, 0.0]))
     lengths = torch.tensor([float(len(c)) for c in COMPLETIONS])
@@ -119,7 +167,7 @@ def test_builtin_rewards_score_real_completions() -> None:
     expected = scores.per_reward["answer_match"] + 0.5 * scores.per_reward["format"] + 2.0 * length
     torch.testing.assert_close(scores.total, expected)
     m = scores.metrics()
-    assert m["reward/answer_match"] == pytest.approx(0.75)
+    assert m["reward/answer_match"] == pytest.approx(0.5)
     assert m["reward/format"] == pytest.approx(0.5)
     assert m["reward/total"] == pytest.approx(float(expected.mean()))
     assert rs.metrics() == m

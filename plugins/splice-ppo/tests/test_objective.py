@@ -199,6 +199,24 @@ def test_missing_prompt_ids_and_minibatch_keys(make_model, tokenizer, recorder):
         obj.loss(make_model(), {"input_ids": torch.zeros(1, 3, dtype=torch.long)})
 
 
+def test_a_reward_that_needs_a_reference_names_the_prompt_without_one(
+    make_model, tokenizer, recorder
+):
+    """No ``references`` in the prompt batch: never a silent ``""`` (an empty answer would
+    then score 1 and emitting eos at once would be the best policy)."""
+    obj = _objective(tokenizer, RewardSet([("accuracy", 1.0, _answer_match())]))
+    prompts = {"prompt_ids": [tokenizer.encode("1+2=", bos=True)], "prompts": ["1+2="]}
+    with pytest.raises(RewardError, match=r"answer_match needs a reference answer.*'1\+2='"):
+        obj.collect(make_model(), prompts, recorder(_sampling()))
+
+
+def _answer_match():
+    from splice.rewards.configs import AnswerMatchRewardConfig
+    from splice.rewards.verifiers import AnswerMatchReward
+
+    return AnswerMatchReward(AnswerMatchRewardConfig())
+
+
 def test_value_lr_scale_gives_the_critic_its_own_rate(make_model, tokenizer):
     from splice.training.configs import OptimizerConfig
     from splice.training.trainer import build_optimizer

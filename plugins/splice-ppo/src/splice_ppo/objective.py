@@ -304,7 +304,7 @@ def _global_mean(x: Tensor) -> float:
 
 def _read_prompts(
     prompts: Mapping[str, Any], tokenizer: Any
-) -> tuple[list[list[int]], list[str], list[str]]:
+) -> tuple[list[list[int]], list[str], list[str | None]]:
     ids = prompts.get("prompt_ids")
     if ids is None:
         raise ValueError(
@@ -316,7 +316,11 @@ def _read_prompts(
     texts: Sequence[str] | None = prompts.get("prompts")
     if texts is None:
         texts = [_decode(tokenizer, p) for p in ids]
-    refs: Sequence[str] = prompts.get("references") or [""] * len(ids)
+    # No references: None per prompt, never "": a reward that needs one (answer_match)
+    # then stops naming the prompt instead of rewarding an empty answer.
+    refs: Sequence[str | None] | None = prompts.get("references")
+    if refs is None:
+        refs = [None] * len(ids)
     if not len(texts) == len(refs) == len(ids):
         raise ValueError(
             f"{len(ids)} prompt_ids, {len(texts)} prompts and {len(refs)} references: "

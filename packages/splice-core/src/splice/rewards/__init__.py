@@ -24,7 +24,12 @@ from splice.rewards.configs import (
 
 if TYPE_CHECKING:
     from splice.rewards.reward_set import RewardError, RewardScores, RewardSet, build_rewards
-    from splice.rewards.verifiers import answer_matches, extract_answer
+    from splice.rewards.verifiers import (
+        answer_matches,
+        extract_answer,
+        final_answer,
+        normalize_answer,
+    )
 
 _LAZY = {
     "RewardError": "splice.rewards.reward_set",
@@ -33,6 +38,8 @@ _LAZY = {
     "build_rewards": "splice.rewards.reward_set",
     "answer_matches": "splice.rewards.verifiers",
     "extract_answer": "splice.rewards.verifiers",
+    "final_answer": "splice.rewards.verifiers",
+    "normalize_answer": "splice.rewards.verifiers",
 }
 
 
@@ -54,4 +61,6 @@ __all__ = [
     "answer_matches",
     "build_rewards",
     "extract_answer",
+    "final_answer",
+    "normalize_answer",
 ]

@@ -15,27 +15,44 @@ from splice.config import ComponentConfig, RewardField, SpliceConfig
 
 
 class AnswerMatchRewardConfig(ComponentConfig):
-    """1.0 when the completion's final answer equals the reference answer, else 0.0.
+    """1.0 when the completion's one final answer equals the reference answer, else 0.0.
 
-    The answer is the text of the last ``<tag>...</tag>`` when the completion has one,
-    else the whole stripped completion; when that does not equal the reference, the
-    last number (or, with no number, the last whitespace-separated token) is compared.
+    One answer is read, never a search for something that matches (see
+    ``splice.rewards.verifiers.final_answer``): the text after the last ``</think>``
+    must hold exactly one ``<tag>…</tag>`` block, whose content is the answer; a
+    completion with no think or answer tag at all is itself the answer (tasks that
+    answer directly). Anything else (two answer blocks, an unclosed one, a think block
+    left open) has no answer and scores 0.
+
+    Both sides are normalised the same way: numbers compare by value (thousands
+    separators, exponents, signs and leading zeros do not matter: ``"1,000"``,
+    ``"+1e3"`` and ``"01000.0"`` all equal ``"1000"``); other text compares with runs of
+    whitespace collapsed and, unless ``case_sensitive``, ignoring case (``"paris"``
+    equals ``"Paris"``). A missing or blank reference is an error naming the prompt.
 
     Attributes:
         tag: the XML-like tag that marks the final answer (DeepSeek-R1 style ``answer``).
-        numeric: compare numbers by value (``"42.0"`` matches ``"42"``).
+        think_tag: the tag of the reasoning block whose last close starts the answer part.
+        numeric: compare numbers by value (``"42.0"`` matches ``"42"``); False compares text.
+        case_sensitive: compare words with their case (``"paris"`` then differs from ``"Paris"``).
     """
 
     type: Literal["answer_match"] = "answer_match"
     tag: str = Field(default="answer", min_length=1, pattern=r"^[A-Za-z_][\w-]*$")
+    think_tag: str = Field(default="think", min_length=1, pattern=r"^[A-Za-z_][\w-]*$")
     numeric: bool = True
+    case_sensitive: bool = False
 
 
 class FormatRewardConfig(ComponentConfig):
     """1.0 when the whole completion is ``<think>…</think><answer>…</answer>`` (DeepSeek-R1).
 
+    Exactly one block of each, in that order, with no tag inside either; whitespace
+    between and around them is allowed. A completion ``answer_match`` reads no answer
+    from (two answer blocks, an unclosed tag) is always a format miss.
+
     Attributes:
-        think_tag / answer_tag: the two tag names; whitespace between and around them is allowed.
+        think_tag / answer_tag: the two tag names.
     """
 
     type: Literal["format"] = "format"
