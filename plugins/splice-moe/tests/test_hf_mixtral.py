@@ -130,3 +130,82 @@ def test_moe_features_mixtral_lacks_block_export(tmp_path):
     model = build_model(moe_decoder({"n_experts": 4, "n_shared": 1}))
     with pytest.raises(ValueError, match="n_shared=1, Mixtral has 0"):
         save_pretrained(model, tmp_path / "x", model_type="mixtral")
+
+
+def _mixtral_with_router_loss(path, *, output_router_logits):
+    torch.manual_seed(3)
+    cfg = transformers.MixtralConfig(
+        vocab_size=VOCAB, hidden_size=32, intermediate_size=48, num_hidden_layers=3,
+        num_attention_heads=4, num_key_value_heads=2, num_local_experts=4,
+        num_experts_per_tok=2, max_position_embeddings=64, router_aux_loss_coef=0.25,
+        output_router_logits=output_router_logits,
+    )  # fmt: skip
+    model = transformers.MixtralForCausalLM(cfg)
+    with torch.no_grad():  # a sharp router: far from balanced, so the loss terms are not flat
+        for layer in model.model.layers:
+            layer.mlp.gate.weight.mul_(40.0)
+    model.save_pretrained(path)
+    return model.eval()
+
+
+def test_aux_loss_matches_transformers_pooled_over_layers(tmp_path):
+    """transformers pools every layer's routing into one loss, times ``router_aux_loss_coef``."""
+    from splice.objectives.sft import SFTObjective
+    from splice_moe.balancing import load_balancing_loss
+
+    hf_model = _mixtral_with_router_loss(tmp_path, output_router_logits=True)
+    model, _ = load_pretrained(tmp_path, dtype=torch.float32)
+    ffn = model.config.block.channel_mixer
+    assert (ffn.aux_loss_weight, ffn.aux_loss_scope) == (0.25, "model")
+    model.eval()
+    ids = _ids()
+    want = hf_model(ids, labels=ids)
+    got = SFTObjective().loss(model, {"input_ids": ids, "labels": ids})
+    # The pooled loss differs from a sum of per-layer Switch losses (splice's "layer" scope).
+    per_layer = sum(
+        load_balancing_loss(
+            logits.softmax(-1),
+            torch.bincount(logits.topk(2).indices.flatten(), minlength=4),
+            normalize=False,
+        )
+        for logits in want.router_logits
+    )
+    assert abs(per_layer.item() - want.aux_loss.item()) > 0.5
+    torch.testing.assert_close(model(ids).aux_loss, 0.25 * want.aux_loss, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(got.loss, want.loss, rtol=1e-5, atol=1e-5)
+    # The router's gradient from the total loss matches too.
+    want.loss.backward()
+    got.loss.backward()
+    for i, block in enumerate(model.blocks):
+        torch.testing.assert_close(
+            block.ffn.router.gate.weight.grad,
+            hf_model.model.layers[i].mlp.gate.weight.grad,
+            rtol=1e-4,
+            atol=1e-6,
+        )
+
+
+def test_aux_loss_off_without_output_router_logits(tmp_path):
+    """transformers adds no balancing loss unless ``output_router_logits`` is set."""
+    hf_model = _mixtral_with_router_loss(tmp_path, output_router_logits=False)
+    model, _ = load_pretrained(tmp_path, dtype=torch.float32)
+    assert model.config.block.channel_mixer.aux_loss_weight == 0.0
+    ids = _ids()
+    assert hf_model(ids, labels=ids).aux_loss is None
+    assert model(ids).aux_loss is None
+    exported = save_pretrained(model, tmp_path / "out")
+    assert json.loads((exported / "config.json").read_text())["output_router_logits"] is False
+
+
+def test_pooled_aux_loss_round_trips_and_per_layer_scope_is_refused(tmp_path):
+    hf_model = _mixtral_with_router_loss(tmp_path, output_router_logits=True)
+    del hf_model
+    model, _ = load_pretrained(tmp_path, dtype=torch.float32)
+    exported = json.loads((save_pretrained(model, tmp_path / "out") / "config.json").read_text())
+    assert (exported["output_router_logits"], exported["router_aux_loss_coef"]) == (True, 0.25)
+    from splice.models.build import build_model
+    from splice_moe.testing import moe_decoder
+
+    native = build_model(moe_decoder({"n_experts": 4, "aux_loss_weight": 0.01}))
+    with pytest.raises(ValueError, match="aux_loss_scope='layer', Mixtral has 'model'"):
+        save_pretrained(native, tmp_path / "x", model_type="mixtral")

@@ -130,3 +130,27 @@ def test_bias_update_moves_toward_balance():
         layer.after_optimizer_step()
     layer(x)
     assert layer.stats()["load_max_mean"].item() < 1.5
+
+
+def test_model_scope_pools_the_balancing_loss_over_layers():
+    """``aux_loss_scope="model"``: one loss from every MoE layer's assignments and probabilities."""
+    from splice.interfaces import BuildContext
+    from splice.testing.checks import check_gradients
+
+    torch.manual_seed(0)
+    ffn = {"n_experts": 4, "aux_loss_weight": 0.1, "z_loss_weight": 0.01, "aux_loss_scope": "model"}
+    model = build_model(moe_decoder(ffn, n_layers=4, every_other=True))
+    moe = [b.ffn for b in model.blocks if isinstance(b.ffn, MoELayer)]
+    seen = []
+    hooks = [m.router.register_forward_hook(lambda _m, _i, out: seen.append(out)) for m in moe]
+    out = model(torch.randint(0, V, (2, 7)))
+    for h in hooks:
+        h.remove()
+    counts = sum(torch.bincount(r.top_idx.flatten(), minlength=4) for r in seen).float()
+    probs = sum(r.scores.sum(0) for r in seen)
+    rows = sum(r.scores.shape[0] for r in seen)
+    z = sum(torch.logsumexp(r.logits, -1).square().mean() for r in seen)
+    want = 0.1 * 4 * (counts * probs).sum() / rows**2 + 0.01 * z
+    torch.testing.assert_close(out.aux_loss, want)
+    # The conformance checks accept a pooled aux loss (a pool of one layer).
+    check_gradients(MoEConfig(**ffn), BuildContext(d_model=D), may_skip=("experts.*",))

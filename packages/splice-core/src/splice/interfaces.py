@@ -72,7 +72,7 @@ class AttentionInputs:
     cache: LayerKVCache | CrossKVCache | None = None
     context: Tensor | None = None
     context_mask: Tensor | None = None
-    aux_losses: list[Tensor] = field(default_factory=list)
+    aux_losses: list[Tensor | PooledAuxLoss] = field(default_factory=list)
     rope: tuple[Tensor, Tensor] | None = None
 
     def for_layer(self, cache: LayerKVCache | CrossKVCache | None) -> AttentionInputs:
@@ -107,12 +107,51 @@ class ChannelMixerOutput:
     """A channel mixer's output with an auxiliary loss (e.g. MoE load balancing).
 
     The block adds ``aux_loss`` to ``AttentionInputs.aux_losses``; the model sums
-    them into ``ModelOutput.aux_loss``; objectives add that to their loss.
+    them into ``ModelOutput.aux_loss`` (pooling ``PooledAuxLoss`` entries first); objectives
+    add that to their loss.
     """
 
     hidden: Tensor
-    aux_loss: Tensor | None = None
+    aux_loss: Tensor | PooledAuxLoss | None = None
     metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PooledAuxLoss:
+    """An auxiliary loss computed once per model forward from statistics summed over layers.
+
+    transformers' MoE load-balancing loss (Mixtral, Qwen-MoE) is one loss over all layers'
+    routing, not a sum of per-layer losses. A layer reports its statistics as ``sums``; the
+    model adds the ``sums`` of every entry with an equal ``finish`` and calls ``finish`` on
+    each total once (``aux_losses_total``).
+
+    Attributes:
+        sums: statistics that add across layers (any shape, fixed per ``finish``).
+        finish: summed statistics -> scalar loss; compared with ``==`` to group layers, so
+            use a frozen dataclass (or another value-equal callable), not a lambda.
+    """
+
+    sums: Tensor
+    finish: Callable[[Tensor], Tensor]
+
+    def value(self) -> Tensor:
+        """The loss of this entry alone (a pool of one layer)."""
+        return self.finish(self.sums)
+
+
+def aux_losses_total(losses: Sequence[Tensor | PooledAuxLoss]) -> Tensor | None:
+    """Sum of plain aux losses plus one ``finish(sum of sums)`` per pool; None if empty."""
+    plain = [t for t in losses if isinstance(t, Tensor)]
+    pools: list[tuple[Callable[[Tensor], Tensor], Tensor]] = []
+    for t in losses:
+        if isinstance(t, PooledAuxLoss):
+            i = next((i for i, (f, _) in enumerate(pools) if f == t.finish), None)
+            if i is None:
+                pools.append((t.finish, t.sums))
+            else:
+                pools[i] = (t.finish, pools[i][1] + t.sums)
+    terms = plain + [finish(sums) for finish, sums in pools]
+    return torch.stack(terms).sum() if terms else None
 
 
 class ChannelMixer(nn.Module, ABC):

@@ -3,12 +3,17 @@
 - Switch/GShard loss ``E * sum_i f_i * P_i``: ``f_i`` the fraction of assignments routed to
   expert ``i`` (not differentiable), ``P_i`` the mean router probability of ``i``
   (differentiable). It is 1 when routing is uniform and grows with imbalance.
+- transformers' pooled form (Mixtral, Qwen-MoE ``load_balancing_loss_func``): the same
+  product with ``f_i`` and ``P_i`` taken over every layer's tokens at once, and ``f_i``
+  counted per token (so it sums to ``k``): one loss per model, not a sum over layers.
 - Router z-loss ``mean_t logsumexp(logits_t)^2`` (ST-MoE): keeps logits small.
 - DeepSeek-V3 auxiliary-loss-free balancing: a per-expert bias added to the scores for
   top-k selection only, nudged by ``rate * sign(mean load - load_i)`` after each step.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -26,6 +31,32 @@ def load_balancing_loss(scores: Tensor, routed: Tensor, *, normalize: bool) -> T
     f = routed.to(probs.dtype) / routed.sum().clamp_min(1)  # (E,) fraction of assignments
     p = probs.mean(dim=0)  # (E,)
     return scores.shape[-1] * (f * p).sum()
+
+
+@dataclass(frozen=True)
+class PooledBalancingLoss:
+    """``finish`` of a ``PooledAuxLoss``: transformers' load-balancing loss over all layers.
+
+    ``sums = [C (E), S (E), rows, extra]`` summed over layers: ``C`` assignments per
+    expert (not differentiable), ``S`` router probabilities summed over tokens, ``rows`` tokens,
+    ``extra`` plain terms already weighted (the z-loss). Returns
+    ``weight * E * sum_i (C_i / rows) * (S_i / rows) + extra``.
+    """
+
+    n_experts: int
+    weight: float
+
+    def __call__(self, sums: Tensor) -> Tensor:
+        e = self.n_experts
+        assigned, probs, rows, extra = sums[:e], sums[e : 2 * e], sums[2 * e], sums[2 * e + 1]
+        return self.weight * e * (assigned * probs).sum() / rows.square() + extra
+
+
+def balancing_sums(scores: Tensor, routed: Tensor, extra: Tensor, *, normalize: bool) -> Tensor:
+    """One layer's ``(2E + 2,)`` float32 ``sums`` for ``PooledBalancingLoss`` (see there)."""
+    probs = scores / scores.sum(dim=-1, keepdim=True) if normalize else scores
+    rows = scores.new_full((1,), scores.shape[0], dtype=torch.float32)
+    return torch.cat([routed.float(), probs.float().sum(dim=0), rows, extra.float().reshape(1)])
 
 
 def router_z_loss(logits: Tensor) -> Tensor:

@@ -40,6 +40,11 @@ class MoEConfig(ComponentConfig):
             top-k selection (noisy top-k gating, Shazeer et al. 2017).
         aux_loss_weight: weight of the Switch/GShard load-balancing loss
             ``E * sum_i f_i * P_i`` (0 disables it).
+        aux_loss_scope: ``layer``: each MoE layer adds its own loss (``f_i`` the fraction of
+            the layer's assignments), summed over layers; ``model``: transformers' Mixtral /
+            Qwen-MoE loss, one per model with ``f_i`` and ``P_i`` pooled over every layer's
+            tokens and ``f_i`` counted per token (summing to ``k``). Imported Mixtral
+            checkpoints use ``model``.
         z_loss_weight: weight of the router z-loss ``mean(logsumexp(logits)^2)`` (ST-MoE).
         bias_update_rate: DeepSeek-V3 auxiliary-loss-free balancing: after each optimizer
             step every expert's selection bias moves by this rate toward balance
@@ -78,6 +83,7 @@ class MoEConfig(ComponentConfig):
     jitter: float = Field(default=0.0, ge=0.0, lt=1.0)
     router_noise: NonNegativeFloat = 0.0
     aux_loss_weight: NonNegativeFloat = 0.0
+    aux_loss_scope: Literal["layer", "model"] = "layer"
     z_loss_weight: NonNegativeFloat = 0.0
     bias_update_rate: NonNegativeFloat = 0.0
     capacity_factor: PositiveFloat | None = None

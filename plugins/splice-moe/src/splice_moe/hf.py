@@ -9,6 +9,10 @@ block: a softmax router ``block_sparse_moe.gate`` (E, D), top-k, renormalised, a
 Registered with the core through ``register_hf_architectures`` so that
 ``splice.hf.load_pretrained`` / ``save_pretrained`` handle ``model_type == "mixtral"``.
 
+The balancing loss follows transformers: ``router_aux_loss_coef`` times one loss pooled
+over all layers (``aux_loss_scope="model"``), and only when ``output_router_logits`` is
+set (otherwise ``aux_loss_weight=0``).
+
 Limits: every layer is an MoE layer (no overrides); the experts of one layer must sit
 in one safetensors shard (the core loads one shard at a time); Mixtral's
 ``router_jitter_noise`` jitters the router input only in splice (Mixtral also jitters
@@ -85,7 +89,12 @@ class MixtralArchitecture:
                 scoring="softmax",
                 normalize_top_k=True,
                 jitter=float(hf.get("router_jitter_noise") or 0.0),
-                aux_loss_weight=float(hf.get("router_aux_loss_coef") or 0.0),
+                # transformers adds router_aux_loss_coef * its pooled balancing loss only
+                # when output_router_logits is set: the same loss, on the same condition.
+                aux_loss_weight=float(hf.get("router_aux_loss_coef") or 0.0)
+                if hf.get("output_router_logits")
+                else 0.0,
+                aux_loss_scope="model",
             )
         except ValidationError as exc:  # e.g. num_experts_per_tok > num_local_experts
             why = "; ".join(e["msg"] for e in exc.errors())
@@ -119,6 +128,8 @@ class MixtralArchitecture:
             "router_noise": 0.0,
             "expert_layout": "batched",
         }
+        if ffn.aux_loss_weight > 0:  # transformers' balancing loss is pooled over layers
+            want["aux_loss_scope"] = "model"
         for field, value in want.items():
             if getattr(ffn, field) != value:
                 problems.append(
@@ -139,7 +150,7 @@ class MixtralArchitecture:
             num_experts_per_tok=ffn.top_k,
             router_jitter_noise=ffn.jitter,
             router_aux_loss_coef=ffn.aux_loss_weight,
-            output_router_logits=False,
+            output_router_logits=ffn.aux_loss_weight > 0,
             sliding_window=None,
         )
         return out

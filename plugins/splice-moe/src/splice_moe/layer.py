@@ -21,12 +21,14 @@ from __future__ import annotations
 from typing import Any
 
 import torch.distributed as dist
-from splice.interfaces import BuildContext, ChannelMixer, ChannelMixerOutput
+from splice.interfaces import BuildContext, ChannelMixer, ChannelMixerOutput, PooledAuxLoss
 from splice.nn.ffn import MLP, SwiGLU
 from torch import Tensor, nn
 from torch.profiler import record_function
 
 from splice_moe.balancing import (
+    PooledBalancingLoss,
+    balancing_sums,
     load_balancing_loss,
     router_z_loss,
     routing_stat_sums,
@@ -135,11 +137,22 @@ class MoELayer(ChannelMixer):
 
     def _aux_loss(
         self, routing: Routing, routed: Tensor
-    ) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
-        """``(weighted total, load-balancing term, z term)``; a term is None when its weight is 0."""
+    ) -> tuple[Tensor | PooledAuxLoss | None, Tensor | None, Tensor | None]:
+        """``(weighted total, load-balancing term, z term)``; a term is None when its weight is 0.
+
+        With ``aux_loss_scope="model"`` the total is a ``PooledAuxLoss`` the model pools
+        over layers (the load-balancing term is then only logged, per layer).
+        """
         cfg = self.config
         lb = z = None
         total: Tensor | None = None
+        if cfg.aux_loss_scope == "model" and cfg.aux_loss_weight > 0:
+            if cfg.z_loss_weight > 0:
+                z = router_z_loss(routing.logits)
+            extra = cfg.z_loss_weight * z if z is not None else routing.logits.new_zeros(())
+            sums = balancing_sums(routing.scores, routed, extra, normalize=cfg.scoring == "sigmoid")
+            finish = PooledBalancingLoss(cfg.n_experts, cfg.aux_loss_weight)
+            return PooledAuxLoss(sums, finish), None, z
         if cfg.aux_loss_weight > 0:
             lb = load_balancing_loss(routing.scores, routed, normalize=cfg.scoring == "sigmoid")
             total = cfg.aux_loss_weight * lb
@@ -155,7 +168,7 @@ class MoELayer(ChannelMixer):
         routing: Routing,
         routed: Tensor,
         dropped: Tensor,
-        aux: tuple[Tensor | None, Tensor | None, Tensor | None],
+        aux: tuple[Tensor | PooledAuxLoss | None, Tensor | None, Tensor | None],
     ) -> None:
         _, lb, z = aux  # lb is logged even when not optimised: it measures imbalance
         new = routing_stat_sums(

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from splice.generation.kv_cache import KVCache
-from splice.interfaces import AttentionInputs, BuildContext
+from splice.interfaces import AttentionInputs, BuildContext, PooledAuxLoss, aux_losses_total
 from splice.nn.masks import build_attention_mask
 from splice.nn.positional import AdditivePositional, NoPositional, RotaryEmbedding
 
@@ -119,5 +119,6 @@ def init_weights(module: nn.Module, std: float) -> None:
             nn.init.normal_(m.weight, std=std)
 
 
-def sum_aux(losses: list[Tensor]) -> Tensor | None:
-    return torch.stack(losses).sum() if losses else None
+def sum_aux(losses: list[Tensor | PooledAuxLoss]) -> Tensor | None:
+    """The model's aux loss: plain terms summed, pooled terms pooled over layers."""
+    return aux_losses_total(losses)

@@ -21,6 +21,7 @@ from splice.interfaces import (
     ChannelMixer,
     ChannelMixerOutput,
     ModelOutput,
+    PooledAuxLoss,
     TokenMixer,
 )
 
@@ -48,6 +49,11 @@ class Result:
 
     output: Tensor
     aux_losses: list[Tensor] = field(default_factory=list)
+
+
+def _scalars(losses: list[Tensor | PooledAuxLoss]) -> list[Tensor]:
+    """Aux losses as tensors: a ``PooledAuxLoss`` is checked as a pool of one layer."""
+    return [a.value() if isinstance(a, PooledAuxLoss) else a for a in losses]
 
 
 class KindSpec:
@@ -117,7 +123,7 @@ class _MixerSpec(KindSpec):
         return Probe(args=(x, inputs), grad_inputs=grads, varying=x)
 
     def result(self, out, probe):  # type: ignore[no-untyped-def]
-        return Result(out, list(probe.args[1].aux_losses))
+        return Result(out, _scalars(probe.args[1].aux_losses))
 
     def run(self, module: nn.Module, probe: Probe) -> Result:
         # AttentionInputs collects aux losses; give each call a fresh list.
@@ -130,7 +136,7 @@ class _MixerSpec(KindSpec):
             inputs.context,
             inputs.context_mask,
         )
-        return Result(module(x, fresh), list(fresh.aux_losses))
+        return Result(module(x, fresh), _scalars(fresh.aux_losses))
 
 
 class TokenMixerSpec(_MixerSpec):
@@ -155,7 +161,7 @@ class ChannelMixerSpec(KindSpec):
 
     def result(self, out, probe):  # type: ignore[no-untyped-def]
         if isinstance(out, ChannelMixerOutput):
-            aux = [out.aux_loss] if out.aux_loss is not None else []
+            aux = _scalars([out.aux_loss] if out.aux_loss is not None else [])
             if aux and aux[0].dim() != 0:
                 raise AssertionError(f"aux_loss must be a scalar, got shape {tuple(aux[0].shape)}")
             return Result(out.hidden, aux)
