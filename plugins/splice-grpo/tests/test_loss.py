@@ -112,6 +112,25 @@ def test_gspo_matches_the_sequence_level_formula():
     assert any(x > 1 + eps_high or x < 1 - eps for x in s)  # the clip is exercised
 
 
+@pytest.mark.parametrize("how", ["token", "dr_grpo"])
+def test_gspo_with_a_length_weighted_aggregation_is_refused(how):
+    """GSPO counts each sequence once; a token (or dr_grpo) mean weighs sequences by their
+    length, so its gradient is not GSPO's: refused at validation, naming both fields."""
+    from splice_grpo.configs import GRPOConfig
+
+    rewards = [{"reward": {"type": "format"}}]
+    with pytest.raises(ValueError, match=rf"loss_aggregation='{how}' with policy_loss 'gspo'"):
+        GRPOConfig(rewards=rewards, policy_loss={"type": "gspo"}, loss_aggregation=how)
+    ok = GRPOConfig(rewards=rewards, policy_loss={"type": "gspo"}, loss_aggregation="grpo")
+    assert ok.policy_loss.type == "gspo"
+    # and why: over sequences of different lengths, the token mean is another objective
+    lp, old, _, adv, mask = inputs(1)
+    per_token = build("policy_loss", {"type": "gspo"})(lp, old, adv, mask).per_token
+    seq, _ = aggregate(per_token, mask, torch.ones(N), "grpo", L)
+    tok, _ = aggregate(per_token, mask, torch.ones(N), how, L)
+    assert abs(float(seq) - float(tok)) > 1e-3
+
+
 def test_filtered_rows_leave_the_loss_and_its_normaliser():
     lp, old, _, adv, mask = inputs()
     loss_fn = build("policy_loss", {"type": "clipped_token"})

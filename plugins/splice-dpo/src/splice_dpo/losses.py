@@ -135,8 +135,20 @@ def simpo_loss(logps: PreferenceLogps, config: SimPOLossConfig) -> PreferenceLos
 
 
 def log1mexp(x: Tensor) -> Tensor:
-    """``log(1 - exp(x))`` for ``x < 0``, stable on both sides of ``-ln 2``."""
-    return torch.where(x < -math.log(2), torch.log1p(-torch.exp(x)), torch.log(-torch.expm1(x)))
+    """``log(1 - exp(x))`` for ``x < 0``, stable on both sides of ``-ln 2``; any shape.
+
+    ``torch.where`` evaluates both branches and backpropagates through both (the unused
+    one times 0), so each branch gets an input clamped into its own safe range: without
+    that, ``log1p(-exp(x))`` at ``x`` in ``(-3e-8, 0]`` (float32 ``exp(x) == 1``) has an
+    infinite gradient and ``0 * inf`` is a NaN gradient for a confident model. ``x >= 0``
+    (no longer a probability's log) is read as the largest float below 0: finite.
+    """
+    low = -math.log(2)
+    x = x.clamp(max=-torch.finfo(x.dtype).tiny)
+    far = x < low
+    x_far = torch.where(far, x, torch.full_like(x, low))  # log1p branch sees only x < -ln 2
+    x_near = torch.where(far, torch.full_like(x, low), x)  # expm1 branch sees only x >= -ln 2
+    return torch.where(far, torch.log1p(-torch.exp(x_far)), torch.log(-torch.expm1(x_near)))
 
 
 def orpo_loss(logps: PreferenceLogps, config: ORPOLossConfig) -> PreferenceLossOutput:

@@ -82,7 +82,8 @@ class GRPOConfig(ComponentConfig):
         group_size: completions per prompt ``G`` (>= 2: the baseline is the group's mean).
         rewards: the weighted rule-based rewards (``splice.rewards``).
         advantage: a registered advantage estimator (``group_norm``, ``rloo``, ``reinforce_pp``).
-        policy_loss: a registered policy loss (``clipped_token``, ``gspo``).
+        policy_loss: a registered policy loss (``clipped_token``, ``gspo``; ``gspo`` takes
+            ``loss_aggregation="grpo"`` only, the paper's per-sequence mean).
         beta: weight of the KL penalty ``k3 = exp(q) - q - 1``, ``q = log π_ref - log π``;
             0 skips the reference model entirely.
         loss_aggregation: ``"grpo"`` (mean over tokens of each sequence, then over sequences),
@@ -121,6 +122,19 @@ class GRPOConfig(ComponentConfig):
         eps = getattr(self.policy_loss, "epsilon", None)
         if isinstance(eps, float) and eps >= 1.0:
             raise ValueError(f"policy_loss.epsilon={eps}: the lower clip 1 - epsilon must be > 0")
+        return self
+
+    @model_validator(mode="after")
+    def _gspo_is_a_sequence_mean(self) -> GRPOConfig:
+        # GSPO's objective is 1/G Σ_i min(s_i A_i, clip(s_i) A_i): each sequence counts once.
+        # Its token form equals that only under the per-sequence token mean ("grpo"); a
+        # token or dr_grpo mean weighs each sequence by its length, which is not GSPO.
+        if self.policy_loss.type == "gspo" and self.loss_aggregation != "grpo":
+            raise ValueError(
+                f"loss_aggregation={self.loss_aggregation!r} with policy_loss 'gspo': GSPO "
+                "averages one clipped ratio per sequence (each sequence counts once), which "
+                "only loss_aggregation='grpo' (per-sequence token mean) computes; use 'grpo'"
+            )
         return self
 
 
