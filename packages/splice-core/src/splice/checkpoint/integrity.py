@@ -7,7 +7,10 @@ The digest is XXH3-128 (``xxhash``): it detects accidental damage, not tampering
 hashes several GB/s, so it costs a fraction of writing the files (see docs/reliability.md).
 
 Loading verifies the files it reads; ``CorruptCheckpointError`` names the folder, the file
-and what is wrong (missing, truncated, different bytes).
+and what is wrong (missing, truncated, different bytes). A whole-checkpoint check also
+refuses a manifest that does not list every file a load reads (an emptied or edited
+manifest vouches for nothing) and a ``.safetensors`` or ``.json`` file whose bytes are not
+that format (a pickle put in place of ``optimizer.safetensors``, with a manifest to match).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import hashlib
 import json
 import mmap
 import os
+import struct
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -89,18 +93,33 @@ def read_manifest(folder: str | Path) -> dict[str, Any]:
 
 
 def verify_checkpoint(folder: str | Path, files: Iterable[str] | None = None) -> dict[str, Any]:
-    """Check ``files`` (default: every file the manifest lists) against the manifest.
+    """Check ``files`` against the manifest; by default the whole checkpoint: every file in
+    the folder that a load reads must be listed (and match), and each must be readable as
+    its format.
 
     Returns:
         the manifest.
 
     Raises:
-        CorruptCheckpointError: a file is missing, has another size, or other bytes.
+        CorruptCheckpointError: the manifest lists no files or misses one in the folder, a
+            file is missing, has another size, other bytes, or is not the format its name says.
     """
     folder = Path(folder)
     manifest = read_manifest(folder)
     listed: dict[str, dict[str, Any]] = manifest["files"]
     algorithm = str(manifest.get("algorithm", ALGORITHM))
+    if files is None:
+        if not listed:
+            raise CorruptCheckpointError(
+                folder, f"its {MANIFEST} lists no files (it vouches for nothing)"
+            )
+        on_disk = sorted(p.name for p in folder.iterdir() if p.is_file() and _read_on_load(p.name))
+        for name in on_disk:
+            if name not in listed:
+                raise CorruptCheckpointError(
+                    folder,
+                    f"{name} is not listed in its {MANIFEST} (added or edited after the save)",
+                )
     for name in listed if files is None else files:
         if name not in listed:
             raise CorruptCheckpointError(folder, f"{name} is not listed in its {MANIFEST}")
@@ -118,7 +137,44 @@ def verify_checkpoint(folder: str | Path, files: Iterable[str] | None = None) ->
             raise CorruptCheckpointError(
                 folder, f"{name} does not match its digest (its bytes changed after the save)"
             )
+        problem = format_problem(path)
+        if problem:
+            raise CorruptCheckpointError(folder, f"{name} {problem}")
     return manifest
+
+
+def _read_on_load(name: str) -> bool:
+    """Files a load reads (so the manifest must vouch for them); others, such as the
+    ``eval.json`` that ``splice eval --checkpoint`` writes beside them, are not checked."""
+    return name.endswith(".safetensors") or name in ("trainer_state.json", "config.json")
+
+
+_PICKLE_STARTS = (b"\x80", b"PK\x03\x04")  # pickle protocol >= 2; torch.save's zip
+
+
+def format_problem(path: Path) -> str | None:
+    """Why ``path`` is not the format its name says (``.safetensors``: an 8-byte header
+    length then a JSON header; ``.json``: JSON), or None. Reads the header only."""
+    if path.suffix == ".json":
+        try:
+            json.loads(path.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as exc:
+            return f"is not valid JSON ({exc})"
+        return None
+    if path.suffix != ".safetensors":
+        return None
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if head.startswith(_PICKLE_STARTS):
+            return "is a Python pickle, not safetensors (splice never loads pickles)"
+        size = os.fstat(f.fileno()).st_size
+        if len(head) < 8 or struct.unpack("<Q", head)[0] > size - 8:
+            return "is not a safetensors file (its header length is impossible)"
+        try:
+            json.loads(f.read(struct.unpack("<Q", head)[0]))
+        except (ValueError, UnicodeDecodeError):
+            return "is not a safetensors file (its header is not JSON)"
+    return None
 
 
 __all__ = [
@@ -126,6 +182,7 @@ __all__ = [
     "MANIFEST",
     "CorruptCheckpointError",
     "file_digest",
+    "format_problem",
     "read_manifest",
     "verify_checkpoint",
     "write_manifest",

@@ -38,6 +38,7 @@ from splice.checkpoint.atomic import TMP_PREFIX, atomic_dir, remove_stale_tempor
 from splice.checkpoint.integrity import (
     MANIFEST,
     CorruptCheckpointError,
+    format_problem,
     read_manifest,
     verify_checkpoint,
     write_manifest,
@@ -50,6 +51,7 @@ from splice.checkpoint.state import (
 )
 
 _STEP_DIR = re.compile(r"^step-(\d+)$")
+_SET_ASIDE = re.compile(r"^step-(\d+)\.(corrupt|nonfinite)$")
 MODEL_FILE = "model.safetensors"
 TRAINABLE_FILE = "trainable.safetensors"
 FORMAT_VERSION = 1
@@ -139,7 +141,19 @@ def resolve_weights(path: str | Path) -> Path:
         raise FileNotFoundError(f"model weights not found: {path}")
     if (path.parent / MANIFEST).is_file():  # inside a splice checkpoint: check it first
         verify_checkpoint(path.parent, [path.name])
+    elif _STEP_DIR.match(path.parent.name) or (path.parent / "trainer_state.json").is_file():
+        warn_unverified(path.parent)
     return path
+
+
+def warn_unverified(folder: Path) -> None:
+    """Say that a splice checkpoint without a manifest is loaded unchecked (a deleted
+    manifest, or a folder made by hand): its bytes cannot be verified."""
+    print(
+        f"warning: {folder} has no {MANIFEST}: its files cannot be checked against their "
+        "digests; loading them as they are",
+        file=sys.stderr,
+    )
 
 
 def load_model_weights(model: nn.Module, path: str | Path, *, strict: bool = True) -> None:
@@ -174,6 +188,17 @@ def _load_trainable(model: nn.Module, path: Path) -> None:
         load_trainable_weights(model, path)
     except (SafetensorError, OSError) as exc:
         raise CorruptCheckpointError(path.parent, f"{path.name} cannot be read ({exc})") from None
+
+
+def _read_tensors(folder: Path, name: str) -> dict[str, torch.Tensor]:
+    """A checkpoint's safetensors file, or ``CorruptCheckpointError`` naming it."""
+    problem = format_problem(folder / name) if (folder / name).is_file() else None
+    if problem:
+        raise CorruptCheckpointError(folder, f"{name} {problem}")
+    try:
+        return load_file(str(folder / name))
+    except (SafetensorError, OSError) as exc:
+        raise CorruptCheckpointError(folder, f"{name} cannot be read ({exc})") from None
 
 
 def _load_file(model: nn.Module, path: Path, *, strict: bool) -> None:
@@ -222,7 +247,7 @@ class CheckpointManager:
         by hand or by an older splice) is taken as it is: there is nothing to check it by."""
         for path in reversed(self.checkpoints()):
             if not require_manifest and not (path / MANIFEST).is_file():
-                return path
+                return path  # resolve_weights warns as it reads it
             try:
                 verify_checkpoint(path)
             except CorruptCheckpointError as exc:
@@ -265,6 +290,26 @@ class CheckpointManager:
         full_state = {"format": FORMAT_VERSION, "step": step, **state, "rng": rng_meta}
         if self.run_id is not None:
             full_state["run_id"] = self.run_id
+        try:
+            self._write(final, model, optimizer, full_state, config, extra_tensors, rng_tensors)
+        except (OSError, SafetensorError) as exc:  # e.g. a full disk: say where, and what helps
+            raise OSError(
+                f"cannot write checkpoint {final}: {exc}. Free space on that volume, lower "
+                "train.keep_last, or raise train.checkpoint_every"
+            ) from exc
+        self._prune(protect)
+        return final
+
+    def _write(
+        self,
+        final: Path,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer | None,
+        full_state: dict[str, Any],
+        config: dict[str, Any] | None,
+        extra_tensors: dict[str, torch.Tensor] | None,
+        rng_tensors: dict[str, torch.Tensor],
+    ) -> None:
         with atomic_dir(final) as tmp:
             if frozen_base(model):  # the base is rebuilt from the config; save the adapter
                 save_trainable_weights(model, tmp / TRAINABLE_FILE)
@@ -281,9 +326,8 @@ class CheckpointManager:
             (tmp / "trainer_state.json").write_text(json.dumps(full_state, indent=1))
             if config is not None:
                 (tmp / "config.json").write_text(json.dumps(config, indent=2))
-            write_manifest(tmp, step=step, run_id=self.run_id)  # last: it vouches for the rest
-        self._prune(protect)
-        return final
+            # last: it vouches for the rest
+            write_manifest(tmp, step=full_state["step"], run_id=self.run_id)
 
     def load(
         self,
@@ -317,10 +361,10 @@ class CheckpointManager:
         else:
             _load_file(model, path / MODEL_FILE, strict=True)
         if optimizer is not None and "optimizer" in state:
-            tensors = load_file(str(path / "optimizer.safetensors"))
+            tensors = _read_tensors(path, "optimizer.safetensors")
             optimizer_from_flat(optimizer, tensors, state["optimizer"])
         if restore_rng:
-            rng_from_flat(load_file(str(path / "rng.safetensors")), state["rng"])
+            rng_from_flat(_read_tensors(path, "rng.safetensors"), state["rng"])
         return state
 
     def run_of(self, path: Path) -> str | None:
@@ -330,6 +374,12 @@ class CheckpointManager:
         except CorruptCheckpointError:
             return None
         return str(run_id) if run_id is not None else None
+
+    def prune(self, protect: Iterable[Path | None] = ()) -> None:
+        """Keep this run's newest ``keep_last`` checkpoints (and any ``protect``ed one);
+        set-aside folders (``step-N.corrupt``, ``step-N.nonfinite``) older than the oldest
+        kept checkpoint go too, so they cannot fill the disk over a long run."""
+        self._prune(protect)
 
     def _prune(self, protect: Iterable[Path | None] = ()) -> None:
         if self.keep_last is None:
@@ -343,7 +393,26 @@ class CheckpointManager:
         for old in mine[: -self.keep_last]:
             if old.name in keep:
                 continue
-            # Rename first so a kill during deletion never leaves a half-deleted step-* folder.
-            doomed = old.with_name(f"{TMP_PREFIX}del-{old.name}")
-            os.rename(old, doomed)
-            shutil.rmtree(doomed, ignore_errors=True)
+            _remove(old)
+        kept = [p for p in self.checkpoints() if p in mine]
+        if not kept:
+            return
+        oldest = int(_STEP_DIR.match(kept[0].name).group(1))  # type: ignore[union-attr]
+        for aside in self.set_aside_folders():
+            step = int(_SET_ASIDE.match(aside.name).group(1))  # type: ignore[union-attr]
+            owner = self.run_of(aside)  # None: unreadable, as a damaged one may be
+            if step < oldest and (self.run_id is None or owner in (None, self.run_id)):
+                _remove(aside)
+
+    def set_aside_folders(self) -> list[Path]:
+        """``step-N.<reason>`` folders (damaged or unverified checkpoints kept to inspect)."""
+        if not self.root.is_dir():
+            return []
+        return sorted(p for p in self.root.iterdir() if _SET_ASIDE.match(p.name))
+
+
+def _remove(folder: Path) -> None:
+    # Rename first so a kill during deletion never leaves a half-deleted step-* folder.
+    doomed = folder.with_name(f"{TMP_PREFIX}del-{folder.name}")
+    os.rename(folder, doomed)
+    shutil.rmtree(doomed, ignore_errors=True)
