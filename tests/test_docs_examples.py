@@ -49,6 +49,7 @@ PAGES_WITH_CODE = [
     "docs/concepts/lora-qlora.md",
     "docs/concepts/moe.md",
     "docs/concepts/ppo.md",
+    "docs/concepts/self-attention.md",
     "docs/distributed.md",
     "docs/evaluation.md",
     "docs/loading-models.md",

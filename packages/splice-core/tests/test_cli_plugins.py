@@ -16,7 +16,7 @@ def test_lists_core_and_mha_with_versions_and_tags(capsys):
     assert lines[0] == "splice-core 0.1.0 (entry point 'core')"
     assert "  channel_mixer: mlp, swiglu" in lines
     mha = lines.index("splice-mha 0.1.0 (entry point 'mha')")
-    assert lines[mha + 1] == "  token_mixer: cross_attention, mha"
+    assert lines[mha + 1] == "  token_mixer: cross_attention, mha, mla"
 
 
 def test_json_listing_matches_the_registry(capsys):
@@ -26,7 +26,7 @@ def test_json_listing_matches_the_registry(capsys):
     reg = registry.get_registry()
     assert set(rows) == set(reg.plugins)
     assert rows["core"]["distribution"] == "splice-core"
-    assert rows["mha"]["registered"]["token_mixer"] == ["cross_attention", "mha"]
+    assert rows["mha"]["registered"]["token_mixer"] == ["cross_attention", "mha", "mla"]
     assert all(row["error"] is None for row in rows.values())
     assert listing["disabled"] == []
 

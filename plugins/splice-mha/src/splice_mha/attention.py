@@ -81,12 +81,7 @@ class MultiHeadAttention(TokenMixer):
         ``T < S`` (new tokens after a cache) aligns query ``i`` with key ``S - T + i``;
         SDPA's own ``is_causal`` would align it with key ``i``, so that case gets a mask.
         """
-        t, s = q.shape[2], k.shape[2]
-        if mask is None and is_causal and t != s:
-            if t == 1:
-                is_causal = False  # the newest token sees every key
-            else:
-                mask = causal_mask(t, s, device=q.device)
+        mask, is_causal = aligned_mask(q.shape[2], k.shape[2], mask, is_causal, q.device)
         y = scaled_dot_product_attention(
             q,
             k,
@@ -190,6 +185,21 @@ class CrossAttention(MultiHeadAttention):
             k, v = self.context_kv(inputs.context)
         y = self.o_proj(self.attend(q, k, v, inputs.context_mask, False))
         return y * torch.tanh(self.gate) if self.gate is not None else y
+
+
+def aligned_mask(
+    t: int, s: int, mask: Tensor | None, is_causal: bool, device: torch.device
+) -> tuple[Tensor | None, bool]:
+    """``(mask, is_causal)`` for SDPA with ``t`` queries after ``s - t`` cached keys.
+
+    Causal with ``t < s`` aligns query ``i`` with key ``s - t + i``; SDPA's own ``is_causal``
+    would align it with key ``i``, so that case gets an explicit ``(t, s)`` mask.
+    """
+    if mask is None and is_causal and t != s:
+        if t == 1:
+            return None, False  # the newest token sees every key
+        return causal_mask(t, s, device=device), False
+    return mask, is_causal
 
 
 #: Fewest ``x`` rows (tokens in the batch) for which concatenating the Q/K/V weights per

@@ -142,6 +142,26 @@ class _RotateHalf(torch.autograd.Function):
         return _rotate_half(grad, cos, signed_sin, sign=-1.0), None, None
 
 
+def interleaved_to_half(x: Tensor, dim: int = -1) -> Tensor:
+    """Reorder RoPE pairs along ``dim`` from interleaved ``(x0, x1), (x2, x3), ...`` (GPT-J,
+    DeepSeek) to the rotate-half layout ``x0, x2, ..., x1, x3, ...`` this module rotates.
+
+    Applied to the rows of a projection that feeds RoPE (on both the query and the key
+    side), it makes rotate-half RoPE compute what interleaved RoPE computed: dot products
+    are unchanged by the same permutation of both operands.
+    """
+    n = x.shape[dim]
+    order = torch.cat([torch.arange(0, n, 2), torch.arange(1, n, 2)]).to(x.device)
+    return x.index_select(dim, order)
+
+
+def half_to_interleaved(x: Tensor, dim: int = -1) -> Tensor:
+    """The inverse of :func:`interleaved_to_half`."""
+    n = x.shape[dim]
+    order = torch.stack([torch.arange(n // 2), torch.arange(n // 2, n)], dim=1).reshape(-1)
+    return x.index_select(dim, order.to(x.device))
+
+
 class NoPositional(AdditivePositional):
     """Adds nothing."""
 

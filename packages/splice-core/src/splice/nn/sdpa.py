@@ -109,6 +109,7 @@ def _takes_explicit_path(
         and (is_causal or mask is not None or EXPLICIT_BIDIRECTIONAL[q.dtype])
         and k.dtype == q.dtype
         and v.dtype == q.dtype
+        and v.shape[-1] == q.shape[-1]  # one head size (MLA's values are narrower: torch's)
         and torch.is_grad_enabled()
         and (q.requires_grad or k.requires_grad or v.requires_grad)
         and dropout_p == 0.0
