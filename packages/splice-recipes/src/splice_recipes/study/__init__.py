@@ -1,0 +1,41 @@
+"""The study layer every recipe runs on: arms x seeds, paired differences with Student t
+intervals, a shown / not-shown verdict per claim, and the study folder
+(``study.json``, ``report.md``, one PNG per claim).
+
+A recipe defines a config (a ``StudyConfig`` subclass), its arms, its claims and
+``run_one(arm, seed, folder) -> {metric: value}``, and calls ``run_study``. See
+docs/studies.md.
+"""
+
+from splice_recipes.study.result import ClaimResult, StudyResult, judge
+from splice_recipes.study.results import mean_of_last_evals
+from splice_recipes.study.runner import claim_lines, run_study, summary
+from splice_recipes.study.spec import Claim, StudyConfig
+from splice_recipes.study.stats import (
+    NOT_SHOWN,
+    SHOWN,
+    Interval,
+    paired_differences,
+    t_interval,
+    t_quantile,
+    verdict,
+)
+
+__all__ = [
+    "NOT_SHOWN",
+    "SHOWN",
+    "Claim",
+    "ClaimResult",
+    "Interval",
+    "StudyConfig",
+    "StudyResult",
+    "claim_lines",
+    "judge",
+    "mean_of_last_evals",
+    "paired_differences",
+    "run_study",
+    "summary",
+    "t_interval",
+    "t_quantile",
+    "verdict",
+]

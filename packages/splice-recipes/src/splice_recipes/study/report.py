@@ -1,0 +1,121 @@
+"""A study's files: ``study.json`` (the data), ``report.md`` (claims with intervals and
+verdicts, then every arm's metrics) and one PNG per claim."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from splice_recipes.study.plots import plot_claim
+from splice_recipes.study.result import ClaimResult, StudyResult
+from splice_recipes.study.stats import t_interval
+
+
+def _clean(value: Any) -> Any:
+    # Strict JSON has no NaN/Infinity: write null.
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
+
+
+def write_json(path: str | Path, data: Any) -> Path:
+    """``data`` as indented strict JSON (NaN/inf written as null); creates the folder."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(json.dumps(_clean(data), indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    return p
+
+
+def fmt(x: float, scale: float = 1.0, unit: str = "") -> str:
+    """A number in 4 significant digits (``-inf``/``inf`` as unbounded)."""
+    if not math.isfinite(x):
+        return "unbounded" if math.isinf(x) else "nan"
+    return f"{x * scale:.4g}{unit}"
+
+
+def interval_text(cr: ClaimResult) -> str:
+    """``+3.2 pt [+1.1, +5.3]``: the mean difference and its interval."""
+    c, iv = cr.claim, cr.interval
+    if not math.isfinite(iv.low):
+        return f"{iv.mean * c.scale:+.4g}{c.unit} (1 seed: no interval)"
+    return f"{iv.mean * c.scale:+.4g}{c.unit} [{iv.low * c.scale:+.4g}, {iv.high * c.scale:+.4g}]"
+
+
+def environment_line(result: StudyResult) -> str:
+    env = result.environment
+    load = env.get("load_average_1min")
+    return (
+        f"{len(result.seeds)} seeds ({', '.join(map(str, result.seeds))}), "
+        f"precision {env.get('precision')}, {env.get('machine_class')}, torch {env.get('torch')}, "
+        f"wall time {result.wall_time_s:.0f} s"
+        + (
+            f" (1-min load average {load:.1f} on {env.get('cpu_count')} CPUs at the start)"
+            if isinstance(load, float)
+            else ""
+        )
+    )
+
+
+def report_markdown(result: StudyResult) -> str:
+    """The study's ``report.md``."""
+    conf = f"{result.confidence:.0%}"
+    lines = [
+        f"# {result.name}",
+        "",
+        environment_line(result) + ".",
+        "",
+        "## Claims",
+        "",
+        f"Each claim pairs two arms by seed (same seed, same data): the difference per seed, "
+        f"its mean and the {conf} Student t interval of the mean (n - 1 degrees of freedom). "
+        "A claim reads **shown** only when the interval excludes zero on the claimed side; "
+        "otherwise **not shown**.",
+        "",
+        f"| claim | mean difference [{conf} interval] | seeds | verdict |",
+        "|---|---|---:|---|",
+    ]
+    for cr in result.claims:
+        lines.append(
+            f"| {cr.claim.sentence} | {interval_text(cr)} | {cr.interval.n} | **{cr.verdict}** |"
+        )
+    lines.append("")
+    for cr in result.claims:
+        lines.append(f"![{cr.claim.name}]({cr.claim.name}.png)")
+    metrics = sorted({m for runs in result.figures.values() for r in runs.values() for m in r})
+    if metrics:
+        lines += ["", "## Arms", "", f"Mean over seeds +- half-width of the {conf} interval.", ""]
+        lines.append("| arm | " + " | ".join(metrics) + " |")
+        lines.append("|---|" + "---:|" * len(metrics))
+        for arm, runs in result.figures.items():
+            cells = []
+            for m in metrics:
+                xs = [
+                    float(r[m])
+                    for r in runs.values()
+                    if isinstance(r.get(m), int | float) and math.isfinite(r[m])
+                ]
+                if not xs:
+                    cells.append("-")
+                    continue
+                iv = t_interval(xs, result.confidence)
+                hw = f" +- {iv.half_width:.3g}" if math.isfinite(iv.half_width) else ""
+                cells.append(f"{iv.mean:.4g}{hw}")
+            lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_study(result: StudyResult, folder: str | Path) -> Path:
+    """Write ``study.json``, ``report.md`` and ``<claim>.png`` into ``folder``; returns the
+    ``study.json`` path."""
+    out = Path(folder)
+    path = write_json(out / "study.json", result.to_json())
+    (out / "report.md").write_text(report_markdown(result), encoding="utf-8")
+    for cr in result.claims:
+        plot_claim(cr, out / f"{cr.claim.name}.png")
+    return path

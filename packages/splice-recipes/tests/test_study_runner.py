@@ -1,0 +1,149 @@
+"""A tiny study end to end: arm x seed runs with real training, the files it writes, and
+``study.json`` read back; and the README table generated from it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from splice_recipes.study import (
+    Claim,
+    StudyConfig,
+    StudyResult,
+    mean_of_last_evals,
+    run_study,
+    summary,
+)
+from splice_recipes.study.readme import BEGIN, END, main, splice_table, table
+
+
+class TinyStudy(StudyConfig):
+    name: str = "tiny"
+    steps: int = 6
+
+
+def _train(arm: str, seed: int, folder: Path, config: TinyStudy) -> dict[str, float]:
+    """Addition on a 1-layer d=16 decoder: ``lr0`` barely moves (lr 1e-9), ``adam`` learns."""
+    from splice.training.experiment import run_experiment
+    from splice_recipes.common import addition_task, short_run
+
+    rep = run_experiment(
+        {
+            "name": f"tiny-{arm}",
+            "seed": seed,
+            "output_dir": str(folder),
+            "model": {
+                "type": "decoder",
+                "vocab_size": 52,
+                "d_model": 16,
+                "n_layers": 1,
+                "max_seq_len": 16,
+                "block": {"type": "pre_norm", "token_mixer": {"type": "mha", "n_heads": 2}},
+            },
+            "data": {"task": addition_task(), "max_len": 16},
+            "train": short_run(
+                steps=config.steps,
+                batch_size=16,
+                log_every=2,
+                progress=False,
+                lr=1e-9 if arm == "lr0" else 1e-2,
+                precision=config.precision,
+            ),
+            "eval": {"every": 2, "loss_batches": 1, "exact_match_examples": 4, "max_new_tokens": 3},
+        }
+    )
+    return {
+        "eval_loss": mean_of_last_evals(folder / "metrics.jsonl", "eval_loss", config.last_evals),
+        "final_train_loss": float(rep["final_train_loss"]),
+    }
+
+
+def test_tiny_study_end_to_end(tmp_path):
+    cfg = TinyStudy(seeds=2, last_evals=2, progress=False, output_dir=str(tmp_path / "s"))
+    claims = [
+        Claim(
+            "adam-lowers-loss",
+            "adam",
+            "lr0",
+            "eval_loss",
+            "lower",
+            text="training lowers held-out loss",
+        ),
+        Claim("adam-raises-loss", "adam", "lr0", "eval_loss", "higher"),
+    ]
+    result = run_study(
+        cfg,
+        arms=["lr0", "adam"],
+        run_one=lambda arm, seed, folder: _train(arm, seed, folder, cfg),
+        claims=claims,
+        extras=lambda r: {"note": f"{len(r.seeds)} seeds"},
+    )
+    out = tmp_path / "s"
+    for arm in ("lr0", "adam"):
+        for seed in (0, 1):
+            run = out / arm / f"seed-{seed}"
+            assert (run / "metrics.jsonl").is_file()
+            saved = json.loads((run / "result.json").read_text())
+            assert saved == result.figures[arm][seed]
+            evals = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+            losses = [r["eval_loss"] for r in evals if r["kind"] == "eval"]
+            assert saved["eval_loss"] == pytest.approx(sum(losses[-2:]) / 2)
+    # lr 1e-9 leaves the model at its (seeded) start: the loss does not move between evals
+    lr0 = [json.loads(x) for x in (out / "lr0/seed-0/metrics.jsonl").read_text().splitlines()]
+    first, *rest = [r["eval_loss"] for r in lr0 if r["kind"] == "eval"]
+    assert rest == pytest.approx([first] * len(rest), rel=1e-4)
+    assert {p.name for p in out.iterdir()} >= {
+        "study.json",
+        "report.md",
+        "config.json",
+        "adam-lowers-loss.png",
+        "adam-raises-loss.png",
+    }
+    lowers, raises = result.claims
+    assert lowers.differences == pytest.approx(
+        [
+            result.figures["adam"][s]["eval_loss"] - result.figures["lr0"][s]["eval_loss"]
+            for s in (0, 1)
+        ]
+    )
+    assert all(d < 0 for d in lowers.differences)
+    assert raises.verdict == "not shown"  # the data refute it: printed as such
+    back = StudyResult.load(out)
+    assert back.to_json() == json.loads((out / "study.json").read_text())
+    assert back.figures == result.figures and back.extras == {"note": "2 seeds"}
+    assert back.claims[0].interval == pytest.approx(lowers.interval) or back.claims[0] == lowers
+    env = back.environment
+    assert env["precision"] == "float32" and env["machine_class"] and env["torch"]
+    assert back.config["seeds"] == 2 and back.wall_time_s > 0
+    report = (out / "report.md").read_text()
+    assert "Student t" in report and "**not shown**" in report
+    assert "training lowers held-out loss" in report
+    s = summary(result, out)
+    assert s["claim adam-raises-loss"].startswith("not shown")
+
+    # the README table from published results
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{BEGIN}\nold\n{END}\nafter\n")
+    results = tmp_path / "results"
+    assert main([str(results), str(readme), "--publish", str(out)]) == 0
+    assert (results / "tiny" / "study.json").is_file()
+    assert (results / "tiny" / "adam-lowers-loss.png").is_file()
+    text = readme.read_text()
+    assert "old" not in text and text.startswith("intro\n") and text.endswith("after\n")
+    row = next(line for line in text.splitlines() if "training lowers held-out loss" in line)
+    assert "`tiny`" in row and "| 2 |" in row and "float32" in row and env["machine_class"] in row
+    assert main([str(results), str(readme), "--check"]) == 0
+    readme.write_text(text.replace("float32", "bf16"))
+    assert main([str(results), str(readme), "--check"]) == 1
+
+
+def test_seeds_override_and_bad_claims(tmp_path):
+    from splice.overrides import apply_overrides
+
+    cfg = apply_overrides(TinyStudy(), ["seeds=5", "first_seed=10"])
+    assert cfg.seed_list() == [10, 11, 12, 13, 14]
+    with pytest.raises(ValueError, match="names arm 'nope'"):
+        run_study(cfg, arms=["a"], run_one=lambda *a: {}, claims=[Claim("c", "nope", "a", "m")])
+    with pytest.raises(ValueError, match="markers"):
+        splice_table("no markers here", table([]))
