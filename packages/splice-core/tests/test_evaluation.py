@@ -234,3 +234,22 @@ def test_evaluator_runs_every_part_and_results_are_written_as_json(tmp_path) -> 
     saved = json.loads(path.read_text())
     assert path.name == "eval.json" and saved["bad"] is None
     assert saved["add/pass@4"] == pytest.approx(metrics["add/pass@4"])
+
+
+@pytest.mark.parametrize(
+    ("completion", "reference", "expected"),
+    [
+        ("<think>7+5=12,3+2+1=6</think><answer>62</answer>", "62", True),  # chain of thought
+        (" 62 ", "62", True),  # a task that answers directly
+        ("<think>a</think><answer>62</answer>", "<think>a</think><answer>62</answer>", True),
+        ("<think>62</think><answer>61</answer>", "62", False),  # the final answer counts
+        ("<answer>62</answer><answer>62</answer>", "62", False),  # two answers: none
+        ("<answer>062</answer>", "62", False),  # exact: no normalisation (answer_match has it)
+    ],
+)
+def test_exact_match_compares_the_final_answer(
+    completion: str, reference: str, expected: bool
+) -> None:
+    from splice.evaluation.exact_match import is_exact
+
+    assert is_exact(completion, reference) is expected

@@ -8,7 +8,12 @@ from typing import Any
 from torch import nn
 
 from splice.data.examples import Example
-from splice.evaluation.exact_match import completion_texts, exact_match, reference_answer
+from splice.evaluation.exact_match import (
+    completion_texts,
+    exact_match,
+    is_exact,
+    reference_answer,
+)
 from splice.evaluation.loss import evaluate_loss
 from splice.evaluation.pass_at_k import evaluate_pass_at_k
 from splice.generation.sampling import SamplingConfig
@@ -108,7 +113,7 @@ class Evaluator:
         ]
         refs = [reference_answer(e) for e in examples]
         scores = self.rewards.score(prompts, texts, refs)
-        out = {f"{p}exact_match": sum(t.strip() == r for t, r in zip(texts, refs)) / len(texts)}
+        out = {f"{p}exact_match": sum(is_exact(t, r) for t, r in zip(texts, refs)) / len(texts)}
         out.update({f"{p}{k}": v for k, v in scores.metrics().items()})
         out[f"{p}completion_length"] = sum(len(t) for t in texts) / len(texts)
         return out

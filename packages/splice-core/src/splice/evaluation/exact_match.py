@@ -16,6 +16,21 @@ def reference_answer(example: Example) -> str:
     return (example.answer or example.completion).strip()
 
 
+def is_exact(completion: str, reference: str) -> bool:
+    """Whether ``completion`` answers ``reference`` exactly (no normalisation).
+
+    The completion's one final answer is compared (``splice.rewards.final_answer``: the
+    single ``<answer>`` block after the last ``</think>``, or the whole completion when it
+    has no tags), so a chain-of-thought completion ending ``<answer>62</answer>`` matches
+    the answer ``62``; the whole stripped completion also counts (a task whose reference
+    is itself a tagged completion).
+    """
+    from splice.rewards.verifiers import final_answer
+
+    text = completion.strip()
+    return text == reference or final_answer(text) == reference
+
+
 def completion_texts(
     model: nn.Module,
     tokenizer: Any,
@@ -59,7 +74,7 @@ def exact_match(
     batch_size: int = 64,
     return_predictions: bool = False,
 ) -> dict[str, Any]:
-    """Share of ``examples`` whose completion, stripped, equals the stripped answer.
+    """Share of ``examples`` whose completion's final answer equals the answer (``is_exact``).
 
     Args:
         sampling: generation settings; default greedy with 32 new tokens. ``n`` is
@@ -74,7 +89,7 @@ def exact_match(
         model, tokenizer, [e.prompt for e in examples], sampling, batch_size=batch_size
     )
     preds = [t[0].strip() for t in texts]
-    correct = sum(p == reference_answer(e) for p, e in zip(preds, examples))
+    correct = sum(is_exact(p, reference_answer(e)) for p, e in zip(preds, examples))
     result: dict[str, Any] = {
         "accuracy": correct / len(examples) if examples else 0.0,
         "n": len(examples),
@@ -85,4 +100,4 @@ def exact_match(
     return result
 
 
-__all__ = ["completion_texts", "exact_match", "reference_answer"]
+__all__ = ["completion_texts", "exact_match", "is_exact", "reference_answer"]

@@ -19,7 +19,7 @@ import numpy as np
 from torch import nn
 
 from splice.data.examples import Example
-from splice.evaluation.exact_match import completion_texts, reference_answer
+from splice.evaluation.exact_match import completion_texts, is_exact, reference_answer
 from splice.generation.sampling import SamplingConfig
 
 
@@ -49,7 +49,8 @@ def evaluate_pass_at_k(
 ) -> dict[str, Any]:
     """Sample ``sampling.n`` completions per example and average pass@k over examples.
 
-    A sample is correct when, stripped, it equals the stripped answer (as in ``exact_match``).
+    A sample is correct when its final answer equals the answer (``is_exact``, as in
+    ``exact_match``).
     Use ``temperature > 0``: greedy samples are all identical.
 
     Returns:
@@ -66,7 +67,7 @@ def evaluate_pass_at_k(
         model, tokenizer, [e.prompt for e in examples], sampling, batch_size=batch_size
     )
     correct = [
-        sum(t.strip() == reference_answer(e) for t in samples)
+        sum(is_exact(t, reference_answer(e)) for t in samples)
         for samples, e in zip(texts, examples)
     ]
     result: dict[str, Any] = {
