@@ -1,4 +1,5 @@
-"""Sessions: lint, typecheck, tests, isolated (one plugin alone), bench, docs.
+"""Sessions: lint, typecheck, tests, core (splice-core alone), isolated (one plugin alone),
+bench, docs.
 
 ``uvx nox`` runs the defaults (lint, tests); ``uvx nox -s isolated`` the per-plugin runs.
 Every environment is synced from ``uv.lock`` with ``--locked``: a stale lock fails fast.
@@ -17,7 +18,7 @@ import nox
 
 nox.needs_version = ">=2025.2.9"  # uv backend with run_install("uv", ...), parametrize ids
 nox.options.default_venv_backend = "uv"
-nox.options.sessions = ["lint", "tests", "wheels"]
+nox.options.sessions = ["lint", "tests", "core", "wheels"]
 nox.options.reuse_venv = "yes"  # uv sync makes a reused env exactly the lock's again
 nox.options.error_on_missing_interpreters = True
 
@@ -74,14 +75,34 @@ def isolated(session: nox.Session, plugin: str) -> None:
     """
     groups = _dependency_groups(plugin)
     sync(session, "--package", plugin, "--no-default-groups", *groups)
+    _install_test_tools(session)
+    session.run("python", "-c", _ONLY_THESE_PLUGINS, *_declared_splice_packages(plugin))
+    session.run("pytest", f"plugins/{plugin}/tests", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def core(session: nox.Session) -> None:
+    """splice-core alone, no plugin installed: the core's tests that need nothing else.
+
+    Proves the core does not lean on a plugin it does not declare (attention is
+    splice-mha's). A core test that needs splice-mha says so with ``@pytest.mark.mha``
+    and is deselected here (the ``tests`` session runs it); one that does not say so
+    fails here.
+    """
+    sync(session, "--package", "splice-core", "--no-default-groups")
+    _install_test_tools(session)
+    session.run("python", "-c", _ONLY_THESE_PLUGINS, "splice-core")
+    session.run("pytest", "packages/splice-core/tests", "-m", "not mha", *session.posargs)
+
+
+def _install_test_tools(session: nox.Session) -> None:
+    """pytest and its plugins at the versions the lock pins (the root ``test`` group)."""
     pins = Path(session.create_tmp()) / "test-requirements.txt"
     session.run_install(
         "uv", "export", "--locked", "--only-group", "test", "--no-hashes", "--no-emit-workspace",
         "--quiet", "-o", str(pins), silent=True,
     )  # fmt: skip
-    session.install("-r", str(pins))  # pytest at the versions the lock pins
-    session.run("python", "-c", _ONLY_THESE_PLUGINS, *_declared_splice_packages(plugin))
-    session.run("pytest", f"plugins/{plugin}/tests", *session.posargs)
+    session.install("-r", str(pins))
 
 
 def _pyproject(plugin: str) -> dict:  # type: ignore[type-arg]

@@ -10,15 +10,20 @@ from splice.cli import main
 from splice.registry import DuplicateTagError, Registry
 
 
+@pytest.mark.mha
 def test_lists_core_and_mha_with_versions_and_tags(capsys):
     assert main(["plugins"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "splice-core 0.1.0 (entry point 'core')"
     assert "  channel_mixer: mlp, swiglu" in lines
     mha = lines.index("splice-mha 0.1.0 (entry point 'mha')")
-    assert lines[mha + 1] == "  token_mixer: cross_attention, mha, mla"
+    assert lines[mha + 1 : mha + 3] == [
+        "  hf_architecture: gpt2, llama, qwen2",
+        "  token_mixer: cross_attention, mha, mla",
+    ]
 
 
+@pytest.mark.mha
 def test_json_listing_matches_the_registry(capsys):
     assert main(["plugins", "--json"]) == 0
     listing = json.loads(capsys.readouterr().out)

@@ -11,6 +11,9 @@ from splice.cli import main
 from splice.overrides import apply_overrides, parse_assignment
 from splice.training.configs import ExperimentConfig
 
+pytestmark = pytest.mark.mha  # needs splice-mha; `nox -s core` deselects it
+
+
 RECIPE = textwrap.dedent(
     '''
     """A tiny one-digit addition run."""

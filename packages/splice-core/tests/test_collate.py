@@ -96,6 +96,7 @@ def tiny_model(vocab: int, *, tie: bool = True) -> torch.nn.Module:
 
 
 @pytest.mark.parametrize("chunk_size", [None, 3])
+@pytest.mark.mha
 def test_packed_loss_equals_unpacked_loss(chunk_size: int | None) -> None:
     """Same total loss whether examples run alone (padded) or packed together."""
     exs = [
@@ -117,6 +118,7 @@ def test_packed_loss_equals_unpacked_loss(chunk_size: int | None) -> None:
     assert padded.loss.item() == pytest.approx(unpacked, abs=1e-5)
 
 
+@pytest.mark.mha
 def test_packing_without_doc_ids_would_differ() -> None:
     """Guard against a vacuous equality: dropping doc_ids/positions changes the loss."""
     exs = [Example("12+3=", "15"), Example("4+4=", "8"), Example("60+7=", "67")]

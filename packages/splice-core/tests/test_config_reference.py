@@ -13,11 +13,15 @@ import types
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
+import pytest
 from pydantic import BaseModel, BeforeValidator
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 from splice.models.configs import LayerOverride
 from splice.registry import get_registry
+
+pytestmark = pytest.mark.mha  # needs splice-mha; `nox -s core` deselects it
+
 
 REFERENCE = Path(__file__).parents[3] / "docs" / "config-reference.md"
 DISTRIBUTIONS = ("splice-core", "splice-mha")

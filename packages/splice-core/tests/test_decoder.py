@@ -23,6 +23,9 @@ from splice.nn.ffn import MLP, SwiGLU
 from splice.nn.positional import LearnedPositional, RotaryEmbedding, SinusoidalPositional
 from splice.testing import CachedModelConformance
 
+pytestmark = pytest.mark.mha  # needs splice-mha; `nox -s core` deselects it
+
+
 V, D = 40, 32
 POSITIONALS = {
     "rope": {"type": "rope"},

@@ -9,6 +9,9 @@ from splice.models.build import build_model
 from splice.models.configs import EncoderDecoderConfig
 from splice.models.encoder_decoder import EncoderDecoderLM
 
+pytestmark = pytest.mark.mha  # needs splice-mha; `nox -s core` deselects it
+
+
 V, D = 23, 32
 
 

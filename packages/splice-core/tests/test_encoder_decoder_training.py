@@ -17,6 +17,9 @@ from splice.testing import CachedModelConformance
 from splice.testing import specs as conformance_specs
 from torch import Tensor, nn
 
+pytestmark = pytest.mark.mha  # needs splice-mha; `nox -s core` deselects it
+
+
 TOK = CharTokenizer()
 
 

@@ -15,7 +15,7 @@ from splice.models.build import build_model
 from splice.training.configs import ExperimentConfig
 from splice.training.stream import derive_seed
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.mha, pytest.mark.usefixtures("one_thread")]
 
 
 MODEL = {

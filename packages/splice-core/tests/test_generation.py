@@ -8,7 +8,7 @@ from splice.generation.logits import top_k_filter, top_p_filter
 from splice.generation.sampling import SamplingConfig, generate
 from splice.models.build import build_model
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.mha, pytest.mark.usefixtures("one_thread")]
 
 
 PAD = 0

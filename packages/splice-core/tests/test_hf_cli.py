@@ -14,7 +14,7 @@ from splice.models.build import build_model
 from splice.models.configs import DecoderConfig
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.mha, pytest.mark.usefixtures("one_thread")]
 
 
 @pytest.fixture(scope="module")

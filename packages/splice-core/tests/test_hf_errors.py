@@ -15,6 +15,8 @@ transformers = pytest.importorskip("transformers")
 import splice.hf.loading as loading  # noqa: E402
 from splice.hf import CheckpointError, load_pretrained  # noqa: E402
 
+pytestmark = pytest.mark.mha  # needs splice-mha; `nox -s core` deselects it
+
 
 @pytest.fixture(autouse=True)
 def _no_data_read(monkeypatch):

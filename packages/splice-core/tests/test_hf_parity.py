@@ -23,7 +23,7 @@ VOCAB = 128
 TOL = 1e-4
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.mha, pytest.mark.usefixtures("one_thread")]
 
 
 def _randomize(model: torch.nn.Module, seed: int) -> None:

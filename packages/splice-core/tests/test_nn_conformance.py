@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+import pytest
 from splice.interfaces import BuildContext
 from splice.nn.configs import (
     LayerNormConfig,
@@ -47,6 +48,7 @@ class TestRMSNorm(NormConformance):
         return RMSNormConfig(eps=1e-5)
 
 
+@pytest.mark.mha
 class TestPreNormBlock(BlockConformance):
     def make_config(self) -> PreNormBlockConfig:
         return PreNormBlockConfig(
@@ -58,16 +60,19 @@ class TestPreNormBlock(BlockConformance):
         return BuildContext(d_model=16, max_seq_len=32, rotary=RotaryEmbedding(4, 32))
 
 
+@pytest.mark.mha
 class TestPostNormBlock(BlockConformance):
     def make_config(self) -> PostNormBlockConfig:
         return PostNormBlockConfig(token_mixer=ATTENTION)
 
 
+@pytest.mark.mha
 class TestParallelBlock(BlockConformance):
     def make_config(self) -> ParallelBlockConfig:
         return ParallelBlockConfig(token_mixer=ATTENTION, channel_mixer=MLPConfig())
 
 
+@pytest.mark.mha
 class TestBidirectionalBlock(BlockConformance):
     """An encoder block: built with ``causal=False``, later tokens must reach earlier ones."""
 
@@ -78,6 +83,7 @@ class TestBidirectionalBlock(BlockConformance):
         return BuildContext(d_model=16, max_seq_len=32, causal=False)
 
 
+@pytest.mark.mha
 class TestCrossAttentionBlock(BlockConformance):
     """A decoder block with cross-attention over a context of another width."""
 

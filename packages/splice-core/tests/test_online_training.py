@@ -122,6 +122,7 @@ def test_toy_objective_is_an_online_objective():
     assert isinstance(ToyReinforce(), OnlineObjective)
 
 
+@pytest.mark.mha
 def test_online_loop_logs_rollout_and_update_metrics_and_trains_the_extra_module(tmp_path):
     tr = trainer(tmp_path)
     before = tr.objective.bias.weight.detach().clone()
@@ -142,6 +143,7 @@ def test_online_loop_logs_rollout_and_update_metrics_and_trains_the_extra_module
     assert state["objective"] == {"collected": 6} and state["micro_batches"] == 6
 
 
+@pytest.mark.mha
 def test_resume_from_a_checkpoint_is_bitwise_equal(tmp_path):
     straight = trainer(tmp_path / "a")
     straight.fit()
@@ -164,6 +166,7 @@ def test_resume_from_a_checkpoint_is_bitwise_equal(tmp_path):
             assert torch.equal(sa[i][k], sb[i][k]), (i, k)
 
 
+@pytest.mark.mha
 def test_reinforce_raises_the_reward(tmp_path):
     trainer(tmp_path, steps=40).fit()
     rewards = [
@@ -193,6 +196,7 @@ def test_a_prompt_longer_than_the_context_is_an_error_naming_it():
         src.batch(0)
 
 
+@pytest.mark.mha
 def test_chunked_generation_matches_per_chunk_calls():
     """Chunk c of the global batch has its own seed: a process holding prompts 2-3 samples
     what one process holding 0-3 samples for them."""
@@ -224,11 +228,13 @@ def test_pack_rollout_right_pads_prompt_plus_completion():
     assert packed["lengths"].tolist() == [2, 3]
 
 
+@pytest.mark.mha
 def test_grad_accum_is_refused_for_online_objectives():
     with pytest.raises(ValueError, match="grad_accum=2"):
         trainer(None, grad_accum=2)
 
 
+@pytest.mark.mha
 def test_online_steps_keep_each_param_groups_lr_scale(tmp_path):
     # PPO's value_lr_scale and LoRA+ give param groups an lr_scale; the online loop once set
     # every group to the plain scheduled rate, silently dropping them.
@@ -264,6 +270,7 @@ class TiedCritic(ToyReinforce):
         )
 
 
+@pytest.mark.mha
 def test_objective_state_with_tied_weights_saves_and_loads_back(tmp_path):
     from safetensors.torch import load_file
     from splice.checkpoint import CheckpointManager
@@ -297,6 +304,7 @@ class OverflowingHead(ToyReinforce):
                 self.bias.weight.fill_(float("inf"))
 
 
+@pytest.mark.mha
 def test_non_finite_objective_module_weights_are_never_checkpointed(tmp_path):
     from splice.training.nan_guard import NonFiniteLossError
 

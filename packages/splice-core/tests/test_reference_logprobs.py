@@ -12,6 +12,8 @@ from splice.objectives.logprobs import token_logprobs
 from splice.reference import ReferenceModel
 from torch import Tensor, nn
 
+pytestmark = pytest.mark.mha  # needs splice-mha; `nox -s core` deselects it
+
 
 def tiny_decoder(seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)

@@ -258,14 +258,29 @@ def test_failing_hook_registers_nothing_half_way():
 
 def test_unknown_tag_lists_registered_tags_and_install_hint(monkeypatch):
     # A hinted tag whose plugin is not installed (the real plugins all are, in the workspace).
-    monkeypatch.setitem(registry.INSTALL_HINTS, "hologram", "splice-hologram")
+    monkeypatch.setitem(registry.INSTALL_HINTS, "adapter", {"hologram": "splice-hologram"})
     reg = get_registry()
     with pytest.raises(UnknownTagError) as info:
         reg.get("adapter", "hologram")
     message = str(info.value)
     assert "unknown adapter type 'hologram'" in message
     assert "registered adapter types:" in message
-    assert "`uv add splice-hologram`" in message
+    # Nothing is published on an index: the advice is the wheels path that works.
+    assert "`uv add --find-links wheels splice-hologram`" in message
+    assert "uv build --all-packages --wheel -o wheels" in message
+
+
+def test_install_hint_for_mha_when_splice_mha_is_absent(monkeypatch):
+    """The hint comes from the checked-in table (generated from the plugins' registrations),
+    so it names splice-mha even where splice-mha is not installed (the core session)."""
+    monkeypatch.setenv("SPLICE_DISABLE_PLUGINS", "mha")
+    reg = registry.Registry()
+    reg.load_entry_points()
+    with pytest.raises(UnknownTagError, match=r"--find-links wheels splice-mha`"):
+        reg.get("token_mixer", "mha")
+    with pytest.raises(UnknownTagError) as info:
+        reg.get("token_mixer", "gqa")  # nothing registers it: no distribution is guessed
+    assert "splice-mha" not in str(info.value)
 
 
 def test_unknown_tag_suggests_a_near_miss():
@@ -276,6 +291,7 @@ def test_unknown_tag_suggests_a_near_miss():
     assert "did you mean" not in str(info.value)
 
 
+@pytest.mark.mha
 def test_unknown_tag_says_when_the_tag_belongs_to_another_kind():
     with pytest.raises(
         UnknownTagError, match=r"'mha' is registered as a token_mixer, not a channel_mixer"

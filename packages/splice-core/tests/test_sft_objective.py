@@ -51,6 +51,7 @@ def grads(model: nn.Module, loss: Tensor) -> dict[str, Tensor]:
     return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
+@pytest.mark.mha
 def test_loss_is_mean_over_completion_tokens_only() -> None:
     model = tiny_model()
     batch = SFTCollator(TOK, max_len=32)(EXAMPLES)
@@ -69,6 +70,7 @@ def test_loss_is_mean_over_completion_tokens_only() -> None:
 
 @pytest.mark.parametrize("tie", [True, False])
 @pytest.mark.parametrize("collator", [SFTCollator, PackedSFTCollator])
+@pytest.mark.mha
 def test_chunked_matches_plain_loss_and_grads(tie: bool, collator: type) -> None:
     model = tiny_model(tie=tie)
     batch = collator(TOK, max_len=32)(EXAMPLES)
@@ -239,6 +241,7 @@ class LargestLogits(TorchDispatchMode):
         return out
 
 
+@pytest.mark.mha
 def test_chunked_never_materialises_full_logits() -> None:
     """Forward + backward: the plain loss makes an (N, V) tensor, the chunked one never does."""
     vocab = 1000  # not a multiple of any model width, so (*, V) tensors are logits-like
@@ -290,6 +293,7 @@ def test_shifted_targets_drop_cross_document_pairs() -> None:
     assert shifted_targets(labels, doc_ids).tolist() == [[5, -100, 7, -100]]
 
 
+@pytest.mark.mha
 def test_all_targets_truncated_gives_zero_loss_with_graph() -> None:
     model = tiny_model()
     with pytest.warns(UserWarning):
@@ -299,6 +303,7 @@ def test_all_targets_truncated_gives_zero_loss_with_graph() -> None:
     out.loss.backward()  # must not raise
 
 
+@pytest.mark.mha
 def test_missing_keys_error() -> None:
     with pytest.raises(ValueError, match="needs 'input_ids' and 'labels'"):
         SFTObjective().loss(tiny_model(), {"input_ids": torch.zeros(1, 3, dtype=torch.long)})

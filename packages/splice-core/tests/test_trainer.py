@@ -122,6 +122,7 @@ def test_weight_decay_only_on_matrices():
     ]
 
 
+@pytest.mark.mha
 def test_gradient_accumulation_matches_a_big_batch():
     """2 micro-batches of 8 = 1 batch of 16 (equal-size micro-batches, mean loss)."""
 
@@ -178,6 +179,7 @@ def _concat(batches):
     ],
     ids=["sgd", "fused adamw + clip", "fused adamw", "adamw + clip"],
 )
+@pytest.mark.mha
 def test_accumulation_weighs_micro_batches_by_their_tokens(optimizer, clip):
     """Micro-batches with 2 and 7 real rows train exactly like one batch of the 16 rows."""
     micro = _masked_batches([2, 7, 5, 1, 8, 3])  # three steps of two micro-batches
@@ -210,6 +212,7 @@ def test_equal_weighting_of_unequal_micro_batches_would_differ():
     assert (g_means - g_tokens).abs().max() > 1e-2
 
 
+@pytest.mark.mha
 def test_accumulated_step_logs_the_token_weighted_loss(tmp_path):
     micro = _masked_batches([2, 7])
     torch.manual_seed(0)

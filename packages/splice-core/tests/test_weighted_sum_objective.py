@@ -18,7 +18,7 @@ from splice.objectives.configs import SFTConfig, WeightedSumConfig
 from splice.objectives.sft import SFTObjective
 from splice.registry import get_registry
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.mha, pytest.mark.usefixtures("one_thread")]
 TOK = CharTokenizer()
 
 

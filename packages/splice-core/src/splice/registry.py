@@ -20,7 +20,7 @@ from typing import Any
 
 import pluggy
 
-from splice import hookspecs
+from splice import hookspecs, install_hints
 
 ENTRY_POINT_GROUP = "splice"
 
@@ -47,25 +47,9 @@ KINDS: dict[str, str] = {
     "hf_architecture": "register_hf_architectures",
 }
 
-#: Which distribution to install for tags that are not built in (used in error hints).
-INSTALL_HINTS: dict[str, str] = {
-    "mha": "splice-mha",
-    "gqa": "splice-mha",
-    "cross_attention": "splice-mha",
-    "moe": "splice-moe",
-    "lora": "splice-lora",
-    "qlora": "splice-qlora",
-    "nf4": "splice-qlora",
-    "int8": "splice-qlora",
-    "dpo": "splice-dpo",
-    "ppo": "splice-ppo",
-    "grpo": "splice-grpo",
-    "l2sp": "splice-forgetting",
-    "ewc": "splice-forgetting",
-    "kl_reference": "splice-forgetting",
-    "vit": "splice-vision",
-    "mlp_projector": "splice-vision",
-}
+#: ``{kind: {tag: distribution}}`` for tags that are not built in (unknown-tag hints),
+#: generated from what the first-party plugins register (see ``splice.install_hints``).
+INSTALL_HINTS: dict[str, dict[str, str]] = install_hints.load()
 
 
 class PluginError(RuntimeError):
@@ -266,11 +250,9 @@ class Registry:
         elsewhere = sorted(k for (k, t) in self._items if t == tag)
         if elsewhere:
             msg += f" ({tag!r} is registered as a {' and a '.join(elsewhere)}, not a {kind})"
-        hint = INSTALL_HINTS.get(tag)
+        hint = INSTALL_HINTS.get(kind, {}).get(tag)
         if hint:
-            msg += (
-                f". Install the plugin that provides it: `uv add {hint}` (or `pip install {hint}`)"
-            )
+            msg += ". " + install_hints.install_advice(hint)
         else:
             msg += ". Is the plugin that provides it installed? (`splice plugins` lists them)"
         failed = [f"{i.name} ({i.error})" for i in self.plugins.values() if i.error]

@@ -28,22 +28,14 @@ from typing import Any
 import torch
 from pydantic import ValidationError
 from splice.hf.architecture import Renamer, require, unsupported
-from splice.hf.llama import LLAMA
 from splice.hf.safetensors_io import CheckpointError
 from splice.models.configs import DecoderConfig
+from splice_mha.hf import LLAMA, LLAMA_ATTENTION_PAIRS
 from torch import Tensor
 
 from splice_moe.configs import MoEConfig
 
-_LAYER_PAIRS = [
-    ("self_attn.q_proj.", "mixer.q_proj."),
-    ("self_attn.k_proj.", "mixer.k_proj."),
-    ("self_attn.v_proj.", "mixer.v_proj."),
-    ("self_attn.o_proj.", "mixer.o_proj."),
-    ("block_sparse_moe.gate.", "ffn.router.gate."),
-    ("input_layernorm.", "norm1."),
-    ("post_attention_layernorm.", "norm2."),
-]
+_LAYER_PAIRS = [*LLAMA_ATTENTION_PAIRS, ("block_sparse_moe.gate.", "ffn.router.gate.")]
 _RENAMER = Renamer(
     [
         ("model.embed_tokens.", "embed."),

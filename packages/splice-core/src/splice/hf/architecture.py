@@ -2,7 +2,9 @@
 
 An ``Architecture`` maps a ``config.json`` to a splice ``DecoderConfig`` and back,
 and a state dict in Hugging Face tensor names to splice module names and back.
-``ARCHITECTURES`` holds the supported ones by ``model_type``.
+Plugins register them (``register_hf_architectures``); ``splice.hf.all_architectures()``
+lists the installed ones by ``model_type``. The helpers below are the layout parts every
+architecture shares.
 """
 
 from __future__ import annotations

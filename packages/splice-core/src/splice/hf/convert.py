@@ -6,22 +6,19 @@ from collections.abc import Mapping
 from typing import Any
 
 from splice.hf.architecture import Architecture
-from splice.hf.gpt2 import GPT2
-from splice.hf.llama import LLAMA, QWEN2
 from splice.hf.safetensors_io import CheckpointError
 from splice.models.configs import DecoderConfig
 
-ARCHITECTURES: dict[str, Architecture] = {a.model_type: a for a in (LLAMA, QWEN2, GPT2)}
-
 
 def all_architectures() -> dict[str, Architecture]:
-    """The built-in architectures plus those plugins register (``register_hf_architectures``)."""
+    """Every layout the installed plugins register (``register_hf_architectures``), by
+    ``model_type``: Llama, Qwen2 and GPT-2 come with splice-mha, Mixtral with splice-moe.
+    The core has none of its own: each layout names its attention's config."""
     from splice.registry import get_registry
 
-    found = dict(ARCHITECTURES)
-    for reg in get_registry().registrations("hf_architecture"):
-        found.setdefault(reg.tag, reg.resolve_factory()())
-    return found
+    return {
+        reg.tag: reg.resolve_factory()() for reg in get_registry().registrations("hf_architecture")
+    }
 
 
 def architecture_for(model_type: str) -> Architecture:
@@ -30,14 +27,18 @@ def architecture_for(model_type: str) -> Architecture:
     Raises:
         CheckpointError: the type is not supported (names it and the supported ones).
     """
-    if model_type in ARCHITECTURES:
-        return ARCHITECTURES[model_type]
-    known = all_architectures()
-    if model_type not in known:
+    from splice import install_hints
+    from splice.registry import INSTALL_HINTS, get_registry
+
+    regs = {r.tag: r for r in get_registry().registrations("hf_architecture")}
+    if model_type not in regs:
+        provider = INSTALL_HINTS.get("hf_architecture", {}).get(model_type)
+        hint = f". {install_hints.install_advice(provider)}" if provider else ""
         raise CheckpointError(
-            f"config.json: unsupported model_type {model_type!r}; supported: {sorted(known)}"
+            f"config.json: unsupported model_type {model_type!r}; supported: {sorted(regs)}{hint}"
         )
-    return known[model_type]
+    arch: Architecture = regs[model_type].resolve_factory()()
+    return arch
 
 
 def config_from_hf(hf: Mapping[str, Any]) -> DecoderConfig:
@@ -49,7 +50,7 @@ def config_from_hf(hf: Mapping[str, Any]) -> DecoderConfig:
 
 def architecture_of(cfg: DecoderConfig, model_type: str | None = None) -> Architecture:
     """The architecture ``cfg`` can be exported as: ``model_type`` if given, else the first
-    that fits (Llama, Qwen2, GPT-2).
+    that fits (in registration order: splice-mha's Llama, Qwen2, GPT-2, then other plugins').
 
     Raises:
         ValueError: no architecture (or not the requested one) can represent ``cfg``; the

@@ -1,0 +1,8 @@
+"""Deprecated alias of ``splice_lora.configs`` (renamed in 0.1.0): importing it warns (``DeprecationWarning``).
+
+Removed in splice-lora 0.3.0 (docs/api-policy.md).
+"""
+
+from splice.deprecation import alias_module
+
+alias_module(__name__, "splice_lora.configs", removed_in="splice-lora 0.3.0")

@@ -1,0 +1,8 @@
+"""Deprecated alias of ``splice_moe.configs`` (renamed in 0.1.0): importing it warns (``DeprecationWarning``).
+
+Removed in splice-moe 0.3.0 (docs/api-policy.md).
+"""
+
+from splice.deprecation import alias_module
+
+alias_module(__name__, "splice_moe.configs", removed_in="splice-moe 0.3.0")
