@@ -86,6 +86,7 @@ RECIPE = textwrap.dedent(
 
 
 @pytest.mark.slow
+@pytest.mark.mha
 def test_sigkill_then_resume_is_bitwise_identical(tmp_path):
     recipe = tmp_path / "resume_recipe.py"
     recipe.write_text(RECIPE)

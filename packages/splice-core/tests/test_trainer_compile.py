@@ -55,6 +55,7 @@ def _train(compile_blocks: bool, run_dir: Path) -> tuple[nn.Module, list[float]]
 
 
 @pytest.mark.slow
+@pytest.mark.mha
 def test_compiled_blocks_train_like_eager_and_generate_eagerly(tmp_path: Path) -> None:
     eager_model, eager_losses = _train(False, tmp_path / "eager")
     torch._dynamo.utils.counters.clear()
