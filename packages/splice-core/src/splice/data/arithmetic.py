@@ -1,8 +1,10 @@
 """Deterministic synthetic arithmetic problems with verifiable answers.
 
-``"37+5="`` -> ``"42"``. Train and held-out sets never share a problem: a
+``"37+5="`` -> ``"42"``. Train, dev and held-out sets never share a problem: a
 problem's split is decided by a hash of its operands, so it does not depend
-on sampling order or on how many examples are drawn.
+on sampling order or on how many examples are drawn. Evaluation sets are drawn
+without replacement: ``sample("held_out", n)`` is ``n`` distinct problems (every
+problem of the split once when ``n`` exceeds it), checked disjoint from training.
 """
 
 from __future__ import annotations
@@ -15,11 +17,41 @@ from typing import Literal
 from splice.data.examples import Example
 
 Op = Literal["+", "-", "*"]
+Split = Literal["train", "dev", "held_out"]
+# Operand pairs up to this many are enumerated for an evaluation split (1-2 digits: 1e4);
+# larger spaces (3+ digits) draw distinct problems from the split's stream instead.
+ENUMERATE_LIMIT = 100_000
+
+
+def _hash_fraction(a: int, b: int, op: str) -> float:
+    digest = hashlib.sha256(f"{a}{op}{b}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") / 2**32
 
 
 def _is_held_out(a: int, b: int, op: str, fraction: float) -> bool:
-    digest = hashlib.sha256(f"{a}{op}{b}".encode()).digest()
-    return int.from_bytes(digest[:4], "little") / 2**32 < fraction
+    return _hash_fraction(a, b, op) < fraction
+
+
+def split_of(h: float, held_out_fraction: float, dev_fraction: float) -> Split:
+    """The split of a problem whose operand hash is ``h`` in [0, 1): held-out below
+    ``held_out_fraction``, dev in the next ``dev_fraction``, train above."""
+    if h < held_out_fraction:
+        return "held_out"
+    return "dev" if h < held_out_fraction + dev_fraction else "train"
+
+
+def check_disjoint(evaluated: list[Example], train_prompts: set[str], *, where: str) -> None:
+    """Raise if an evaluation example's prompt is also a training prompt.
+
+    Raises:
+        RuntimeError: naming ``where`` and the shared prompts (a split bug, never bad input).
+    """
+    shared = sorted({ex.prompt for ex in evaluated} & train_prompts)
+    if shared:
+        raise RuntimeError(
+            f"{where}: {len(shared)} evaluation problems are also training "
+            f"problems, e.g. {shared[:3]}"
+        )
 
 
 def solve(a: int, b: int, op: str) -> int:
@@ -50,7 +82,8 @@ class ArithmeticTask:
     Args:
         op: ``"+"``, ``"-"`` or ``"*"``.
         min_digits / max_digits: difficulty, by operand digit count.
-        held_out_fraction: share of all problems reserved for evaluation.
+        held_out_fraction: share of all problems reserved for evaluation (the reported split).
+        dev_fraction: share reserved for choosing hyperparameters (split ``"dev"``; 0: none).
         reverse_answer: write the answer's digits least-significant first, the order
             in which carries are computed (makes addition far easier for small models).
         chain_of_thought: (``+`` only) the completion is DeepSeek-R1's format, the digit
@@ -69,6 +102,7 @@ class ArithmeticTask:
         min_digits: int = 1,
         max_digits: int = 2,
         held_out_fraction: float = 0.1,
+        dev_fraction: float = 0.0,
         reverse_answer: bool = False,
         chain_of_thought: bool = False,
         separator: str = "=",
@@ -78,6 +112,11 @@ class ArithmeticTask:
             raise ValueError(f"need 1 <= min_digits <= max_digits, got {min_digits}, {max_digits}")
         if not 0.0 < held_out_fraction < 1.0:
             raise ValueError(f"held_out_fraction must be in (0, 1), got {held_out_fraction}")
+        if not 0.0 <= dev_fraction < 1.0 - held_out_fraction:
+            raise ValueError(
+                f"dev_fraction must be in [0, 1 - held_out_fraction), got "
+                f"{dev_fraction} with held_out_fraction={held_out_fraction}"
+            )
         solve(1, 1, op)
         if chain_of_thought and op != "+":
             raise ValueError(f"chain_of_thought is defined for op '+' only, got {op!r}")
@@ -86,6 +125,9 @@ class ArithmeticTask:
         self.chain_of_thought = chain_of_thought
         self.op, self.min_digits, self.max_digits = op, min_digits, max_digits
         self.held_out_fraction = held_out_fraction
+        self.dev_fraction = dev_fraction
+        self._pairs_by_split: dict[str, list[tuple[int, int]]] | None = None
+        self._train_prompts: set[str] | None = None
         self.reverse_answer = reverse_answer
         if not separator:
             raise ValueError("separator must be at least one character")
@@ -112,18 +154,87 @@ class ArithmeticTask:
         prompt = f"{a}{self.op}{b}{self.separator}"
         return Example(prompt=prompt, completion=completion, answer=completion)
 
-    def examples(self, split: Literal["train", "held_out"], *, seed: int = 0) -> Iterator[Example]:
-        """An endless deterministic stream of problems from one split."""
+    def split_of(self, a: int, b: int) -> Split:
+        """Which split the problem ``a op b`` belongs to."""
+        return split_of(_hash_fraction(a, b, self.op), self.held_out_fraction, self.dev_fraction)
+
+    def _split_of_prompt(self, ex: Example) -> Split:
+        a, _, b = ex.prompt[: -len(self.separator)].partition(self.op)
+        return self.split_of(int(a), int(b))
+
+    def _check_split(self, split: str) -> None:
+        if split not in ("train", "dev", "held_out"):
+            raise ValueError(f"split must be 'train', 'dev' or 'held_out', got {split!r}")
+        if split == "dev" and self.dev_fraction == 0.0:
+            raise ValueError("split 'dev' is empty: set the task's dev_fraction > 0")
+
+    def _operand_range(self) -> range:
+        low = 0 if self.min_digits == 1 else 10 ** (self.min_digits - 1)
+        return range(low, 10**self.max_digits)
+
+    def _pairs(self, split: Split) -> list[tuple[int, int]]:
+        """Every operand pair of ``split``, in increasing order (computed once per task)."""
+        if self._pairs_by_split is None:
+            r = self._operand_range()
+            if len(r) ** 2 > ENUMERATE_LIMIT:
+                raise ValueError(
+                    f"{len(r) ** 2:,} operand pairs for max_digits={self.max_digits}: too many "
+                    f"to enumerate (limit {ENUMERATE_LIMIT:,})"
+                )
+            by: dict[str, list[tuple[int, int]]] = {"train": [], "dev": [], "held_out": []}
+            for a in r:
+                for b in r:
+                    by[self.split_of(a, b)].append((a, b))
+            self._pairs_by_split = by
+        return self._pairs_by_split[split]
+
+    def all_examples(self, split: Split) -> list[Example]:
+        """Every problem of ``split`` once, operands in increasing order (a finite set).
+
+        Raises:
+            ValueError: the operand space is too large to enumerate (over ``ENUMERATE_LIMIT``
+                pairs), or an unknown/empty split.
+        """
+        self._check_split(split)
+        return [self.format(a, b) for a, b in self._pairs(split)]
+
+    def examples(self, split: Split, *, seed: int = 0) -> Iterator[Example]:
+        """An endless deterministic stream of problems from one split (problems repeat)."""
+        self._check_split(split)
         rng = random.Random(f"{seed}-{split}-{self.op}-{self.min_digits}-{self.max_digits}")
-        want_held_out = split == "held_out"
         while True:
             a, b = self._operand(rng), self._operand(rng)
-            if _is_held_out(a, b, self.op, self.held_out_fraction) == want_held_out:
+            if self.split_of(a, b) == split:
                 yield self.format(a, b)
 
-    def sample(
-        self, split: Literal["train", "held_out"], n: int, *, seed: int = 0
-    ) -> list[Example]:
-        """The first ``n`` problems of a split's stream."""
-        it = self.examples(split, seed=seed)
-        return [next(it) for _ in range(n)]
+    def sample(self, split: Split, n: int, *, seed: int = 0) -> list[Example]:
+        """``n`` problems of ``split``.
+
+        ``"train"``: the first ``n`` of the split's stream (problems may repeat, as in
+        training). ``"dev"`` / ``"held_out"``: ``n`` *distinct* problems, a seeded draw
+        without replacement from the whole split, or every problem of the split once (in
+        a seeded order) when ``n`` exceeds it; checked disjoint from the training problems.
+        """
+        if split == "train":
+            it = self.examples(split, seed=seed)
+            return [next(it) for _ in range(n)]
+        self._check_split(split)
+        rng = random.Random(f"{seed}-{split}-{self.op}-{self.min_digits}-{self.max_digits}")
+        r = self._operand_range()
+        if len(r) ** 2 <= ENUMERATE_LIMIT:
+            pairs = list(self._pairs(split))
+            rng.shuffle(pairs)
+            chosen = [self.format(a, b) for a, b in pairs[:n]]
+            if self._train_prompts is None:
+                self._train_prompts = {self.format(a, b).prompt for a, b in self._pairs("train")}
+            train = self._train_prompts
+        else:  # a huge space: distinct draws from the split's stream; disjoint by hash
+            chosen, seen, it = [], set(), self.examples(split, seed=seed)
+            while len(chosen) < n:
+                ex = next(it)
+                if ex.prompt not in seen:
+                    seen.add(ex.prompt)
+                    chosen.append(ex)
+            train = {ex.prompt for ex in chosen if self._split_of_prompt(ex) == "train"}
+        check_disjoint(chosen, train, where=f"arithmetic {self.op} {split}")
+        return chosen

@@ -18,6 +18,8 @@ class ArithmeticTaskConfig(ComponentConfig):
     min_digits: int = Field(default=1, ge=1)
     max_digits: int = Field(default=2, ge=1)
     held_out_fraction: float = Field(default=0.1, gt=0.0, lt=1.0)
+    # Share of problems set aside for choosing hyperparameters (split "dev"; 0: no dev split).
+    dev_fraction: float = Field(default=0.0, ge=0.0, lt=1.0)
     reverse_answer: bool = False
     chain_of_thought: bool = False
     # The prompt's last character(s): a variant with its own answer format can have its own,

@@ -33,6 +33,7 @@ def build_arithmetic(config: ArithmeticTaskConfig, ctx: object = None) -> Arithm
         min_digits=config.min_digits,
         max_digits=config.max_digits,
         held_out_fraction=config.held_out_fraction,
+        dev_fraction=config.dev_fraction,
         reverse_answer=config.reverse_answer,
         chain_of_thought=config.chain_of_thought,
         separator=config.separator,

@@ -119,9 +119,29 @@ class NumberWordsTask:
     def sample(
         self, split: Literal["train", "held_out"], n: int, *, seed: int = 0
     ) -> list[Example]:
-        """The first ``n`` examples of a split's stream."""
-        it = self.examples(split, seed=seed)
-        return [next(it) for _ in range(n)]
+        """``"train"``: the first ``n`` examples of the split's stream (numbers may repeat).
+        ``"held_out"``: ``n`` *distinct* numbers, a seeded draw without replacement from the
+        whole split (every one once, in a seeded order, when ``n`` exceeds it), checked
+        disjoint from the training numbers."""
+        if split == "train":
+            it = self.examples(split, seed=seed)
+            return [next(it) for _ in range(n)]
+        if split != "held_out":
+            raise ValueError(f"split must be 'train' or 'held_out', got {split!r}")
+        pool = self.all_examples("held_out")
+        random.Random(f"{seed}-held_out-number-words").shuffle(pool)
+        chosen = pool[:n]
+        c = self.config
+        leaked = [
+            ex.prompt
+            for ex in chosen
+            if not _is_held_out(
+                int(ex.prompt if c.direction == "to_words" else ex.answer), c.held_out_fraction
+            )
+        ]
+        if leaked:
+            raise RuntimeError(f"number_words held_out: {leaked[:3]} are training numbers")
+        return chosen
 
     def all_examples(self, split: Literal["train", "held_out"]) -> list[Example]:
         """Every number of the split once, in increasing order (a finite evaluation set)."""

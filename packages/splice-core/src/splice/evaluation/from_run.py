@@ -167,7 +167,7 @@ def evaluate_run(
     from pydantic import TypeAdapter
 
     from splice.config import TaskField
-    from splice.training.experiment import build_task
+    from splice.training.experiment import build_task, loss_examples
     from splice.training.stream import derive_seed
 
     if sum(x is not None for x in (run_dir, checkpoint, model)) != 1:
@@ -189,13 +189,11 @@ def evaluate_run(
     n_examples = ev.exact_match_examples if examples is None else examples
     n_loss = ev.loss_batches if loss_batches is None else loss_batches
     batches = [
-        target.collate(
-            task_obj.sample("held_out", target.loss_batch_size, seed=derive_seed(seed, "eval", i))
-        )
-        for i in range(n_loss)
+        target.collate(b)
+        for b in loss_examples(task_obj, ev.split, n_loss, target.loss_batch_size, seed)
     ]
     new_tokens = max_new_tokens or ev.max_new_tokens
-    held_out = task_obj.sample("held_out", n_examples, seed=derive_seed(seed, "em"))
+    held_out = task_obj.sample(ev.split, n_examples, seed=derive_seed(seed, "em"))
     evaluator = Evaluator(
         target.tokenizer,
         objective=target.objective if batches else None,

@@ -104,6 +104,8 @@ class EvalConfig(SpliceConfig):
         exact_match_examples: held-out problems generated greedily and compared to the answer.
         max_new_tokens: generation budget per problem.
         batch_size: problems generated per batch.
+        split: the split evaluated: ``"held_out"`` (reported) or ``"dev"`` (for choosing
+            hyperparameters; a task with a dev split, e.g. arithmetic with ``dev_fraction``).
         tasks: extra named tasks evaluated the same way (e.g. the old task, to measure forgetting).
         rewards: rule-based rewards (``splice.rewards``) that also score the greedy
             completions, logged as ``reward/<name>`` (e.g. answer match and format of a
@@ -115,6 +117,7 @@ class EvalConfig(SpliceConfig):
     exact_match_examples: NonNegativeInt = 200
     max_new_tokens: PositiveInt = 8
     batch_size: PositiveInt = 100
+    split: Literal["held_out", "dev"] = "held_out"
     tasks: dict[str, TaskField] = Field(default_factory=dict)
     rewards: list[RewardTermConfig] = Field(default_factory=list)
 

@@ -75,6 +75,18 @@ def build_collator(
     return cls(tokenizer, max_len=data.max_len)
 
 
+def loss_examples(
+    task: Any, split: str, n_batches: int, batch_size: int, seed: int
+) -> list[list[Example]]:
+    """The held-out loss's batches: ``n_batches * batch_size`` examples of ``split`` drawn at
+    once (distinct where the task samples evaluation splits without replacement), in batches;
+    fewer when the split is smaller. ``splice eval`` draws the same ones."""
+    if n_batches == 0:
+        return []
+    pool = task.sample(split, n_batches * batch_size, seed=derive_seed(seed, "eval"))
+    return [pool[i : i + batch_size] for i in range(0, len(pool), batch_size)]
+
+
 def build_evaluator(
     config: ExperimentConfig, tokenizer: Any, objective: Any, task: Any, *, with_loss: bool = True
 ) -> Any:
@@ -99,13 +111,11 @@ def build_evaluator(
     parts = []
     for prefix, t in {"": task, **{f"{k}/": build_task(v) for k, v in ev.tasks.items()}}.items():
         collate = build_collator(tokenizer, config.data, t)
+        n_loss = ev.loss_batches if with_loss else 0
         loss_batches = [
-            collate(
-                t.sample("held_out", config.train.batch_size, seed=derive_seed(seed, "eval", i))
-            )
-            for i in range(ev.loss_batches if with_loss else 0)
+            collate(b) for b in loss_examples(t, ev.split, n_loss, config.train.batch_size, seed)
         ]
-        em = t.sample("held_out", ev.exact_match_examples, seed=derive_seed(seed, "em"))
+        em = t.sample(ev.split, ev.exact_match_examples, seed=derive_seed(seed, "em"))
         parts.append(
             Evaluator(
                 tokenizer,

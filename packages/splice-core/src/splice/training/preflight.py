@@ -127,7 +127,7 @@ def check_experiment(config: Any, tokenizer: Any, tasks: dict[str, tuple[Any, An
     for label, (_, task) in tasks.items():
         if label != "data" and not label.startswith("eval.tasks."):
             continue
-        held = task.sample("held_out", ev.exact_match_examples, seed=derive_seed(config.seed, "em"))
+        held = task.sample(ev.split, ev.exact_match_examples, seed=derive_seed(config.seed, "em"))
         check_generation_fits(
             [ex.prompt for ex in held],
             tokenizer,
