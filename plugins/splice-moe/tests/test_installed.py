@@ -7,4 +7,6 @@ def test_installed():
     info = get_registry().plugins["moe"]
     assert (info.distribution, info.error) == ("splice-moe", None)
     assert info.registered["channel_mixer"] == ["moe"]
-    assert info.registered["hf_architecture"] == ["mixtral"]
+    assert info.registered["hf_architecture"] == [
+        "mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v3", "ernie4_5_moe"
+    ]  # fmt: skip

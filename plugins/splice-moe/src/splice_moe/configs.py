@@ -62,6 +62,17 @@ class MoEConfig(ComponentConfig):
             never pads. Padding costs its extra rows (~10% slower on an idle CPU) but wins
             ~2x where OpenMP threads fight other jobs for the cores (fewer kernels, fewer
             barriers); see docs/benchmarks.md.
+        n_groups: split the experts into this many equal groups for group-limited routing
+            (DeepSeek-V3's ``n_group``): a token first keeps its ``top_groups`` best groups,
+            scored by the sum of each group's two highest selection scores, then picks its
+            ``top_k`` experts inside them. 1 (default): no groups.
+        top_groups: groups a token may use (DeepSeek-V3's ``topk_group``); None = all.
+        shared_gate: scale the shared experts' output by ``sigmoid(w . x)``, a learned
+            per-token gate (Qwen2-MoE's ``shared_expert_gate``).
+        selection_bias: keep the per-expert selection bias (``router.expert_bias``) even when
+            ``bias_update_rate`` is 0, so an imported DeepSeek-V3 / ERNIE 4.5
+            ``e_score_correction_bias`` routes as trained (it always exists when the rate
+            is above 0).
         expert_layout: ``batched`` stores the routed experts as ``(E, ...)`` weights (grouped
             GEMM); ``modules`` as one ``nn.Linear`` per expert projection
             (``experts.experts.{e}.gate/up/down``) so that adapters wrapping linear layers,
@@ -89,6 +100,10 @@ class MoEConfig(ComponentConfig):
     capacity_factor: PositiveFloat | None = None
     grouped_mm: Literal["auto", "on", "off"] = "auto"
     max_padding: NonNegativeFloat | None = None
+    n_groups: PositiveInt = 1
+    top_groups: PositiveInt | None = None
+    shared_gate: bool = False
+    selection_bias: bool = False
     expert_layout: Literal["batched", "modules"] = "batched"
 
     @model_validator(mode="after")
@@ -98,6 +113,9 @@ class MoEConfig(ComponentConfig):
                 f"top_k={self.top_k} exceeds n_experts={self.n_experts}: "
                 "each token is routed to top_k distinct experts"
             )
+        self._check_groups()
+        if self.shared_gate and self.n_shared == 0:
+            raise ValueError("shared_gate=True needs shared experts (n_shared >= 1)")
         if self.shared_hidden is not None:
             if self.n_shared == 0:
                 raise ValueError(
@@ -111,6 +129,28 @@ class MoEConfig(ComponentConfig):
                 )
         return self
 
+    def _check_groups(self) -> None:
+        g = self.n_groups
+        if self.n_experts % g:
+            raise ValueError(f"n_groups={g} does not divide n_experts={self.n_experts}")
+        if g > 1 and self.n_experts // g < 2:
+            raise ValueError(
+                f"n_groups={g}: each group needs >= 2 experts (a group is scored by its top two)"
+            )
+        if self.top_groups is not None:
+            if self.top_groups > g:
+                raise ValueError(f"top_groups={self.top_groups} exceeds n_groups={g}")
+            if self.top_k > self.top_groups * (self.n_experts // g):
+                raise ValueError(
+                    f"top_k={self.top_k} exceeds the experts in top_groups={self.top_groups} "
+                    f"groups of {self.n_experts // g}"
+                )
+
+    @property
+    def has_selection_bias(self) -> bool:
+        """Whether the router keeps the per-expert selection bias buffer."""
+        return self.selection_bias or self.bias_update_rate > 0
+
     def expert_width(self, d_model: int) -> int:
         """Hidden width of one routed expert at model width ``d_model``."""
         if self.expert_hidden is not None:
@@ -121,6 +161,9 @@ class MoEConfig(ComponentConfig):
         """Total hidden width of the shared experts (0 when there are none)."""
         if self.n_shared == 0:
             return 0
+        self._check_groups()
+        if self.shared_gate and self.n_shared == 0:
+            raise ValueError("shared_gate=True needs shared experts (n_shared >= 1)")
         if self.shared_hidden is not None:
             return self.shared_hidden
         return self.n_shared * self.expert_width(d_model)
@@ -129,7 +172,8 @@ class MoEConfig(ComponentConfig):
         """Parameters one token uses: router + ``k`` routed experts + the shared experts."""
         per = 3 if self.activation == "swiglu" else 2
         routed = self.top_k * per * d_model * self.expert_width(d_model)
-        return d_model * self.n_experts + routed + per * d_model * self.shared_width(d_model)
+        gate = d_model if self.shared_gate else 0
+        return d_model * self.n_experts + routed + per * d_model * self.shared_width(d_model) + gate
 
 
 __all__ = ["MoEConfig"]

@@ -49,6 +49,7 @@ class MoELayer(ChannelMixer):
             ``ExpertModules`` (one ``nn.Linear`` per expert projection) with
             ``expert_layout="modules"``.
         shared: the shared experts as one SwiGLU/GELU MLP of width ``shared_hidden``, or None.
+        shared_gate: ``(1, D)`` linear gate of the shared output (``shared_gate=True``), or None.
         track_stats: accumulate routing statistics outside training too (evaluation).
     """
 
@@ -65,7 +66,9 @@ class MoELayer(ChannelMixer):
             route_scale=config.route_scale,
             jitter=config.jitter,
             noise=config.router_noise,
-            selection_bias=config.bias_update_rate > 0,
+            selection_bias=config.has_selection_bias,
+            n_groups=config.n_groups,
+            top_groups=config.top_groups,
         )
         self.experts: GroupedExperts | ExpertModules
         if config.expert_layout == "batched":
@@ -90,6 +93,8 @@ class MoELayer(ChannelMixer):
                 self.shared = SwiGLU(d_model, width, bias=False)
             else:
                 self.shared = MLP(d_model, width, activation="gelu", bias=False)
+        # Qwen2-MoE: the shared experts' output scaled by a per-token sigmoid gate.
+        self.shared_gate = nn.Linear(d_model, 1, bias=False) if config.shared_gate else None
         self.track_stats = False
         self._stats: Tensor | None = None  # (E + 5,) sums, see routing_stat_sums
 
@@ -118,7 +123,10 @@ class MoELayer(ChannelMixer):
             out = (yk * routing.top_weight.to(yk.dtype).unsqueeze(-1)).sum(dim=1)  # (N, D)
         if self.shared is not None:
             with record_function("moe.shared"):
-                out = out + self.shared(h)
+                shared = self.shared(h)  # (N, D)
+                if self.shared_gate is not None:
+                    shared = shared * self.shared_gate(h).sigmoid()  # (N, 1) gate per token
+                out = out + shared
         with record_function("moe.aux_loss"):
             aux = self._aux_loss(routing, dispatch.routed)
         if self.training or self.track_stats:

@@ -17,3 +17,5 @@ def register_channel_mixers(register: Any) -> None:
 @hookimpl
 def register_hf_architectures(register: Any) -> None:
     register("mixtral", "splice_moe.hf:mixtral_architecture")
+    for family in ("qwen2_moe", "qwen3_moe", "deepseek_v3", "ernie4_5_moe"):
+        register(family, f"splice_moe.hf_families:{family}")

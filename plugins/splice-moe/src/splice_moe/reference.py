@@ -31,5 +31,8 @@ def reference_forward(layer: MoELayer, x: Tensor) -> Tensor:
         y = layer.experts.expert_forward(e, h[token])
         out.index_add_(0, token, y * routing.top_weight[token, slot, None].to(y.dtype))
     if layer.shared is not None:
-        out = out + layer.shared(h)
+        shared = layer.shared(h)
+        if layer.shared_gate is not None:
+            shared = shared * layer.shared_gate(h).sigmoid()
+        out = out + shared
     return out.reshape(x.shape)

@@ -41,6 +41,9 @@ class Router(nn.Module):
         route_scale: multiplier of the final weights.
         jitter: training-only multiplicative input noise ``U(1 - jitter, 1 + jitter)``.
         noise: training-only Gaussian noise std added to the logits.
+        n_groups / top_groups: group-limited routing (DeepSeek-V3): only experts in a token's
+            ``top_groups`` best of ``n_groups`` equal groups (each scored by the sum of its
+            two highest selection scores) may be chosen.
         selection_bias: keep a per-expert bias (buffer ``expert_bias``, float32) added to the
             scores for top-k selection only, never to the weights (DeepSeek-V3's
             auxiliary-loss-free balancing; the layer updates it after optimizer steps).
@@ -58,6 +61,8 @@ class Router(nn.Module):
         jitter: float = 0.0,
         noise: float = 0.0,
         selection_bias: bool = False,
+        n_groups: int = 1,
+        top_groups: int | None = None,
     ) -> None:
         super().__init__()
         if not 1 <= top_k <= n_experts:
@@ -65,6 +70,8 @@ class Router(nn.Module):
         self.n_experts, self.top_k = n_experts, top_k
         self.scoring, self.normalize_top_k, self.route_scale = scoring, normalize_top_k, route_scale
         self.jitter, self.noise = jitter, noise
+        self.n_groups = n_groups
+        self.top_groups = n_groups if top_groups is None else top_groups
         self.gate = nn.Linear(d_model, n_experts, bias=False)
         self.expert_bias: Tensor | None
         if selection_bias:
@@ -85,6 +92,8 @@ class Router(nn.Module):
             else:
                 scores = logits.sigmoid()
             choose = scores if self.expert_bias is None else scores + self.expert_bias.float()
+            if self.top_groups < self.n_groups:
+                choose = self._limit_groups(choose)
             top_idx = choose.topk(self.top_k, dim=-1).indices  # (N, k)
             top_weight = scores.gather(-1, top_idx)  # (N, k)
             if self.normalize_top_k:
@@ -92,3 +101,12 @@ class Router(nn.Module):
             if self.route_scale != 1.0:
                 top_weight = top_weight * self.route_scale
         return Routing(logits=logits, scores=scores, top_idx=top_idx, top_weight=top_weight)
+
+    def _limit_groups(self, choose: Tensor) -> Tensor:
+        """``choose (N, E)`` with the experts outside each token's best groups set to -inf."""
+        n = choose.shape[0]
+        grouped = choose.view(n, self.n_groups, -1)  # (N, G, E/G)
+        group_score = grouped.topk(2, dim=-1).values.sum(dim=-1)  # (N, G)
+        keep = group_score.topk(self.top_groups, dim=-1).indices  # (N, top_groups)
+        allowed = torch.zeros_like(group_score, dtype=torch.bool).scatter_(1, keep, True)
+        return grouped.masked_fill(~allowed.unsqueeze(-1), float("-inf")).view(n, -1)
