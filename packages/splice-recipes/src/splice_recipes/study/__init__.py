@@ -7,6 +7,7 @@ A recipe defines a config (a ``StudyConfig`` subclass), its arms, its claims and
 docs/studies.md.
 """
 
+from splice_recipes.study.experiments import pinned, run_arm
 from splice_recipes.study.result import ClaimResult, StudyResult, judge
 from splice_recipes.study.results import mean_of_last_evals
 from splice_recipes.study.runner import claim_lines, run_study, summary
@@ -33,6 +34,8 @@ __all__ = [
     "judge",
     "mean_of_last_evals",
     "paired_differences",
+    "pinned",
+    "run_arm",
     "run_study",
     "summary",
     "t_interval",
