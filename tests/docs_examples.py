@@ -248,39 +248,9 @@ def console_parts(code: str) -> tuple[str, list[str]] | None:
 def _tiny_hf_checkpoint(work: Path, arg: str) -> None:
     """A tiny Llama-layout Hugging Face folder (config.json, model.safetensors, tokenizer.json
     with a ChatML template) at ``arg``, as ``transformers`` would save it."""
-    import torch
-    from splice.hf import HFTokenizer, chat_template, save_pretrained
-    from splice.models.build import build_model
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from splice.testing.hf_folder import write_tiny_llama
 
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=300,
-        special_tokens=["<s>", "</s>", "<|im_start|>", "<|im_end|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
-    bpe.train_from_iterator(["The capital of France is Paris. Once upon a time"] * 10, trainer)
-    tok = HFTokenizer(bpe, bos_token="<s>", eos_token="</s>", chat_template=chat_template("chatml"))
-    torch.manual_seed(0)
-    model = build_model(
-        {
-            "type": "decoder",
-            "vocab_size": tok.vocab_size,
-            "d_model": 32,
-            "n_layers": 2,
-            "max_seq_len": 128,
-            "block": {
-                "type": "pre_norm",
-                "token_mixer": {"type": "mha", "n_heads": 4, "n_kv_heads": 2},
-                "channel_mixer": {"type": "swiglu", "hidden_dim": 64},
-                "norm": {"type": "rmsnorm"},
-            },
-            "final_norm": {"type": "rmsnorm"},
-        }
-    )
-    save_pretrained(model, work / arg, tokenizer=tok)
+    write_tiny_llama(work / arg)
 
 
 def _chat_jsonl(work: Path, arg: str) -> None:

@@ -4,6 +4,10 @@ Rebuilds the model from the run's config and loads the weights (the run's latest
 checkpoint by default), or reads a Hugging Face folder with ``splice.hf``; then
 evaluates held-out loss/perplexity, greedy exact match and, with ``--samples``,
 pass@k; prints the results as JSON and writes them to ``<folder>/<name>.json``.
+
+``--harness TASKS`` runs lm-evaluation-harness tasks instead (comma-separated names; local task
+YAMLs from ``--include-path``) with the model as lm-eval's ``splice`` model, offline, and
+writes ``<folder>/harness.json`` (needs ``splice-core[harness]``).
 """
 
 from __future__ import annotations
@@ -28,12 +32,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--temperature", type=float, default=1.0, help="pass@k sampling temperature")
     p.add_argument("--max-new-tokens", type=int, help="generation budget (default: config.eval)")
     p.add_argument("--batch-size", type=int, help="prompts generated per batch")
-    p.add_argument("--name", default="eval", help="results file name, without .json")
+    p.add_argument("--harness", metavar="TASKS", help="lm-eval tasks, comma-separated")
+    p.add_argument("--include-path", help="--harness: a folder of lm-eval task YAMLs")
+    p.add_argument("--limit", type=float, help="--harness: examples per task (or a fraction)")
+    p.add_argument("--num-fewshot", type=int, help="--harness: few-shot examples per prompt")
+    p.add_argument("--name", help="results file name, without .json (default: eval / harness)")
     p.add_argument("--no-write", action="store_true", help="print only, write no file")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.harness:
+        return run_harness(args)
     from splice.evaluation import write_results
     from splice.evaluation.from_run import evaluate_run
     from splice.evaluation.results import results_json
@@ -66,5 +76,31 @@ def run(args: argparse.Namespace) -> int:
         folder = Path(args.run or args.checkpoint or args.model)
         if folder.is_file():
             folder = folder.parent
-        print(f"wrote {write_results(folder, results, name=args.name)}")
+        print(f"wrote {write_results(folder, results, name=args.name or 'eval')}")
+    return 0
+
+
+def run_harness(args: argparse.Namespace) -> int:
+    """``--harness``: lm-evaluation-harness tasks on the run, checkpoint or HF folder."""
+    from splice.evaluation import write_results
+    from splice.evaluation.results import results_json
+    from splice.harness.evaluate import evaluate_harness
+
+    tasks = [t.strip() for t in args.harness.split(",") if t.strip()]
+    limit = None if args.limit is None else (int(args.limit) if args.limit >= 1 else args.limit)
+    results = evaluate_harness(
+        tasks,
+        run=args.run or args.checkpoint,
+        pretrained=args.model,
+        include_path=args.include_path,
+        limit=limit,
+        num_fewshot=args.num_fewshot,
+        batch_size=args.batch_size or 16,
+    )
+    print(results_json(results["results"]))
+    if not args.no_write:
+        folder = Path(args.run or args.checkpoint or args.model)
+        if folder.is_file():
+            folder = folder.parent
+        print(f"wrote {write_results(folder, results, name=args.name or 'harness')}")
     return 0
