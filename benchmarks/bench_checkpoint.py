@@ -6,7 +6,7 @@ the folder is renamed into place (``splice.checkpoint.integrity``). This measure
 adds to ``CheckpointManager.save`` (the whole save: weights, AdamW moments, RNG, trainer
 state, fsync of every file and the folder) on two models:
 
-* the ``arithmetic`` recipe's model (what ``splice run arithmetic`` checkpoints), and
+* the ``addition`` recipe's model (what ``splice run addition`` checkpoints), and
 * the SFT benchmark's model (``bench_sft.py``: a random Llama, d=512, 4 layers, vocab 32000
   untied, loaded through ``splice.hf``), with AdamW state after one step.
 
@@ -32,7 +32,7 @@ from harness import bench_args, configure_threads, write_section
 
 def arithmetic_model() -> torch.nn.Module:
     from splice.models.build import build_model
-    from splice_recipes.arithmetic import config
+    from splice_recipes.addition import config
 
     torch.manual_seed(0)
     return build_model(config().model)

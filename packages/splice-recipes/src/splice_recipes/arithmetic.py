@@ -1,8 +1,8 @@
 """Recipe ``arithmetic``: a small dense decoder learns addition from scratch, and learns it
 better when the answer is written in the order carries are computed.
 
-The README's main job (``uv run splice run arithmetic``). A 2-layer, d=128 decoder
-(splice-mha attention, RoPE, pre-norm) is trained with SFT on 1-2 digit addition in two
+The ``addition`` recipe's 2-layer, d=128 decoder (splice-mha attention, RoPE, pre-norm),
+1000 steps, is trained with SFT on 1-2 digit addition in two
 arms that differ only in how the answer is written:
 
 * ``reversed``: least-significant digit first (``37+25=`` -> ``26``), the order in which
@@ -25,43 +25,19 @@ from pydantic import Field
 from splice.recipe import Recipe
 from splice.training.configs import ExperimentConfig
 
+from splice_recipes import addition
 from splice_recipes.study import Claim, StudyConfig, claim_lines, run_arm, run_study, summary
 
 ARMS = {"reversed": True, "plain": False}  # arm -> reverse_answer
 
 
 def _experiment() -> ExperimentConfig:
-    return ExperimentConfig(
-        name="arithmetic",
-        model={
-            "type": "decoder",
-            "vocab_size": 52,
-            "d_model": 128,
-            "n_layers": 2,
-            "max_seq_len": 16,
-            "block": {
-                "type": "pre_norm",
-                "token_mixer": {"type": "mha", "n_heads": 4},
-                "channel_mixer": {"type": "mlp", "multiple": 4.0},
-            },
-        },
-        data={
-            "task": {"type": "arithmetic", "op": "+", "min_digits": 1, "max_digits": 2},
-            "max_len": 16,
-        },
-        train={
-            "steps": 1000,
-            "batch_size": 64,
-            "log_every": 50,
-            "checkpoint_every": 1000,
-            "keep_last": 1,
-            "num_threads": 1,
-            "optimizer": {"lr": 3e-3, "weight_decay": 0.1, "betas": [0.9, 0.98]},
-            "schedule": {"kind": "cosine", "warmup_steps": 100, "min_lr_ratio": 0.05},
-        },
-        # every held-out problem (the split holds ~1,000; asking for more gives each once)
-        eval={"every": 100, "loss_batches": 4, "exact_match_examples": 2000, "max_new_tokens": 6},
-    )
+    """The ``addition`` recipe's run, evaluated every 100 steps on the whole held-out split
+    (it holds ~1,000 problems; asking for more gives each once)."""
+    exp = addition.config()
+    train = exp.train.model_copy(update={"steps": 1000, "checkpoint_every": 1000})
+    ev = exp.eval.model_copy(update={"every": 100, "exact_match_examples": 2000})
+    return exp.model_copy(update={"name": "arithmetic", "train": train, "eval": ev})
 
 
 class ArithmeticStudy(StudyConfig):

@@ -11,6 +11,7 @@ from splice.hookspecs import hookimpl
 def register_recipes(register: Any) -> None:
     """Each recipe module exposes ``recipe: splice.recipe.Recipe``."""
     register("arithmetic", "splice_recipes.arithmetic:recipe")
+    register("addition", "splice_recipes.addition:recipe")
     register("translate", "splice_recipes.translate:recipe")
     register("forgetting", "splice_recipes.forgetting:recipe")
     register("lora-rank", "splice_recipes.lora_rank:recipe")
