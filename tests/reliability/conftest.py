@@ -7,10 +7,11 @@ addition, or a ``Linear(4, 1)`` regression for the Trainer-level checks.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -112,3 +113,35 @@ def splice_process() -> Callable[..., subprocess.Popen[str]]:
         return subprocess.Popen([sys.executable, "-c", code, *args], env=env, text=True, **popen)
 
     return start
+
+
+HOLD = textwrap.dedent(
+    """
+    import sys, time
+    from splice.training.run_folder import claim_run_folder
+    with claim_run_folder(sys.argv[1]):
+        print("held", flush=True)
+        time.sleep(120)
+    """
+)
+
+
+@pytest.fixture
+def hold_folder() -> Iterator[Callable[[Path], subprocess.Popen[str]]]:
+    """``hold_folder(path)``: another process that claims ``path`` (and holds it until the
+    test ends, or until the test kills it: the OS then drops its lock)."""
+    holders: list[subprocess.Popen[str]] = []
+
+    def hold(path: Path) -> subprocess.Popen[str]:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", HOLD, str(path)], stdout=subprocess.PIPE, text=True
+        )
+        holders.append(proc)
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
+        return proc
+
+    yield hold
+    for proc in holders:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+        proc.wait()

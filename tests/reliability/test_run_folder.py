@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
-import textwrap
 
 import pytest
 from splice.cli import main
@@ -78,30 +75,14 @@ def test_resume_needs_a_checkpoint_unless_auto(tiny_recipe, tmp_path, make_train
     assert steps_in(run) == ["step-000002", "step-000004"]
 
 
-HOLD = textwrap.dedent(
-    """
-    import sys, time
-    from splice.training.run_folder import claim_run_folder
-    with claim_run_folder(sys.argv[1]):
-        print("held", flush=True)
-        time.sleep(120)
-    """
-)
-
-
-def test_a_second_concurrent_run_is_refused_naming_the_holder(tmp_path, make_trainer):
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD, str(tmp_path)], stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
-        with pytest.raises(RunFolderLockedError) as err:
-            make_trainer(tmp_path).fit()
-        assert f"PID {holder.pid}" in str(err.value) and str(tmp_path) in str(err.value)
-        assert not (tmp_path / "checkpoints").exists()  # the refused run wrote nothing
-    finally:
-        holder.send_signal(signal.SIGKILL)  # the OS drops a dead process's lock
-        holder.wait()
+def test_a_second_concurrent_run_is_refused_naming_the_holder(tmp_path, make_trainer, hold_folder):
+    holder = hold_folder(tmp_path)
+    with pytest.raises(RunFolderLockedError) as err:
+        make_trainer(tmp_path).fit()
+    assert f"PID {holder.pid}" in str(err.value) and str(tmp_path) in str(err.value)
+    assert not (tmp_path / "checkpoints").exists()  # the refused run wrote nothing
+    holder.send_signal(signal.SIGKILL)  # the OS drops a dead process's lock
+    holder.wait()
     assert make_trainer(tmp_path).fit()["steps"] == 4
     assert (tmp_path / LOCK_FILE).read_text() == ""  # released: no PID left behind
 

@@ -7,7 +7,9 @@ recipe's own ``run`` if it has one, else by the standard trainer (``run_experime
 
 A run folder belongs to one run: a fresh run into a folder holding another run's
 checkpoints is refused unless ``--overwrite``; ``--resume`` needs a checkpoint to resume,
-``--resume auto`` resumes when there is one (see ``splice.training.run_folder``).
+``--resume auto`` resumes when there is one (see ``splice.training.run_folder``). A
+multi-stage recipe (its ``run`` takes no ``resume``) has its root folder claimed here for
+all of its stages (``claim_study_folder``); ``--overwrite`` deletes an earlier run's stages.
 """
 
 from __future__ import annotations
@@ -162,15 +164,28 @@ def execute(
     run_fn = recipe.run
     if run_fn is not None:
         flags = {k: v for k, v in (("resume", resume), ("overwrite", overwrite)) if v}
+        staged = not _takes(run_fn, "resume")  # a multi-stage recipe: its root is claimed here
         for flag in flags:
-            if not _takes(run_fn, flag):
+            if not _takes(run_fn, flag) and not (staged and flag == "overwrite"):
                 print(
                     f"splice run: error: recipe {recipe.name!r} cannot {flag} (its run() takes "
                     f"no `{flag}` argument)",
                     file=sys.stderr,
                 )
                 return 2
-        report = run_fn(config, **flags) if flags else run_fn(config)
+        if not _takes(run_fn, "overwrite"):
+            flags.pop("overwrite", None)
+        root = _root_of(config)
+        if staged and root is not None:
+            from splice.training.run_folder import claim_study_folder
+
+            # One lock over every stage; an earlier run's stages are refused or (--overwrite)
+            # deleted before any stage starts, so a stage's own overwrite=True replaces only
+            # this run's work.
+            with claim_study_folder(root, overwrite=overwrite):
+                report = run_fn(config, **flags) if flags else run_fn(config)
+        else:
+            report = run_fn(config, **flags) if flags else run_fn(config)
     else:
         from splice.training.experiment import run_experiment
 
@@ -178,6 +193,15 @@ def execute(
     if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for the job
         print(format_report(report))
     return 0
+
+
+def _root_of(config: Any) -> Path | None:
+    """The folder a recipe's config writes to (``run_dir()``, else ``output_dir``), if any."""
+    run_dir = getattr(config, "run_dir", None)
+    if callable(run_dir):
+        return Path(run_dir())
+    out = getattr(config, "output_dir", None)
+    return Path(out) if out else None
 
 
 def format_report(report: dict[str, Any]) -> str:

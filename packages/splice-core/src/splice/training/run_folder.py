@@ -14,6 +14,12 @@
 
 Claims are re-entrant within a process (``run_experiment`` claims before writing
 ``config.json``, then its ``Trainer`` claims the same folder again).
+
+``claim_study_folder(root, overwrite=...)`` holds the root of a multi-stage run (a recipe
+whose stages are sub-runs in folders below it) for all of its stages: a second copy is
+refused while the first runs, and a new run into a root that holds an earlier run's
+sub-runs is refused unless ``overwrite`` (so a sub-run's own ``overwrite=True`` only ever
+replaces this run's work).
 """
 
 from __future__ import annotations
@@ -149,18 +155,25 @@ def claim_run_folder(
 
 def _check(run_dir: Path, *, resume: ResumeMode, overwrite: bool) -> None:
     names = checkpoint_entries(run_dir)
-    if resume is True and not _resumable(names):
-        extra = f" (only set-aside ones: {', '.join(names)})" if names else ""
+    if resume and not _resumable(names) and names:
+        # Only set-aside (damaged, non-finite) checkpoints: the run's records are still
+        # here, and neither --resume nor --resume auto may start over on top of them.
+        flag = "--resume auto" if resume == "auto" else "--resume"
         raise NothingToResumeError(
-            f"nothing to resume: {run_dir / CHECKPOINT_DIR} holds no checkpoint{extra}; "
+            f"nothing to resume: {run_dir / CHECKPOINT_DIR} holds no intact checkpoint, only "
+            f"set-aside ones ({', '.join(names[-3:])}); {flag} will not start over on top of "
+            "that run's records. Pass --overwrite to delete them and start fresh, or give "
+            "this run another --output-dir"
+        )
+    if resume is True and not names:
+        raise NothingToResumeError(
+            f"nothing to resume: {run_dir / CHECKPOINT_DIR} holds no checkpoint; "
             "run without --resume to start fresh, or use --resume auto"
         )
     if resume or not names:
         return
     if overwrite:
-        shutil.rmtree(run_dir / CHECKPOINT_DIR)
-        for name in RUN_ARTEFACTS:
-            (run_dir / name).unlink(missing_ok=True)
+        _delete_run(run_dir)
         return
     shown = ", ".join(names[-3:]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
     raise RunFolderNotEmptyError(
@@ -168,6 +181,52 @@ def _check(run_dir: Path, *, resume: ResumeMode, overwrite: bool) -> None:
         "with it. Continue that run with --resume, give this one another --output-dir, "
         "or pass --overwrite to delete them first"
     )
+
+
+def _delete_run(run_dir: Path) -> None:
+    """Delete a run's checkpoints and artefacts (``--overwrite``); other files stay."""
+    shutil.rmtree(run_dir / CHECKPOINT_DIR, ignore_errors=True)
+    for name in RUN_ARTEFACTS:
+        (run_dir / name).unlink(missing_ok=True)
+
+
+def sub_runs(root: Path, depth: int = 3) -> list[Path]:
+    """Folders strictly below ``root`` (at most ``depth`` levels) that hold a run's checkpoints."""
+    found: list[Path] = []
+    level = [root]
+    for _ in range(depth):
+        level = [c for f in level for c in sorted(f.iterdir()) if c.is_dir()] if level else []
+        level = [c for c in level if c.name != CHECKPOINT_DIR and not c.name.startswith(".")]
+        found += [c for c in level if checkpoint_entries(c)]
+    return found
+
+
+@contextlib.contextmanager
+def claim_study_folder(root: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
+    """Hold ``root``, the folder of a multi-stage run, for all of its stages.
+
+    The lock is ``claim_run_folder``'s (so a sub-run's own claim on ``root/<stage>`` nests
+    inside it). Before any stage runs, an earlier run's sub-runs below ``root`` are a
+    refusal, or with ``overwrite`` are deleted (their checkpoints and artefacts).
+
+    Raises:
+        RunFolderLockedError: another process runs into ``root``.
+        RunFolderNotEmptyError: ``root`` holds an earlier run's sub-runs (not ``overwrite``).
+    """
+    with claim_run_folder(root, overwrite=overwrite) as held:
+        assert held is not None
+        earlier = sub_runs(held)
+        if earlier and not overwrite:
+            shown = ", ".join(str(p.relative_to(held)) for p in earlier[:3])
+            more = f" and {len(earlier) - 3} more" if len(earlier) > 3 else ""
+            raise RunFolderNotEmptyError(
+                f"{held} already holds an earlier run's stages ({shown}{more}); a new run there "
+                "would overwrite them. Give this run another --output-dir, or pass --overwrite "
+                "to delete them first"
+            )
+        for folder in earlier:
+            _delete_run(folder)
+        yield held
 
 
 __all__ = [
@@ -178,4 +237,6 @@ __all__ = [
     "RunFolderNotEmptyError",
     "checkpoint_entries",
     "claim_run_folder",
+    "claim_study_folder",
+    "sub_runs",
 ]
