@@ -90,6 +90,8 @@ class TestCarefulConvSuite(TokenMixerConformance):
     """The whole token-mixer suite, isolation included, on the careful convolution."""
 
     dtypes = (torch.float32,)
+    # `careful` matters only on packed or left-padded rows (the isolation tests show it).
+    config_fields_exempt = ("careful",)
 
     def make_config(self) -> ConvMixerConfig:
         return ConvMixerConfig(careful=True)

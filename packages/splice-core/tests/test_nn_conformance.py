@@ -29,6 +29,8 @@ class TestMLP(ChannelMixerConformance):
 
 
 class TestMLPNoBias(ChannelMixerConformance):
+    config_fields_exempt = ("multiple",)  # hidden_dim is set, which overrides multiple
+
     def make_config(self) -> MLPConfig:
         return MLPConfig(hidden_dim=24, activation="relu", bias=False)
 

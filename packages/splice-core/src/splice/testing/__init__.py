@@ -2,7 +2,9 @@
 
 Plain functions (``check_output``, ``check_gradients``, ``check_state_dict_roundtrip``,
 ``check_config_roundtrip``, ``check_determinism``, ``check_position_mixing``,
-``check_kv_cache``, ``check_packing_isolation``, ``check_padding_isolation``, ``run_all``) take a registered config and a ``BuildContext``;
+``check_kv_cache``, ``check_packing_isolation``, ``check_padding_isolation``,
+``check_batch_composition``, ``check_length_consistency``, ``check_parameters_registered``,
+``check_config_fields_honoured``, ``run_all``) take a registered config and a ``BuildContext``;
 the pytest suites (``TokenMixerConformance``, ``ChannelMixerConformance``, ...) run
 them from a subclass that defines ``make_config()``. Add a kind with ``register_spec``.
 
@@ -21,9 +23,15 @@ from splice.testing.checks import (
     check_position_mixing,
     check_state_dict_roundtrip,
     make_probe,
+    perturb_parameters,
     run_all,
 )
-from splice.testing.isolation import check_packing_isolation, check_padding_isolation
+from splice.testing.isolation import (
+    check_batch_composition,
+    check_length_consistency,
+    check_packing_isolation,
+    check_padding_isolation,
+)
 from splice.testing.specs import KindSpec, Probe, Result, kind_of, register_spec, spec_for
 from splice.testing.suites import (
     BlockConformance,
@@ -35,6 +43,7 @@ from splice.testing.suites import (
     NormConformance,
     TokenMixerConformance,
 )
+from splice.testing.wiring import check_config_fields_honoured, check_parameters_registered
 
 __all__ = [
     "BlockConformance",
@@ -49,17 +58,22 @@ __all__ = [
     "Result",
     "TokenMixerConformance",
     "build_seeded",
+    "check_batch_composition",
+    "check_config_fields_honoured",
     "check_config_roundtrip",
     "check_determinism",
     "check_gradients",
     "check_kv_cache",
+    "check_length_consistency",
     "check_output",
     "check_packing_isolation",
     "check_padding_isolation",
+    "check_parameters_registered",
     "check_position_mixing",
     "check_state_dict_roundtrip",
     "kind_of",
     "make_probe",
+    "perturb_parameters",
     "register_spec",
     "run_all",
     "spec_for",

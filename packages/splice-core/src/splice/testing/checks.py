@@ -139,6 +139,23 @@ def check_gradients(
         assert p.grad.abs().sum() > 0, f"{config.type}: zero gradient on parameter {name!r}"
 
 
+def perturb_parameters(module: nn.Module, seed: int = 3, scale: float = 0.1) -> nn.Module:
+    """Add ``scale * N(0, 1)`` noise to every floating parameter, in place; returns ``module``.
+
+    Checks of behaviour (position mixing, isolation, batch composition, config fields) run
+    on perturbed weights, as a trained model has them: a part that starts at zero (a gate,
+    a LoRA ``B``, a convolution's history taps) would otherwise hide what it does.
+    """
+    g = torch.Generator().manual_seed(seed)
+    seen: set[int] = set()
+    with torch.no_grad():
+        for p in module.parameters():
+            if p.is_floating_point() and p.data_ptr() not in seen:
+                seen.add(p.data_ptr())
+                p.add_(scale * torch.randn(p.shape, generator=g).to(p.dtype))
+    return module
+
+
 def _perturb(module: nn.Module, seed: int) -> None:
     """Add noise to every floating tensor of the state dict, so a failed load is visible."""
     g = torch.Generator().manual_seed(seed)
@@ -258,7 +275,8 @@ def check_position_mixing(
     outputs ``>= t0`` unchanged too (each position depends only on itself).
     """
     spec = _spec(config, kind)
-    module = build_seeded(config, ctx, kind=spec.kind, prepare=prepare).eval()
+    module = build_seeded(config, ctx, kind=spec.kind, prepare=prepare)
+    perturb_parameters(module).eval()  # a zero-initialised path must show its mixing too
     probe = make_probe(module, config, ctx, kind=spec.kind, seq_len=seq_len)
     t0 = seq_len // 2
     base = _run(spec, module, probe).output

@@ -1,4 +1,6 @@
-"""Document and padding isolation: what packing and batched generation rely on.
+"""Isolation: a sequence's outputs depend on that sequence alone.
+
+What packing, batched training and batched generation rely on.
 
 Packed training puts several documents in one row; a mixer must not let a document see
 the one before it, and ``positions`` restart at 0 in each document. Batched generation
@@ -11,10 +13,15 @@ checks run a causal self-mixing component both ways and compare:
   (``doc_ids`` mask, per-document positions).
 - ``check_padding_isolation``: a short sequence alone vs left-padded in a batch
   (``attention_mask`` over real tokens, positions counted over real tokens).
+- ``check_batch_composition``: a row alone vs inside a batch of other rows (a mixer that
+  normalises over the batch dimension fails).
+- ``check_length_consistency``: the first ``t`` outputs of a longer sequence vs the
+  outputs of its length-``t`` prefix (a mixer that scales by the sequence length fails).
 
+Every check runs on perturbed parameters (``perturb_parameters``), not the initial ones.
 Kinds: ``token_mixer`` and ``block`` (``x (B, T, D)`` + ``AttentionInputs`` built as the
-models build them) and ``model`` (``model(ids, positions=, doc_ids=)`` /
-``model(ids, attention_mask=)``).
+models build them), ``channel_mixer`` and ``norm`` (``x (B, T, D)`` alone) and ``model``
+(``model(ids, positions=, doc_ids=)`` / ``model(ids, attention_mask=)``).
 """
 
 from __future__ import annotations
@@ -25,10 +32,11 @@ import torch
 from torch import Tensor, nn
 
 from splice.interfaces import AttentionInputs, BuildContext
-from splice.testing.checks import Prepare, build_seeded
+from splice.testing.checks import Prepare, build_seeded, perturb_parameters
 from splice.testing.specs import kind_of
 
-_KINDS = ("token_mixer", "block", "model")
+_KINDS = ("token_mixer", "block", "channel_mixer", "norm", "model")
+_POINTWISE = ("channel_mixer", "norm")  # called on x alone
 
 
 def _inputs(
@@ -66,6 +74,9 @@ def _call(
             kwargs["attention_mask"] = mask
         out = module(x, **kwargs)
         return out.logits  # type: ignore[no-any-return]
+    if kind in _POINTWISE:
+        out = module(x)
+        return out if isinstance(out, Tensor) else out.hidden
     out = module(x, _inputs(x.shape[1], positions=positions, doc_ids=doc_ids, mask=mask))
     return out if isinstance(out, Tensor) else out.hidden
 
@@ -83,8 +94,8 @@ def _setup(config: Any, ctx: BuildContext | None, kind: str | None, prepare: Pre
         raise ValueError(f"isolation checks support {_KINDS}, not {kind!r}")
     if kind != "model" and ctx is not None and not ctx.causal:
         raise ValueError("isolation checks are for causal self-mixing (ctx.causal=True)")
-    module = build_seeded(config, ctx, kind=kind, prepare=prepare).eval()
-    return kind, module
+    module = build_seeded(config, ctx, kind=kind, prepare=prepare)
+    return kind, perturb_parameters(module).eval()
 
 
 def check_packing_isolation(
@@ -158,4 +169,62 @@ def check_padding_isolation(
     )
 
 
-__all__ = ["check_packing_isolation", "check_padding_isolation"]
+def check_batch_composition(
+    config: Any,
+    ctx: BuildContext | None = None,
+    *,
+    kind: str | None = None,
+    prepare: Prepare | None = None,
+    seq_len: int = 6,
+    atol: float = 1e-5,
+) -> None:
+    """A row's outputs are the same alone and in a batch beside other rows (in any order)."""
+    kind, module = _setup(config, ctx, kind, prepare)
+    g = torch.Generator().manual_seed(9)
+    rows = _sample(kind, config, ctx, 3, seq_len, g)
+    positions = torch.arange(seq_len)[None]
+    with torch.no_grad():
+        alone = _call(module, kind, rows[:1], positions=positions)
+        together = _call(module, kind, rows, positions=positions.expand(3, seq_len))
+        flipped = _call(module, kind, rows.flip(0), positions=positions.expand(3, seq_len))
+    for where, got in (("first of three rows", together[:1]), ("last of three rows", flipped[2:])):
+        diff = (got - alone).abs().max().item()
+        assert diff <= atol, (
+            f"{config.type}: a row's outputs change by {diff:.3g} as the {where} compared "
+            "with alone (the component mixes information across the batch dimension: "
+            "reduce over positions or features, never over rows)"
+        )
+
+
+def check_length_consistency(
+    config: Any,
+    ctx: BuildContext | None = None,
+    *,
+    kind: str | None = None,
+    prepare: Prepare | None = None,
+    seq_len: int = 9,
+    prefix: int = 4,
+    atol: float = 1e-5,
+) -> None:
+    """The first ``prefix`` outputs of a sequence equal the outputs of that prefix alone
+    (causal or pointwise components: an output may not depend on how long the rest is)."""
+    kind, module = _setup(config, ctx, kind, prepare)
+    g = torch.Generator().manual_seed(10)
+    x = _sample(kind, config, ctx, 2, seq_len, g)
+    with torch.no_grad():
+        full = _call(module, kind, x, positions=torch.arange(seq_len).expand(2, seq_len))
+        short = _call(module, kind, x[:, :prefix], positions=torch.arange(prefix).expand(2, prefix))
+    diff = (full[:, :prefix] - short).abs().max().item()
+    assert diff <= atol, (
+        f"{config.type}: the first {prefix} outputs change by {diff:.3g} between a length-"
+        f"{prefix} and a length-{seq_len} input (the output depends on the sequence length "
+        "T, e.g. a scale by T or log(T); a causal token may see only itself and earlier ones)"
+    )
+
+
+__all__ = [
+    "check_batch_composition",
+    "check_length_consistency",
+    "check_packing_isolation",
+    "check_padding_isolation",
+]

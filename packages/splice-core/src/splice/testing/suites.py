@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from splice.interfaces import BuildContext
-from splice.testing import checks, isolation
+from splice.testing import checks, isolation, wiring
 from splice.testing.checks import PositionMixing
 
 
@@ -40,12 +40,18 @@ class ConformanceSuite:
         may_skip: ``fnmatch`` patterns of parameters allowed no/zero gradient on a tiny batch.
         position_mixing: how outputs may depend on other positions; None derives it
             from the context (``causal`` if ``ctx.causal`` else ``bidirectional``).
+        config_fields_exempt: config fields that cannot change a tiny probe's output or
+            shapes (say why in a comment); every other field must.
+        unregistered_tensors_allowed: attribute paths of tensors deliberately kept outside
+            parameters and buffers (e.g. a lazily rebuilt cache).
     """
 
     kind: ClassVar[str] = ""
     dtypes: ClassVar[tuple[torch.dtype, ...]] = (torch.float32, torch.bfloat16)
     may_skip: ClassVar[tuple[str, ...]] = ()
     position_mixing: ClassVar[PositionMixing | None] = None
+    config_fields_exempt: ClassVar[tuple[str, ...]] = ()
+    unregistered_tensors_allowed: ClassVar[tuple[str, ...]] = ()
 
     def make_config(self) -> Any:
         raise NotImplementedError(f"{type(self).__name__} must define make_config()")
@@ -98,6 +104,24 @@ class ConformanceSuite:
             self.make_config(), self.make_context(), kind=self.kind, prepare=self.prepare
         )
 
+    def test_every_tensor_is_a_parameter_or_buffer(self) -> None:
+        wiring.check_parameters_registered(
+            self.make_config(),
+            self.make_context(),
+            kind=self.kind,
+            prepare=self.prepare,
+            allow=self.unregistered_tensors_allowed,
+        )
+
+    def test_config_fields_are_honoured(self) -> None:
+        wiring.check_config_fields_honoured(
+            self.make_config(),
+            self.make_context(),
+            kind=self.kind,
+            prepare=self.prepare,
+            exempt=self.config_fields_exempt,
+        )
+
     def test_position_mixing(self) -> None:
         ctx = self.make_context()
         checks.check_position_mixing(
@@ -119,16 +143,33 @@ class _CacheTest(ConformanceSuite):
 
 
 class _IsolationTest(ConformanceSuite):
-    """Adds packing and left-padding isolation (``splice.testing.isolation``) for causal
-    self-mixing components; skipped, with the reason, for cross-attention (pointwise)."""
+    """Adds the isolation checks (``splice.testing.isolation``: packing, left padding, batch
+    composition, length) on perturbed weights, for causal and pointwise components;
+    skipped, with the reason, for bidirectional ones and cross-attention (whose inputs
+    include a context the checks do not model)."""
 
     def _isolation_context(self) -> BuildContext | None:
         ctx = self.make_context()
-        if self.expected_mixing(ctx) != "causal" or (ctx is not None and ctx.d_context):
+        mixing = self.expected_mixing(ctx)
+        if self.kind == "model":
+            return ctx
+        if mixing == "bidirectional" or (ctx is not None and ctx.d_context):
             import pytest
 
-            pytest.skip("not a causal self-mixing component: packing/padding do not apply")
+            pytest.skip("not a causal or pointwise self-mixing component")
         return ctx
+
+    def test_a_row_is_independent_of_the_batch(self) -> None:
+        ctx = self._isolation_context()
+        isolation.check_batch_composition(
+            self.make_config(), ctx, kind=self.kind, prepare=self.prepare
+        )
+
+    def test_outputs_do_not_depend_on_later_length(self) -> None:
+        ctx = self._isolation_context()
+        isolation.check_length_consistency(
+            self.make_config(), ctx, kind=self.kind, prepare=self.prepare
+        )
 
     def test_packed_documents_do_not_see_each_other(self) -> None:
         ctx = self._isolation_context()
@@ -155,14 +196,14 @@ class CachedTokenMixerConformance(TokenMixerConformance, _CacheTest):
     """Self-attention that reads and extends ``inputs.cache``."""
 
 
-class ChannelMixerConformance(ConformanceSuite):
+class ChannelMixerConformance(_IsolationTest):
     """FFN-like layers (``kind = "channel_mixer"``); pointwise by default."""
 
     kind = "channel_mixer"
     position_mixing: ClassVar[PositionMixing | None] = "pointwise"
 
 
-class NormConformance(ConformanceSuite):
+class NormConformance(_IsolationTest):
     """Normalisation layers (``kind = "norm"``)."""
 
     kind = "norm"
@@ -179,6 +220,8 @@ class ModelConformance(_IsolationTest):
     """Language models (``kind = "model"``): ``model(ids) -> ModelOutput``; causal by default."""
 
     kind = "model"
+    # A length limit sizes caches and position tables; within it a forward pass is the same.
+    config_fields_exempt: ClassVar[tuple[str, ...]] = ("max_seq_len",)
 
     def make_context(self) -> BuildContext | None:
         return None
