@@ -147,10 +147,14 @@ def test_bf16_compute_dtype_runs_and_stays_close():
 def test_auto_compute_dtype_is_bf16_only_where_native(monkeypatch):
     from splice.training import precision
 
+    monkeypatch.delenv(precision.AUTO_PRECISION_ENV, raising=False)
     monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
     assert resolve_compute_dtype("auto", "cpu") == torch.float32
     monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
     assert resolve_compute_dtype("auto", "cpu") == torch.bfloat16
+    wide, narrow = precision.AUTO_BF16_MIN_WIDTH, precision.AUTO_BF16_MIN_WIDTH - 1
+    assert resolve_compute_dtype("auto", "cpu", wide) == torch.bfloat16
+    assert resolve_compute_dtype("auto", "cpu", narrow) == torch.float32  # casts cost more
     assert resolve_compute_dtype("float16") == torch.float16
     with pytest.raises(ValueError, match="compute_dtype='int4'"):
         resolve_compute_dtype("int4")

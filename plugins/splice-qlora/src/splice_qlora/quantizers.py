@@ -55,12 +55,15 @@ class FourBitQuantizer:
             quant_type=c.type,
             blocksize=c.blocksize,
             double_quant=c.double_quant,
-            compute_dtype=resolve_compute_dtype(c.compute_dtype, linear.weight.device),
+            compute_dtype=resolve_compute_dtype(
+                c.compute_dtype, linear.weight.device, min(linear.in_features, linear.out_features)
+            ),
         )
 
     def shell(self, in_features: int, out_features: int, *, bias: bool) -> Linear4bit:
         """An empty layer of this quantizer's kind, for loading a saved quantized model."""
-        dtype = resolve_compute_dtype(self.config.compute_dtype)
+        width = min(in_features, out_features)
+        dtype = resolve_compute_dtype(self.config.compute_dtype, width=width)
         return Linear4bit.empty(in_features, out_features, bias=bias, compute_dtype=dtype)
 
     def dequantize(self, module: nn.Module) -> nn.Linear:

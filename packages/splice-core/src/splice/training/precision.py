@@ -1,15 +1,24 @@
-"""Pick the training precision the device runs natively.
+"""Pick the training precision that makes a run fastest on its device and model.
 
-bf16 autocast pays off only where the hardware multiplies bf16 natively: CUDA devices
-with bf16 support, and CPUs with AVX512-BF16 or AMX. On an AVX2-only CPU, torch emulates
-bf16 matmuls and they run ~30-100x slower than float32, so ``precision="auto"`` (the
+bf16 autocast pays off only where the hardware multiplies bf16 natively (CUDA devices with
+bf16 support, CPUs with AVX512-BF16 or AMX) **and** the model's matmuls are wide enough for
+the bf16 kernels to win back the casts autocast adds around every op. On an AVX2-only CPU
+torch emulates bf16 matmuls (~30-100x slower than float32), so ``precision="auto"`` (the
 default) picks float32 there, and an explicit ``"bf16"`` warns once with the measured
-slowdown. The CPU decision is probed once per process and cached.
+slowdown. On a native-bf16 device, ``auto`` picks bf16 only for models whose typical matmul
+is at least :data:`AUTO_BF16_MIN_WIDTH` wide (see :func:`matmul_width`): narrower models run
+slower in bf16 (``benchmarks/bench_precision.py`` measures the crossover; the figures are in
+docs/benchmarks.md). The CPU decision is probed once per process and cached.
+
+``SPLICE_AUTO_PRECISION=float32|bf16`` forces what ``auto`` resolves to, on every device and
+for every model (an explicit ``precision`` in a config still wins). CI uses it to run the
+precision-sensitive tests a second time in bf16 on machines that would pick float32.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 import time
 import warnings
 from typing import Literal
@@ -17,6 +26,15 @@ from typing import Literal
 import torch
 
 Precision = Literal["auto", "float32", "bf16"]
+
+#: Environment variable that forces what ``precision="auto"`` resolves to.
+AUTO_PRECISION_ENV = "SPLICE_AUTO_PRECISION"
+
+#: Narrowest typical matmul (:func:`matmul_width`) for which ``auto`` picks bf16 on a device
+#: that multiplies bf16 natively. Below it, autocast's casts cost more than the bf16 kernels
+#: save (CPU, AVX512-BF16: a dense SFT step at d=128 and an MoE step at d=64 run slower in bf16
+#: than in float32; from d=256 bf16 wins). ``benchmarks/bench_precision.py`` measures it.
+AUTO_BF16_MIN_WIDTH = 256
 
 
 def _cpu_flags() -> set[str]:
@@ -76,20 +94,76 @@ def bf16_slowdown(n: int = 256, repeats: int = 3) -> float:
     return best[torch.bfloat16] / max(best[torch.float32], 1e-9)
 
 
+def forced_auto_precision() -> Literal["float32", "bf16"] | None:
+    """What ``SPLICE_AUTO_PRECISION`` forces ``auto`` to (None when unset).
+
+    Raises:
+        ValueError: the variable holds anything but ``float32`` or ``bf16``.
+    """
+    value = os.environ.get(AUTO_PRECISION_ENV, "").strip().lower()
+    if not value:
+        return None
+    if value not in ("float32", "bf16"):
+        raise ValueError(f"{AUTO_PRECISION_ENV}={value!r}: expected 'float32' or 'bf16' (or unset)")
+    return value  # type: ignore[return-value]
+
+
+def matmul_width(model: torch.nn.Module) -> int:
+    """The typical matmul width of ``model``: the numel-weighted median of ``min(rows, cols)``
+    over its weight matrices (the last two dims of every parameter with two or more,
+    embedding tables left out: they are gathered, not multiplied).
+
+    A dense block at ``d_model=d`` reads ~d; an MoE block with narrow experts reads the
+    expert width, which is what its grouped GEMMs multiply. 0 for a model without matrices.
+    """
+    embeddings = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)}
+    sizes = sorted(
+        (min(p.shape[-2:]), p.numel())
+        for p in model.parameters()
+        if p.dim() >= 2 and id(p) not in embeddings
+    )
+    total = sum(n for _, n in sizes)
+    seen = 0
+    for width, n in sizes:
+        seen += n
+        if 2 * seen >= total:
+            return int(width)
+    return 0
+
+
 _warned: set[str] = set()
 
 
-def resolve_precision(
-    precision: Precision, device: torch.device | str
+def auto_precision(
+    device: torch.device | str, model: torch.nn.Module | None = None
 ) -> Literal["float32", "bf16"]:
-    """The precision a run uses on ``device``.
+    """What ``precision="auto"`` means for ``model`` on ``device``.
 
-    ``"auto"`` is bf16 where it is native and float32 elsewhere. An explicit ``"bf16"``
-    where bf16 is emulated is kept (the user asked for it) but warns once per device type,
-    with the measured slowdown.
+    ``SPLICE_AUTO_PRECISION`` if set; else bf16 where it is native and the model's typical
+    matmul is at least :data:`AUTO_BF16_MIN_WIDTH` wide (any width when no model is given);
+    float32 otherwise.
+    """
+    forced = forced_auto_precision()
+    if forced is not None:
+        return forced
+    if not bf16_is_native(device):
+        return "float32"
+    if model is not None and matmul_width(model) < AUTO_BF16_MIN_WIDTH:
+        return "float32"
+    return "bf16"
+
+
+def resolve_precision(
+    precision: Precision, device: torch.device | str, model: torch.nn.Module | None = None
+) -> Literal["float32", "bf16"]:
+    """The precision a run of ``model`` uses on ``device``.
+
+    ``"auto"`` follows :func:`auto_precision`. An explicit ``"bf16"`` where bf16 is emulated
+    is kept (the user asked for it) but warns once per device type, with the measured
+    slowdown.
     """
     if precision == "auto":
-        return "bf16" if bf16_is_native(device) else "float32"
+        return auto_precision(device, model)
     if precision == "bf16" and not bf16_is_native(device):
         kind = torch.device(device).type
         if kind not in _warned:
@@ -106,19 +180,31 @@ def resolve_precision(
     return "bf16" if precision == "bf16" else "float32"
 
 
-def compute_dtype(device: torch.device | str) -> torch.dtype:
-    """The low-precision compute dtype ``auto`` implies on ``device`` (bf16 or float32).
+def compute_dtype(device: torch.device | str, width: int | None = None) -> torch.dtype:
+    """The compute dtype ``auto`` implies on ``device`` (bf16 or float32) for a matmul of
+    ``min(rows, cols) = width`` (None: any width).
 
     Used where a component picks its own compute dtype, e.g. QLoRA's dequantized matmuls.
+    Follows the same rule as :func:`auto_precision`, ``SPLICE_AUTO_PRECISION`` included.
     """
-    return torch.bfloat16 if bf16_is_native(device) else torch.float32
+    forced = forced_auto_precision()
+    if forced is not None:
+        return torch.bfloat16 if forced == "bf16" else torch.float32
+    if not bf16_is_native(device) or (width is not None and width < AUTO_BF16_MIN_WIDTH):
+        return torch.float32
+    return torch.bfloat16
 
 
 __all__ = [
+    "AUTO_BF16_MIN_WIDTH",
+    "AUTO_PRECISION_ENV",
     "Precision",
+    "auto_precision",
     "bf16_is_native",
     "bf16_slowdown",
     "compute_dtype",
     "cpu_has_native_bf16",
+    "forced_auto_precision",
+    "matmul_width",
     "resolve_precision",
 ]

@@ -225,7 +225,7 @@ class Trainer:
         self.optimizer = build_optimizer(trained, config.optimizer)
         self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
         self.device = next(model.parameters()).device
-        self.precision = resolve_precision(config.precision, self.device)
+        self.precision = resolve_precision(config.precision, self.device, self.policy)
         if config.retain_host_memory and self.device.type == "cpu":
             retain_freed_host_memory()  # process-wide, once; a no-op off glibc
         self.step = 0
