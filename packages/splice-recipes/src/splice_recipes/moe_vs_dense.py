@@ -1,18 +1,18 @@
-"""Recipe ``moe-vs-dense``: does a mixture of experts add capacity without adding compute?
+"""Recipe ``moe-vs-dense``: does a mixture of experts add capacity at equal active compute?
 
-Dense and MoE decoders with the same *active* parameters per token (the FFN work one
-token does) are trained from scratch on the same built-in task (1-2 digit
-multiplication, a lookup-heavy task where capacity should help) for the same steps:
+Decoders that differ only in their FFN are trained from scratch on the same problems (1-2
+digit multiplication, a lookup-heavy task where capacity should help), for the same steps
+and tokens, over several seeds:
 
 * ``dense``: SwiGLU of width ``3h``;
-* ``moe8``: 8 SwiGLU experts of width ``h``, top-2, plus 1 shared expert (``3h`` active);
-* ``fine32``: 32 fine-grained experts of width ``3h/4``, top-4 (``3h`` active);
+* ``moe<E>`` for E in 4, 8, 16, 32: E SwiGLU experts of width ``3h/2``, top-2, so a token
+  uses the same FFN width ``3h`` as dense (active parameters equal up to the router's
+  ``d x E``), while the total grows with E. Balancing: the Switch auxiliary loss (0.01).
 
-each MoE with no balancing, the Switch auxiliary loss, or DeepSeek-V3's
-auxiliary-loss-free bias. The table reports held-out loss and exact-match accuracy,
-total vs active parameters, the time per step, and the expert load balance
-(max/mean load, averaged over the MoE layers and the last fifth of training).
-``loss_curves.png`` overlays the training losses.
+Each run is read as the mean of its last evaluations: held-out loss on distinct held-out
+problems, and exact match on the whole held-out split. Claims: each ``moe<E>`` has a lower
+held-out loss than dense (paired by seed). Beside them, the step time of each arm against
+dense (MoE routing and gathers cost time at equal FLOPs) and the total/active parameters.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, NonNegativeInt, PositiveInt, model_validator
-from splice.config import ChannelMixerField, SpliceConfig, TaskField
+from pydantic import Field, NonNegativeInt, PositiveInt, field_validator
+from splice.config import TaskField
 from splice.recipe import Recipe
 from splice.training.configs import (
     DataConfig,
@@ -33,63 +33,54 @@ from splice.training.configs import (
     TrainConfig,
 )
 
-from splice_recipes.common import save_config, save_report, save_table
+from splice_recipes.study import (
+    Claim,
+    StudyConfig,
+    StudyResult,
+    claim_lines,
+    run_arm,
+    run_study,
+    summary,
+)
 
 VOCAB = 52  # pad/bos/eos + the default character alphabet
 
 
-class ArmConfig(SpliceConfig):
-    """One model of the comparison: its FFN (channel mixer) on every layer."""
-
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
-    channel_mixer: ChannelMixerField  # type: ignore[valid-type]
-
-
-def default_arms(h: int = 64) -> list[ArmConfig]:
-    """Dense vs MoE arms at equal active FFN width ``3h`` (see the module docstring)."""
-    moe8 = {"type": "moe", "n_experts": 8, "top_k": 2, "n_shared": 1, "expert_hidden": h}
-    fine = {"type": "moe", "n_experts": 32, "top_k": 4, "expert_hidden": 3 * h // 4}
-    balancing = {
-        "none": {},
-        "aux": {"aux_loss_weight": 0.01},
-        "auxfree": {"bias_update_rate": 0.001},
-    }
-    arms = [ArmConfig(name="dense", channel_mixer={"type": "swiglu", "hidden_dim": 3 * h})]
-    for label, base in (("moe8", moe8), ("fine32", fine)):
-        for how, extra in balancing.items():
-            arms.append(ArmConfig(name=f"{label}-{how}", channel_mixer={**base, **extra}))
-    return arms
-
-
 def _default_train() -> TrainConfig:
     return TrainConfig(
-        steps=300,
+        steps=600,
         batch_size=64,
         log_every=20,
         keep_last=1,
+        checkpoint_every=600,
         num_threads=1,  # tiny matmuls: a second thread costs more in sync than it gains
         optimizer=OptimizerConfig(lr=3e-3, betas=(0.9, 0.98), weight_decay=0.1),
-        schedule=ScheduleConfig(kind="cosine", warmup_steps=30, min_lr_ratio=0.05),
+        schedule=ScheduleConfig(kind="cosine", warmup_steps=50, min_lr_ratio=0.05),
     )
 
 
-class MoEVsDenseConfig(SpliceConfig):
-    """Train every arm with the same decoder, data, steps and seed.
+class MoEVsDenseConfig(StudyConfig):
+    """Every arm trains the same decoder, data, steps and seeds; only the FFN differs.
 
     Attributes:
         d_model / n_layers / n_heads: the decoder shared by all arms (pre-norm, RMSNorm, RoPE).
+        hidden: ``h``; dense's SwiGLU is ``3h`` wide, each expert ``3h/2`` (top-2).
+        experts: the total expert counts compared with dense, one arm each.
+        aux_loss_weight: the Switch load-balancing loss of every MoE arm.
         task: the built-in task trained and evaluated on.
-        arms: the FFNs compared, one table row each (on every layer).
-        eval_examples: held-out problems scored by greedy exact match.
-        loss_batches: held-out batches for the held-out loss.
-        output_dir: run folder; one sub-folder per arm.
+        eval_every: steps between evaluations (a run's result averages the last few).
+        eval_examples: exact-match problems (more than the split: each held-out problem once).
+        loss_batches: held-out batches (one distinct draw) for the held-out loss.
     """
 
     name: str = "moe-vs-dense"
-    seed: int = 0
+    seeds: PositiveInt = 3
     d_model: PositiveInt = 64
     n_layers: PositiveInt = 2
     n_heads: PositiveInt = 4
+    hidden: PositiveInt = 64
+    experts: list[PositiveInt] = Field(default_factory=lambda: [4, 8, 16, 32])
+    aux_loss_weight: float = Field(default=0.01, ge=0.0)
     task: TaskField = Field(  # type: ignore[valid-type]
         default_factory=lambda: {
             "type": "arithmetic",
@@ -102,29 +93,41 @@ class MoEVsDenseConfig(SpliceConfig):
     )
     max_len: PositiveInt = 16
     train: TrainConfig = Field(default_factory=_default_train)
-    arms: list[ArmConfig] = Field(default_factory=default_arms)
-    eval_examples: NonNegativeInt = 500
+    eval_every: PositiveInt = 100
+    eval_examples: NonNegativeInt = 2000
     loss_batches: NonNegativeInt = 8
     max_new_tokens: PositiveInt = 6
-    output_dir: str | None = None
 
-    @model_validator(mode="after")
-    def _unique_arms(self) -> MoEVsDenseConfig:
-        names = [a.name for a in self.arms]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"arms: names must be unique, {dupes} repeat")
-        return self
+    @field_validator("experts")
+    @classmethod
+    def _experts(cls, v: list[int]) -> list[int]:
+        if len(set(v)) != len(v) or any(e < 2 for e in v):
+            raise ValueError(f"experts: need distinct counts >= 2 (top-2 routing), got {v}")
+        return v
 
-    def run_dir(self) -> str:
-        return self.output_dir or f"runs/{self.name}"
+    def arms(self) -> list[str]:
+        return ["dense", *[f"moe{e}" for e in self.experts]]
 
 
-def arm_experiment(config: MoEVsDenseConfig, arm: ArmConfig) -> ExperimentConfig:
-    """The ``ExperimentConfig`` of one arm."""
+def channel_mixer(config: MoEVsDenseConfig, arm: str) -> dict[str, Any]:
+    """The FFN of an arm: dense SwiGLU ``3h``, or E experts of ``3h/2``, top-2."""
+    h = config.hidden
+    if arm == "dense":
+        return {"type": "swiglu", "hidden_dim": 3 * h}
+    e = int(arm.removeprefix("moe"))
+    return {
+        "type": "moe",
+        "n_experts": e,
+        "top_k": 2,
+        "expert_hidden": 3 * h // 2,
+        "aux_loss_weight": config.aux_loss_weight,
+    }
+
+
+def arm_experiment(config: MoEVsDenseConfig, arm: str) -> ExperimentConfig:
+    """The ``ExperimentConfig`` of one arm (the study sets its seed, precision and folder)."""
     return ExperimentConfig(
-        name=f"{config.name}-{arm.name}",
-        seed=config.seed,
+        name=f"{config.name}-{arm}",
         model={
             "type": "decoder",
             "vocab_size": VOCAB,
@@ -134,7 +137,7 @@ def arm_experiment(config: MoEVsDenseConfig, arm: ArmConfig) -> ExperimentConfig
             "block": {
                 "type": "pre_norm",
                 "token_mixer": {"type": "mha", "n_heads": config.n_heads},
-                "channel_mixer": arm.channel_mixer,
+                "channel_mixer": channel_mixer(config, arm),
                 "norm": {"type": "rmsnorm"},
             },
             "final_norm": {"type": "rmsnorm"},
@@ -142,11 +145,11 @@ def arm_experiment(config: MoEVsDenseConfig, arm: ArmConfig) -> ExperimentConfig
         data=DataConfig(task=config.task, max_len=config.max_len),
         train=config.train,
         eval=EvalConfig(
+            every=config.eval_every,
             loss_batches=config.loss_batches,
             exact_match_examples=config.eval_examples,
             max_new_tokens=config.max_new_tokens,
         ),
-        output_dir=str(Path(config.run_dir()) / arm.name),
     )
 
 
@@ -180,92 +183,75 @@ def load_balance(metrics_path: Path, tail: float = 0.2) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def train_losses(metrics_path: Path) -> tuple[list[int], list[float]]:
-    records = [json.loads(s) for s in metrics_path.read_text().splitlines() if s.strip()]
-    train = [r for r in records if r.get("kind") == "train" and "loss" in r]
-    return [r["step"] for r in train], [r.get("ce_loss", r["loss"]) for r in train]
+CLAIM_TEXT = "MoE with {e} experts (top-2, equal active params) has lower held-out loss than dense"
 
 
-def plot(curves: dict[str, tuple[list[int], list[float]]], path: Path) -> Path:
-    """Training cross-entropy of every arm (EMA-smoothed), one line each."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name, (steps, losses) in curves.items():
-        smooth, ema = [], None
-        for x in losses:
-            ema = x if ema is None else 0.9 * ema + 0.1 * x
-            smooth.append(ema)
-        ax.plot(steps, smooth, lw=1.2, ls="-" if name == "dense" else "--", label=name)
-    ax.set_xlabel("step")
-    ax.set_ylabel("training cross-entropy (EMA 0.9)")
-    ax.set_yscale("log")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+def claims(config: MoEVsDenseConfig) -> list[Claim]:
+    return [
+        Claim(
+            f"moe{e}-beats-dense",
+            f"moe{e}",
+            "dense",
+            "eval_loss",
+            "lower",
+            text=CLAIM_TEXT.format(e=e),
+        )
+        for e in config.experts
+    ]
 
 
-def markdown_table(rows: dict[str, dict[str, Any]]) -> str:
-    head = (
-        "| arm | held-out loss | held-out accuracy | total params | active params/token "
-        "| ms/step | step time vs dense | load max/mean |\n"
-        "|---|---:|---:|---:|---:|---:|---:|---:|"
-    )
-    dense = rows.get("dense", {}).get("ms_per_step")
-    lines = [head]
-    for name, r in rows.items():
-        ratio = f"{r['ms_per_step'] / dense:.2f}x" if dense else "-"
-        lb = f"{r['load_max_mean']:.2f}" if r["load_max_mean"] is not None else "-"
+def side_table(result: StudyResult, config: MoEVsDenseConfig) -> str:
+    """Per arm: params, held-out loss and accuracy, step time and its ratio to dense (paired
+    by seed), load balance; means over seeds."""
+    lines = [
+        "| arm | total params | active params | held-out loss | held-out accuracy | ms/step "
+        "| step time vs dense | load max/mean |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    dense = result.values("dense", "ms_per_step")
+    for arm in config.arms():
+        ms = result.values(arm, "ms_per_step")
+        ratio = sum(a / d for a, d in zip(ms, dense, strict=True)) / len(ms)
+        lb = [
+            v
+            for v in (result.figures[arm][s].get("load_max_mean") for s in result.seeds)
+            if v is not None and v == v
+        ]
+        f = result.figures[arm][result.seeds[0]]
         lines.append(
-            f"| {name} | {r['eval_loss']:.4f} | {r['accuracy']:.1%} | {r['total_params']:,} "
-            f"| {r['active_params']:,} | {r['ms_per_step']:.1f} | {ratio} | {lb} |"
+            f"| {arm} | {int(f['total_params']):,} | {int(f['active_params']):,} "
+            f"| {result.interval(arm, 'eval_loss').mean:.4f} "
+            f"| {result.interval(arm, 'exact_match').mean:.1%} | {sum(ms) / len(ms):.1f} "
+            f"| {ratio:.2f}x | {sum(lb) / len(lb) if lb else float('nan'):.2f} |"
         )
     return "\n".join(lines)
 
 
 def run(config: MoEVsDenseConfig) -> dict[str, Any]:
-    """Train each arm, print and save the table and ``loss_curves.png``; returns the rows."""
-    from splice.training.experiment import run_experiment
+    """Train every arm for every seed; print the claims and the side table."""
 
-    run_dir = Path(config.run_dir())
-    save_config(run_dir, config)
-    rows: dict[str, dict[str, Any]] = {}
-    curves = {}
-    for arm in config.arms:
+    def run_one(arm: str, seed: int, folder: Path) -> dict[str, float]:
         exp = arm_experiment(config, arm)
-        rep = run_experiment(exp)
+        out = run_arm(exp, config, seed=seed, folder=folder)
         total, active = parameter_counts(exp)
-        metrics = Path(exp.run_dir()) / "metrics.jsonl"
-        rows[arm.name] = {
-            "eval_loss": float(rep["eval"].get("eval_loss", float("nan"))),
-            "accuracy": float(rep["eval"].get("exact_match", float("nan"))),
+        lb = load_balance(folder / "metrics.jsonl")
+        return {
+            **out,
             "total_params": total,
             "active_params": active,
-            "ms_per_step": 1000 * float(rep["train_time_s"]) / int(rep["steps"]),
-            "load_max_mean": load_balance(metrics),
-            "final_train_loss": float(rep["final_train_loss"]),
+            "load_max_mean": float("nan") if lb is None else lb,
         }
-        curves[arm.name] = train_losses(metrics)
-        r = rows[arm.name]
-        print(
-            f"{arm.name}: held-out loss {r['eval_loss']:.4f}, accuracy {r['accuracy']:.1%}, "
-            f"{r['ms_per_step']:.1f} ms/step",
-            flush=True,
-        )
-    table = markdown_table(rows)
-    png = plot(curves, run_dir / "loss_curves.png")
-    save_table(run_dir, "moe-vs-dense", table)
-    print(table)
-    print(f"loss curves: {png}")
-    report = {"name": config.name, "run_dir": str(run_dir), "rows": rows, "plot": str(png)}
-    save_report(run_dir, "moe-vs-dense", report)
-    return report
+
+    result = run_study(
+        config,
+        arms=config.arms(),
+        run_one=run_one,
+        claims=claims(config),
+        extras=lambda r: {"side_table": side_table(r, config)},
+    )
+    print(result.extras["side_table"])
+    print("\n".join(claim_lines(result)))
+    return summary(result, config.run_dir())
 
 
 def config() -> MoEVsDenseConfig:
@@ -274,9 +260,8 @@ def config() -> MoEVsDenseConfig:
 
 recipe = Recipe(
     name="moe-vs-dense",
-    description="dense vs MoE (8 experts top-2 + shared; 32 fine-grained top-4) at equal "
-    "active parameters, with no balancing / aux loss / aux-loss-free: loss, accuracy, "
-    "params, step time, load balance",
+    description="dense vs MoE with 4/8/16/32 experts (top-2) at equal active parameters and "
+    "tokens, over seeds: held-out loss claims with intervals, step time ratio, params",
     config=config,
     run=run,
 )

@@ -107,6 +107,9 @@ def report_markdown(result: StudyResult) -> str:
                 hw = f" +- {iv.half_width:.3g}" if math.isfinite(iv.half_width) else ""
                 cells.append(f"{iv.mean:.4g}{hw}")
             lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+    for key, value in result.extras.items():  # the recipe's own tables
+        if isinstance(value, str) and value.startswith("|"):
+            lines += ["", f"## {key.replace('_', ' ')}", "", value]
     return "\n".join(lines) + "\n"
 
 
