@@ -213,6 +213,50 @@ def _load_file(model: nn.Module, path: Path, *, strict: bool) -> None:
         )
 
 
+def check_loadable(checkpoint: Path, model: nn.Module) -> None:
+    """Check, from the safetensors header alone, that ``checkpoint``'s weights fit ``model``
+    (the same tensor names and shapes; a frozen-base run's: its trainable parameters), so a
+    resume that would fail to load is refused before anything is written.
+
+    Raises:
+        ValueError: naming the checkpoint and up to 8 missing, unexpected or reshaped tensors.
+    """
+    from safetensors import safe_open
+
+    weights = _weights_in(checkpoint)
+    if weights is None:
+        raise CorruptCheckpointError(checkpoint, f"no {MODEL_FILE} or {TRAINABLE_FILE}")
+    with safe_open(str(weights), framework="pt") as f:
+        stored = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
+    if weights.name == TRAINABLE_FILE:
+        expected = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    else:
+        expected = dict(model.state_dict())
+    # Tied tensors are stored once: a name missing from the file is fine if it shares
+    # storage with one that is there.
+    stored_ptrs = {expected[n].data_ptr() for n in stored if n in expected}
+    missing = [
+        n for n, t in expected.items() if n not in stored and t.data_ptr() not in stored_ptrs
+    ]
+    unexpected = [n for n in stored if n not in expected]
+    reshaped = [
+        f"{n} {stored[n]} vs {tuple(t.shape)}"
+        for n, t in expected.items()
+        if n in stored and stored[n] != tuple(t.shape)
+    ]
+    if missing or unexpected or reshaped:
+        parts = [
+            f"{what} {names[:8]}"
+            for what, names in (
+                ("missing", missing),
+                ("unexpected", unexpected),
+                ("reshaped (stored vs model)", reshaped),
+            )
+            if names
+        ]
+        raise ValueError(f"{checkpoint} does not fit the model of this config: {'; '.join(parts)}")
+
+
 class CheckpointManager:
     """Saves, finds, loads and prunes the checkpoints under ``root``."""
 

@@ -124,6 +124,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         action="store_true",
         help="start fresh even if the run folder holds another run's checkpoints (deletes them)",
     )
+    p.add_argument(
+        "--allow-config-change",
+        action="append",
+        default=[],
+        metavar="FIELD[,FIELD]",
+        help="with --resume: the dotted config fields (e.g. train.steps) the resumed run may "
+        "change; any other difference from the run's config.json refuses the resume",
+    )
     p.add_argument("--output-dir", help="the run folder (default: the config's, else runs/<name>)")
     p.set_defaults(func=run)
 
@@ -142,7 +150,13 @@ def run(args: argparse.Namespace) -> int:
     except (ValidationError, ValueError, FileNotFoundError) as exc:
         print(f"splice run: error: {exc}", file=sys.stderr)
         return 2
-    return execute(recipe, config, resume=args.resume, overwrite=args.overwrite)
+    allow = [f for item in args.allow_config_change for f in item.split(",") if f.strip()]
+    if allow and not args.resume:
+        print("splice run: error: --allow-config-change applies to --resume only", file=sys.stderr)
+        return 2
+    return execute(
+        recipe, config, resume=args.resume, overwrite=args.overwrite, allow_config_change=allow
+    )
 
 
 class _FlexibleRun(Protocol):
@@ -155,7 +169,12 @@ def _takes(fn: Callable[[Any], dict[str, Any]], flag: str) -> TypeGuard[_Flexibl
 
 
 def execute(
-    recipe: Recipe, config: Any, *, resume: ResumeMode = False, overwrite: bool = False
+    recipe: Recipe,
+    config: Any,
+    *,
+    resume: ResumeMode = False,
+    overwrite: bool = False,
+    allow_config_change: list[str] | None = None,
 ) -> int:
     """Run ``recipe`` on a validated ``config``; print the report.
 
@@ -163,7 +182,12 @@ def execute(
     """
     run_fn = recipe.run
     if run_fn is not None:
-        flags = {k: v for k, v in (("resume", resume), ("overwrite", overwrite)) if v}
+        given = (
+            ("resume", resume),
+            ("overwrite", overwrite),
+            ("allow_config_change", allow_config_change),
+        )
+        flags = {k: v for k, v in given if v}
         staged = not _takes(run_fn, "resume")  # a multi-stage recipe: its root is claimed here
         for flag in flags:
             if not _takes(run_fn, flag) and not (staged and flag == "overwrite"):
@@ -189,7 +213,12 @@ def execute(
     else:
         from splice.training.experiment import run_experiment
 
-        report = run_experiment(config, resume=resume, overwrite=overwrite)
+        report = run_experiment(
+            config,
+            resume=resume,
+            overwrite=overwrite,
+            allow_config_change=allow_config_change or (),
+        )
     if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for the job
         print(format_report(report))
     return 0

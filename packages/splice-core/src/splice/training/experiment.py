@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ from torch import nn
 from splice.checkpoint import atomic_write_text, load_model_weights
 from splice.data.examples import Example
 from splice.data.tokenizer import CharTokenizer
+from splice.training.config_drift import check_resume_config
 from splice.training.configs import DataConfig, ExperimentConfig, TokenizerConfig
 from splice.training.online import is_online
 from splice.training.rollout import PromptBatches, Rollouts
@@ -231,18 +232,10 @@ def build_rollouts(
     return prompts, rollouts
 
 
-def _write_config(run_dir: Path, config: ExperimentConfig, *, resume: bool) -> None:
-    path = run_dir / "config.json"
-    new = config.model_dump(mode="json")
-    if resume and path.is_file():
-        old = json.loads(path.read_text())
-        changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-        if changed:
-            print(
-                f"warning: resuming with a config that differs from the saved one in {changed}",
-                file=sys.stderr,
-            )
-    atomic_write_text(path, json.dumps(new, indent=2) + "\n")
+def _write_config(run_dir: Path, config: ExperimentConfig) -> None:
+    atomic_write_text(
+        run_dir / "config.json", json.dumps(config.model_dump(mode="json"), indent=2) + "\n"
+    )
 
 
 def run_experiment(
@@ -250,34 +243,61 @@ def run_experiment(
     *,
     resume: ResumeMode = False,
     overwrite: bool = False,
+    allow_config_change: Iterable[str] = (),
 ) -> dict[str, Any]:
     """Train and evaluate the experiment ``config`` describes; returns the report dict.
 
-    The run folder is claimed (locked, checked) before anything is written into it.
+    The run folder is claimed (locked, checked) before anything is written into it; a
+    resume is accepted (config unchanged but for ``allow_config_change``, an intact
+    checkpoint that fits the model) before the run's ``config.json`` is rewritten.
 
     Args:
         config: an ``ExperimentConfig`` (or its JSON dict).
         resume: ``True``: continue from the latest checkpoint in the run folder (an error if
             there is none); ``"auto"``: continue if there is one, else start fresh.
         overwrite: a fresh run may delete an earlier run's checkpoints in the folder.
+        allow_config_change: dotted config paths (or their parents) a resume may change;
+            any other difference from the run's saved ``config.json`` refuses the resume.
 
     Returns:
         ``{"name", "run_dir", "steps", "final_train_loss", "tokens_per_s", ..., "eval": {...}}``.
 
     Raises:
         RunFolderError: the folder is in use, holds another run, or has nothing to resume.
+        ConfigDriftError: a resume with a changed config (names every changed field).
+        CorruptCheckpointError: a resume with no intact checkpoint.
+        ValueError: a resume whose checkpoint does not fit the config's model.
     """
     if not isinstance(config, ExperimentConfig):
         config = ExperimentConfig.model_validate(config)
     run_dir = Path(config.run_dir())
     main = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 writes
     with claim_run_folder(run_dir if main else None, resume=resume, overwrite=overwrite):
-        if main:
-            _write_config(run_dir, config, resume=bool(resume))
-        return _run(config, run_dir, resume=resume)
+        # "auto" resumes only when there is something to resume (the claim refused a
+        # folder holding only set-aside checkpoints).
+        resuming = resume is True or (bool(resume) and bool(checkpoint_entries(run_dir)))
+        if resuming:
+            check_resume_config(
+                run_dir / "config.json", config.model_dump(mode="json"), allow_config_change
+            )
+        return _run(config, run_dir, resume=resume, resuming=resuming, main=main)
 
 
-def _run(config: ExperimentConfig, run_dir: Path, *, resume: ResumeMode) -> dict[str, Any]:
+def _accept_resume(run_dir: Path, model: nn.Module) -> None:
+    """Refuse a resume that could not load, before anything of the run is written."""
+    from splice.checkpoint import CheckpointManager, CorruptCheckpointError
+    from splice.checkpoint.manager import check_loadable
+
+    mgr = CheckpointManager(run_dir / "checkpoints")
+    latest = mgr.latest_intact(set_aside=True)  # damaged newer ones: warned, set aside
+    if latest is None:
+        raise CorruptCheckpointError(mgr.root, "no intact checkpoint left to resume from")
+    check_loadable(latest, model)
+
+
+def _run(
+    config: ExperimentConfig, run_dir: Path, *, resume: ResumeMode, resuming: bool, main: bool
+) -> dict[str, Any]:
     from splice.registry import get_registry
 
     reg = get_registry()
@@ -286,9 +306,11 @@ def _run(config: ExperimentConfig, run_dir: Path, *, resume: ResumeMode) -> dict
     tokenizer = build_tokenizer(config.tokenizer)
     task = build_task(config.data.task)
     preflight(config, tokenizer, task)  # before anything slow: fail now, not at the end
-    # "auto" resumes only when there is something to resume.
-    resuming = resume is True or (bool(resume) and bool(checkpoint_entries(run_dir)))
     model = build_experiment_model(config)
+    if main:
+        if resuming:
+            _accept_resume(run_dir, model)
+        _write_config(run_dir, config)  # only now: a refused resume leaves the old one
     objective = reg.build("objective", config.objective, None)
     regularizers = [reg.build("regularizer", r, None) for r in config.regularizers]
     collate = build_collator(tokenizer, config.data, task)
