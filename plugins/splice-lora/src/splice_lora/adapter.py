@@ -13,6 +13,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from splice_lora.configs import LoRAConfig
+from splice_lora.expert_weights import LoRAParameter, parameter_layer, select_parameters
 from splice_lora.layers import AdapterSpec, LoRAEmbedding, LoRALayer, LoRALinear
 from splice_lora.targets import check_rank, select_targets
 
@@ -55,10 +56,17 @@ def apply_lora(model: nn.Module, config: LoRAConfig) -> nn.Module:
     """
     if config.name in adapter_names(model):
         raise ValueError(f"the model already has an adapter named {config.name!r}")
-    chosen = select_targets(model, config)
+    modules_wanted = config.targets or config.target_regex is not None
+    chosen = select_targets(model, config) if modules_wanted else []
     for name, module, kind in chosen:
         check_rank(name, module, kind, config.r)
     spec = _spec(config)
+    if config.target_parameters:  # batched expert weights: one delta per expert
+        for owner, param, path in select_parameters(model, config.target_parameters):
+            shape = getattr(owner, param).shape
+            if config.r > min(shape[1:]):
+                raise ValueError(f"r={config.r} is larger than min{tuple(shape[1:])} of {path!r}")
+            parameter_layer(owner, param).add_adapter(config.name, spec)
     for name, module, kind in chosen:
         layer = module
         if not isinstance(module, LoRALayer):
@@ -142,8 +150,11 @@ def merge_and_unload(model: nn.Module, name: str | None = None) -> nn.Module:
     name = name or active_adapter(model)
     _check_untied(model, name)
     for path, layer in lora_layers(model):
-        base = layer.base_layer
         run = name if name in layer.specs and name not in layer.merged else None
+        if isinstance(layer, LoRAParameter):  # a parametrization: merge, drop it, keep the weight
+            layer.unload(run)
+            continue
+        base = layer.base_layer
         if isinstance(layer, LoRALinear) and not _has_dense_weight(base):
             dense = nn.Linear(
                 layer.in_features, layer.out_features, bias=layer.bias is not None

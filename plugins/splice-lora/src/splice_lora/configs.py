@@ -40,6 +40,10 @@ class LoRAConfig(ComponentConfig):
             Hugging Face names like ``gate_proj`` are mapped), as a list or a comma-separated
             string, or ``"all-linear"`` (every linear-like module except the output head).
             ``embed`` targets the token embedding.
+        target_parameters: batched expert weights ``(E, out, in)`` to adapt with one
+            low-rank delta per expert (PEFT's ``target_parameters``), by dotted-name suffix,
+            e.g. ``["experts.gate_up", "experts.down"]``, or ``["experts"]`` for both. They
+            add to ``targets`` (which may then be empty: ``targets=[]``).
         target_regex: a regular expression matched (in full) against dotted module names;
             when set it replaces ``targets``.
         init: ``"kaiming"`` (A Kaiming-uniform, B zero: starts as the base model),
@@ -59,6 +63,7 @@ class LoRAConfig(ComponentConfig):
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
     targets: list[str] | str = Field(default="q,v", validate_default=True)
     target_regex: str | None = None
+    target_parameters: list[str] | None = None
     init: Literal["kaiming", "gaussian", "pissa"] = "kaiming"
     dora: bool = False
     lora_plus_ratio: PositiveFloat | None = None
@@ -70,10 +75,7 @@ class LoRAConfig(ComponentConfig):
             if value.strip() == ALL_LINEAR:
                 return ALL_LINEAR
             value = value.split(",")
-        names = [v.strip() for v in value if v.strip()]
-        if not names:
-            raise ValueError("targets: expected module names, e.g. 'q,v' or 'all-linear'")
-        return names
+        return [v.strip() for v in value if v.strip()]
 
     @field_validator("target_regex")
     @classmethod
@@ -87,6 +89,11 @@ class LoRAConfig(ComponentConfig):
 
     @model_validator(mode="after")
     def _dora_init(self) -> LoRAConfig:
+        if not self.targets and not self.target_parameters and self.target_regex is None:
+            raise ValueError(
+                "targets: expected module names, e.g. 'q,v' or 'all-linear' "
+                "(or target_parameters for batched expert weights)"
+            )
         if self.dora and self.init == "pissa":
             raise ValueError("init='pissa' with dora=True is not supported; choose one")
         return self

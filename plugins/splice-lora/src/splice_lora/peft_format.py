@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from splice_lora.adapter import active_adapter, apply_lora, lora_layers
 from splice_lora.configs import LoRAConfig
+from splice_lora.expert_weights import LoRAParameter
 from splice_lora.layers import LoRAEmbedding, LoRALayer, LoRALinear
 
 WEIGHTS_NAME = "adapter_model.safetensors"
@@ -54,7 +55,6 @@ _SUPPORTED_ONLY = {
     "use_qalora": (False,),
     "trainable_token_indices": (None,),
     "layer_replication": (None,),
-    "target_parameters": (None, []),
     "exclude_modules": (None, [], ""),
     "megatron_config": (None,),
     "alora_invocation_tokens": (None,),
@@ -77,11 +77,33 @@ class _Names:
                 f"Hugging Face ones); got a {type(model).__name__}"
             )
         self.arch, self.cfg = architecture_of(cfg), cfg
-        if self.arch.model_type not in ("llama", "qwen2"):
+        if self.arch.model_type not in SUPPORTED:
             raise ValueError(
-                "PEFT adapter files are supported for the Llama and Qwen2 layouts, not "
+                f"PEFT adapter files are supported for the {sorted(SUPPORTED)} layouts, not "
                 f"{self.arch.model_type!r} (GPT-2 fuses q, k and v into one c_attn module)"
             )
+
+    def rows_to_hf(self, path: str, value: Tensor) -> Tensor:
+        """An output-side tensor (``lora_B``, DoRA magnitude) in the checkpoint's row order
+        (DeepSeek-V3 and ERNIE store RoPE rows interleaved; the renaming permutes them)."""
+        return next(iter(self.arch.weights_to_hf({f"{path}.weight": value}, self.cfg).values()))
+
+    def rows_to_splice(self, hf_path: str, value: Tensor) -> Tensor:
+        return next(
+            iter(self.arch.weights_to_splice({f"{hf_path}.weight": value}, self.cfg).values())
+        )
+
+    @staticmethod
+    def param_to_hf(path: str) -> str | None:
+        """``blocks.1.ffn.experts.gate_up`` -> ``model.layers.1.mlp.experts.gate_up_proj``
+        (transformers' module and parameter names of batched experts, all MoE families)."""
+        m = _SPLICE_PARAM.fullmatch(path)
+        return f"model.layers.{m[1]}.mlp.experts.{m[2]}_proj" if m else None
+
+    @staticmethod
+    def param_to_splice(hf_path: str) -> str | None:
+        m = _HF_PARAM.fullmatch(hf_path)
+        return f"blocks.{m[1]}.ffn.experts.{m[2]}" if m else None
 
     def to_hf(self, path: str) -> str | None:
         try:
@@ -99,6 +121,10 @@ class _Names:
 
 
 _EMPTY = torch.empty(0)
+#: Layouts whose module names map to transformers' (MoE families: splice-moe's).
+SUPPORTED = {"llama", "qwen2", "mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v3", "ernie4_5_moe"}
+_SPLICE_PARAM = re.compile(r"blocks\.(\d+)\.ffn\.experts\.(gate_up|down)")
+_HF_PARAM = re.compile(r"model\.layers\.(\d+)\.mlp\.experts\.(gate_up|down)_proj")
 
 
 def save_peft_adapter(
@@ -125,12 +151,18 @@ def save_peft_adapter(
     tensors: dict[str, Tensor] = {}
     hf_modules: list[str] = []
     pissa = False
+    params = [(p, layer) for p, layer in layers if isinstance(layer, LoRAParameter)]
+    tensors.update(_parameter_tensors(params, name, names))
     for path_, layer in layers:
+        if isinstance(layer, LoRAParameter):
+            continue
         hf_path = names.to_hf(path_)
         if hf_path is None:
             raise ValueError(f"module {path_!r} has no Hugging Face counterpart to save under")
         hf_modules.append(hf_path)
         for part, local in _layer_tensors(layer, name).items():
+            if part in _OUTPUT_SIDE:
+                local = names.rows_to_hf(path_, local)
             tensors[f"{PREFIX}{hf_path}.{part}"] = local.detach().contiguous().cpu()
         pissa = pissa or (isinstance(layer, LoRALinear) and name in layer.pissa_init)
     r, alpha = spec.r, spec.alpha
@@ -145,7 +177,8 @@ def save_peft_adapter(
         "lora_dropout": spec.dropout,
         "use_rslora": spec.rslora,
         "use_dora": spec.dora,
-        "target_modules": _target_modules(model, names, hf_modules),
+        "target_modules": _target_modules(model, names, hf_modules) if hf_modules else [],
+        "target_parameters": _param_paths(params, names) or None,
         "init_lora_weights": True,
         "bias": "none",
         "fan_in_fan_out": False,
@@ -156,6 +189,52 @@ def save_peft_adapter(
     out.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(out / WEIGHTS_NAME), metadata={"format": "pt"})
     (out / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
+    return out
+
+
+_OUTPUT_SIDE = ("lora_B.weight", "lora_magnitude_vector")
+
+
+def _param_paths(params: list[tuple[str, LoRALayer]], names: _Names) -> list[str]:
+    """The Hugging Face names of the adapted batched weights (PEFT's ``target_parameters``),
+    per module in the order PEFT nests its wrappers: ``gate_up_proj`` inside ``down_proj``."""
+    out = []
+    for path, layer in params:
+        assert isinstance(layer, LoRAParameter)
+        owner_path = path.split(".parametrizations.")[0]
+        hf = names.param_to_hf(f"{owner_path}.{layer.param_name}")
+        if hf is None:
+            raise ValueError(
+                f"batched weight {owner_path}.{layer.param_name} has no PEFT name (PEFT's "
+                "target_parameters covers the MoE layers' experts.gate_up and experts.down)"
+            )
+        out.append(hf)
+    return sorted(out, key=lambda n: (int(n.split(".")[2]), "down_proj" in n))
+
+
+def _parameter_tensors(
+    params: list[tuple[str, LoRALayer]], name: str, names: _Names
+) -> dict[str, Tensor]:
+    """PEFT's tensors of the batched-weight adapters. PEFT wraps one parameter per wrapper and
+    nests the wrappers: a module's first listed parameter sits ``base_layer.`` deeper per
+    parameter listed after it (``experts.base_layer.lora_A.weight`` is ``gate_up_proj``'s
+    when ``down_proj`` is adapted too)."""
+    listed = _param_paths(params, names)
+    by_hf = {}
+    for path, layer in params:
+        owner_path = path.split(".parametrizations.")[0]
+        by_hf[names.param_to_hf(f"{owner_path}.{layer.param_name}")] = layer  # type: ignore[attr-defined]
+    out: dict[str, Tensor] = {}
+    for hf in listed:
+        module, _, _ = hf.rpartition(".")
+        same = [n for n in listed if n.rpartition(".")[0] == module]
+        depth = len(same) - 1 - same.index(hf)
+        layer = by_hf[hf]
+        for part in ("lora_A", "lora_B"):
+            w = getattr(layer, part)[name].weight
+            out[f"{PREFIX}{module}.{'base_layer.' * depth}{part}.weight"] = (
+                w.detach().contiguous().cpu()
+            )
     return out
 
 
@@ -212,6 +291,8 @@ def load_peft_adapter(
     _check_options(config, folder / CONFIG_NAME)
     names = _Names(model)
     tensors = load_file(str(folder / WEIGHTS_NAME))
+    listed = _expand_parameters(model, config.get("target_parameters") or [], names)
+    by_param = _take_parameter_tensors(tensors, listed, names)
     by_module: dict[str, dict[str, Tensor]] = {}
     modules = dict(model.named_modules())
     for key, value in tensors.items():
@@ -241,11 +322,24 @@ def load_peft_adapter(
         rslora=bool(config.get("use_rslora", False)),
         dropout=float(config.get("lora_dropout", 0.0)),
         dora=bool(config.get("use_dora", False)),
-        target_regex="|".join(re.escape(t) for t in targets),
+        targets=[],
+        target_regex="|".join(re.escape(t) for t in targets) if targets else None,
+        target_parameters=sorted(by_param) or None,
     )
     apply_lora(model, lora_cfg)
     layers = dict(lora_layers(model))
     with torch.no_grad():
+        for splice_param, given in by_param.items():
+            owner, _, leaf = splice_param.rpartition(".")
+            layer = layers[f"{owner}.parametrizations.{leaf}.0"]
+            for part, value in given.items():
+                want = getattr(layer, part)[adapter_name].weight
+                if tuple(value.shape) != tuple(want.shape):
+                    raise ValueError(
+                        f"{WEIGHTS_NAME}: {part} of {splice_param!r} has shape "
+                        f"{tuple(value.shape)}, expected {tuple(want.shape)}"
+                    )
+                want.copy_(value.to(want.dtype))
         for splice_path, hf_module in targets.items():
             layer = layers[splice_path]
             params = dict(layer.named_parameters())
@@ -263,6 +357,8 @@ def load_peft_adapter(
                         f"{WEIGHTS_NAME}: tensor {PREFIX}{hf_module}.{part} has shape "
                         f"{tuple(value.shape)} but {splice_path}.{local} is {tuple(want.shape)}"
                     )
+                if part in _OUTPUT_SIDE:
+                    value = names.rows_to_splice(hf_module, value)
                 want.copy_(value.to(want.dtype))
             expected = {p for p in _PARTS if _PARTS[p].format(adapter_name) in params}
             if expected - set(given):
@@ -270,6 +366,52 @@ def load_peft_adapter(
                     f"{WEIGHTS_NAME}: module {hf_module!r} lacks tensors {sorted(expected - set(given))}"
                 )
     return model
+
+
+def _expand_parameters(model: nn.Module, entries: list[str], names: _Names) -> list[str]:
+    """PEFT matches each ``target_parameters`` entry as a suffix of the full parameter name;
+    the full names it picks, in entry order (which is how PEFT nests the wrappers)."""
+    from splice_lora.expert_weights import PARAMETRIZED
+
+    have = [
+        hf
+        for n, _ in model.named_parameters()
+        if (hf := names.param_to_hf(PARAMETRIZED.sub(r".\1", n))) is not None
+    ]
+    out: list[str] = []
+    for entry in entries:
+        hits = [h for h in have if h == entry or h.endswith("." + entry)]
+        if not hits:
+            raise ValueError(
+                f"{CONFIG_NAME}: target_parameters entry {entry!r} matches no batched expert "
+                f"weight of the model (it has e.g. {have[:2]})"
+            )
+        out += [h for h in hits if h not in out]
+    return out
+
+
+def _take_parameter_tensors(
+    tensors: dict[str, Tensor], listed: list[str], names: _Names
+) -> dict[str, dict[str, Tensor]]:
+    """Remove the batched-weight tensors from ``tensors``; return them by splice parameter
+    path: ``{"blocks.1.ffn.experts.gate_up": {"lora_A": ..., "lora_B": ...}}``."""
+    out: dict[str, dict[str, Tensor]] = {}
+    for hf in listed:
+        splice_path = names.param_to_splice(hf)
+        if splice_path is None:
+            raise ValueError(
+                f"{CONFIG_NAME}: target_parameters entry {hf!r} is not a batched expert weight "
+                "splice maps (model.layers.<i>.mlp.experts.gate_up_proj / down_proj)"
+            )
+        module = hf.rpartition(".")[0]
+        same = [n for n in listed if n.rpartition(".")[0] == module]
+        depth = len(same) - 1 - same.index(hf)
+        for part in ("lora_A", "lora_B"):
+            key = f"{PREFIX}{module}.{'base_layer.' * depth}{part}.weight"
+            if key not in tensors:
+                raise ValueError(f"{WEIGHTS_NAME}: tensor {key!r} for {hf!r} is missing")
+            out.setdefault(splice_path, {})[part] = tensors.pop(key)
+    return out
 
 
 def _check_same_base(key: str, value: Tensor, modules: dict[str, nn.Module], names: _Names) -> None:

@@ -20,6 +20,9 @@ from splice_lora.layers import LoRAEmbedding, LoRALayer, LoRALinear
 #: Output heads that ``all-linear`` leaves alone (as PEFT does): adapting the vocabulary
 #: projection is rarely wanted and ties it to the embedding in tied models.
 OUTPUT_HEADS = ("lm_head",)
+#: Scalar gates ``all-linear`` also leaves alone: Qwen2-MoE's ``(1, D)`` shared-expert gate
+#: cannot hold a rank-``r`` delta.
+SCALAR_GATES = ("shared_gate",)
 
 
 def candidates(model: nn.Module, prefix: str = "") -> Iterator[tuple[str, nn.Module, str]]:
@@ -37,10 +40,18 @@ def candidates(model: nn.Module, prefix: str = "") -> Iterator[tuple[str, nn.Mod
 
 
 def _leaf(name: str) -> str:
-    return name.rsplit(".", 1)[-1]
+    """The name a target spells: the last dotted part, except that an MoE router's linear
+    (``...router.gate``) is ``router``, so ``gate`` means the MLP gate projection in every
+    family (Llama's ``ffn.gate``, each expert's and the shared experts' ``gate``)."""
+    parent, _, leaf = name.rpartition(".")
+    if leaf == "gate" and (parent == "router" or parent.endswith(".router")):
+        return "router"
+    return leaf
 
 
 def _matches(name: str, wanted: str) -> bool:
+    if wanted == "gate" and _leaf(name) == "router":
+        return False
     return _leaf(name) == wanted or name == wanted or name.endswith("." + wanted)
 
 
@@ -58,7 +69,8 @@ def select_targets(model: nn.Module, config: LoRAConfig) -> list[tuple[str, nn.M
         chosen = [c for c in found if pattern.fullmatch(c[0])]
         what = f"target_regex {config.target_regex!r}"
     elif names == ALL_LINEAR:
-        chosen = [c for c in found if c[2] == "linear" and _leaf(c[0]) not in OUTPUT_HEADS]
+        skip = OUTPUT_HEADS + SCALAR_GATES
+        chosen = [c for c in found if c[2] == "linear" and _leaf(c[0]) not in skip]
         what = "targets 'all-linear'"
     else:
         assert isinstance(names, list)

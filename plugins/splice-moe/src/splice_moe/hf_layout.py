@@ -311,7 +311,7 @@ class MoEFamily:
             return state
         for name, value in state.items():
             for suffix, heads, width, start in rows:
-                if name.endswith(suffix):
+                if name.endswith(suffix) and value.numel():  # empty: a name-only lookup
                     per_head = value.reshape(heads, width, *value.shape[1:])
                     rotated = fn(per_head[:, start:], dim=1)
                     state[name] = torch.cat([per_head[:, :start], rotated], 1).reshape(value.shape)
