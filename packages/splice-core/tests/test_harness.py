@@ -27,7 +27,7 @@ from lm_eval.api.instance import Instance  # noqa: E402
 from splice.harness.model import SpliceLM  # noqa: E402
 from splice.testing.hf_folder import write_tiny_llama  # noqa: E402
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.mha]  # `nox -s core` deselects
 TOL = 1e-4
 TEXTS = (
     "The capital of France is Paris. The capital of Italy is Rome. Once upon a time",

@@ -101,6 +101,11 @@ def register_policy_losses(register: Any) -> None:
 
 
 @hookspec
+def register_retrievers(register: Any) -> None:
+    """Register passage retrievers for retrieval-augmented tasks (BM25, dense, hybrid, ...)."""
+
+
+@hookspec
 def register_tasks(register: Any) -> None:
     """Register datasets / task generators."""
 

@@ -42,6 +42,7 @@ KINDS: dict[str, str] = {
     "preference_loss": "register_preference_losses",
     "advantage_estimator": "register_advantage_estimators",
     "policy_loss": "register_policy_losses",
+    "retriever": "register_retrievers",
     "task": "register_tasks",
     "recipe": "register_recipes",
     "hf_architecture": "register_hf_architectures",
