@@ -48,7 +48,7 @@ registered in your environment, including plugins' components.
 
 Every config rejects unknown fields, and values outside the constraints fail validation
 with the field's path in the error (`block.channel_mixer.hidden_dim: Input should be
-greater than 0`). Model configs also check that each block part fits the width
+greater than 0`); no float field takes NaN or ±inf. Model configs also check that each block part fits the width
 (`block.token_mixer.n_heads: 3 heads do not divide d_model=64`).
 How the fields are resolved is described in [architecture.md](architecture.md#configs).
 The last section, [Experiment, training, evaluation and data](#experiment-training-evaluation-and-data),

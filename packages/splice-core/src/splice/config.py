@@ -26,9 +26,12 @@ from pydantic import (
 
 class SpliceConfig(BaseModel):
     """Base of every splice config: unknown fields are errors, assignments are validated,
-    and a number field refuses ``true``/``false`` (pydantic would read ``steps=true`` as 1)."""
+    a number field refuses ``true``/``false`` (pydantic would read ``steps=true`` as 1), and
+    a float field refuses NaN and ±inf (``eps=Infinity`` would validate and train on)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+    model_config = ConfigDict(
+        extra="forbid", validate_assignment=True, frozen=False, allow_inf_nan=False
+    )
 
     @field_validator("*", mode="before")
     @classmethod

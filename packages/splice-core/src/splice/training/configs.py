@@ -21,6 +21,8 @@ from splice.config import (
     TaskField,
 )
 from splice.data.tokenizer import DEFAULT_ALPHABET
+
+MAX_THREADS = 1024
 from splice.rewards.configs import RewardTermConfig
 
 
@@ -84,7 +86,9 @@ class TrainConfig(SpliceConfig):
     keep_last: PositiveInt | None = 2
     deterministic: bool = True
     progress: bool = True
-    num_threads: PositiveInt | None = None
+    # torch.set_num_threads(100000) crashes the process (one OpenMP thread stack each);
+    # no CPU this runs on has more than MAX_THREADS cores.
+    num_threads: int | None = Field(default=None, ge=1, le=MAX_THREADS)
     # Regional torch.compile of every block for training steps (seconds to compile; fuses
     # the elementwise work between matmuls). Generation and evaluation stay eager.
     compile: bool = False
