@@ -21,9 +21,9 @@ from splice.config import (
     TaskField,
 )
 from splice.data.tokenizer import DEFAULT_ALPHABET
-
-MAX_THREADS = 1024
 from splice.rewards.configs import RewardTermConfig
+
+MAX_THREADS = 1024  # train.num_threads at most (no CPU splice runs on has more cores)
 
 
 class OptimizerConfig(SpliceConfig):
