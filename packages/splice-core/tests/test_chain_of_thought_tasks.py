@@ -69,3 +69,19 @@ def test_decode_skips_ids_past_the_alphabet():
     assert tok.vocab_size == 5
     assert tok.decode([3, 4, 7, 2]) == "ab"
     assert tok.decode([3, 7], skip_special=False) == "a<unk:7>"
+
+
+def test_reasoning_share_leaves_the_rest_answering_at_once() -> None:
+    """``reasoning_share`` of the drawn problems work the carries out; the others have an
+    empty think block; the problems drawn do not depend on the share; bad shares fail."""
+    mixed = ArithmeticTask("+", min_digits=2, max_digits=2, chain_of_thought=True,
+                           reasoning_share=0.3).sample("train", 1000)  # fmt: skip
+    full = ArithmeticTask("+", min_digits=2, max_digits=2, chain_of_thought=True)
+    assert [e.prompt for e in mixed] == [e.prompt for e in full.sample("train", 1000)]
+    empty = [e for e in mixed if e.completion.startswith("<think></think>")]
+    assert 0.62 < len(empty) / len(mixed) < 0.78
+    e = empty[0]
+    assert e.completion == f"<think></think><answer>{e.answer}</answer>"
+    assert e.answer == str(eval(e.prompt[:-1]))
+    with pytest.raises(ValidationError, match="reasoning_share"):
+        ArithmeticTaskConfig(chain_of_thought=True, reasoning_share=1.5)

@@ -18,7 +18,7 @@ def test_recipe_is_registered_and_shares_r1_zero_task():
     assert PPORecipeConfig.model_validate_json(cfg.model_dump_json()) == cfg
     exp = ppo_config(cfg, init_from="x")
     assert exp.objective.type == "ppo" and exp.objective.critic == "shared"
-    assert [t.label for t in exp.objective.rewards] == ["accuracy", "format"]
+    assert [t.label for t in exp.objective.rewards] == ["accuracy", "format", "reasoning"]
     r1 = r1_zero.R1ZeroConfig()
     assert exp.data.task == r1_zero.grpo_config(r1, 0.0, init_from="x").data.task
     assert exp.model == r1.model and exp.init_from == "x"

@@ -1,5 +1,6 @@
-"""The ``r1-zero`` recipe: registered, valid, and runnable end to end at a tiny size
-(plumbing: the table, plot and report; the accuracy figures come from the full run)."""
+"""The ``r1-zero`` study: registered, valid, its task mostly answers directly, and runnable
+end to end at a tiny size (plumbing: claims, study files, the figure; the verdicts come
+from the full run)."""
 
 from __future__ import annotations
 
@@ -7,71 +8,77 @@ import json
 
 from splice.cli import main
 from splice.cli.run import load_recipe
-from splice_recipes.r1_zero import R1ZeroConfig, grpo_config, markdown_table, sft_config
+from splice.data.arithmetic import ArithmeticTask
+from splice_recipes.r1_zero import R1ZeroConfig, claims, grpo_config, reasons, sft_config
+from splice_recipes.study import StudyResult
 
 
 def test_recipe_is_registered_and_its_config_is_valid():
     cfg = load_recipe("r1-zero").config()
     assert isinstance(cfg, R1ZeroConfig)
     assert R1ZeroConfig.model_validate_json(cfg.model_dump_json()) == cfg
-    sft = sft_config(cfg)
-    assert sft.data.task.type == "mixture" and sft.objective.type == "sft"
-    grpo = grpo_config(cfg, 0.0, init_from="x")
+    assert cfg.seeds >= 5 and cfg.precision == "float32"
+    assert cfg.arms() == ["sft", "grpo-beta-0", "grpo-beta-small", "grpo-beta-large"]
+    sft = sft_config(cfg, 3, "x")
+    assert sft.data.task.type == "mixture" and sft.seed == 3
+    assert sft.train.precision == "float32"
+    grpo = grpo_config(cfg, 0.0, init_from="x", seed=3)
     assert grpo.objective.type == "grpo" and grpo.objective.beta == 0.0
-    assert grpo.data.task.chain_of_thought and grpo.rollout.max_new_tokens >= 52
-    # the longest completion (99+99) fits the generation budget
-    ex = grpo.data.task.model_dump()
-    from splice.data.arithmetic import ArithmeticTask
-
-    longest = ArithmeticTask("+", max_digits=ex["max_digits"], chain_of_thought=True).format(99, 99)
-    assert len(longest.completion) + 1 <= grpo.rollout.max_new_tokens
+    assert grpo.train.precision == "float32"
+    assert [c.name for c in claims(cfg)] == ["accuracy", "length", "reasoning", "retention"]
+    # the longest reasoning completion (99+99) fits the generation budget
+    task = ArithmeticTask("+", min_digits=2, max_digits=2, chain_of_thought=True)
+    assert len(task.format(99, 99).completion) + 1 <= grpo.rollout.max_new_tokens
 
 
-def test_recipe_runs_with_overrides(tmp_path, capsys):
+def test_the_start_mostly_answers_directly_and_the_second_skill_is_large():
+    add = ArithmeticTask("+", min_digits=2, max_digits=2, chain_of_thought=True,
+                         reasoning_share=0.4)  # fmt: skip
+    examples = add.sample("train", 400)
+    share = sum(reasons([], [e.completion for e in examples], [])) / len(examples)
+    assert 0.33 < share < 0.47
+    assert all(e.completion.startswith("<think></think>") or "=" in e.completion for e in examples)
+    plain = ArithmeticTask("+", min_digits=2, max_digits=2, chain_of_thought=True)
+    assert [e.prompt for e in plain.sample("train", 50)] == [e.prompt for e in examples[:50]]
+    sub = ArithmeticTask("+", max_digits=2, reverse_answer=True, separator=":")
+    assert len({e.prompt for e in sub.sample("held_out", 2000)}) >= 200
+
+
+def test_reasons_reads_a_non_empty_think_block():
+    got = reasons(
+        [], ["<think>7+5=12</think><answer>12</answer>", "<think></think><answer>12</answer>",
+             "12", "<think>"], []
+    )  # fmt: skip
+    assert got == [1.0, 0.0, 0.0, 0.0]
+
+
+def test_study_runs_with_overrides(tmp_path, capsys):
     out = tmp_path / "run"
     sets = {
-        "sft.steps": 6,
-        "sft.progress": False,
+        "seeds": 2,
+        "progress": False,
+        "sft.steps": 4,
         "grpo.steps": 2,
-        "grpo.progress": False,
         "rollout.prompts_per_step": 2,
         "grpo_objective.group_size": 2,
         "eval_examples": 4,
         "eval_every": 1,
-        "betas": [0.1, 0.0],
+        "betas": {"0": 0.0, "small": 0.1, "large": 1.0},
     }
     args = ["run", "r1-zero", "--output-dir", str(out)]
     for k, v in sets.items():
         args += ["--set", f"{k}={json.dumps(v)}"]
     assert main(args) == 0
     printed = capsys.readouterr().out
-    assert "| method | acc before | acc after | Δ | train time (s)" in printed
-    report = json.loads((out / "r1_zero.json").read_text())
-    assert [r["method"] for r in report["rows"]] == [
-        "SFT (6 steps)",
-        "GRPO β=0.1 (2 steps)",
-        "GRPO β=0 (2 steps)",
-    ]
-    assert (out / "r1_zero.png").stat().st_size > 0 and (out / "r1_zero.md").is_file()
-    assert (out / "grpo-beta0.1" / "checkpoints").is_dir()
-
-
-def test_markdown_table_rows():
-    s = {"acc": 0.5, "format": 1.0, "sub": 0.4, "length": 40.0}
-    t = {"acc": 0.7, "format": 1.0, "sub": 0.3, "length": 41.0}
-    table = markdown_table(
-        [
-            {
-                "method": "GRPO",
-                "before": s,
-                "after": t,
-                "train_time_s": 12.0,
-                "length_first": 40.0,
-                "length_last": 41.5,
-            }
-        ]
-    )
-    assert (
-        "| GRPO | 50.0% | 70.0% | +20.0 | 12 | 100.0% | 100.0% | 40.0% | 30.0% | 40.0 → 41.5 |"
-        in table
-    )
+    assert "GRPO raises held-out accuracy over the SFT start" in printed
+    assert "a large KL weight keeps more of the second skill than none" in printed
+    assert "accuracy β large costs against β 0" in printed
+    result = StudyResult.load(out / "study.json")
+    assert [c.claim.name for c in result.claims] == ["accuracy", "length", "reasoning", "retention"]
+    assert all(c.verdict in ("shown", "not shown") and c.interval.n == 2 for c in result.claims)
+    curves = result.extras["curves"]
+    assert set(curves) == {"0", "small", "large"}
+    assert [p[0] for p in curves["small"]["acc"]] == [0.0, 1.0, 2.0]  # SFT start, then steps
+    assert curves["large"]["kl"] and not curves["0"]["kl"]  # β = 0 has no reference
+    assert (out / "r1_zero.png").stat().st_size > 0 and (out / "report.md").is_file()
+    assert (out / "grpo-beta-small" / "seed-1" / "checkpoints").is_dir()

@@ -80,12 +80,48 @@ class PPORecipeConfig(SpliceConfig):
         return self.output_dir or f"runs/{self.name}"
 
 
+def _scores(ev: dict[str, Any], add: str) -> dict[str, float]:
+    """Addition accuracy / format / length under the prefix ``add``, the 2nd skill's accuracy."""
+    return {
+        "acc": float(ev[f"{add}reward/accuracy"]),
+        "format": float(ev[f"{add}reward/format"]),
+        "sub": float(ev["sub/exact_match"]),
+        "length": float(ev[f"{add}completion_length"]),
+    }
+
+
+def _train_records(run_dir: Path) -> list[dict[str, Any]]:
+    from splice.training.metrics import read_metrics
+
+    return [r for r in read_metrics(run_dir / "metrics.jsonl") if r.get("kind") == "train"]
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    """One row per method: held-out addition accuracy before/after, format rate, the second
+    skill's accuracy (retention), completion length at the start and end of training."""
+    head = (
+        "| method | acc before | acc after | Δ | train time (s) | format before | format after "
+        "| 2nd skill before | 2nd skill after | length first → last |\n"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    )
+    lines = [head]
+    for r in rows:
+        b, a = r["before"], r["after"]
+        length = f"{r['length_first']:.1f} → {r['length_last']:.1f}" if "length_first" in r else "–"
+        lines.append(
+            f"| {r['method']} | {b['acc']:.1%} | {a['acc']:.1%} | {100 * (a['acc'] - b['acc']):+.1f} "
+            f"| {r['train_time_s']:.0f} | {b['format']:.1%} | {a['format']:.1%} "
+            f"| {b['sub']:.1%} | {a['sub']:.1%} | {length} |"
+        )
+    return "\n".join(lines)
+
+
 def ppo_config(config: PPORecipeConfig, init_from: str) -> ExperimentConfig:
     """The PPO run: ``r1-zero``'s GRPO run with the PPO objective and training config."""
     t = config.task
     return ExperimentConfig(
         name=f"{config.name}-ppo",
-        seed=t.seed,
+        seed=t.first_seed,
         model=t.model,
         tokenizer=t.tokenizer,
         data=DataConfig(task=t.grpo_task, max_len=t.max_len),
@@ -106,9 +142,9 @@ def run(config: PPORecipeConfig) -> dict[str, Any]:
     root = Path(config.run_dir())
     save_config(root, config)
     task = config.task.model_copy(update={"output_dir": str(root)})
-    sft_exp = r1.sft_config(task)
+    sft_exp = r1.sft_config(task, task.first_seed)
     sft = run_experiment(sft_exp)
-    after_sft = r1._scores(sft["eval"], "add/")
+    after_sft = _scores(sft["eval"], "add/")
     print(
         f"after SFT ({sft['train_time_s']:.0f} s): accuracy {after_sft['acc']:.1%}, format "
         f"{after_sft['format']:.1%}, 2nd skill {after_sft['sub']:.1%}",
@@ -116,8 +152,8 @@ def run(config: PPORecipeConfig) -> dict[str, Any]:
     )
     exp = ppo_config(config, init_from=sft_exp.run_dir())
     rep = run_experiment(exp)
-    after = r1._scores(rep["eval"], "")
-    train = r1._train_records(Path(exp.run_dir()))
+    after = _scores(rep["eval"], "")
+    train = _train_records(Path(exp.run_dir()))
     k = max(1, len(train) // 10)  # first / last tenth of training
     lengths = [r["completion_length"] for r in train]
     rows: list[dict[str, Any]] = [
@@ -139,7 +175,7 @@ def run(config: PPORecipeConfig) -> dict[str, Any]:
             "explained_variance_last": train[-1]["explained_variance"] if train else None,
         },
     ]
-    table = r1.markdown_table(rows)
+    table = markdown_table(rows)
     save_table(root, "ppo", table)
     wall = time.perf_counter() - start
     print(table)

@@ -1,29 +1,33 @@
-"""Recipe ``r1-zero``: DeepSeek-R1's recipe in miniature, on CPU in minutes.
+"""Recipe ``r1-zero``: DeepSeek-R1-Zero's three claims in miniature, as a study over seeds.
 
-A small decoder learns column addition with a chain of thought in R1's format
-(``37+25=`` -> ``<think>7+5=12,3+2+1=6</think><answer>62</answer>``):
+A small decoder adds two-digit numbers in R1's format. A problem can be answered at once,
+``37+25=`` -> ``<think></think><answer>62</answer>``, or after working out the carries,
+``<think>7+5=12,3+2+1=6</think><answer>62</answer>``: the longer form is the more
+accurate one for a small model. Per seed:
 
-1. **SFT, deliberately brief**: a few hundred steps on a mixture of the chain-of-thought
-   addition task and a second skill (subtraction answered directly, ``37-25=`` -> ``12``),
-   stopped while addition is still often wrong, so there is room to improve;
-2. **GRPO** from the SFT weights with rule-based rewards only (answer match + format), on
-   addition prompts alone, once per KL weight in ``betas`` (β = 0 and β > 0).
+1. **SFT start** (arm ``sft``): trained to its plateau on a mixture of addition, where
+   only ``reasoning_share`` of the examples show the carries (so the start mostly answers
+   directly), and a second skill, reversed-digit addition answered directly after a ``:`` (>= 200
+   distinct held-out problems), which GRPO never sees;
+2. **GRPO** from that start with rule-based rewards only (answer match + format), once per
+   KL weight of ``betas`` (0, small, large): arms ``grpo-beta-<label>``.
 
-It prints held-out addition accuracy and format rate after SFT and after GRPO, the mean
-completion length over training (R1's "reasoning time increases" claim, shown or not),
-and subtraction accuracy (the second skill, never trained by GRPO) before and after each
-GRPO arm (R1's claim that the KL term guards against forgetting, shown or not); writes
-``r1_zero.md`` (the table), ``r1_zero.json`` and ``r1_zero.png`` (reward, accuracy and
-length curves).
+The claims, each judged on paired differences over seeds with a 95% interval
+(``splice_recipes.study``): GRPO raises held-out accuracy; completions get longer and
+more of them reason; a large KL weight keeps more of the second skill than none. The
+accuracy each β costs is printed with the arms' figures. ``r1_zero.png`` shows accuracy,
+completion length, KL to the reference and retention over GRPO steps, per β.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveInt
-from splice.config import ModelField, SpliceConfig
+from splice.config import ModelField
 from splice.data.tokenizer import DEFAULT_ALPHABET
 from splice.recipe import Recipe
 from splice.training.configs import (
@@ -36,50 +40,76 @@ from splice.training.configs import (
     TrainConfig,
 )
 
-from splice_recipes.common import save_config, save_report, save_table, short_run, tiny_decoder
+from splice_recipes.common import short_run, tiny_decoder
+from splice_recipes.study import Claim, StudyConfig, StudyResult, mean_of_last_evals
 
 ALPHABET = DEFAULT_ALPHABET + "<>"  # R1's tags
 VOCAB = 3 + len(ALPHABET)
-ADDITION = {
-    "type": "arithmetic",
-    "op": "+",
-    "min_digits": 1,
-    "max_digits": 2,
-    "chain_of_thought": True,
-}
-SUBTRACTION = {"type": "arithmetic", "op": "-", "min_digits": 1, "max_digits": 1}
+SFT_ARM = "sft"
+
+
+def addition(reasoning_share: float = 0.4) -> dict[str, Any]:
+    """Two-digit addition in R1's format; ``reasoning_share`` of the examples work the
+    carries out, the others answer after an empty think block."""
+    return {"type": "arithmetic", "op": "+", "min_digits": 2, "max_digits": 2,
+            "chain_of_thought": True, "reasoning_share": reasoning_share}  # fmt: skip
+
+
+# The second skill: 1-2 digit addition answered directly, digits least-significant first,
+# after a ":" (``37+25:`` -> ``26``; ~1000 distinct held-out problems). It shares the
+# arithmetic with the GRPO task, so GRPO can overwrite it: what the KL term should prevent.
+# (Direct 1-2 digit subtraction stayed under 10% after SFT here: nothing to retain.)
+SECOND_SKILL = {"type": "arithmetic", "op": "+", "min_digits": 1, "max_digits": 2,
+                "reverse_answer": True, "separator": ":"}  # fmt: skip
+_THINKS = re.compile(r"\s*<think>[^<]+</think>")
+
+
+def reasons(
+    prompts: Sequence[str], completions: Sequence[str], references: Sequence[str | None]
+) -> list[float]:
+    """1.0 per completion whose think block is not empty (it works something out)."""
+    return [float(_THINKS.match(c) is not None) for c in completions]
+
+
+# the third term has weight 0: logged (rollouts and evaluations), never trained on
+REASONING = {"type": "callable", "path": "splice_recipes.r1_zero:reasons"}
 REWARDS = [
     {"reward": {"type": "answer_match"}, "weight": 1.0, "name": "accuracy"},
     {"reward": {"type": "format"}, "weight": 0.5, "name": "format"},
+    {"reward": REASONING, "weight": 0.0, "name": "reasoning"},
 ]
 
 
 def _default_sft() -> TrainConfig:
     schedule = ScheduleConfig(kind="cosine", warmup_steps=30, min_lr_ratio=0.1)
-    return short_run(steps=400, batch_size=32, lr=3e-3, log_every=25, schedule=schedule)
+    return short_run(steps=600, batch_size=32, lr=3e-3, log_every=50, schedule=schedule,
+                     progress=False)  # fmt: skip
 
 
 def _default_grpo() -> TrainConfig:
     # RL steps are small: Adam's first update moves every weight by ~lr whatever the
-    # gradient's size, and at 5e-4 one such step broke this model (accuracy 30% -> 5%).
-    # batch_size is unused by online runs: rollout.prompts_per_step sets the batch.
-    return short_run(steps=80, batch_size=1, lr=5e-5, log_every=5, betas=(0.9, 0.99),
-                     max_grad_norm=1.0)  # fmt: skip
+    # gradient's size. batch_size is unused by online runs (rollout.prompts_per_step).
+    return short_run(steps=40, batch_size=1, lr=1e-4, log_every=5, betas=(0.9, 0.99),
+                     max_grad_norm=1.0, progress=False)  # fmt: skip
 
 
-class R1ZeroConfig(SpliceConfig):
-    """SFT briefly, then GRPO once per ``betas`` value.
+class R1ZeroConfig(StudyConfig):
+    """The SFT start, then GRPO once per ``betas`` value, over ``seeds`` seeds.
 
     Attributes:
-        sft_task: what SFT trains on (addition with chain of thought + the second skill).
+        sft_task: what SFT trains on (addition, mostly answered directly, + the second skill).
         grpo_task / retention_task: GRPO's prompts, and the second skill it never sees.
         grpo_objective: the GRPO config (``beta`` is replaced by each value of ``betas``).
+        betas: label -> KL weight; one GRPO arm ``grpo-beta-<label>`` each. The claims use
+            the labels ``0``, ``small`` and ``large``.
         eval_examples: held-out problems per task, answered greedily.
-        eval_every: GRPO steps between evaluations (the accuracy curve).
+        eval_every: GRPO steps between evaluations (the curves; a run's result is the mean
+            of its last ``last_evals`` evaluations).
     """
 
     name: str = "r1-zero"
-    seed: int = 0
+    seeds: PositiveInt = 5
+    last_evals: PositiveInt = 2
     model: ModelField = Field(
         default_factory=lambda: tiny_decoder(VOCAB, max_seq_len=64), validate_default=True
     )  # type: ignore[valid-type]
@@ -87,28 +117,33 @@ class R1ZeroConfig(SpliceConfig):
     sft_task: dict[str, Any] = Field(
         default_factory=lambda: {
             "type": "mixture",
-            "tasks": [ADDITION, SUBTRACTION],
+            "tasks": [addition(), SECOND_SKILL],
             "weights": [2, 1],
         }
     )
-    grpo_task: dict[str, Any] = Field(default_factory=lambda: dict(ADDITION))
-    retention_task: dict[str, Any] = Field(default_factory=lambda: dict(SUBTRACTION))
+    grpo_task: dict[str, Any] = Field(default_factory=addition)
+    retention_task: dict[str, Any] = Field(default_factory=lambda: dict(SECOND_SKILL))
     max_len: PositiveInt = 64
     sft: TrainConfig = Field(default_factory=_default_sft)
     grpo: TrainConfig = Field(default_factory=_default_grpo)
-    # temperature 0.5: at 1.0 the briefly trained model's samples are almost never right
-    # (8% against 64% greedy), which leaves GRPO groups without a correct member to learn from
-    rollout: RolloutConfig = RolloutConfig(prompts_per_step=16, max_new_tokens=56, temperature=0.5)
+    # temperature 0.7: at 1.0 the start's reasoning samples were right 12% of the time (23%
+    # at 0.7), and it still draws a reasoning completion for ~1 in 4 samples
+    rollout: RolloutConfig = RolloutConfig(prompts_per_step=16, max_new_tokens=52, temperature=0.7)
     grpo_objective: dict[str, Any] = Field(
         default_factory=lambda: {"type": "grpo", "group_size": 8, "rewards": REWARDS}
     )
-    betas: list[NonNegativeFloat] = Field(default_factory=lambda: [0.04, 0.0], min_length=1)
+    betas: dict[str, NonNegativeFloat] = Field(
+        default_factory=lambda: {"0": 0.0, "small": 0.02, "large": 0.5}, min_length=1
+    )
     eval_examples: NonNegativeInt = 200
-    eval_every: PositiveInt = 20
-    output_dir: str | None = None
+    eval_every: PositiveInt = 10
 
-    def run_dir(self) -> str:
-        return self.output_dir or f"runs/{self.name}"
+    def arms(self) -> list[str]:
+        return [SFT_ARM, *(grpo_arm(label) for label in self.betas)]
+
+
+def grpo_arm(label: str) -> str:
+    return f"grpo-beta-{label}"
 
 
 def _eval(config: R1ZeroConfig, *, every: int | None, tasks: dict[str, Any]) -> EvalConfig:
@@ -123,169 +158,208 @@ def _eval(config: R1ZeroConfig, *, every: int | None, tasks: dict[str, Any]) -> 
     )
 
 
-def sft_config(config: R1ZeroConfig) -> ExperimentConfig:
+def sft_config(
+    config: R1ZeroConfig, seed: int = 0, folder: str | Path | None = None
+) -> ExperimentConfig:
+    """The SFT start of one seed (evaluated on addition ``add/`` and the second skill ``sub/``)."""
     return ExperimentConfig(
         name=f"{config.name}-sft",
-        seed=config.seed,
+        seed=seed,
         model=config.model,
         tokenizer=config.tokenizer,
         data=DataConfig(task=config.sft_task, max_len=config.max_len),
-        train=config.sft,
+        train=config.sft.model_copy(update={"precision": config.precision}),
         eval=_eval(
             config, every=None, tasks={"add": config.grpo_task, "sub": config.retention_task}
         ),
-        output_dir=str(Path(config.run_dir()) / "sft"),
+        output_dir=str(folder if folder is not None else Path(config.run_dir()) / "sft"),
     )
 
 
-def grpo_config(config: R1ZeroConfig, beta: float, init_from: str) -> ExperimentConfig:
+def grpo_config(
+    config: R1ZeroConfig,
+    beta: float,
+    init_from: str,
+    seed: int = 0,
+    folder: str | Path | None = None,
+) -> ExperimentConfig:
+    """One GRPO run from ``init_from`` at KL weight ``beta``."""
     return ExperimentConfig(
         name=f"{config.name}-grpo-beta{beta:g}",
-        seed=config.seed,
+        seed=seed,
         model=config.model,
         tokenizer=config.tokenizer,
         data=DataConfig(task=config.grpo_task, max_len=config.max_len),
         objective={**config.grpo_objective, "beta": beta},
-        train=config.grpo,
+        train=config.grpo.model_copy(update={"precision": config.precision}),
         rollout=config.rollout,
         eval=_eval(config, every=config.eval_every, tasks={"sub": config.retention_task}),
         init_from=init_from,
-        output_dir=str(Path(config.run_dir()) / f"grpo-beta{beta:g}"),
+        output_dir=str(
+            folder if folder is not None else Path(config.run_dir()) / f"grpo-beta{beta:g}"
+        ),
     )
 
 
-def _scores(ev: dict[str, Any], add: str) -> dict[str, float]:
-    """Addition accuracy / format / length under the prefix ``add``, the 2nd skill's accuracy."""
+def _figures(metrics: Path, add: str, last: int) -> dict[str, float]:
+    """A run's result: the mean of its last ``last`` evaluations of each figure."""
+
+    def read(key: str) -> float:
+        return mean_of_last_evals(metrics, key, last)
+
     return {
-        "acc": float(ev[f"{add}reward/accuracy"]),
-        "format": float(ev[f"{add}reward/format"]),
-        "sub": float(ev["sub/reward/accuracy"]),
-        "length": float(ev[f"{add}completion_length"]),
+        "acc": read(f"{add}reward/accuracy"),
+        "length": read(f"{add}completion_length"),
+        "reasoning": read(f"{add}reward/reasoning"),
+        "retention": read("sub/exact_match"),
     }
 
 
-def _train_records(run_dir: Path) -> list[dict[str, Any]]:
+def run_one(config: R1ZeroConfig, arm: str, seed: int, folder: Path) -> dict[str, float]:
+    """Train one arm for one seed in ``folder``; its figures (GRPO arms start from the
+    seed's SFT run, which the study runs first)."""
+    from splice.training.experiment import run_experiment
+
+    from splice_recipes.study import pinned
+
+    if arm == SFT_ARM:
+        run_experiment(pinned(sft_config(config), config, seed=seed, folder=folder), overwrite=True)
+        return {**_figures(folder / "metrics.jsonl", "add/", 1), "kl": 0.0}
+    label = arm.removeprefix("grpo-beta-")
+    start = str(config.arm_dir(SFT_ARM, seed))
+    exp = grpo_config(config, config.betas[label], start)
+    run_experiment(pinned(exp, config, seed=seed, folder=folder), overwrite=True)
+    kls = [r["kl"] for r in _records(folder, "train") if "kl" in r]
+    tail = kls[-max(1, len(kls) // 4) :]
+    return {
+        **_figures(folder / "metrics.jsonl", "", config.last_evals),
+        "kl": sum(tail) / len(tail) if tail else 0.0,
+    }
+
+
+def _records(folder: Path, kind: str) -> list[dict[str, Any]]:
     from splice.training.metrics import read_metrics
 
-    return [r for r in read_metrics(run_dir / "metrics.jsonl") if r.get("kind") == "train"]
+    return [r for r in read_metrics(folder / "metrics.jsonl") if r.get("kind") == kind]
 
 
-def markdown_table(rows: list[dict[str, Any]]) -> str:
-    """One row per method: held-out addition accuracy before/after, format rate, the second
-    skill's accuracy (retention), completion length at the start and end of training."""
-    head = (
-        "| method | acc before | acc after | Δ | train time (s) | format before | format after "
-        "| 2nd skill before | 2nd skill after | length first → last |\n"
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-    )
-    lines = [head]
-    for r in rows:
-        b, a = r["before"], r["after"]
-        length = f"{r['length_first']:.1f} → {r['length_last']:.1f}" if "length_first" in r else "–"
-        lines.append(
-            f"| {r['method']} | {b['acc']:.1%} | {a['acc']:.1%} | {100 * (a['acc'] - b['acc']):+.1f} "
-            f"| {r['train_time_s']:.0f} | {b['format']:.1%} | {a['format']:.1%} "
-            f"| {b['sub']:.1%} | {a['sub']:.1%} | {length} |"
-        )
-    return "\n".join(lines)
+def claims(config: R1ZeroConfig) -> list[Claim]:
+    """R1-Zero's three claims (accuracy, longer reasoning, the KL term keeping the start)."""
+    labels = list(config.betas)
+    main = grpo_arm("small" if "small" in config.betas else labels[0])
+    out = [
+        Claim("accuracy", main, SFT_ARM, "acc", "higher", scale=100, unit=" pt",
+              text="GRPO raises held-out accuracy over the SFT start"),
+        Claim("length", main, SFT_ARM, "length", "higher", unit=" chars",
+              text="completions get longer"),
+        Claim("reasoning", main, SFT_ARM, "reasoning", "higher", scale=100, unit=" pt",
+              text="more completions reason (non-empty think block)"),
+    ]  # fmt: skip
+    if "0" in config.betas and "large" in config.betas:
+        out.append(
+            Claim("retention", grpo_arm("large"), grpo_arm("0"), "retention", "higher",
+                  scale=100, unit=" pt",
+                  text="a large KL weight keeps more of the second skill than none")
+        )  # fmt: skip
+    return out
 
 
-def plot(runs: dict[str, Path], png: Path) -> Path:
-    """Reward, held-out accuracy and completion length against the GRPO step, per arm."""
+def curves(config: R1ZeroConfig) -> dict[str, dict[str, list[list[float]]]]:
+    """Per β label: ``{metric: [[step, mean over seeds], ...]}`` for accuracy, length, KL
+    (train records) and retention, the SFT start as step 0."""
+    seeds = config.seed_list()
+    start = {s: _records(config.arm_dir(SFT_ARM, s), "eval")[-1] for s in seeds}
+    keys = {"acc": "reward/accuracy", "length": "completion_length", "retention": "sub/exact_match"}
+    out: dict[str, dict[str, list[list[float]]]] = {}
+    for label in config.betas:
+        per: dict[str, dict[int, list[float]]] = {m: {} for m in (*keys, "kl")}
+        for s in seeds:
+            folder = config.arm_dir(grpo_arm(label), s)
+            for m, key in keys.items():
+                first = "add/" + key if m != "retention" else key
+                per[m].setdefault(0, []).append(float(start[s][first]))
+                for r in _records(folder, "eval"):
+                    per[m].setdefault(int(r["step"]), []).append(float(r[key]))
+            for r in _records(folder, "train"):
+                if "kl" in r:
+                    per["kl"].setdefault(int(r["step"]), []).append(float(r["kl"]))
+        out[label] = {
+            m: [[float(k), sum(v) / len(v)] for k, v in sorted(d.items())] for m, d in per.items()
+        }
+    return out
+
+
+def plot(curve: dict[str, dict[str, list[list[float]]]], png: Path) -> Path:
+    """Accuracy, completion length, KL to the reference and retention over GRPO steps, one
+    line per β (each point the mean over seeds)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from splice.training.metrics import read_metrics
 
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    for label, run in runs.items():
-        recs = read_metrics(run / "metrics.jsonl")
-        train = [r for r in recs if r.get("kind") == "train"]
-        evals = [r for r in recs if r.get("kind") == "eval"]
-        axes[0].plot([r["step"] for r in train], [r["reward"] for r in train], label=label)
-        axes[1].plot(
-            [r["step"] for r in evals], [r["reward/accuracy"] for r in evals], "o-", label=label
-        )
-        axes[2].plot(
-            [r["step"] for r in train], [r["completion_length"] for r in train], label=label
-        )
-    for ax, title in zip(
-        axes, ("mean reward (rollouts)", "held-out accuracy", "completion length (tokens)")
-    ):
+    titles = {"acc": "held-out accuracy", "length": "completion length (chars)",
+              "kl": "KL to the reference (k3, rollouts)", "retention": "2nd skill (retention)"}  # fmt: skip
+    fig, axes = plt.subplots(1, 4, figsize=(18, 3.8))
+    for ax, (metric, title) in zip(axes, titles.items()):
+        for label, per in curve.items():
+            pts = per.get(metric, [])
+            if pts:
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", ms=3, label=f"β {label}")
         ax.set_title(title)
         ax.set_xlabel("GRPO step")
         ax.grid(alpha=0.3)
-        ax.legend()
+        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(png, dpi=90)
     plt.close(fig)
     return png
 
 
+def arm_lines(result: StudyResult, config: R1ZeroConfig) -> list[str]:
+    """Each arm's accuracy and retention (mean and interval half-width over seeds), and the
+    accuracy each β costs against β = 0."""
+    lines = []
+    for arm in config.arms():
+        acc, ret = result.interval(arm, "acc"), result.interval(arm, "retention")
+        lines.append(
+            f"  {arm:<18} accuracy {100 * acc.mean:5.1f} ± {100 * acc.half_width:.1f}  "
+            f"retention {100 * ret.mean:5.1f} ± {100 * ret.half_width:.1f}  "
+            f"length {result.interval(arm, 'length').mean:5.1f}  "
+            f"reasoning {100 * result.interval(arm, 'reasoning').mean:5.1f}%"
+        )
+    if "0" in config.betas:
+        base = result.values(grpo_arm("0"), "acc")
+        for label in config.betas:
+            if label != "0":
+                cost = [b - a for a, b in zip(result.values(grpo_arm(label), "acc"), base)]
+                lines.append(
+                    f"  accuracy β {label} costs against β 0: {100 * sum(cost) / len(cost):+.1f} pt"
+                )
+    return lines
+
+
 def run(config: R1ZeroConfig) -> dict[str, Any]:
-    """SFT, then one GRPO run per β; prints and saves the table and the plot."""
-    import time
+    """Every arm for every seed; prints each claim with its interval and verdict."""
+    from splice_recipes.study import claim_lines, run_study, summary
 
-    from splice.training.experiment import run_experiment
+    curve: dict[str, Any] = {}
 
-    start = time.perf_counter()
-    root = Path(config.run_dir())
-    save_config(root, config)
+    def extras(result: StudyResult) -> dict[str, Any]:
+        curve.update(curves(config))
+        plot(curve, Path(config.run_dir()) / "r1_zero.png")
+        return {"curves": curve}
 
-    sft_exp = sft_config(config)
-    sft = run_experiment(sft_exp)
-    after_sft = _scores(sft["eval"], "add/")
-    print(
-        f"after SFT ({sft['train_time_s']:.0f} s): accuracy {after_sft['acc']:.1%}, format "
-        f"{after_sft['format']:.1%}, 2nd skill {after_sft['sub']:.1%}",
-        flush=True,
+    result = run_study(
+        config,
+        arms=config.arms(),
+        run_one=lambda arm, seed, folder: run_one(config, arm, seed, folder),
+        claims=claims(config),
+        extras=extras,
     )
-    rows: list[dict[str, Any]] = [
-        {
-            "method": f"SFT ({config.sft.steps} steps)",
-            "before": {"acc": 0.0, "format": 0.0, "sub": 0.0},
-            "after": after_sft,
-            "train_time_s": float(sft["train_time_s"]),
-        }
-    ]
-    runs: dict[str, Path] = {}
-    for beta in config.betas:
-        exp = grpo_config(config, beta, init_from=sft_exp.run_dir())
-        rep = run_experiment(exp)
-        after = _scores(rep["eval"], "")
-        train = _train_records(Path(exp.run_dir()))
-        k = max(1, len(train) // 10)  # first / last tenth of training
-        lengths = [r["completion_length"] for r in train]
-        rows.append(
-            {
-                "method": f"GRPO β={beta:g} ({config.grpo.steps} steps)",
-                "before": after_sft,
-                "after": after,
-                "train_time_s": float(rep["train_time_s"]),
-                "length_first": sum(lengths[:k]) / k,
-                "length_last": sum(lengths[-k:]) / k,
-                "rollout_s": sum(r["rollout_s"] for r in train),
-                "update_s": sum(r["update_s"] for r in train),
-            }
-        )
-        runs[f"β={beta:g}"] = Path(exp.run_dir())
-        print(
-            f"GRPO β={beta:g} ({rep['train_time_s']:.0f} s): accuracy {after_sft['acc']:.1%} -> "
-            f"{after['acc']:.1%}, format {after['format']:.1%}, 2nd skill {after_sft['sub']:.1%} "
-            f"-> {after['sub']:.1%}, length {rows[-1]['length_first']:.1f} -> "
-            f"{rows[-1]['length_last']:.1f}",
-            flush=True,
-        )
-    table = markdown_table(rows)
-    save_table(root, "r1_zero", table)
-    png = plot(runs, root / "r1_zero.png")
-    wall = time.perf_counter() - start
-    print(table)
-    print(f"wall time: {wall:.0f} s; plot: {png}")
-    report = {"name": config.name, "run_dir": str(root), "rows": rows, "wall_time_s": wall}
-    save_report(root, "r1_zero", report)
-    return report
+    for line in [*claim_lines(result), *arm_lines(result, config)]:
+        print(line)
+    print(f"figure: {Path(config.run_dir()) / 'r1_zero.png'}; wall {result.wall_time_s:.0f} s")
+    return summary(result, config.run_dir())
 
 
 def config() -> R1ZeroConfig:
@@ -294,8 +368,8 @@ def config() -> R1ZeroConfig:
 
 recipe = Recipe(
     name="r1-zero",
-    description="brief SFT on chain-of-thought addition, then GRPO with rule-based rewards "
-    "(β=0 vs β>0): accuracy, format, length, retention of a second skill",
+    description="SFT start that mostly answers directly, then GRPO with rule-based rewards at "
+    "β 0 / small / large over seeds: accuracy, reasoning length, retention of a second skill",
     config=config,
     run=run,
 )

@@ -90,6 +90,10 @@ class ArithmeticTask:
             sums worked out least-significant first, then the answer:
             ``37+25=`` -> ``<think>7+5=12,3+2+1=6</think><answer>62</answer>``
             (``answer`` stays ``62``, for rule-based rewards).
+        reasoning_share: (with ``chain_of_thought``) the share of drawn examples that work
+            the carries out; the others answer at once after an empty think block,
+            ``<think></think><answer>62</answer>`` (a start that mostly answers directly,
+            from which RL can learn to reason longer).
         separator: the prompt's last character(s), ``"="`` by default (``"37+25="``).
         answer_digits: the ten characters the answer's digits 0-9 are written with
             (``"abcdefghij"``: ``37+25=`` -> ``gc``); ``"0123456789"`` by default.
@@ -107,6 +111,7 @@ class ArithmeticTask:
         chain_of_thought: bool = False,
         separator: str = "=",
         answer_digits: str = "0123456789",
+        reasoning_share: float = 1.0,
     ) -> None:
         if not 1 <= min_digits <= max_digits:
             raise ValueError(f"need 1 <= min_digits <= max_digits, got {min_digits}, {max_digits}")
@@ -122,7 +127,9 @@ class ArithmeticTask:
             raise ValueError(f"chain_of_thought is defined for op '+' only, got {op!r}")
         if chain_of_thought and reverse_answer:
             raise ValueError("chain_of_thought and reverse_answer cannot be combined")
-        self.chain_of_thought = chain_of_thought
+        if not 0.0 <= reasoning_share <= 1.0:
+            raise ValueError(f"reasoning_share must be in [0, 1], got {reasoning_share}")
+        self.chain_of_thought, self.reasoning_share = chain_of_thought, reasoning_share
         self.op, self.min_digits, self.max_digits = op, min_digits, max_digits
         self.held_out_fraction = held_out_fraction
         self.dev_fraction = dev_fraction
@@ -145,10 +152,13 @@ class ArithmeticTask:
         low = 0 if digits == 1 else 10 ** (digits - 1)
         return rng.randint(low, 10**digits - 1)
 
-    def format(self, a: int, b: int) -> Example:
+    def format(self, a: int, b: int, *, reason: bool = True) -> Example:
+        """The example ``a op b``; with ``chain_of_thought``, ``reason=False`` leaves the
+        think block empty."""
         answer = str(solve(a, b, self.op))
         if self.chain_of_thought:
-            completion = f"<think>{addition_steps(a, b)}</think><answer>{answer}</answer>"
+            steps = addition_steps(a, b) if reason else ""
+            completion = f"<think>{steps}</think><answer>{answer}</answer>"
             return Example(prompt=f"{a}{self.op}{b}=", completion=completion, answer=answer)
         completion = (answer[::-1] if self.reverse_answer else answer).translate(self._digits)
         prompt = f"{a}{self.op}{b}{self.separator}"
@@ -202,10 +212,13 @@ class ArithmeticTask:
         """An endless deterministic stream of problems from one split (problems repeat)."""
         self._check_split(split)
         rng = random.Random(f"{seed}-{split}-{self.op}-{self.min_digits}-{self.max_digits}")
+        # its own generator: the problems drawn are the same whatever the share
+        reasons = random.Random(f"{seed}-{split}-reasoning")
         while True:
             a, b = self._operand(rng), self._operand(rng)
+            reason = reasons.random() < self.reasoning_share
             if self.split_of(a, b) == split:
-                yield self.format(a, b)
+                yield self.format(a, b, reason=reason)
 
     def sample(self, split: Split, n: int, *, seed: int = 0) -> list[Example]:
         """``n`` problems of ``split``.

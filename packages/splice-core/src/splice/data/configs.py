@@ -22,6 +22,9 @@ class ArithmeticTaskConfig(ComponentConfig):
     dev_fraction: float = Field(default=0.0, ge=0.0, lt=1.0)
     reverse_answer: bool = False
     chain_of_thought: bool = False
+    # With chain_of_thought: the share of examples that work the carries out (the others
+    # answer after an empty think block).
+    reasoning_share: float = Field(default=1.0, ge=0.0, le=1.0)
     # The prompt's last character(s): a variant with its own answer format can have its own,
     # so that one model can tell both formats apart ("37+25=" -> "26", "37+25:" -> "62").
     separator: str = Field(default="=", min_length=1)

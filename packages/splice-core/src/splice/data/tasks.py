@@ -36,6 +36,7 @@ def build_arithmetic(config: ArithmeticTaskConfig, ctx: object = None) -> Arithm
         dev_fraction=config.dev_fraction,
         reverse_answer=config.reverse_answer,
         chain_of_thought=config.chain_of_thought,
+        reasoning_share=config.reasoning_share,
         separator=config.separator,
         answer_digits=config.answer_digits,
     )
