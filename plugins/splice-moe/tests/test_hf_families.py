@@ -128,3 +128,27 @@ def test_bad_group_settings_are_named(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(hf))
     with pytest.raises(CheckpointError, match=r"n_group.*n_groups=2 does not divide n_experts=9"):
         load_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize("family", ["qwen2_moe", "qwen3_moe"])
+def test_training_loss_with_router_aux_loss_matches_transformers(family, tmp_path):
+    """``output_router_logits`` + ``router_aux_loss_coef``: splice adds transformers' pooled
+    balancing loss (``aux_loss_scope="model"``); the total loss matches, and export writes
+    both fields back."""
+    from splice.objectives.sft import SFTObjective
+
+    torch.manual_seed(0)
+    cfg = FAMILIES[family]()
+    cfg.output_router_logits, cfg.router_aux_loss_coef = True, 0.3
+    hf_model = transformers.AutoModelForCausalLM.from_config(cfg).eval()
+    hf_model.save_pretrained(tmp_path / "hf")
+    model, _ = load_pretrained(tmp_path / "hf", dtype=torch.float32)
+    moe = next(b.ffn for b in model.blocks if isinstance(b.ffn, MoELayer))
+    assert (moe.config.aux_loss_weight, moe.config.aux_loss_scope) == (0.3, "model")
+    ids = _ids()
+    want = hf_model(ids, labels=ids)
+    got = SFTObjective().loss(model.eval(), {"input_ids": ids, "labels": ids})
+    assert want.aux_loss is not None and want.aux_loss.item() > 0
+    torch.testing.assert_close(got.loss, want.loss, rtol=1e-5, atol=1e-5)
+    exported = json.loads((save_pretrained(model, tmp_path / "out") / "config.json").read_text())
+    assert (exported["output_router_logits"], exported["router_aux_loss_coef"]) == (True, 0.3)

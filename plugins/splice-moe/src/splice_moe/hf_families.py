@@ -77,6 +77,24 @@ def _mha_problems(tm: Any, *, qkv_bias: bool | None, qk_norm: bool) -> list[str]
     return problems
 
 
+def _aux_loss(hf: Mapping[str, Any]) -> dict[str, Any]:
+    """transformers adds ``router_aux_loss_coef`` times one balancing loss pooled over the
+    layers, and only with ``output_router_logits``: the same loss on the same condition."""
+    coef = float(hf.get("router_aux_loss_coef") or 0.0) if hf.get("output_router_logits") else 0.0
+    return {"aux_loss_weight": coef, "aux_loss_scope": "model"}
+
+
+def _aux_problems(moe: MoEConfig) -> list[str]:
+    if moe.aux_loss_weight > 0 and moe.aux_loss_scope != "model":
+        return ["aux_loss_scope='layer': transformers pools its balancing loss over layers"]
+    return []
+
+
+def _aux_hf(moe: MoEConfig) -> dict[str, Any]:
+    w = moe.aux_loss_weight
+    return {"router_aux_loss_coef": w, "output_router_logits": w > 0}
+
+
 def _want(moe: MoEConfig, **want: Any) -> list[str]:
     return [
         f"{k}={getattr(moe, k)!r}, the checkpoint has {v!r}"
@@ -116,7 +134,7 @@ class QwenMoE(MoEFamily):
             n_shared=1 if shared else 0,
             shared_hidden=shared or None,
             shared_gate=bool(shared),
-            aux_loss_weight=float(hf.get("router_aux_loss_coef") or 0.0),
+            **_aux_loss(hf),
         )
 
     def sparse_layers(self, hf: Mapping[str, Any], n_layers: int) -> list[bool]:
@@ -144,9 +162,8 @@ class QwenMoE(MoEFamily):
 
     def moe_problems(self, moe: MoEConfig) -> list[str]:
         shared = {"n_shared": 1, "shared_gate": True} if self.qwen2 else {"n_shared": 0}
-        return _want(
-            moe, scoring="softmax", route_scale=1.0, n_groups=1, has_selection_bias=False, **shared
-        )
+        want = dict(scoring="softmax", route_scale=1.0, n_groups=1, has_selection_bias=False)
+        return _want(moe, **want, **shared) + _aux_problems(moe)
 
     def family_hf(self, cfg: DecoderConfig, moe: MoEConfig, sparse: list[bool]) -> dict[str, Any]:
         out = _mha_hf(cfg)
@@ -158,8 +175,8 @@ class QwenMoE(MoEFamily):
             norm_topk_prob=moe.normalize_top_k,
             decoder_sparse_step=1,
             mlp_only_layers=[i for i, s in enumerate(sparse) if not s],
-            router_aux_loss_coef=moe.aux_loss_weight,
             use_sliding_window=False,
+            **_aux_hf(moe),
         )
         if self.qwen2:
             out.update(
@@ -299,7 +316,7 @@ class Ernie45MoE(MoEFamily):
             n_shared=n_shared,
             shared_hidden=width * n_shared or None,
             selection_bias=True,
-            aux_loss_weight=float(hf.get("router_aux_loss_coef") or 0.0),
+            **_aux_loss(hf),
         )
 
     def sparse_layers(self, hf: Mapping[str, Any], n_layers: int) -> list[bool]:
@@ -326,7 +343,7 @@ class Ernie45MoE(MoEFamily):
                          has_selection_bias=True, shared_gate=False)  # fmt: skip
         if moe.n_shared and moe.shared_width(1) != moe.n_shared * moe.expert_width(1):
             problems.append("shared_hidden: ERNIE 4.5's shared experts have the routed width")
-        return problems
+        return problems + _aux_problems(moe)
 
     def family_hf(self, cfg: DecoderConfig, moe: MoEConfig, sparse: list[bool]) -> dict[str, Any]:
         idx = [i for i, s in enumerate(sparse) if s]
@@ -340,7 +357,7 @@ class Ernie45MoE(MoEFamily):
             moe_layer_start_index=idx[0],
             moe_layer_end_index=idx[-1],
             moe_layer_interval=1,
-            router_aux_loss_coef=moe.aux_loss_weight,
+            **_aux_hf(moe),
         )
         return out
 
