@@ -38,6 +38,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--num-fewshot", type=int, help="--harness: few-shot examples per prompt")
     p.add_argument("--name", help="results file name, without .json (default: eval / harness)")
     p.add_argument("--no-write", action="store_true", help="print only, write no file")
+    p.add_argument(
+        "--trust-code",
+        action="store_true",
+        help="import code the run's config names (a callable reward) even if it is not "
+        "allow-listed; without it a run folder never imports other code",
+    )
     p.set_defaults(func=run)
 
 
@@ -70,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
         temperature=args.temperature,
         max_new_tokens=args.max_new_tokens,
         batch_size=args.batch_size,
+        trust_code=args.trust_code,
     )
     print(results_json(results))  # standard JSON: NaN/inf printed as null
     if not args.no_write:

@@ -33,6 +33,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         help="send each prompt as a user message through the tokenizer's chat template",
     )
     p.add_argument("--no-bos", action="store_true", help="do not prepend the BOS token")
+    p.add_argument(
+        "--trust-code",
+        action="store_true",
+        help="import code a run's config names even if it is not allow-listed",
+    )
     p.set_defaults(func=run)
 
 
@@ -46,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         tok: Any
         if is_splice_folder(args.model):
-            model, tok, _ = load_splice_model(args.model)
+            model, tok, _ = load_splice_model(args.model, trust_code=args.trust_code)
         else:
             model, tok = load_pretrained(args.model)
         if tok is None:

@@ -42,15 +42,24 @@ def is_splice_folder(path: str | Path) -> bool:
     return (path / "checkpoints").is_dir() and (path / "config.json").is_file()
 
 
-def load_splice_model(path: str | Path) -> tuple[Any, Any, Any]:
+def load_splice_model(path: str | Path, *, trust_code: bool = False) -> tuple[Any, Any, Any]:
     """``(model, tokenizer, ExperimentConfig)`` of a run folder (its newest intact
-    checkpoint) or of one checkpoint folder, rebuilt from the run's ``config.json``."""
+    checkpoint) or of one checkpoint folder, rebuilt from the run's ``config.json``.
+
+    Code the config names is imported only from the allow-list unless ``trust_code``
+    (``splice.rewards.callable.untrusted_configs``)."""
+    from splice.rewards.callable import untrusted_configs
+
+    with untrusted_configs(f"the config of {path}", trust_code=trust_code):
+        return _load_splice_model(Path(path))
+
+
+def _load_splice_model(path: Path) -> tuple[Any, Any, Any]:
     from splice.checkpoint import load_model_weights
     from splice.training.configs import ExperimentConfig
     from splice.training.experiment import build_experiment_model, build_tokenizer
     from splice.training.trainer import seed_everything
 
-    path = Path(path)
     is_checkpoint = not (path / "checkpoints").is_dir()
     cfg_path = find_config(None if is_checkpoint else path, path if is_checkpoint else None)
     config = ExperimentConfig.model_validate(json.loads(cfg_path.read_text()))
@@ -145,6 +154,7 @@ def evaluate_run(
     max_new_tokens: int | None = None,
     batch_size: int | None = None,
     max_len: int = 256,
+    trust_code: bool = False,
 ) -> dict[str, Any]:
     """Evaluate a run's weights (default: its latest checkpoint) on a held-out split.
 
@@ -160,6 +170,8 @@ def evaluate_run(
         pass_samples: samples per problem for pass@k (0: skip pass@k).
         ks / temperature: pass@k's ``k`` values and sampling temperature.
         max_len: longest held-out loss sequence for ``model`` (runs use their data config).
+        trust_code: import code the run's config names (a ``callable`` reward) even when it
+            is not allow-listed (``splice.rewards.callable.untrusted_configs``).
 
     Returns:
         metrics plus ``run_dir``, ``weights`` and ``task`` describing what was evaluated.
@@ -181,7 +193,11 @@ def evaluate_run(
     else:
         ckpt = Path(checkpoint) if checkpoint is not None else None
         cfg = Path(config_path) if config_path is not None else None
-        target = _from_run(run, ckpt, cfg, task_cfg)
+        from splice.rewards.callable import untrusted_configs
+
+        source = f"the config of {run if run is not None else ckpt}"
+        with untrusted_configs(source, trust_code=trust_code):
+            target = _from_run(run, ckpt, cfg, task_cfg)
     target.model.eval()
     ev, seed = target.eval, target.seed
     task_obj = build_task(target.task)
