@@ -14,11 +14,11 @@ token counts, ``Δ = (c - c_ref) - (r - r_ref)``.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from splice.objectives.preference import PreferenceLogps, PreferenceLossOutput
 from torch import Tensor
 
 from splice_dpo.configs import (
@@ -30,53 +30,6 @@ from splice_dpo.configs import (
     SigmoidLossConfig,
     SimPOLossConfig,
 )
-
-
-@dataclass
-class PreferenceLogps:
-    """Per-pair sequence log-probs of a batch of ``B`` preference pairs.
-
-    Attributes:
-        chosen / rejected: ``(B,)`` float32 summed log-probs of each completion under the
-            policy (with gradient).
-        chosen_tokens / rejected_tokens: ``(B,)`` float32 completion token counts.
-        ref_chosen / ref_rejected: ``(B,)`` the reference's summed log-probs, or None for
-            reference-free losses.
-    """
-
-    chosen: Tensor
-    rejected: Tensor
-    chosen_tokens: Tensor
-    rejected_tokens: Tensor
-    ref_chosen: Tensor | None = None
-    ref_rejected: Tensor | None = None
-
-    def logratios(self) -> tuple[Tensor, Tensor]:
-        """``(c - c_ref, r - r_ref)``, each ``(B,)``."""
-        if self.ref_chosen is None or self.ref_rejected is None:
-            raise ValueError("this loss needs reference log-probs, but none were computed")
-        return self.chosen - self.ref_chosen, self.rejected - self.ref_rejected
-
-    def delta(self) -> Tensor:
-        """``(B,)`` ``Δ``: the chosen minus the rejected log-ratio."""
-        chosen, rejected = self.logratios()
-        return chosen - rejected
-
-    def average(self) -> tuple[Tensor, Tensor]:
-        """``(c / n_c, r / n_r)``: per-token average log-probs, each ``(B,)``."""
-        return (
-            self.chosen / self.chosen_tokens.clamp(min=1.0),
-            self.rejected / self.rejected_tokens.clamp(min=1.0),
-        )
-
-
-@dataclass
-class PreferenceLossOutput:
-    """Per-pair losses ``(B,)`` and the implicit rewards ``(B,)`` logged as rewards/chosen|rejected."""
-
-    losses: Tensor
-    chosen_rewards: Tensor
-    rejected_rewards: Tensor
 
 
 def _dpo_rewards(logps: PreferenceLogps, beta: float) -> tuple[Tensor, Tensor]:

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from splice.interfaces import LossOutput
 from splice.objectives.logprobs import batch_model_inputs, token_logprobs
+from splice.objectives.preference import loss_needs_reference
 from splice.reference import ReferenceModel
 from splice.registry import get_registry
 from torch import Tensor, nn
@@ -51,7 +52,8 @@ class DPOObjective:
     def __init__(self, config: DPOConfig | None = None) -> None:
         self.config = config or DPOConfig()
         self.loss_fn = resolve_loss(self.config.loss)
-        self.needs_reference = bool(getattr(self.config.loss, "needs_reference", True))
+        # Declared by the config class, else found by calling the loss without a reference.
+        self.needs_reference = loss_needs_reference(self.loss_fn, self.config.loss)
         self.reference: ReferenceModel | None = None
 
     # -- set-up ------------------------------------------------------------

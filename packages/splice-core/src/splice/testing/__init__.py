@@ -8,11 +8,18 @@ Plain functions (``check_output``, ``check_gradients``, ``check_state_dict_round
 the pytest suites (``TokenMixerConformance``, ``ChannelMixerConformance``, ...) run
 them from a subclass that defines ``make_config()``. Add a kind with ``register_spec``.
 
+Every other registered kind has its suite too, subclassed the same way:
+``PreferenceLossConformance``, ``AdvantageEstimatorConformance``,
+``PolicyLossConformance``, ``RewardConformance``, ``AdapterConformance``,
+``QuantizerConformance`` (``splice.testing.preference`` / ``rl`` / ``rewards`` /
+``adapters``).
+
 ``splice.testing.resume`` (imported on its own) tests exact resume: it SIGKILLs a
 ``splice run`` after a checkpoint, resumes it, and compares it bit for bit with an
 uninterrupted run.
 """
 
+from splice.testing.adapters import AdapterConformance, QuantizerConformance
 from splice.testing.checks import (
     build_seeded,
     check_config_roundtrip,
@@ -32,6 +39,9 @@ from splice.testing.isolation import (
     check_packing_isolation,
     check_padding_isolation,
 )
+from splice.testing.preference import PreferenceLossConformance
+from splice.testing.rewards import RewardConformance
+from splice.testing.rl import AdvantageEstimatorConformance, PolicyLossConformance
 from splice.testing.specs import KindSpec, Probe, Result, kind_of, register_spec, spec_for
 from splice.testing.suites import (
     BlockConformance,
@@ -46,6 +56,8 @@ from splice.testing.suites import (
 from splice.testing.wiring import check_config_fields_honoured, check_parameters_registered
 
 __all__ = [
+    "AdapterConformance",
+    "AdvantageEstimatorConformance",
     "BlockConformance",
     "CachedModelConformance",
     "CachedTokenMixerConformance",
@@ -54,8 +66,12 @@ __all__ = [
     "KindSpec",
     "ModelConformance",
     "NormConformance",
+    "PolicyLossConformance",
+    "PreferenceLossConformance",
     "Probe",
+    "QuantizerConformance",
     "Result",
+    "RewardConformance",
     "TokenMixerConformance",
     "build_seeded",
     "check_batch_composition",
