@@ -1,51 +1,88 @@
-"""The ``lora-rank`` recipe: config, the runs it makes, and a tiny end-to-end plumbing run."""
+"""The ``lora-rank`` study: arms and adapters from the config, the weight-delta analysis on
+known matrices, and a tiny end-to-end run over two seeds."""
 
 from __future__ import annotations
 
-import pydantic
 import pytest
+import torch
 from splice.overrides import apply_overrides
-from splice_recipes.lora_rank import config, finetune_config, run
+from splice_recipes.lora_rank import adapter_of, claims, config, run
+from splice_recipes.study import StudyResult
+from splice_recipes.weight_delta import energy_in_top, random_energy_in_top
 
 TINY = [
     "model.d_model=16",
     "model.n_layers=1",
-    "pretrain.steps=3",
-    "pretrain.schedule.warmup_steps=1",
-    "finetune.steps=2",
-    "finetune.schedule.warmup_steps=1",
+    "model.block.token_mixer.n_heads=2",
+    "ranks=[1, 2]",
+    "main_rank=2",
+    "alphas_over_r=[0.5, 8]",
+    "seeds=2",
+    "progress=false",
+    "pretrain.steps=4",
     "pretrain.batch_size=8",
+    "pretrain.checkpoint_every=4",
+    "finetune.steps=4",
     "finetune.batch_size=8",
+    "finetune.checkpoint_every=4",
+    "eval_every=2",
     "eval_examples=4",
-    "ranks=[1, 4]",
+    "last_evals=2",
 ]
 
 
-def test_default_sweep_and_the_runs_it_makes() -> None:
+def test_arms_and_adapters():
     cfg = config()
-    assert cfg.ranks == [1, 2, 4, 8, 16, 64] and cfg.full_finetune
-    r8 = finetune_config(cfg, 8, init_from="pre")
-    assert r8.adapter.r == 8 and r8.adapter.alpha == 16.0 and r8.adapter.targets == "all-linear"
-    assert r8.train.optimizer.lr == cfg.lora_lr and r8.init_from == "pre"
-    assert r8.data.task.op == "-" and r8.eval.tasks["old"].op == "+"
-    full = finetune_config(cfg, None, init_from="pre")
-    assert full.adapter is None and full.train.optimizer.lr == cfg.full_lr
-    with pytest.raises(pydantic.ValidationError, match="each rank once"):
-        apply_overrides(cfg, ["ranks=[2, 2]"])
+    assert cfg.precision == "float32" and cfg.main_rank <= cfg.model.d_model // 8
+    assert cfg.arms() == ["full", "r1", "r2", "r8", "r32", "r8-a0.5", "r8-a8", "qlora-r8"]
+    assert adapter_of(cfg, "full") is None
+    assert adapter_of(cfg, "r32") == {
+        "type": "lora",
+        "r": 32,
+        "alpha": 64.0,
+        "targets": "all-linear",
+    }
+    assert adapter_of(cfg, "r8-a0.5")["alpha"] == 4.0
+    q = adapter_of(cfg, "qlora-r8")
+    assert q["type"] == "qlora" and q["r"] == 8 and q["alpha"] == 16.0
+    names = [c.name for c in claims(cfg)]
+    assert names == [
+        "delta-low-rank",
+        "small-rank-recovers",
+        "rank-helps",
+        "alpha-moves",
+        "rank-costs-time",
+        "qlora-smaller",
+    ]
+    with pytest.raises(ValueError, match="main_rank"):
+        apply_overrides(cfg, ["main_rank=4"]).arms()
 
 
-def test_tiny_run_prints_the_table(tmp_path, capsys) -> None:
-    report = run(apply_overrides(config(), [*TINY, f"output_dir={tmp_path}"]))
-    rows = report["rows"]
-    assert list(rows) == ["r1", "r4", "full"]
-    assert rows["r1"]["trainable_params"] < rows["r4"]["trainable_params"]
-    assert rows["r4"]["trainable_params"] < rows["full"]["trainable_params"]
-    assert rows["full"]["trainable_percent"] == 100.0
-    # r=1 on every linear of one block (q, k, v, o: 16x16; up 16->64, down 64->16).
-    assert rows["r1"]["trainable_params"] == 4 * (16 + 16) + (16 + 64) + (64 + 16)
-    assert all(0.0 <= r["new_after"] <= 1.0 and r["step_ms"] > 0 for r in rows.values())
-    assert all(r["paired_step_ms"] > 0 for r in rows.values())
-    out = capsys.readouterr().out
-    assert "| r4 |" in out and "| full |" in out
-    assert (tmp_path / "lora-rank.md").read_text().count("\n") == 5
-    assert (tmp_path / "r1" / "checkpoints").is_dir()
+def test_energy_of_a_rank_one_delta_is_all_in_its_top_direction():
+    u, v = torch.randn(16, 1), torch.randn(1, 12)
+    low = {"w": u @ v}
+    assert energy_in_top(low, 3) == pytest.approx([1.0, 1.0, 1.0])
+    diag = {"w": torch.diag(torch.tensor([3.0, 2.0, 1.0]))}  # energies 9, 4, 1 of 14
+    assert energy_in_top(diag, 3) == pytest.approx([9 / 14, 13 / 14, 1.0])
+    rand = random_energy_in_top({"w": torch.zeros(64, 64)}, 8, seed=0)
+    assert 0.1 < rand[-1] < 0.5  # a Gaussian matrix spreads its energy
+
+
+@pytest.mark.slow  # 2 seeds x (pre-train + 6 fine-tunes), a few steps each
+def test_tiny_study_end_to_end(tmp_path, capsys):
+    cfg = apply_overrides(config(), [*TINY, f"output_dir={tmp_path}"])
+    run(cfg)
+    study = StudyResult.load(tmp_path)
+    assert set(study.figures) == set(cfg.arms())
+    full = study.figures["full"][0]
+    assert 0 < full["energy_top2"] <= 1 and full["relative_change"] > 0
+    assert len(study.extras["spectra"]["0"]["full"]) == 16
+    lora = study.figures["r2"][0]
+    assert lora["trainable_params"] < full["trainable_params"]
+    q = study.figures["qlora-r2"][1]
+    assert q["bytes_per_param"] < 1.0 and lora["bytes_per_param"] == 4.0
+    assert q["weight_bytes"] < lora["weight_bytes"]
+    assert study.claim("qlora-smaller").verdict == "shown"  # deterministic sizes
+    assert (tmp_path / "delta_spectrum.png").is_file()
+    assert (tmp_path / "shared" / "seed-1" / "pretrain" / "metrics.jsonl").is_file()
+    assert "| qlora-r2 |" in capsys.readouterr().out

@@ -32,7 +32,8 @@ def run_arm(
 ) -> dict[str, float]:
     """Train ``exp`` pinned (see ``pinned``) and return its figures: each of ``metrics`` as
     the mean of the last ``study.last_evals`` evaluations, plus ``ms_per_step`` (training
-    time per optimizer step, evaluation excluded) and ``final_train_loss``.
+    time per optimizer step, evaluation excluded), ``final_train_loss`` and
+    ``trainable_params``.
 
     Raises:
         ValueError: a metric no evaluation logged (names the metric and the file).
@@ -44,4 +45,6 @@ def run_arm(
     out = {m: mean_of_last_evals(folder / "metrics.jsonl", m, study.last_evals) for m in metrics}
     out["ms_per_step"] = 1000.0 * float(report["train_time_s"]) / max(int(report["steps"]), 1)
     out["final_train_loss"] = float(report["final_train_loss"])
+    if "trainable_params" in report:
+        out["trainable_params"] = float(report["trainable_params"])
     return out
