@@ -28,7 +28,7 @@ def test_broken_plugin_is_reported_on_one_line_and_the_rest_still_load(install_p
     assert any(line.startswith("splice-mha ") for line in lines)
     assert "splice-example-ffn 0.1.0 (entry point 'relu2')" in lines
     assert "  channel_mixer: relu2" in lines
-    assert "  token_mixer: cross_attention, mha" in lines
+    assert "  token_mixer: cross_attention, mha, mla" in lines
 
 
 def test_strict_mode_reraises_the_import_error(install_plugin, run_python):

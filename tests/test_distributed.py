@@ -45,7 +45,7 @@ RECIPE = textwrap.dedent(
                    "max_seq_len": 16,
                    "block": {"type": "pre_norm", "token_mixer": {"type": "mha", "n_heads": 4}}},
             data={"task": {"type": "arithmetic", "op": "+", "max_digits": 2}, "max_len": 16},
-            train={"steps": 6, "batch_size": 8, "grad_accum": 2, "log_every": 2,
+            train={"steps": 6, "batch_size": 8, "grad_accum": 2, "log_every": 2, "precision": "float32",
                    "checkpoint_every": 3, "keep_last": None, "progress": False,
                    "num_threads": 1, "optimizer": {"lr": 1e-3, "weight_decay": 0.1},
                    "schedule": {"kind": "cosine", "warmup_steps": 2}},

@@ -47,7 +47,7 @@ RECIPE = textwrap.dedent(
                                                "scale": 1.0}}]},
             rollout={"prompts_per_step": 4, "max_new_tokens": 8, "temperature": 1.0,
                      "generate_chunk": 2},
-            train={"steps": 4, "log_every": 1, "checkpoint_every": 4, "keep_last": None,
+            train={"steps": 4, "log_every": 1, "checkpoint_every": 4, "keep_last": None, "precision": "float32",
                    "progress": False, "num_threads": 1, "optimizer": {"lr": 3e-3}},
             eval={"loss_batches": 0, "exact_match_examples": 4, "max_new_tokens": 4},
         )

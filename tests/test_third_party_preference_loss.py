@@ -98,7 +98,10 @@ def test_registered_loss_trains_from_config(tmp_path: Path, plugin: Any) -> None
         json.loads(x) for x in (Path(report["run_dir"]) / "metrics.jsonl").read_text().splitlines()
     ]
     rows = [r for r in rows if r["kind"] == "train"]
-    assert rows[0]["loss"] == pytest.approx(0.25, abs=1e-6)  # Δ = 0 at the start: (1 - 1/2)²
+    # Δ = 0 at the start: (1 - 1/2)². In bf16 the policy's and the reference's forwards (one
+    # concatenated batch against separate ones) round differently: Δ is only ~0 there.
+    tol = 1e-6 if report["precision"] == "float32" else 2e-2
+    assert rows[0]["loss"] == pytest.approx(0.25, abs=tol)
     assert rows[-1]["loss"] < 0.2
     assert rows[-1]["rewards/margin"] > 0 and rows[-1]["rewards/accuracy"] > 0.5
     assert math.isfinite(rows[-1]["logps/chosen"])

@@ -38,6 +38,7 @@ def _config(tmp_path: Path, train: Path, *, steps: int, **objective: Any) -> dic
             "checkpoint_every": 2,
             "progress": False,
             "num_threads": 1,
+            "precision": "float32",  # a resumed run must match the uninterrupted one exactly
             "optimizer": {"lr": 3e-3},
         },
         "eval": {"loss_batches": 1, "exact_match_examples": 4, "batch_size": 4},

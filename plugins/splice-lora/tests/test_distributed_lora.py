@@ -33,7 +33,7 @@ RECIPE = textwrap.dedent(
                    "block": {"type": "pre_norm", "token_mixer": {"type": "mha", "n_heads": 4}}},
             data={"task": {"type": "arithmetic", "op": "+", "max_digits": 2}, "max_len": 16},
             adapter={"type": "lora", "r": 4, "targets": "all-linear", "lora_plus_ratio": 4.0},
-            train={"steps": 4, "batch_size": 8, "grad_accum": 2, "log_every": 2,
+            train={"steps": 4, "batch_size": 8, "grad_accum": 2, "log_every": 2, "precision": "float32",
                    "checkpoint_every": 4, "keep_last": None, "progress": False,
                    "num_threads": 1, "optimizer": {"lr": 1e-2}},
             eval={"loss_batches": 1, "exact_match_examples": 2},

@@ -125,6 +125,7 @@ def test_lora_plus_gives_b_ratio_times_the_learning_rate(make_model, randomize):
     before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     model.zero_grad()
     cfg = TrainConfig(steps=1, max_grad_norm=None, progress=False, log_every=1,
+                      precision="float32",  # the update is checked against float32 grads
                       optimizer=OptimizerConfig(name="sgd", lr=1e-2))  # fmt: skip
     Trainer(model, SFTObjective(), [batch], cfg).fit()
     for n, p in model.named_parameters():

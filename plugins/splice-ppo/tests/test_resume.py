@@ -41,7 +41,7 @@ RECIPE = textwrap.dedent(
                        "value_lr_scale": 5.0,
                        "rewards": [{"reward": {"type": "testing_slow_length"}}]},
             rollout={"prompts_per_step": 4, "max_new_tokens": 8, "temperature": 1.0},
-            train={"steps": 12, "log_every": 2, "checkpoint_every": 4, "keep_last": 2,
+            train={"steps": 12, "log_every": 2, "checkpoint_every": 4, "keep_last": 2, "precision": "float32",
                    "progress": False, "num_threads": 1,
                    "optimizer": {"lr": 3e-3, "weight_decay": 0.1},
                    "schedule": {"kind": "cosine", "warmup_steps": 2}},
