@@ -65,6 +65,20 @@ def tests(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+def tests_bf16(session: nox.Session) -> None:
+    """The precision-sensitive tests (marker ``bf16_pass``) again with bf16 forced.
+
+    ``SPLICE_AUTO_PRECISION=bf16`` makes ``precision="auto"`` resolve to bf16 for every model,
+    so a machine whose ``auto`` picks float32 (an AVX2 CPU, or any tiny model) still catches
+    what a machine with native bf16 and a wide model would hit: a test that checks float32
+    arithmetic without pinning ``precision="float32"``, or bf16 numerics that break a claim.
+    """
+    sync(session, "--no-default-groups", "--group", "test", "--group", "peers")
+    env = {"SPLICE_AUTO_PRECISION": "bf16"}
+    session.run("pytest", "-m", "bf16_pass", *(session.posargs or TEST_DIRS), env=env)
+
+
+@nox.session(python=PYTHON)
 @nox.parametrize("plugin", PLUGINS, ids=PLUGINS)
 def isolated(session: nox.Session, plugin: str) -> None:
     """One plugin alone: splice-core, the plugin, its declared dependencies, and pytest.

@@ -25,6 +25,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+pytestmark = pytest.mark.bf16_pass  # also run with bf16 forced (nox -s tests_bf16)
+
 WEIGHT_TOL, OPTIMIZER_TOL = 1e-5, 1e-6
 STEPS = 4
 

@@ -18,6 +18,8 @@ from splice.data.arithmetic import ArithmeticTask
 from splice.training.experiment import run_experiment
 from splice_dpo.data import PreferenceExample, write_preference_jsonl
 
+pytestmark = pytest.mark.bf16_pass  # also run with bf16 forced (nox -s tests_bf16)
+
 WEIGHTS = {"dpo": 0.8, "sft": 0.2, "kl_reference": 0.1, "aux_loss": 0.01}
 
 

@@ -28,6 +28,8 @@ from splice.testing.resume import (
     trainer_state,
 )
 
+pytestmark = pytest.mark.bf16_pass  # also run with bf16 forced (nox -s tests_bf16)
+
 # A slowed-down reward (so the kill lands mid-run), registered through the plugin registry;
 # LoRA (with dropout: the RNG state matters) on every linear layer of a tiny decoder.
 RECIPE = textwrap.dedent(

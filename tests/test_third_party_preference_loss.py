@@ -21,6 +21,8 @@ from splice.registry import get_registry
 from splice.training.experiment import run_experiment
 from splice_dpo.data import PreferenceExample, write_preference_jsonl
 
+pytestmark = pytest.mark.bf16_pass  # also run with bf16 forced (nox -s tests_bf16)
+
 
 class SquaredSigmoidConfig(ComponentConfig):
     """A made-up loss: ``(1 - σ(βΔ))²`` (any function of the pair's log-probs will do)."""

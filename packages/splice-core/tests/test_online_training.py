@@ -23,7 +23,7 @@ from splice.training.rollout import PromptBatches, Rollouts, pack_rollout
 from splice.training.trainer import Trainer
 from torch import nn
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.bf16_pass]
 
 TOK = CharTokenizer()
 TARGET = "7"

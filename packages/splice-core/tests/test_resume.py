@@ -15,6 +15,8 @@ from splice.testing.resume import (
     trainer_state,
 )
 
+pytestmark = pytest.mark.bf16_pass  # also run with bf16 forced (nox -s tests_bf16)
+
 # A recipe file, as a user would write one. It registers a test task and a slowed-down SFT
 # objective (so the kill reliably lands mid-run) through the plugin registry, then
 # configures a run with dropout (so the RNG state must be restored too).

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 from splice.interfaces import LossOutput
 from splice.training.configs import OptimizerConfig, TrainConfig
@@ -12,6 +13,8 @@ from splice.training.step_hooks import after_optimizer_step
 from splice.training.stream import ListBatches
 from splice.training.trainer import Trainer
 from torch import nn
+
+pytestmark = pytest.mark.bf16_pass  # also run with bf16 forced (nox -s tests_bf16)
 
 
 class CountingLinear(nn.Linear):

@@ -14,6 +14,8 @@ from splice.training.stream import ListBatches, TaskBatches, derive_seed
 from splice.training.trainer import NonFiniteLossError, Trainer, build_optimizer
 from torch import nn
 
+pytestmark = pytest.mark.bf16_pass  # also run with bf16 forced (nox -s tests_bf16)
+
 
 class Regression:
     """Toy objective: mean squared error of ``model(x)`` against ``y``."""
@@ -189,7 +191,11 @@ def test_accumulation_weighs_micro_batches_by_their_tokens(optimizer, clip):
         torch.manual_seed(0)
         model = nn.Linear(4, 1)
         cfg = quiet(
-            steps=3, batch_size=8, grad_accum=accum, optimizer=optimizer, max_grad_norm=clip,
+            steps=3,
+            batch_size=8,
+            grad_accum=accum,
+            optimizer=optimizer,
+            max_grad_norm=clip,
             precision="float32",  # exact arithmetic: bf16 rounds each split differently
         )
         trainer = Trainer(model, MaskedRegression(), batches, cfg)
@@ -221,7 +227,10 @@ def test_accumulated_step_logs_the_token_weighted_loss(tmp_path):
     model = nn.Linear(4, 1)
     expected = float(MaskedRegression().loss(model, _concat(micro)).loss.detach())
     cfg = quiet(
-        steps=1, batch_size=8, grad_accum=2, optimizer=OptimizerConfig(name="sgd", lr=0.1),
+        steps=1,
+        batch_size=8,
+        grad_accum=2,
+        optimizer=OptimizerConfig(name="sgd", lr=0.1),
         precision="float32",  # the logged loss is checked to float32 tolerance
     )
     Trainer(model, MaskedRegression(), micro, cfg, run_dir=tmp_path).fit()

@@ -16,6 +16,8 @@ from splice.training.configs import OptimizerConfig, TrainConfig
 from splice.training.trainer import Trainer
 from torch import nn
 
+pytestmark = pytest.mark.bf16_pass  # also run with bf16 forced (nox -s tests_bf16)
+
 
 def _model() -> nn.Module:
     torch.manual_seed(0)

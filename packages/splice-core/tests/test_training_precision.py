@@ -17,6 +17,8 @@ from splice.training.trainer import Trainer
 
 from .test_trainer import Regression, make_batches
 
+pytestmark = pytest.mark.bf16_pass  # also run with bf16 forced (nox -s tests_bf16)
+
 
 @pytest.fixture
 def native(monkeypatch: pytest.MonkeyPatch):

@@ -13,6 +13,8 @@ from safetensors.torch import load_file
 from splice.training.experiment import run_experiment
 from splice_dpo.data import write_preference_jsonl
 
+pytestmark = pytest.mark.bf16_pass  # also run with bf16 forced (nox -s tests_bf16)
+
 
 def _config(tmp_path: Path, train: Path, *, steps: int, **objective: Any) -> dict[str, Any]:
     return {

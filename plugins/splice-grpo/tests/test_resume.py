@@ -16,6 +16,8 @@ from splice.testing.resume import (
     trainer_state,
 )
 
+pytestmark = pytest.mark.bf16_pass  # also run with bf16 forced (nox -s tests_bf16)
+
 # A recipe file: a slowed-down reward (so the kill lands mid-run), registered through the
 # plugin registry, and a GRPO run with beta > 0 (a frozen reference copy), mu = 2 inner
 # iterations over 2 minibatches (stored old log-probs), sampling at temperature 1.

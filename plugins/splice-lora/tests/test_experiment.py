@@ -15,6 +15,8 @@ from splice.training.experiment import build_experiment_model, run_experiment
 from splice.training.trainer import Trainer, build_optimizer, seed_everything
 from splice_lora import LoRAConfig, apply_lora, lora_layers
 
+pytestmark = pytest.mark.bf16_pass  # also run with bf16 forced (nox -s tests_bf16)
+
 
 def experiment(out: Path, **adapter) -> ExperimentConfig:
     return ExperimentConfig(

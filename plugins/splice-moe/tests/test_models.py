@@ -18,6 +18,8 @@ from splice_moe.configs import MoEConfig
 from splice_moe.layer import MoELayer
 from splice_moe.testing import D, V, block, copy_task, moe_decoder
 
+pytestmark = pytest.mark.bf16_pass  # also run with bf16 forced (nox -s tests_bf16)
+
 
 def test_moe_on_every_other_layer_through_overrides():
     torch.manual_seed(0)

@@ -18,6 +18,8 @@ from splice.training.trainer import Trainer
 from splice_ppo.configs import PPOConfig
 from splice_ppo.objective import PPOObjective
 
+pytestmark = pytest.mark.bf16_pass  # also run with bf16 forced (nox -s tests_bf16)
+
 TERMS = [{"reward": {"type": "format"}}]  # replaced by the "sevens" RewardSet in these tests
 
 

@@ -16,6 +16,8 @@ from splice.testing.resume import (
     trainer_state,
 )
 
+pytestmark = pytest.mark.bf16_pass  # also run with bf16 forced (nox -s tests_bf16)
+
 # A recipe file: a slowed-down reward (so the kill lands mid-run), registered through the
 # plugin registry, and a PPO run with a value head, an adaptive KL coefficient (a frozen
 # reference copy; beta changes every step), 2 epochs over 2 minibatches, temperature 1.

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 from safetensors import safe_open
 from splice.training.configs import ExperimentConfig
 from splice.training.experiment import run_experiment
 from splice_qlora.configs import NF4Config
+
+pytestmark = pytest.mark.bf16_pass  # also run with bf16 forced (nox -s tests_bf16)
 
 
 def _config(tmp_path, steps: int) -> ExperimentConfig:
