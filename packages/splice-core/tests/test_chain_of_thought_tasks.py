@@ -85,3 +85,24 @@ def test_reasoning_share_leaves_the_rest_answering_at_once() -> None:
     assert e.answer == str(eval(e.prompt[:-1]))
     with pytest.raises(ValidationError, match="reasoning_share"):
         ArithmeticTaskConfig(chain_of_thought=True, reasoning_share=1.5)
+
+
+def test_mixture_held_out_gives_a_small_split_once_and_never_repeats():
+    """A component whose held-out split is smaller than its share of the picks (here 1-digit
+    subtraction: 10 held-out problems at fraction 0.1) gives each problem once."""
+    cfg = MixtureTaskConfig.model_validate(
+        {
+            "tasks": [
+                {"type": "arithmetic", "op": "+", "max_digits": 2},
+                {"type": "arithmetic", "op": "-", "max_digits": 1},
+            ],
+            "weights": [1, 1],
+        }
+    )
+    task = get_registry().build("task", cfg, None)
+    drawn = task.sample("held_out", 200, seed=0)
+    minus = [e.prompt for e in drawn if "-" in e.prompt]
+    small = len(task.tasks[1].sample("held_out", 10_000))
+    assert len(minus) == small < 100  # every held-out subtraction once, no more
+    assert len(set(minus)) == len(minus)
+    assert len(drawn) < 200  # the surplus subtraction picks are dropped, not repeated

@@ -47,7 +47,8 @@ class MixtureTask:
 
     ``sample(split, n, seed)`` decides each example's task with a seeded RNG, then takes the
     first ``k_i`` examples of task ``i``'s own stream (seeded by ``(seed, i)``), in the drawn
-    order: deterministic, and the tasks' splits stay disjoint as they are.
+    order: deterministic, and the tasks' splits stay disjoint as they are. A held-out split
+    smaller than its share gives each of its problems once, so fewer than ``n`` may return.
     """
 
     def __init__(self, tasks: list[Any], weights: list[float] | None = None) -> None:
@@ -61,7 +62,10 @@ class MixtureTask:
             iter(t.sample(split, picks.count(i), seed=seed * 1009 + i))
             for i, t in enumerate(self.tasks)
         ]
-        return [next(streams[i]) for i in picks]
+        # A held-out split may hold fewer distinct problems than its picks (``sample`` then
+        # returns each once): such a task's surplus picks are dropped, never repeated.
+        drawn = (next(streams[i], None) for i in picks)
+        return [ex for ex in drawn if ex is not None]
 
     def examples(self, split: Split, *, seed: int = 0) -> Iterator[Example]:
         """An endless stream: blocks of 256 drawn with successive seeds."""
