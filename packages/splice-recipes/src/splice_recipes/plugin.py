@@ -21,3 +21,4 @@ def register_recipes(register: Any) -> None:
     register("r1-zero", "splice_recipes.r1_zero:recipe")
     register("ppo", "splice_recipes.ppo:recipe")
     register("moe-vs-dense", "splice_recipes.moe_vs_dense:recipe")
+    register("rag", "splice_recipes.rag:recipe")
