@@ -61,6 +61,10 @@ class DuplicateTagError(PluginError):
     """Two distributions registered the same tag for the same kind."""
 
 
+class ComponentImportError(ImportError):
+    """A registered component's ``"module:attr"`` factory could not be imported."""
+
+
 class UnknownTagError(ValueError):
     """No component of this kind is registered under this tag."""
 
@@ -77,13 +81,32 @@ class Registration:
     distribution: str
 
     def resolve_factory(self) -> Callable[..., Any]:
-        """Import a lazy ``"module:attr"`` factory on first use."""
-        if callable(self.factory):
+        """Import a lazy ``"module:attr"`` factory on first use.
+
+        Raises:
+            ComponentImportError: the module fails to import or lacks the attribute; the
+                message names the kind, tag, plugin, distribution and module.
+        """
+        if not isinstance(self.factory, str):  # a callable, or an object such as a Recipe
             return self.factory
         module_name, _, attr = self.factory.partition(":")
-        obj: Any = importlib.import_module(module_name)
+        where = (
+            f"{self.kind} {self.tag!r} of plugin {self.plugin!r} ({self.distribution}): "
+            f"its factory {self.factory!r}"
+        )
+        try:
+            obj: Any = importlib.import_module(module_name)
+        except Exception as exc:  # any import-time error of the plugin's module
+            raise ComponentImportError(
+                f"{where} failed to import module {module_name!r}: {type(exc).__name__}: {exc}"
+            ) from exc
         for part in attr.split("."):
-            obj = getattr(obj, part)
+            try:
+                obj = getattr(obj, part)
+            except AttributeError as exc:
+                raise ComponentImportError(
+                    f"{where}: module {module_name!r} has no attribute {attr!r}"
+                ) from exc
         return obj  # type: ignore[no-any-return]
 
 

@@ -15,6 +15,7 @@ all of its stages (``claim_study_folder``); ``--overwrite`` deletes an earlier r
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import inspect
 import json
@@ -23,6 +24,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeGuard
+
+from pydantic import BaseModel
 
 from splice.recipe import Recipe
 
@@ -47,11 +50,37 @@ def load_recipe(target: str) -> Recipe:
     except UnknownTagError as exc:
         raise ValueError(f"{exc} (or give a path to a .py file)") from None
     recipe = reg.resolve_factory()
+    where = f"recipe {target!r} of plugin {reg.plugin!r} ({reg.distribution}, {reg.factory!r})"
     if not isinstance(recipe, Recipe):
+        raise ValueError(f"{where} is {type(recipe).__name__}, not a Recipe")
+    return checked_config(recipe, where)
+
+
+def checked_config(recipe: Recipe, where: str) -> Recipe:
+    """``recipe`` whose ``config()`` is checked to return a pydantic config.
+
+    A dict from a recipe without its own ``run`` is validated as an ``ExperimentConfig``
+    (what the standard trainer runs); anything else that is not a pydantic model raises a
+    ``ValueError`` naming the recipe, its plugin and module, instead of failing later with
+    ``'dict' object has no attribute 'model_dump'``.
+    """
+    build = recipe.config
+
+    def config() -> Any:
+        made = build()
+        if isinstance(made, BaseModel):
+            return made
+        if isinstance(made, dict) and recipe.run is None:
+            from splice.training.configs import ExperimentConfig
+
+            return ExperimentConfig.model_validate(made)
         raise ValueError(
-            f"recipe {target!r} ({reg.distribution}) is {type(recipe).__name__}, not a Recipe"
+            f"{where}: config() returned {type(made).__name__}, expected a pydantic config "
+            "(a recipe with its own run() must return its config class; "
+            "e.g. MyConfig.model_validate(the_dict))"
         )
-    return recipe
+
+    return dataclasses.replace(recipe, config=config)
 
 
 def _recipe_from_file(path: Path) -> Recipe:
@@ -66,11 +95,12 @@ def _recipe_from_file(path: Path) -> Recipe:
     spec.loader.exec_module(module)
     recipe = getattr(module, "recipe", None)
     if isinstance(recipe, Recipe):
-        return recipe
+        return checked_config(recipe, f"recipe file {path}")
     config_fn = getattr(module, "config", None)
     if callable(config_fn):
         doc = (module.__doc__ or "").strip().splitlines()
-        return Recipe(name=path.stem, description=doc[0] if doc else "", config=config_fn)
+        made = Recipe(name=path.stem, description=doc[0] if doc else "", config=config_fn)
+        return checked_config(made, f"recipe file {path}")
     raise ValueError(f"{path} defines neither `recipe` (a splice.recipe.Recipe) nor `config()`")
 
 
