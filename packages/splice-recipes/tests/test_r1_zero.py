@@ -33,10 +33,10 @@ def test_recipe_is_registered_and_its_config_is_valid():
 
 def test_the_start_mostly_answers_directly_and_the_second_skill_is_large():
     add = ArithmeticTask("+", min_digits=2, max_digits=2, chain_of_thought=True,
-                         reasoning_share=0.4)  # fmt: skip
+                         reasoning_share=0.45)  # fmt: skip
     examples = add.sample("train", 400)
     share = sum(reasons([], [e.completion for e in examples], [])) / len(examples)
-    assert 0.33 < share < 0.47
+    assert 0.38 < share < 0.52
     assert all(e.completion.startswith("<think></think>") or "=" in e.completion for e in examples)
     plain = ArithmeticTask("+", min_digits=2, max_digits=2, chain_of_thought=True)
     assert [e.prompt for e in plain.sample("train", 50)] == [e.prompt for e in examples[:50]]

@@ -48,7 +48,7 @@ VOCAB = 3 + len(ALPHABET)
 SFT_ARM = "sft"
 
 
-def addition(reasoning_share: float = 0.4) -> dict[str, Any]:
+def addition(reasoning_share: float = 0.45) -> dict[str, Any]:
     """Two-digit addition in R1's format; ``reasoning_share`` of the examples work the
     carries out, the others answer after an empty think block."""
     return {"type": "arithmetic", "op": "+", "min_digits": 2, "max_digits": 2,
@@ -82,14 +82,14 @@ REWARDS = [
 
 def _default_sft() -> TrainConfig:
     schedule = ScheduleConfig(kind="cosine", warmup_steps=30, min_lr_ratio=0.1)
-    return short_run(steps=600, batch_size=32, lr=3e-3, log_every=50, schedule=schedule,
+    return short_run(steps=1200, batch_size=32, lr=3e-3, log_every=100, schedule=schedule,
                      progress=False)  # fmt: skip
 
 
 def _default_grpo() -> TrainConfig:
     # RL steps are small: Adam's first update moves every weight by ~lr whatever the
     # gradient's size. batch_size is unused by online runs (rollout.prompts_per_step).
-    return short_run(steps=40, batch_size=1, lr=1e-4, log_every=5, betas=(0.9, 0.99),
+    return short_run(steps=24, batch_size=1, lr=1e-4, log_every=4, betas=(0.9, 0.99),
                      max_grad_norm=1.0, progress=False)  # fmt: skip
 
 
@@ -136,7 +136,7 @@ class R1ZeroConfig(StudyConfig):
         default_factory=lambda: {"0": 0.0, "small": 0.02, "large": 0.5}, min_length=1
     )
     eval_examples: NonNegativeInt = 200
-    eval_every: PositiveInt = 10
+    eval_every: PositiveInt = 8
 
     def arms(self) -> list[str]:
         return [SFT_ARM, *(grpo_arm(label) for label in self.betas)]
@@ -229,10 +229,17 @@ def run_one(config: R1ZeroConfig, arm: str, seed: int, folder: Path) -> dict[str
     start = str(config.arm_dir(SFT_ARM, seed))
     exp = grpo_config(config, config.betas[label], start)
     run_experiment(pinned(exp, config, seed=seed, folder=folder), overwrite=True)
+    return figures(folder, config.last_evals)
+
+
+def figures(folder: Path, last: int) -> dict[str, float]:
+    """An RL run's result: accuracy, length, reasoning share and retention as the mean of
+    its last ``last`` evaluations, and ``kl`` the mean of its last quarter of train records
+    (0 without a reference)."""
     kls = [r["kl"] for r in _records(folder, "train") if "kl" in r]
     tail = kls[-max(1, len(kls) // 4) :]
     return {
-        **_figures(folder / "metrics.jsonl", "", config.last_evals),
+        **_figures(folder / "metrics.jsonl", "", last),
         "kl": sum(tail) / len(tail) if tail else 0.0,
     }
 
