@@ -73,6 +73,13 @@ class MoEConfig(ComponentConfig):
             ``bias_update_rate`` is 0, so an imported DeepSeek-V3 / ERNIE 4.5
             ``e_score_correction_bias`` routes as trained (it always exists when the rate
             is above 0).
+        modality_experts: split the routed experts by modality, in order (e.g. ``[6, 2]``:
+            experts 0-5 for text tokens, 6-7 for image tokens); a token is routed among its
+            modality's experts only, the shared experts serve all (ERNIE 4.5). The ids come
+            from ``splice.nn.modality`` (a VLM sets them). The balancing loss is then taken
+            per modality. None: one pool for every token.
+        orthogonal_loss_weight: weight of the router orthogonal loss
+            ``|| W_n W_n^T - I ||^2 / E^2`` (ERNIE 4.5), 0 disables it.
         expert_layout: ``batched`` stores the routed experts as ``(E, ...)`` weights (grouped
             GEMM); ``modules`` as one ``nn.Linear`` per expert projection
             (``experts.experts.{e}.gate/up/down``) so that adapters wrapping linear layers,
@@ -104,6 +111,8 @@ class MoEConfig(ComponentConfig):
     top_groups: PositiveInt | None = None
     shared_gate: bool = False
     selection_bias: bool = False
+    modality_experts: list[PositiveInt] | None = None
+    orthogonal_loss_weight: NonNegativeFloat = 0.0
     expert_layout: Literal["batched", "modules"] = "batched"
 
     @model_validator(mode="after")
@@ -114,6 +123,7 @@ class MoEConfig(ComponentConfig):
                 "each token is routed to top_k distinct experts"
             )
         self._check_groups()
+        self._check_modalities()
         if self.shared_gate and self.n_shared == 0:
             raise ValueError("shared_gate=True needs shared experts (n_shared >= 1)")
         if self.shared_hidden is not None:
@@ -146,6 +156,25 @@ class MoEConfig(ComponentConfig):
                     f"groups of {self.n_experts // g}"
                 )
 
+    def _check_modalities(self) -> None:
+        split = self.modality_experts
+        if split is None:
+            return
+        if sum(split) != self.n_experts:
+            raise ValueError(
+                f"modality_experts={split} sums to {sum(split)}, not n_experts={self.n_experts}"
+            )
+        if self.top_k > min(split):
+            raise ValueError(
+                f"top_k={self.top_k} exceeds the {min(split)} experts of a modality in modality_experts={split}"
+            )
+        if self.n_groups > 1:
+            raise ValueError("modality_experts with n_groups > 1 is not supported")
+        if self.aux_loss_scope == "model" and self.aux_loss_weight > 0:
+            raise ValueError(
+                "modality_experts balances per modality per layer: use aux_loss_scope='layer'"
+            )
+
     @property
     def has_selection_bias(self) -> bool:
         """Whether the router keeps the per-expert selection bias buffer."""
@@ -162,6 +191,7 @@ class MoEConfig(ComponentConfig):
         if self.n_shared == 0:
             return 0
         self._check_groups()
+        self._check_modalities()
         if self.shared_gate and self.n_shared == 0:
             raise ValueError("shared_gate=True needs shared experts (n_shared >= 1)")
         if self.shared_hidden is not None:

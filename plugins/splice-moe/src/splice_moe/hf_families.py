@@ -23,12 +23,13 @@ from typing import Any
 
 from splice.hf.architecture import require, unsupported
 from splice.models.configs import DecoderConfig
+from splice_mha.hf import LLAMA_ATTENTION_PAIRS
 from torch import Tensor
 
 from splice_moe.configs import MoEConfig
 from splice_moe.hf_layout import MoEFamily, RopeRows, moe_config
 
-_MHA_PAIRS = [(f"self_attn.{p}_proj.", f"mixer.{p}_proj.") for p in "qkvo"]
+_MHA_PAIRS = [pair for pair in LLAMA_ATTENTION_PAIRS if pair[0].startswith("self_attn.")]
 
 
 def _mha(

@@ -20,9 +20,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 import torch.distributed as dist
 from splice.interfaces import BuildContext, ChannelMixer, ChannelMixerOutput, PooledAuxLoss
 from splice.nn.ffn import MLP, SwiGLU
+from splice.nn.modality import current_token_modality
 from torch import Tensor, nn
 from torch.profiler import record_function
 
@@ -37,6 +39,7 @@ from splice_moe.balancing import (
 from splice_moe.configs import MoEConfig
 from splice_moe.dispatch import capacity_of, gather_inputs, gather_outputs, sort_by_expert
 from splice_moe.experts import ExpertModules, GroupedExperts
+from splice_moe.modality import allowed_experts, modality_balance_loss, router_orthogonal_loss
 from splice_moe.router import Router, Routing
 
 
@@ -104,8 +107,12 @@ class MoELayer(ChannelMixer):
         h = x.reshape(-1, shape[-1])  # (N, D)
         cfg = self.config
         # Named scopes: profiler traces (and benchmarks/bench_moe.py's breakdown) show each phase.
+        modality = self._token_modality(h)  # (N,) or None
         with record_function("moe.router"):
-            routing = self.router(h)
+            allowed = None
+            if modality is not None:
+                allowed = allowed_experts(modality, cfg.modality_experts)  # type: ignore[arg-type]
+            routing = self.router(h, allowed)
         with record_function("moe.sort"):
             capacity = capacity_of(cfg.capacity_factor, h.shape[0], cfg.top_k, cfg.n_experts)
             dispatch = sort_by_expert(
@@ -128,7 +135,7 @@ class MoELayer(ChannelMixer):
                     shared = shared * self.shared_gate(h).sigmoid()  # (N, 1) gate per token
                 out = out + shared
         with record_function("moe.aux_loss"):
-            aux = self._aux_loss(routing, dispatch.routed)
+            aux = self._aux_loss(routing, dispatch.routed, modality)
         if self.training or self.track_stats:
             with record_function("moe.stats"):
                 self._accumulate(routing, dispatch.routed, dispatch.dropped, aux)
@@ -143,8 +150,21 @@ class MoELayer(ChannelMixer):
             return None  # a device grouped GEMM: no padding, no host sync
         return self.config.max_padding
 
+    def _token_modality(self, h: Tensor) -> Tensor | None:
+        """``(N,)`` modality ids of the tokens when the experts are split by modality."""
+        if self.config.modality_experts is None:
+            return None
+        ids = current_token_modality()
+        if ids is None:
+            return h.new_zeros(h.shape[0], dtype=torch.long)  # nothing set: all text
+        if ids.numel() != h.shape[0]:
+            raise ValueError(
+                f"token modality ids {tuple(ids.shape)} do not cover the {h.shape[0]} tokens"
+            )
+        return ids.reshape(-1).to(h.device)
+
     def _aux_loss(
-        self, routing: Routing, routed: Tensor
+        self, routing: Routing, routed: Tensor, modality: Tensor | None = None
     ) -> tuple[Tensor | PooledAuxLoss | None, Tensor | None, Tensor | None]:
         """``(weighted total, load-balancing term, z term)``; a term is None when its weight is 0.
 
@@ -162,8 +182,18 @@ class MoELayer(ChannelMixer):
             finish = PooledBalancingLoss(cfg.n_experts, cfg.aux_loss_weight)
             return PooledAuxLoss(sums, finish), None, z
         if cfg.aux_loss_weight > 0:
-            lb = load_balancing_loss(routing.scores, routed, normalize=cfg.scoring == "sigmoid")
+            sigmoid = cfg.scoring == "sigmoid"
+            if modality is not None:
+                split = cfg.modality_experts or []
+                lb = modality_balance_loss(
+                    routing.scores, routing.top_idx, modality, split, normalize=sigmoid
+                )
+            else:
+                lb = load_balancing_loss(routing.scores, routed, normalize=sigmoid)
             total = cfg.aux_loss_weight * lb
+        if cfg.orthogonal_loss_weight > 0:
+            term = cfg.orthogonal_loss_weight * router_orthogonal_loss(self.router.gate.weight)
+            total = term if total is None else total + term
         if cfg.z_loss_weight > 0:
             z = router_z_loss(routing.logits)
             term = cfg.z_loss_weight * z

@@ -79,7 +79,9 @@ class Router(nn.Module):
         else:
             self.expert_bias = None
 
-    def forward(self, x: Tensor) -> Routing:
+    def forward(self, x: Tensor, allowed: Tensor | None = None) -> Routing:
+        """Route ``x (N, D)``; ``allowed (N, E)`` bool restricts each token's experts
+        (modality isolation): the others get no score and are never chosen."""
         with torch.autocast(x.device.type, enabled=False):
             h = x.float()  # (N, D)
             if self.training and self.jitter > 0:
@@ -87,6 +89,8 @@ class Router(nn.Module):
             logits = F.linear(h, self.gate.weight.float())  # (N, E)
             if self.training and self.noise > 0:
                 logits = logits + torch.randn_like(logits) * self.noise
+            if allowed is not None:  # a large finite value: 0 * it stays 0 in the statistics
+                logits = logits.masked_fill(~allowed, -1e9)
             if self.scoring == "softmax":
                 scores = logits.softmax(dim=-1)
             else:

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from splice.generation.kv_cache import KVCache
 from splice.interfaces import BuildContext, ModelOutput
+from splice.nn.modality import token_modality
 from torch import Tensor, nn
 
 from splice_vision.configs import LlavaConfig, NativeVLMConfig
@@ -75,7 +76,10 @@ class _SplicingVLM(nn.Module):
                     f"the prompts hold {int(slots.sum())} image placeholder tokens but no "
                     "images were given"
                 )
-        return self.lm(inputs_embeds=embeds, cache=cache, **lm_kwargs)  # type: ignore[no-any-return]
+        # Layers that route by modality (modality-isolated MoE experts) read which tokens
+        # are image tokens; decode steps are text only.
+        with token_modality(slots.long() if bool(slots.any()) else None):
+            return self.lm(inputs_embeds=embeds, cache=cache, **lm_kwargs)  # type: ignore[no-any-return]
 
     def num_parameters(self, *, trainable_only: bool = False) -> int:
         trainable, total = count_parameters(self)
