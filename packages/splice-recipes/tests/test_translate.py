@@ -6,13 +6,14 @@ from pathlib import Path
 
 import pytest
 from splice.data.examples import Example
+from splice.data.translation import NumberWordsTask
 from splice.models.decoder import DecoderLM
 from splice.models.encoder_decoder import EncoderDecoderLM
 from splice.registry import get_registry
+from splice_recipes.study import StudyResult
 from splice_recipes.translate import (
     TranslateConfig,
     exact_match,
-    format_table,
     held_out_examples,
     recipe,
     run,
@@ -43,11 +44,15 @@ def test_default_lengths_fit_the_task() -> None:
     assert cfg.decoder_only.max_seq_len >= len(longest.prompt) + len(longest.completion) + 3
 
 
-def test_held_out_examples_are_fixed_by_the_seed() -> None:
+def test_held_out_examples_are_distinct_and_never_trained_on() -> None:
     cfg = TranslateConfig(eval_examples=30)
-    a, b = held_out_examples(cfg), held_out_examples(cfg)
-    assert a == b and len(a) == 30
-    assert held_out_examples(cfg.model_copy(update={"seed": 1})) != a
+    a = held_out_examples(cfg)
+    assert a == held_out_examples(cfg) and len({ex.prompt for ex in a}) == 30
+    every = held_out_examples(TranslateConfig())  # the default: every held-out number once
+    assert len(every) > 900 and len({ex.prompt for ex in every}) == len(every)
+    train = {ex.prompt for ex in NumberWordsTask(cfg.task).all_examples("train")}
+    assert not train & {ex.prompt for ex in every}
+    assert cfg.precision == "float32" and cfg.seeds == 3
 
 
 def test_exact_match_compares_stripped_text() -> None:
@@ -62,7 +67,7 @@ def test_config_overrides_validate() -> None:
         TranslateConfig.model_validate(data)
 
 
-def test_run_reports_both_models(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_study_runs_both_models(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cfg = TranslateConfig.model_validate(
         {
             "task": {"type": "number_words", "max_digits": 2},
@@ -84,22 +89,22 @@ def test_run_reports_both_models(tmp_path: Path, capsys: pytest.CaptureFixture[s
                 "progress": False,
                 "num_threads": 1,
             },
+            "seeds": 2,
+            "progress": False,
             "eval_examples": 6,
             "max_new_tokens": 4,
             "output_dir": str(tmp_path),
         }
     )
     report = run(cfg)
-    for name in ("encoder_decoder", "decoder_only"):
-        r = report[name]
-        assert r["steps"] == 3 and r["parameters"] > 0
-        assert 0.0 <= r["exact_match"] <= 1.0 and r["train_time_s"] > 0
-        assert len(r["samples"]) == 5 and set(r["samples"][0]) == {"source", "target", "prediction"}
-        assert (tmp_path / name / "metrics.jsonl").is_file()
     assert report["held_out_examples"] == 6
-    assert report["table"] == format_table(
-        {k: report[k] for k in ("encoder_decoder", "decoder_only")}
-    )
-    printed = capsys.readouterr().out
-    assert "| encoder-decoder |" in printed and "| decoder-only |" in printed
-    assert (tmp_path / "comparison.md").read_text().strip() == report["table"]
+    study = StudyResult.load(tmp_path)
+    for name in ("encoder_decoder", "decoder_only"):
+        for seed in (0, 1):
+            r = study.figures[name][seed]
+            assert 0.0 <= r["exact_match"] <= 1.0 and r["parameters"] > 0 and r["ms_per_step"] > 0
+            assert (tmp_path / name / f"seed-{seed}" / "metrics.jsonl").is_file()
+        assert len(study.extras["samples"][f"{name}/seed-0"]) == 5
+    claim = study.claim("encoder-decoder-beats-decoder-only")
+    assert claim.verdict in ("shown", "not shown") and len(claim.differences) == 2
+    assert "encoder-decoder translates more held-out numbers" in capsys.readouterr().out
