@@ -14,7 +14,7 @@ ones in one ``(2B, T)`` tensor, so both sides go through one forward.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ import torch
 from splice.data.chat import SIMPLE_TEMPLATE, ChatTemplate
 from splice.data.collate import IGNORE_INDEX, Overflow, Tokenizer, tokenize_example
 from splice.data.examples import Example
+from splice.data.jsonl import parse_jsonl_lines
 from torch import Tensor
 
 
@@ -58,24 +59,6 @@ class UnpairedExample:
     completion: str
     label: bool
     answer: str = ""
-
-
-def _objects(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(
-                    f"{path}:{lineno}: invalid JSON ({exc.msg} at column {exc.colno})"
-                ) from None
-            if not isinstance(obj, dict):
-                raise ValueError(
-                    f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}"
-                )
-            yield lineno, obj
 
 
 def _field(obj: dict[str, Any], key: str, kind: type | tuple[type, ...] = str) -> Any:
@@ -127,25 +110,14 @@ def unpaired_example(
 
 
 def read_preference_jsonl(path: str | Path) -> list[PreferenceExample]:
-    """Every pair of a preference JSONL file; a bad line names the file and line."""
-    out = []
-    for lineno, obj in _objects(path):
-        try:
-            out.append(preference_example(obj))
-        except ValueError as exc:
-            raise ValueError(f"{path}:{lineno}: {exc}") from None
-    return out
+    """Every pair of a preference JSONL file; a bad line (not UTF-8, not JSON, a missing
+    field) names the file and line, an empty file names the file."""
+    return [ex for _, ex in parse_jsonl_lines(path, preference_example)]
 
 
 def read_unpaired_jsonl(path: str | Path) -> list[UnpairedExample]:
-    """Every example of an unpaired (KTO) JSONL file; a bad line names the file and line."""
-    out = []
-    for lineno, obj in _objects(path):
-        try:
-            out.append(unpaired_example(obj))
-        except ValueError as exc:
-            raise ValueError(f"{path}:{lineno}: {exc}") from None
-    return out
+    """Every example of an unpaired (KTO) JSONL file; errors as ``read_preference_jsonl``."""
+    return [ex for _, ex in parse_jsonl_lines(path, unpaired_example)]
 
 
 def write_preference_jsonl(path: str | Path, pairs: Sequence[PreferenceExample]) -> None:

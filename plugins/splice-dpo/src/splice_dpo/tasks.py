@@ -9,22 +9,22 @@ reference log-probs can be attached to the examples.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
+from splice.data.jsonl import parse_jsonl_lines
 from splice.data.tasks import JsonlTask, Split, _hash_fraction
 
 from splice_dpo.configs import PreferenceJsonlTaskConfig, UnpairedJsonlTaskConfig
 from splice_dpo.data import (
     PreferenceCollator,
     UnpairedCollator,
-    read_preference_jsonl,
-    read_unpaired_jsonl,
+    preference_example,
+    unpaired_example,
 )
 
 
 class _FileTask(JsonlTask):
-    reader: Callable[[Path], list[Any]]
+    parse: Callable[[dict[str, Any]], Any]  # one JSON object -> one example
     collator_cls: Any
 
     def __init__(self, config: PreferenceJsonlTaskConfig | UnpairedJsonlTaskConfig) -> None:
@@ -34,16 +34,19 @@ class _FileTask(JsonlTask):
     def _load(self) -> dict[str, list[Any]]:
         if self._splits is None:
             cfg = self.config
-            read = type(self).reader
-            train = read(Path(cfg.train))
+            train = [ex for _, ex in self.read_lines(cfg.train)]
             if cfg.held_out is not None:
-                held = read(Path(cfg.held_out))
+                held = [ex for _, ex in self.read_lines(cfg.held_out)]
             else:
                 frac = cfg.held_out_fraction
                 held = [ex for ex in train if _hash_fraction(ex) < frac]
                 train = [ex for ex in train if _hash_fraction(ex) >= frac]
             self._splits = {"train": train, "held_out": held}
         return self._splits
+
+    def read_lines(self, path: str) -> list[tuple[int, Any]]:
+        """``(line number, example)`` for every example of ``path`` (errors name file:line)."""
+        return parse_jsonl_lines(path, type(self).parse)
 
     def set_split(self, split: Split, examples: Sequence[Any]) -> None:
         """Replace a split's examples (same length; e.g. with reference log-probs attached)."""
@@ -61,14 +64,14 @@ class _FileTask(JsonlTask):
 class PreferenceJsonlTask(_FileTask):
     """Preference pairs (``PreferenceExample``) from JSONL files."""
 
-    reader = staticmethod(read_preference_jsonl)
+    parse = staticmethod(preference_example)
     collator_cls = PreferenceCollator
 
 
 class UnpairedJsonlTask(_FileTask):
     """Unpaired labelled examples (``UnpairedExample``) from JSONL files, for KTO."""
 
-    reader = staticmethod(read_unpaired_jsonl)
+    parse = staticmethod(unpaired_example)
     collator_cls = UnpairedCollator
 
 

@@ -19,12 +19,13 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from splice.data.chat import SIMPLE_TEMPLATE, ChatTemplate
 from splice.data.examples import Example
 
 Format = Literal["auto", "prompt_completion", "chat"]
+T = TypeVar("T")
 
 
 def _objects(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -80,9 +81,15 @@ def chat_example(obj: dict[str, Any], template: ChatTemplate = SIMPLE_TEMPLATE) 
     return Example(prompt, completion, completion.strip())
 
 
-def _read(
-    path: str | Path, parse: Callable[[dict[str, Any]], Example]
-) -> list[tuple[int, Example]]:
+def parse_jsonl_lines(
+    path: str | Path, parse: Callable[[dict[str, Any]], T]
+) -> list[tuple[int, T]]:
+    """``(line number, parse(object))`` for every non-blank line of a JSONL file.
+
+    Raises:
+        ValueError: starting ``"<file>:<line>:"`` for a line that is not UTF-8, not a JSON
+            object, or that ``parse`` refuses; ``"<file>: no examples"`` for an empty file.
+    """
     out = []
     for lineno, obj in _objects(path):
         try:
@@ -96,12 +103,12 @@ def _read(
 
 def read_prompt_completion(path: str | Path) -> list[Example]:
     """All examples of a prompt/completion JSONL file."""
-    return [ex for _, ex in _read(path, prompt_completion_example)]
+    return [ex for _, ex in parse_jsonl_lines(path, prompt_completion_example)]
 
 
 def read_chat(path: str | Path, *, template: ChatTemplate = SIMPLE_TEMPLATE) -> list[Example]:
     """All examples of a chat JSONL file, rendered with ``template``."""
-    return [ex for _, ex in _read(path, lambda obj: chat_example(obj, template))]
+    return [ex for _, ex in parse_jsonl_lines(path, lambda obj: chat_example(obj, template))]
 
 
 def read_jsonl_lines(
@@ -109,16 +116,16 @@ def read_jsonl_lines(
 ) -> list[tuple[int, Example]]:
     """``(line number, example)`` for every example of a file (so checks can name the line)."""
     if format == "prompt_completion":
-        return _read(path, prompt_completion_example)
+        return parse_jsonl_lines(path, prompt_completion_example)
     if format == "chat":
-        return _read(path, lambda obj: chat_example(obj, template))
+        return parse_jsonl_lines(path, lambda obj: chat_example(obj, template))
     if format != "auto":
         raise ValueError(f"format must be 'auto', 'prompt_completion' or 'chat', got {format!r}")
 
     def parse(obj: dict[str, Any]) -> Example:
         return chat_example(obj, template) if "messages" in obj else prompt_completion_example(obj)
 
-    return _read(path, parse)
+    return parse_jsonl_lines(path, parse)
 
 
 def read_jsonl(
@@ -130,6 +137,7 @@ def read_jsonl(
 
 __all__ = [
     "chat_example",
+    "parse_jsonl_lines",
     "prompt_completion_example",
     "read_chat",
     "read_jsonl",

@@ -99,6 +99,23 @@ class JsonlTask:
         self.config = config
         self._splits: dict[str, list[Example]] | None = None
 
+    def read_lines(self, path: str) -> list[tuple[int, Any]]:
+        """``(line number, example)`` for every example of one of the task's files."""
+        from splice.data.chat import SIMPLE_TEMPLATE, chat_template
+        from splice.data.jsonl import read_jsonl_lines
+
+        cfg = self.config
+        tmpl = SIMPLE_TEMPLATE if cfg.chat_template is None else chat_template(cfg.chat_template)
+        return read_jsonl_lines(path, format=cfg.format, template=tmpl)
+
+    def lines(self) -> Iterator[tuple[str, Any]]:
+        """``("file:line", example)`` for every example of the task's files, so a check
+        (``splice.training.preflight``) names the line of a bad one."""
+        for path in (self.config.train, self.config.held_out):
+            if path is not None:
+                for lineno, ex in self.read_lines(path):
+                    yield f"{path}:{lineno}", ex
+
     def _load(self) -> dict[str, list[Example]]:
         if self._splits is None:
             from splice.data.chat import SIMPLE_TEMPLATE, chat_template

@@ -314,6 +314,17 @@ def _run(
     objective = reg.build("objective", config.objective, None)
     regularizers = [reg.build("regularizer", r, None) for r in config.regularizers]
     collate = build_collator(tokenizer, config.data, task)
+    online = is_online(objective)
+    if not online:  # an online run trains on its own rollouts, not on these labels
+        from splice.training.preflight import check_trainable_tokens
+
+        check_trainable_tokens(
+            task,
+            collate,
+            where=getattr(config.data.task, "train", None) or f"task {config.data.task.type!r}",
+            max_len=config.data.max_len,
+            seed=config.seed,
+        )
     prepare = getattr(objective, "prepare", None)
     if callable(prepare):  # dataset-level set-up at the starting weights (before any resume)
         prepare(
@@ -328,7 +339,6 @@ def _run(
                 resume=resuming,
             )
         )
-    online = is_online(objective)
     rollouts = None
     train: BatchSource
     if online:  # each step: a prompt batch -> collect -> updates (splice.training.online)

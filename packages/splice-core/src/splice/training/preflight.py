@@ -1,14 +1,16 @@
 """Checks run before step 1, so a run never fails late on something its config and data
 already said: the text of every task against the tokenizer's alphabet (JSONL files line by
-line, naming file and line), and every evaluation prompt plus ``eval.max_new_tokens``
-against the model's context. ``data.max_len`` against the context is checked by the config
+line, naming file and line), every evaluation prompt plus ``eval.max_new_tokens``
+against the model's context, and that the training data leaves tokens to train on at
+``data.max_len``. ``data.max_len`` against the context is checked by the config
 itself (``ExperimentConfig``), so ``splice config`` reports it too.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+import warnings
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from splice.data.examples import Example
@@ -36,16 +38,11 @@ def _texts(ex: Any) -> str:
 def _located_examples(
     task_config: Any, task: Any, seed: int, splits: tuple[str, ...]
 ) -> Iterator[tuple[str, Example]]:
-    """``(where, example)`` pairs: ``file:line`` for JSONL files, else a drawn sample."""
-    files = [
-        f for k in ("train", "held_out") if isinstance(f := getattr(task_config, k, None), str)
-    ]
-    if getattr(task_config, "type", None) == "jsonl" and files:
-        from splice.data.jsonl import read_jsonl_lines
-
-        for path in files:
-            for lineno, ex in read_jsonl_lines(path, format=task_config.format):
-                yield f"{path}:{lineno}", ex
+    """``(where, example)`` pairs: ``file:line`` for a task read from files (its ``lines()``:
+    the core's ``jsonl``, a plugin's ``preference_jsonl``), else a drawn sample."""
+    lines = getattr(task, "lines", None)
+    if callable(lines):
+        yield from lines()
         return
     name = f"task {getattr(task_config, 'type', type(task).__name__)!r}"
     for split in splits:
@@ -78,6 +75,37 @@ def check_alphabet(
                 + (f" (nor {', '.join(map(repr, unknown[1:4]))})" if len(unknown) > 1 else "")
                 + "; add it to tokenizer.alphabet or clean the data"
             )
+
+
+def check_trainable_tokens(
+    task: Any,
+    collate: Callable[[list[Any]], dict[str, Any]],
+    *,
+    where: str,
+    max_len: int,
+    seed: int,
+) -> None:
+    """Refuse training data that leaves nothing to train on: collate a sample of the train
+    split (up to ``SAMPLED`` examples) and count the label positions that are not ignored
+    (every ``*labels`` tensor of the batch). Zero means every example is cut off before its
+    completion at ``max_len`` (or has none), and the run would train at loss 0.0 throughout.
+    """
+    import torch
+
+    from splice.data.collate import IGNORE_INDEX
+
+    examples = task.sample("train", SAMPLED, seed=derive_seed(seed, "preflight", "tokens"))
+    with warnings.catch_warnings():  # the collator warns per truncated example
+        warnings.simplefilter("ignore")
+        batch = collate(list(examples))
+    labels = [v for k, v in batch.items() if k.endswith("labels") and isinstance(v, torch.Tensor)]
+    if labels and sum(int((v != IGNORE_INDEX).sum()) for v in labels) == 0:
+        raise PreflightError(
+            f"data: none of the {len(examples)} training examples checked from {where} leaves "
+            f"a token to train on at data.max_len={max_len} (each is cut off before its "
+            "completion, or has none), so every step would train nothing at loss 0; raise "
+            "data.max_len or shorten the prompts"
+        )
 
 
 def check_generation_fits(
@@ -137,4 +165,10 @@ def check_experiment(config: Any, tokenizer: Any, tasks: dict[str, tuple[Any, An
         )
 
 
-__all__ = ["PreflightError", "check_alphabet", "check_experiment", "check_generation_fits"]
+__all__ = [
+    "PreflightError",
+    "check_alphabet",
+    "check_experiment",
+    "check_generation_fits",
+    "check_trainable_tokens",
+]
