@@ -55,15 +55,16 @@ def test_a_changed_config_is_refused_and_nothing_written(
 
 def test_allow_config_change_names_the_fields(tiny_recipe, finished, capsys):
     lr = "train.optimizer.lr=0.01"
-    steps = "train.steps=6"
+    decay = "train.optimizer.weight_decay=0.5"
     # Naming one of two changed fields is not enough.
-    assert resume(tiny_recipe, finished, "--set", lr, "--set", steps,
-                  "--allow-config-change", "train.steps") == 1  # fmt: skip
+    assert resume(tiny_recipe, finished, "--set", lr, "--set", decay, "--set", "train.steps=6",
+                  "--allow-config-change", "train.optimizer.weight_decay") == 1  # fmt: skip
     assert "train.optimizer.lr" in capsys.readouterr().err
-    assert resume(tiny_recipe, finished, "--set", lr, "--set", steps,
-                  "--allow-config-change", "train.optimizer.lr,train.steps") == 0  # fmt: skip
+    assert resume(tiny_recipe, finished, "--set", lr, "--set", decay, "--set", "train.steps=6",
+                  "--allow-config-change", "train.optimizer.lr,train.optimizer.weight_decay") == 0  # fmt: skip
     saved = json.loads((finished / "config.json").read_text())
     assert saved["train"]["optimizer"]["lr"] == 0.01 and saved["train"]["steps"] == 6
+    assert saved["train"]["optimizer"]["weight_decay"] == 0.5
     assert (finished / "checkpoints" / "step-000006").is_dir()
 
 

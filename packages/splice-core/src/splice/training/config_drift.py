@@ -4,8 +4,8 @@
 (``train.optimizer.lr``, ``data.task.op``) with both values; ``check_resume_config``
 refuses a resume whose config differs from the run's saved ``config.json`` in any field
 the user did not name (``--allow-config-change``, a field or one of its parents). Fields
-that never change what is trained (the run's name and folder, the progress bar, the
-thread count) are free to differ.
+that never change what was trained so far (the run's name and folder, its length
+``train.steps``, the progress bar, the thread count) are free to differ.
 """
 
 from __future__ import annotations
@@ -17,8 +17,12 @@ from typing import Any
 
 from splice.training.run_folder import RunFolderError
 
-#: Fields a resume may change without naming them: they never change what is trained.
-FREE_ON_RESUME = frozenset({"name", "output_dir", "train.progress", "train.num_threads"})
+#: Fields a resume may change without naming them: they never change what was trained so
+#: far (``train.steps``: resuming to train longer is what resume is for; the schedule then
+#: follows the new length).
+FREE_ON_RESUME = frozenset(
+    {"name", "output_dir", "train.steps", "train.progress", "train.num_threads"}
+)
 _ABSENT = object()
 
 
