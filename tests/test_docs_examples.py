@@ -46,6 +46,7 @@ PAGES_WITH_CODE = [
     "docs/bring-your-own-model.md",
     "docs/concepts/dpo.md",
     "docs/concepts/encoder-decoder.md",
+    "docs/concepts/evaluation.md",
     "docs/concepts/lora-qlora.md",
     "docs/concepts/moe.md",
     "docs/concepts/ppo.md",

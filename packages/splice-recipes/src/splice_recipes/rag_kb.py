@@ -1,6 +1,6 @@
 """The ``rag`` recipe's data: a knowledge base of fictional people the model never saw.
 
-Each person (a made-up two-syllable first name and surname) has four attributes, each written
+Each person (a made-up first name and surname, each drawn from a shared pool) has four attributes, each written
 as one short passage (``"vaskel dorimo lives in brennak ."``) and asked about by one question
 (``"where does vaskel dorimo live ?"``). Questions about the first ``train_people`` people are
 the training split; questions about the rest are held out, so no held-out fact is ever in a
@@ -50,13 +50,16 @@ def make_facts(people: int, seed: int = 0) -> list[Fact]:
         "job": sorted({_word(rng, 2) + "er" for _ in range(200)})[: ATTRIBUTES["job"][2]],
         "pet": sorted({_word(rng, 2) + "ling" for _ in range(200)})[: ATTRIBUTES["pet"][2]],
     }
-    names: list[str] = []
-    seen: set[str] = set()
-    while len(names) < people:
-        name = f"{_word(rng, 2)} {_word(rng, 3)}"
-        if name not in seen:
-            seen.add(name)
-            names.append(name)
+    # first names and surnames from shared pools: every name word occurs in training (a word
+    # seen only in held-out questions would keep its random embedding), and a person is told
+    # apart by the pair, as people are
+    pool = max(8, int((2 * people) ** 0.5) + 1)
+    firsts = sorted({_word(rng, 2) for _ in range(20 * pool)})[:pool]
+    lasts = sorted({_word(rng, 3) for _ in range(20 * pool)} - set(firsts))[:pool]
+    pairs = [f"{a} {b}" for a in firsts for b in lasts]
+    if len(pairs) < people:
+        raise ValueError(f"only {len(pairs)} distinct names for {people} people")
+    names = rng.sample(pairs, people)
     facts = []
     for i, name in enumerate(names):
         for attr, (passage, question, _) in ATTRIBUTES.items():
