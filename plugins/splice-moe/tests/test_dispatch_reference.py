@@ -6,7 +6,7 @@ import pytest
 import torch
 from splice_moe.configs import MoEConfig
 from splice_moe.dispatch import sort_by_expert
-from splice_moe.experts import HAS_GROUPED_MM
+from splice_moe.experts import HAS_GROUPED_MM, grouped_mm_supported
 from splice_moe.layer import MoELayer
 from splice_moe.reference import reference_forward
 
@@ -139,3 +139,41 @@ def test_modules_layout_computes_what_the_batched_layout_does():
     modules.load_state_dict(state)
     x = torch.randn(2, 9, D)
     torch.testing.assert_close(modules(x).hidden, batched(x).hidden, atol=1e-6, rtol=1e-5)
+
+
+# (d_model, expert width, dtype) whose rows are not 16-byte multiples: torch's grouped GEMM
+# raises "strides should be multiple of 16 bytes" on them, so "auto" must take the loop.
+MISALIGNED = [(64, 45, torch.float32), (64, 50, torch.float32), (60, 48, torch.bfloat16)]
+
+
+@pytest.mark.parametrize("activation", ["swiglu", "gelu"])
+@pytest.mark.parametrize(("d", "h", "dtype"), MISALIGNED, ids=str)
+def test_widths_the_grouped_gemm_refuses_fall_back_and_equal_the_reference(d, h, dtype, activation):
+    torch.manual_seed(0)
+    cfg = MoEConfig(n_experts=4, top_k=2, expert_hidden=h, activation=activation)
+    layer = MoELayer(cfg, d).to(dtype)
+    x = torch.randn(2, 9, d, dtype=dtype)
+    assert not layer.experts.use_grouped(x.view(-1, d))
+    out, gx, grads = _grads(layer, x, lambda x: layer(x).hidden)
+    ref, gx_ref, grads_ref = _grads(layer, x, lambda x: reference_forward(layer, x))
+    tol = 1e-5 if dtype == torch.float32 else 2e-2
+    torch.testing.assert_close(out, ref, atol=tol, rtol=tol)
+    torch.testing.assert_close(gx, gx_ref, atol=tol, rtol=tol)
+    for name, g in grads_ref.items():
+        torch.testing.assert_close(grads[name], g, atol=tol, rtol=tol)
+
+
+def test_grouped_gemm_eligibility_follows_the_16_byte_rule():
+    if not HAS_GROUPED_MM:
+        pytest.skip("this torch has no grouped GEMM op")
+    x32, x16 = torch.zeros(2, 64), torch.zeros(2, 64, dtype=torch.bfloat16)
+    assert grouped_mm_supported(x32, 64, 48) and grouped_mm_supported(x16, 64, 56)
+    assert not grouped_mm_supported(x32, 64, 45) and not grouped_mm_supported(x32, 64, 50)
+    assert not grouped_mm_supported(x16, 60, 48) and grouped_mm_supported(x32, 60, 48)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # the compute dtype decides
+        assert not grouped_mm_supported(x32, 64, 52)
+    assert grouped_mm_supported(x32, 64, 52)  # 52 * 4 bytes = 208 = 13 * 16
+    # Forcing the grouped GEMM on such widths is a clear error, not torch's stride error.
+    layer = MoELayer(MoEConfig(n_experts=4, expert_hidden=45, grouped_mm="on"), 64)
+    with pytest.raises(ValueError, match=r"d_model=64 and expert width 45 .* torch.float32"):
+        layer(torch.randn(1, 5, 64))

@@ -209,3 +209,42 @@ def test_pooled_aux_loss_round_trips_and_per_layer_scope_is_refused(tmp_path):
     native = build_model(moe_decoder({"n_experts": 4, "aux_loss_weight": 0.01}))
     with pytest.raises(ValueError, match="aux_loss_scope='layer', Mixtral has 'model'"):
         save_pretrained(native, tmp_path / "x", model_type="mixtral")
+
+
+@pytest.mark.parametrize(
+    ("d", "h", "dtype"),
+    [(64, 45, torch.float32), (64, 50, torch.float32), (60, 48, torch.bfloat16)],
+    ids=str,
+)
+def test_import_at_widths_the_grouped_gemm_refuses(tmp_path, d, h, dtype):
+    """Rows that are not 16-byte multiples take the per-expert loop: logits as transformers'."""
+    from splice_moe.reference import reference_forward
+
+    torch.manual_seed(4)
+    cfg = transformers.MixtralConfig(
+        vocab_size=VOCAB, hidden_size=d, intermediate_size=h, num_hidden_layers=2,
+        num_attention_heads=4 if d % 8 == 0 else 6, num_key_value_heads=2, num_local_experts=4,
+        num_experts_per_tok=2, max_position_embeddings=64,
+    )  # fmt: skip
+    transformers.MixtralForCausalLM(cfg).save_pretrained(tmp_path)
+    # transformers' own grouped-GEMM experts fail on these widths too: its per-expert loop.
+    hf_model = transformers.MixtralForCausalLM.from_pretrained(
+        tmp_path, experts_implementation="eager"
+    ).eval()
+    model, _ = load_pretrained(tmp_path, dtype=dtype)
+    ids = _ids()
+    inputs = []
+    hooks = [
+        b.ffn.register_forward_hook(lambda m, i, o: inputs.append((m, i[0]))) for b in model.blocks
+    ]
+    with torch.no_grad():
+        got = model(ids).logits
+        for hook in hooks:  # before calling the layers again
+            hook.remove()
+        tol = 1e-5 if dtype == torch.float32 else 2e-2
+        for layer, x in inputs:  # each MoE layer equals the per-expert reference
+            want = reference_forward(layer, x)
+            torch.testing.assert_close(layer(x).hidden, want, atol=tol, rtol=tol)
+        want = hf_model(ids).logits
+    tol = 1e-4 if dtype == torch.float32 else 0.05
+    assert (got.float() - want).abs().max().item() <= tol * max(1.0, want.abs().max().item())

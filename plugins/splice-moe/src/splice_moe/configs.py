@@ -54,7 +54,7 @@ class MoEConfig(ComponentConfig):
             (dropped assignments contribute zero; the residual carries the token).
         grouped_mm: run the experts with torch's grouped GEMM (``F.grouped_mm``) (``on``), a
             loop over each expert's contiguous slice (``off``), or (``auto``) the device's
-            grouped GEMM on CUDA, else one batched matmul over the padded layout when
+            grouped GEMM on CUDA (where the widths' rows are 16-byte multiples), else one batched matmul over the padded layout when
             ``max_padding`` allows it, else the grouped GEMM or the loop.
         max_padding: with ``grouped_mm="auto"`` off CUDA's grouped GEMM, pad every expert's
             slice to the longest one (one ``(E, C, D)`` batched matmul, one kernel instead of

@@ -24,22 +24,43 @@ GROUPED_MM: Callable[..., Tensor] | None = getattr(F, "grouped_mm", None) or get
 HAS_GROUPED_MM = GROUPED_MM is not None
 
 
-def grouped_mm_supported(x: Tensor, *widths: int) -> bool:
-    """Whether the grouped GEMM runs for ``x``'s device/dtype in this torch.
+def compute_dtype(x: Tensor) -> torch.dtype:
+    """The dtype a matmul on ``x`` runs in: the autocast dtype where autocast is on."""
+    if torch.is_autocast_enabled(x.device.type):  # grouped_mm has no autocast rule
+        return torch.get_autocast_dtype(x.device.type)
+    return x.dtype
 
-    CPU: every floating dtype (a CPU kernel exists since torch 2.9). CUDA: bf16 on compute
-    capability 8.0+ with 16-byte aligned widths (capability 9.0 for the private op of
-    torch < 2.10), as the kernels require. Anything else takes the per-expert loop.
+
+def strides_aligned(dtype: torch.dtype, *widths: int) -> bool:
+    """Whether rows of every width in ``widths`` are a multiple of 16 bytes in ``dtype``.
+
+    torch's grouped GEMM (CPU and CUDA) refuses operands whose row strides are not
+    (``strides should be multiple of 16 bytes``): e.g. width 45 or 50 in float32, 60 in bf16.
+    """
+    size = torch.empty((), dtype=dtype).element_size()
+    return all(w * size % 16 == 0 for w in widths)
+
+
+def grouped_mm_supported(x: Tensor, *widths: int) -> bool:
+    """Whether the grouped GEMM runs for ``x``'s device/dtype and these widths in this torch.
+
+    ``widths``: the model width ``D`` and the expert width ``H`` (every operand's row is one
+    of ``D``, ``H``, ``2H``). Rows must be 16-byte aligned in the compute dtype on every
+    device. CPU: every floating dtype (a CPU kernel exists since torch 2.9). CUDA: bf16 on
+    compute capability 8.0+ (9.0 for the private op of torch < 2.10), as the kernels
+    require. Anything else takes the per-expert loop.
     """
     if GROUPED_MM is None:
+        return False
+    dtype = compute_dtype(x)
+    if not strides_aligned(dtype, *widths):
         return False
     if x.device.type == "cpu":
         return True
     if x.device.type == "cuda":
-        dtype = torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else x.dtype
         need = (8, 0) if hasattr(F, "grouped_mm") else (9, 0)
         capable = torch.cuda.get_device_capability(x.device) >= need
-        return dtype == torch.bfloat16 and capable and all(w % 8 == 0 for w in widths)
+        return dtype == torch.bfloat16 and capable
     return False
 
 
@@ -122,6 +143,13 @@ class GroupedExperts(nn.Module):
         if self.grouped_mm == "on":
             if not HAS_GROUPED_MM:
                 raise RuntimeError("grouped_mm='on' but this torch has no grouped GEMM op")
+            dtype = compute_dtype(xs)
+            if not strides_aligned(dtype, self.d_model, self.hidden):
+                raise ValueError(
+                    f"grouped_mm='on' needs d_model={self.d_model} and expert width "
+                    f"{self.hidden} to be multiples of 16 bytes in {dtype} (torch's grouped "
+                    "GEMM); use grouped_mm='auto' to fall back to the per-expert loop"
+                )
             return True
         return grouped_mm_supported(xs, self.d_model, self.hidden)
 
@@ -144,9 +172,7 @@ class GroupedExperts(nn.Module):
         return y.view(-1, self.d_model)
 
     def _grouped(self, xs: Tensor, counts: Tensor) -> Tensor:
-        dtype = xs.dtype
-        if torch.is_autocast_enabled(xs.device.type):  # grouped_mm has no autocast rule
-            dtype = torch.get_autocast_dtype(xs.device.type)
+        dtype = compute_dtype(xs)
         offs = counts.cumsum(0).to(torch.int32)  # (E,) end of each expert's slice
         w1 = self.gate_up.to(dtype).transpose(-2, -1)  # (E, D, 2H)
         w2 = self.down.to(dtype).transpose(-2, -1)  # (E, H, D)
