@@ -15,7 +15,11 @@ The state dict uses bitsandbytes' serialized layout (``weight``, ``weight.absmax
 non-tensor fields), so it saves to safetensors without pickle and is the layout
 transformers reads for pre-quantized bitsandbytes checkpoints.
 
-Forward runs bitsandbytes' ``matmul_4bit``, whose backward dequantizes the weight again
+On CPU, a layer whose rows are not whole blocks (``in_features % blocksize != 0``) is
+decoded in torch (``splice_qlora.decode``): bitsandbytes' CPU kernel gets it wrong.
+
+Forward runs bitsandbytes' ``matmul_4bit`` (or ``DecodedLinear4bit``, decoding in torch),
+whose backward dequantizes the weight again
 instead of keeping a float copy alive between forward and backward (the point of QLoRA:
 the float weights never exist all at once). Under a LoRA adapter, splice-lora's fused
 LoRA linear does the same through ``dense_matmul_weight`` (dequantize in forward and again
@@ -31,8 +35,8 @@ import torch
 from torch import Tensor, nn
 
 from splice_qlora._bnb import bnb
+from splice_qlora.decode import NESTED_BLOCKSIZE, DecodedLinear4bit, cpu_kernel_wrong, decode_4bit
 
-NESTED_BLOCKSIZE = 256  # bitsandbytes' fixed block size for double quantization
 #: Bytes of the data type's constant tables (16 fp32 levels + 256 fp32 8-bit map).
 CONSTANT_NBYTES = 16 * 4 + 256 * 4
 
@@ -172,6 +176,9 @@ class Linear4bit(nn.Module):
             raise RuntimeError("Linear4bit has no weights: load a state dict into it first")
         dtype = x.dtype
         bias = None if self.bias is None else self.bias.to(self.compute_dtype)
+        if self._decode_in_torch():  # bitsandbytes' CPU decode is wrong for this shape
+            y = DecodedLinear4bit.apply(x.to(self.compute_dtype), bias, self.dequantize)
+            return y.to(dtype)
         y = bnb().matmul_4bit(
             x.to(self.compute_dtype), self.weight.t(), self.quant_state(), bias=bias
         )
@@ -187,7 +194,22 @@ class Linear4bit(nn.Module):
 
     def dequantize(self) -> Tensor:
         """``(out, in)`` in the dtype the weight had before quantization."""
+        if self._decode_in_torch():
+            return decode_4bit(
+                self.weight,
+                self.absmax,
+                self.code,
+                shape=(self.out_features, self.in_features),
+                blocksize=self.blocksize,
+                dtype=self.weight_dtype,
+                nested_absmax=self.nested_absmax if self.nested else None,
+                nested_code=self.nested_code if self.nested else None,
+                offset=self.offset if self.nested else None,
+            )
         return bnb().functional.dequantize_4bit(self.weight, self.quant_state())
+
+    def _decode_in_torch(self) -> bool:
+        return cpu_kernel_wrong(self.weight.device, self.in_features, self.blocksize)
 
     def storage_nbytes(self) -> int:
         """Packed codes + block scales (+ nested scales and offset); constant tables excluded."""
