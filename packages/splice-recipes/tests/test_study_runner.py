@@ -127,7 +127,7 @@ def test_tiny_study_end_to_end(tmp_path):
     readme.write_text(f"intro\n{BEGIN}\nold\n{END}\nafter\n")
     results = tmp_path / "results"
     assert main([str(results), str(readme), "--publish", str(out)]) == 0
-    assert (results / "tiny" / "study.json").is_file()
+    assert StudyResult.load(results / "tiny").config["output_dir"] is None
     assert (results / "tiny" / "adam-lowers-loss.png").is_file()
     text = readme.read_text()
     assert "old" not in text and text.startswith("intro\n") and text.endswith("after\n")

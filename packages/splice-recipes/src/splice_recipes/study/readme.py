@@ -9,11 +9,12 @@ finished study's ``study.json``, ``report.md`` and plots into ``docs/results/<na
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 from pathlib import Path
 
-from splice_recipes.study.report import interval_text
+from splice_recipes.study.report import interval_text, write_json
 from splice_recipes.study.result import StudyResult
 
 BEGIN, END = "<!-- study-table:begin -->", "<!-- study-table:end -->"
@@ -27,7 +28,7 @@ def find_studies(results_dir: str | Path) -> list[StudyResult]:
 
 def table(studies: list[StudyResult]) -> str:
     """One row per claim: the recipe, the claim, mean difference [interval], seeds, verdict,
-    precision, machine class and the study's wall time."""
+    precision, machine class and the study's wall time (with the load it ran under)."""
     lines = [
         "| recipe | claim | mean difference [95% interval] | seeds | verdict | precision "
         "| machine | wall time |",
@@ -39,9 +40,17 @@ def table(studies: list[StudyResult]) -> str:
             lines.append(
                 f"| `{st.name}` | {cr.claim.sentence} | {interval_text(cr)} | {cr.interval.n} "
                 f"| **{cr.verdict}** | {env.get('precision')} | {env.get('machine_class')} "
-                f"| {st.wall_time_s / 60:.1f} min |"
+                f"| {wall_time(st)} |"
             )
     return "\n".join(lines)
+
+
+def wall_time(study: StudyResult) -> str:
+    """``12.3 min (load 9.8)``: the study's wall time and the machine's 1-minute load
+    average when it started (wall times on a loaded machine are not the code's speed)."""
+    load = study.environment.get("load_average_1min")
+    note = f" (load {load:.1f})" if isinstance(load, int | float) else ""
+    return f"{study.wall_time_s / 60:.1f} min{note}"
 
 
 def splice_table(text: str, new_table: str, *, where: str = "README") -> str:
@@ -57,14 +66,18 @@ def splice_table(text: str, new_table: str, *, where: str = "README") -> str:
 
 
 def publish(study_dir: str | Path, results_dir: str | Path) -> Path:
-    """Copy a study folder's ``study.json``, ``report.md`` and PNGs to
-    ``<results_dir>/<name>/``; returns that folder."""
+    """Copy a study folder's ``study.json`` (without its ``output_dir``), ``report.md`` and
+    PNGs to ``<results_dir>/<name>/``; returns that folder."""
     src = Path(study_dir)
     name = StudyResult.load(src).name
     dest = Path(results_dir) / name
     dest.mkdir(parents=True, exist_ok=True)
-    for f in [src / "study.json", src / "report.md", *sorted(src.glob("*.png"))]:
+    for f in [src / "report.md", *sorted(src.glob("*.png"))]:
         shutil.copy2(f, dest / f.name)
+    # the run folder is where it ran, not where it is published: drop it from the copy
+    study = json.loads((src / "study.json").read_text(encoding="utf-8"))
+    study["config"]["output_dir"] = None
+    write_json(dest / "study.json", study)
     return dest
 
 

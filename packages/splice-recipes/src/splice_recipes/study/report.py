@@ -43,8 +43,8 @@ def interval_text(cr: ClaimResult) -> str:
     """``+3.2 pt [+1.1, +5.3]``: the mean difference and its interval."""
     c, iv = cr.claim, cr.interval
     if not math.isfinite(iv.low):
-        return f"{iv.mean * c.scale:+.4g}{c.unit} (1 seed: no interval)"
-    return f"{iv.mean * c.scale:+.4g}{c.unit} [{iv.low * c.scale:+.4g}, {iv.high * c.scale:+.4g}]"
+        return f"{iv.mean * c.scale:+.3g}{c.unit} (1 seed: no interval)"
+    return f"{iv.mean * c.scale:+.3g}{c.unit} [{iv.low * c.scale:+.3g}, {iv.high * c.scale:+.3g}]"
 
 
 def environment_line(result: StudyResult) -> str:
