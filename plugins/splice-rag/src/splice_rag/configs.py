@@ -40,8 +40,9 @@ class DenseRetrieverConfig(ComponentConfig):
 
     Attributes:
         encoder: any registered model returning ``ModelOutput.hidden`` (default: a 2-layer
-            d=64 decoder; its ``vocab_size`` must be ``buckets + 2``).
-        buckets: words hash into this many ids (ids 0/1 are pad/unknown-free offsets).
+            d=64 decoder; ``vocab_size >= buckets + 1``), or a CLIP model (splice-vision's
+            ``clip``: its text tower, ``text.eos_token_id = buckets + 1``).
+        buckets: words hash into ids ``1 .. buckets`` (0 is padding).
         max_words: longest text encoded (longer ones are cut).
         epochs / batch_size / lr: contrastive training on (question, passage) pairs.
         temperature: the InfoNCE softmax temperature.

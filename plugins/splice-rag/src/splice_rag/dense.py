@@ -1,7 +1,8 @@
 """Dense retrieval: a splice encoder trained contrastively on (question, passage) pairs.
 
 A text becomes hashed word ids (``HashWords``), runs through any registered splice model, and
-is the mean of its hidden states over real tokens, normalised to unit length. Training is
+is the mean of its hidden states over real tokens, normalised to unit length; or, with a CLIP
+model as the encoder (splice-vision's ``clip``), its projected text-tower embedding. Training is
 InfoNCE with in-batch negatives, symmetric (question -> passage and passage -> question); two
 questions about the same passage in one batch are not each other's negatives. Passages go into
 a faiss inner-product index.
@@ -27,13 +28,15 @@ from splice_rag.interfaces import Hits, words
 
 class HashWords:
     """Words to ids by hashing: ``0`` is padding, ``1 + xxh64(word) % buckets`` the rest
-    (no vocabulary to fit or save; collisions are rare at a few thousand words)."""
+    (no vocabulary to fit or save; collisions are rare at a few thousand words). With
+    ``end_id``, every row ends with that id (the read-out token of a CLIP text tower)."""
 
-    def __init__(self, buckets: int, max_words: int) -> None:
-        self.buckets, self.max_words = buckets, max_words
+    def __init__(self, buckets: int, max_words: int, end_id: int | None = None) -> None:
+        self.buckets, self.max_words, self.end_id = buckets, max_words, end_id
 
     def __call__(self, texts: Sequence[str]) -> tuple[Tensor, Tensor]:
-        """``(ids (B, T) long, mask (B, T) bool)``, right-padded, ``T <= max_words``."""
+        """``(ids (B, T) long, mask (B, T) bool)``, right-padded, ``T <= max_words (+1)``."""
+        end = [] if self.end_id is None else [self.end_id]
         rows = [
             [
                 1 + xxhash.xxh64_intdigest(w.encode()) % self.buckets
@@ -42,6 +45,7 @@ class HashWords:
             or [1]
             for t in texts
         ]
+        rows = [row + end for row in rows]
         width = max(map(len, rows))
         ids = torch.zeros((len(rows), width), dtype=torch.long)
         for i, row in enumerate(rows):
@@ -50,7 +54,8 @@ class HashWords:
 
 
 class TextEncoder(nn.Module):
-    """``texts -> (B, D)`` unit vectors: mean-pooled hidden states of ``model``."""
+    """``texts -> (B, D)`` unit vectors: the mean-pooled hidden states of a splice model, or a
+    CLIP model's projected text-tower embedding (a model with ``encode_text``)."""
 
     def __init__(self, model: nn.Module, tokenize: HashWords) -> None:
         super().__init__()
@@ -59,10 +64,31 @@ class TextEncoder(nn.Module):
     def forward(self, texts: Sequence[str]) -> Tensor:
         device = next(self.model.parameters()).device
         ids, mask = (t.to(device) for t in self.tokenize(texts))
+        if hasattr(self.model, "encode_text"):  # CLIP: read out at the end-of-text token
+            return F.normalize(self.model.encode_text(ids, mask.long()).float(), dim=-1)
         hidden = self.model(ids, attention_mask=mask.long()).hidden  # (B, T, D)
         weights = mask.unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
         pooled = (hidden * weights).sum(1) / weights.sum(1).clamp_min(1.0)  # (B, D)
         return F.normalize(pooled.float(), dim=-1)
+
+
+def _end_of_text(model: nn.Module, config: DenseRetrieverConfig) -> int | None:
+    """The id every row must end with: CLIP's text ``eos_token_id`` (checked to be
+    ``buckets + 1``, past every word id), else None."""
+    if not hasattr(model, "encode_text"):
+        return None
+    text = model.config.text
+    want = config.buckets + 1
+    if text.eos_token_id != want:
+        raise ValueError(
+            f"dense: a CLIP encoder needs encoder.text.eos_token_id = buckets + 1 = {want} "
+            f"(the end-of-text id after the hashed words), got {text.eos_token_id}"
+        )
+    if text.max_len < config.max_words + 1:
+        raise ValueError(
+            f"dense: encoder.text.max_len {text.max_len} < max_words + 1 = {config.max_words + 1}"
+        )
+    return want
 
 
 def contrastive_loss(q: Tensor, p: Tensor, same: Tensor, temperature: float) -> Tensor:
@@ -85,13 +111,16 @@ class DenseRetriever:
         self.config = config
         torch.manual_seed(config.seed)
         model = get_registry().build("model", config.encoder, None)
-        vocab = getattr(getattr(model, "config", None), "vocab_size", None)
-        if vocab is not None and vocab < config.buckets + 1:
+        end = _end_of_text(model, config)
+        cfg = getattr(model, "config", None)
+        vocab = getattr(getattr(cfg, "text", cfg), "vocab_size", None)
+        need = config.buckets + (2 if end is not None else 1)
+        if vocab is not None and vocab < need:
             raise ValueError(
-                f"dense: encoder.vocab_size {vocab} is smaller than buckets + 1 "
-                f"({config.buckets + 1}); raise encoder.vocab_size or lower buckets"
+                f"dense: encoder.vocab_size {vocab} is smaller than buckets + "
+                f"{need - config.buckets} ({need}); raise encoder.vocab_size or lower buckets"
             )
-        self.encoder = TextEncoder(model, HashWords(config.buckets, config.max_words))
+        self.encoder = TextEncoder(model, HashWords(config.buckets, config.max_words, end))
         self._index: VectorIndex | None = None
 
     def fit(self, pairs: Sequence[tuple[str, str]]) -> dict[str, float]:
