@@ -16,8 +16,8 @@ PEFT side is a plain PyTorch loop (not TRL); the splice side runs ``Trainer.trai
   needs, loads and quantizes the model, and trains the same number of steps; also the
   growth over the process's RSS right after its imports (what the model and training
   added, without the libraries each side imports).
-* quantized weight bytes/param: the storage of the quantized linears on each side
-  (packed codes + block scales + second-level scales).
+* quantized weight bytes/param: what a saved state dict holds for the quantized linears'
+  weights on each side (packed codes, block scales, second-level scales, code tables, JSON).
 """
 
 from __future__ import annotations
@@ -92,17 +92,16 @@ def peft_qlora_step(ckpt: Path, rows: torch.Tensor, *, batch: int) -> tuple[Peft
 
 
 def _bnb_bytes_per_param(model: torch.nn.Module) -> float:
+    """Saved bytes per quantized weight, counted as splice counts its own (every state-dict
+    tensor of the layer but the bias: codes, scales, code tables, quant-state JSON)."""
     import bitsandbytes as bnb
+    from splice.quantization import saved_nbytes
 
     nbytes = params = 0
     for m in model.modules():
         if isinstance(m, bnb.nn.Linear4bit):
-            qs = m.weight.quant_state
             params += m.in_features * m.out_features
-            parts = [m.weight, qs.absmax]
-            if qs.nested:
-                parts += [qs.state2.absmax, qs.offset]
-            nbytes += sum(t.numel() * t.element_size() for t in parts)
+            nbytes += saved_nbytes(m)
     return nbytes / params
 
 
@@ -197,7 +196,8 @@ def main(quick: bool = False) -> str:
         f"splice / PEFT peak RSS: **{ratio_peak:.2f}** (target <= 1.0); growth over imports: "
         f"{ratio_grow:.2f}.\n\n"
         f"Quantized weight storage: splice {splice_bpp:.4f} bytes/param, "
-        f"PEFT + bitsandbytes {peft_bpp:.4f} bytes/param (4.127 bits = 0.516).\n"
+        f"PEFT + bitsandbytes {peft_bpp:.4f} bytes/param (what a saved state dict holds per "
+        "weight: 4.127 bits = 0.516 of codes and scales, plus each layer's code tables and JSON).\n"
     )
     print(f"splice/PEFT tokens/s {speed:.2f}x, peak RSS ratio {ratio_peak:.2f}", flush=True)
     return write_section("qlora", "QLoRA (NF4): splice vs PEFT + bitsandbytes", body)

@@ -120,7 +120,8 @@ def test_hf_llama_to_qlora_sft_to_peft_same_logits(tmp_path):
     seed_everything(config.seed)
     model = build_experiment_model(config).eval()
     load_model_weights(model, run)
-    assert quantization_report(model).bytes_per_param <= 0.52
+    # 4 bits + scales + each layer's saved code tables (~1.3 KB per layer of 2-8K weights)
+    assert 0.5 < quantization_report(model).bytes_per_param < 0.8
     save_peft_adapter(model, adapter_dir)
     assert {p.name for p in adapter_dir.iterdir()} >= {
         "adapter_model.safetensors",

@@ -47,7 +47,8 @@ def test_qlora_wraps_4bit_bases_with_lora(make_model):
     assert len(layers) == 12  # all-linear: q, k, v, o, up, down in 2 blocks; lm_head excluded
     assert all(isinstance(m.base_layer, Linear4bit) for m in layers)
     assert type(model.lm_head) is nn.Linear
-    assert quantization_report(model).bytes_per_param <= 0.52
+    # 4 bits + scales + each layer's saved code tables (~1.3 KB on 64-wide layers)
+    assert 0.5 < quantization_report(model).bytes_per_param < 0.7
 
 
 def test_qlora_forward_equals_lora_on_the_dequantized_weights(make_model):

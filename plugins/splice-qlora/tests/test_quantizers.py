@@ -53,27 +53,41 @@ def test_registered_through_the_registry():
     assert isinstance(int8.quantize(_linear()), Linear8bit)
 
 
-def test_nf4_double_quant_storage_is_at_most_0_52_bytes_per_param(make_model):
-    model = make_model(d_model=128)
-    report = quantize(model, NF4Config(blocksize=64, double_quant=True))
+def _saved_bytes_per_weight(model: nn.Module, layers: tuple[str, ...], path) -> float:
+    """Bytes a safetensors file holds for the quantized layers' weights, per weight."""
+    from safetensors.torch import load_file
+
+    save_model_weights(model, path)  # splice's own save: the model's whole state dict
+    saved = load_file(path)
+    nbytes = sum(
+        t.numel() * t.element_size()
+        for k, t in saved.items()
+        if any(k.startswith(f"{name}.weight") for name in layers)
+    )
+    weights = sum(
+        model.get_submodule(n).in_features * model.get_submodule(n).out_features for n in layers
+    )
+    return nbytes / weights
+
+
+@pytest.mark.parametrize("d_model", [64, 128])
+@pytest.mark.parametrize("double_quant", [True, False])
+def test_bytes_per_param_is_what_a_saved_model_holds(make_model, tmp_path, d_model, double_quant):
+    """Every tensor saved for a quantized weight counts: packed codes, block scales, nested
+    scales, both code tables (in every layer, as the state dict holds them) and the JSON."""
+    model = make_model(d_model=d_model)
+    report = quantize(model, NF4Config(blocksize=64, double_quant=double_quant))
     assert len(report.layers) == 12 and "lm_head" not in report.layers  # 2 blocks x (4 + 2)
-    assert report.params == 2 * (4 * 128 * 128 + 2 * 128 * 512)
-    # The bytes counted are the tensors actually held: packed codes, uint8 block scales,
-    # fp32 second-level scales and the offset.
-    held = 0
-    for name in report.layers:
-        m = model.get_submodule(name)
-        assert m.weight.dtype == torch.uint8 and m.absmax.dtype == torch.uint8
-        held += sum(
-            t.numel() * t.element_size() for t in (m.weight, m.absmax, m.nested_absmax, m.offset)
-        )
-    assert report.nbytes == held
-    # 4 bits + 8 bits / 64 + 32 bits / (64 * 256) (+ one fp32 offset per layer) ~= 4.127 bits.
-    assert 0.5 < report.bytes_per_param <= 0.52
+    assert report.params == 2 * (4 * d_model**2 + 2 * d_model * 4 * d_model)
+    saved = _saved_bytes_per_weight(model, report.layers, tmp_path / "q.safetensors")
+    assert report.bytes_per_param == pytest.approx(saved, rel=1e-12)
     assert report.float_nbytes == 4 * report.params
-    # Without double quantization the fp32 block scales cost 32/64 bits more: 4.5 bits.
-    plain = quantize(make_model(d_model=128), NF4Config(double_quant=False))
-    assert plain.bytes_per_param == pytest.approx(0.5 + 4 / 64, abs=1e-3)
+    # 4 bits + the block scales (8 bits / 64 double quantized, else 32 / 64) + per-layer
+    # tables (16 + 256 fp32 with double quantization, 16 without) and JSON (~170 / ~80 bytes).
+    tables = (16 + 256) * 4 + 170 if double_quant else 16 * 4 + 80
+    scales = 1 / 64 if double_quant else 4 / 64
+    per_layer = tables * len(report.layers) / report.params
+    assert report.bytes_per_param == pytest.approx(0.5 + scales + per_layer, abs=2e-3)
 
 
 def test_nf4_values_are_the_papers_levels_times_block_absmax():

@@ -5,7 +5,7 @@ tags like ``nf4``, ``fp4``, ``int8``) turns one ``nn.Linear`` into a quantized m
 This module decides *which* linears, swaps them in place, and measures the result::
 
     report = quantize_model(model, quantizer, targets="all-linear")  # lm_head excluded
-    report.bytes_per_param   # e.g. 0.516 for NF4 + double quantization
+    report.bytes_per_param   # e.g. 0.53 for NF4 + double quantization on 128-wide layers
 
 Every quantized module implements ``QuantizedLinear`` (sizes, a dequantized weight, its
 storage bytes), so the core can report and dequantize a model without knowing which
@@ -41,8 +41,15 @@ class QuantizedLinear(Protocol):
         ...
 
     def storage_nbytes(self) -> int:
-        """Bytes of this layer's own quantized weight storage (codes + scales), bias excluded."""
+        """Bytes a saved state dict holds for this layer's weight, bias excluded: codes,
+        scales and every table or metadata tensor saved with them (see ``saved_nbytes``)."""
         ...
+
+
+def saved_nbytes(module: nn.Module) -> int:
+    """Bytes of every tensor in ``module``'s state dict but its ``bias``: what a saved
+    checkpoint holds for a quantized layer's weight (code tables and metadata included)."""
+    return sum(t.numel() * t.element_size() for k, t in module.state_dict().items() if k != "bias")
 
 
 @dataclass(frozen=True)
@@ -52,7 +59,7 @@ class QuantizationReport:
     Attributes:
         layers: names of the quantized modules.
         params: weight elements they hold (``sum(out * in)``).
-        nbytes: their quantized storage in bytes (bias excluded).
+        nbytes: the bytes a saved state dict holds for their weights (bias excluded).
         float_nbytes: the same weights' bytes in the dtype they had before.
     """
 
@@ -63,7 +70,7 @@ class QuantizationReport:
 
     @property
     def bytes_per_param(self) -> float:
-        """Storage bytes per quantized weight element (0.5 is exactly 4 bits)."""
+        """Saved bytes per quantized weight element (0.5 is exactly 4 bits)."""
         return self.nbytes / self.params if self.params else 0.0
 
     def summary(self) -> str:
@@ -227,5 +234,6 @@ __all__ = [
     "linear_names",
     "quantization_report",
     "quantize_model",
+    "saved_nbytes",
     "select_modules",
 ]

@@ -5,9 +5,9 @@ Storage, for an ``(out, in)`` weight quantized in blocks of ``blocksize`` weight
 * ``weight``: ``(out * in / 2, 1)`` uint8, two 4-bit codes per byte;
 * ``absmax``: one scale per block: fp32, or uint8 codes when ``double_quant`` is on,
   in which case ``nested_absmax`` (fp32, one per 256 blocks) and ``offset`` rescale them;
-* ``code`` / ``nested_code``: the 16 NF4/FP4 levels and the 256-entry 8-bit map. These are
-  constants of the data type (the same tensor values in every layer), so
-  ``storage_nbytes`` counts them once per model, not per layer; see ``CONSTANT_NBYTES``.
+* ``code`` / ``nested_code``: the 16 NF4/FP4 levels and the 256-entry 8-bit map. They are
+  constants of the data type, but a saved state dict holds them in every layer (as
+  bitsandbytes' layout does), so ``storage_nbytes`` counts them in every layer.
 
 The state dict uses bitsandbytes' serialized layout (``weight``, ``weight.absmax``,
 ``weight.quant_map``, ``weight.nested_absmax``, ``weight.nested_quant_map``,
@@ -32,13 +32,11 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from splice.quantization import saved_nbytes
 from torch import Tensor, nn
 
 from splice_qlora._bnb import bnb
 from splice_qlora.decode import NESTED_BLOCKSIZE, DecodedLinear4bit, cpu_kernel_wrong, decode_4bit
-
-#: Bytes of the data type's constant tables (16 fp32 levels + 256 fp32 8-bit map).
-CONSTANT_NBYTES = 16 * 4 + 256 * 4
 
 
 class Linear4bit(nn.Module):
@@ -212,11 +210,9 @@ class Linear4bit(nn.Module):
         return cpu_kernel_wrong(self.weight.device, self.in_features, self.blocksize)
 
     def storage_nbytes(self) -> int:
-        """Packed codes + block scales (+ nested scales and offset); constant tables excluded."""
-        parts = [self.weight, self.absmax]
-        if self.nested:
-            parts += [self.nested_absmax, self.offset]
-        return sum(t.numel() * t.element_size() for t in parts if t is not None)
+        """Bytes a saved state dict holds for the weight: packed codes, block scales, nested
+        scales, both code tables and the quant-state JSON (bias excluded)."""
+        return saved_nbytes(self)
 
     def extra_repr(self) -> str:
         return (

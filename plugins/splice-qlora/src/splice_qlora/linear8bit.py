@@ -17,6 +17,7 @@ import warnings
 from typing import Any
 
 import torch
+from splice.quantization import saved_nbytes
 from torch import Tensor, nn
 
 from splice_qlora._bnb import bnb
@@ -98,8 +99,8 @@ class Linear8bit(nn.Module):
         return (self.weight.float() * (self.SCB[:, None] / 127.0)).to(self.weight_dtype)
 
     def storage_nbytes(self) -> int:
-        """int8 codes + fp32 row scales."""
-        return self.weight.numel() + self.SCB.numel() * self.SCB.element_size()
+        """What a saved state dict holds for the weight: int8 codes + fp32 row scales."""
+        return saved_nbytes(self)
 
     def extra_repr(self) -> str:
         return (
