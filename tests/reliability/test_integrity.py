@@ -127,3 +127,20 @@ def test_keep_last_prunes_only_this_runs_checkpoints(tmp_path):
     assert names == ["step-000050", "step-000100", "step-000200", "step-000300"]
     state = json.loads((tmp_path / "step-000050" / "trainer_state.json").read_text())
     assert state["run_id"] == "new-run"
+
+
+def test_a_safetensors_header_whose_length_starts_with_0x80_is_not_a_pickle(tmp_path):
+    """A 0x280-byte header starts 80 02, like a pickle: the file is read as what it is."""
+    from safetensors.torch import save_file
+    from splice.checkpoint.integrity import format_problem
+
+    for n in range(1, 400):  # find a tensor name length that gives a header length 0x..80
+        path = tmp_path / "t.safetensors"
+        save_file({"w" * n: torch.zeros(1)}, str(path))
+        if path.read_bytes()[0] == 0x80:
+            break
+    else:
+        pytest.fail("no header length ending in 0x80 found")
+    assert format_problem(path) is None
+    path.write_bytes(b"\x80\x04" + b"\x00" * 30)  # a real pickle's start stays refused
+    assert "pickle" in format_problem(path)

@@ -303,6 +303,98 @@ class Regularizer(Protocol):
     def penalty(self, model: nn.Module, batch: Mapping[str, Any]) -> Tensor: ...
 
 
+# --------------------------------------------------------------------------- optional capabilities
+# What the Trainer and ``run_experiment`` call when a component has it. Each is checked with
+# ``isinstance(x, Protocol)`` (never by probing a name) and has a conformance check in
+# ``splice.testing.protocols``.
+
+
+@runtime_checkable
+class SetsUp(Protocol):
+    """Set up once at the model's *starting* weights, before any checkpoint is loaded.
+
+    Objectives (a reference copy) and regularizers (a snapshot, a Fisher estimate) implement
+    it. An online objective is set up before the optimizer is built, so modules it creates
+    here can be returned by ``HasTrainableModules``.
+    """
+
+    def setup(self, model: nn.Module, data: Iterable[Mapping[str, Any]] | None = None) -> None: ...
+
+
+@runtime_checkable
+class Prepares(Protocol):
+    """Dataset-level work before training (e.g. precomputing reference log-probs).
+
+    ``run_experiment`` calls ``prepare(context)`` with a ``splice.training.experiment.RunContext``
+    (model, tokenizer, task, collate, run_dir, batch_size, max_len, resume).
+    """
+
+    def prepare(self, context: Any) -> None: ...
+
+
+@runtime_checkable
+class Stateful(Protocol):
+    """State an exact resume needs beyond the model and optimizer (an adaptive KL
+    coefficient, a reference copy): tensors go to ``objective.safetensors``, other JSON-able
+    values to ``trainer_state.json``."""
+
+    def state_dict(self) -> Mapping[str, Any]: ...
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> Any: ...
+
+
+@runtime_checkable
+class HasTrainableModules(Protocol):
+    """An objective's own modules that train with the policy (PPO's value head): their
+    parameters join the optimizer, their weights the checkpoints."""
+
+    def trainable_modules(self) -> Mapping[str, nn.Module]: ...
+
+
+@runtime_checkable
+class Minibatched(Protocol):
+    """An online objective that splits one rollout into updates: one optimizer step per
+    yielded minibatch (may stop early, or yield the same data several times)."""
+
+    def minibatches(self, experience: Mapping[str, Any]) -> Iterable[Mapping[str, Any]]: ...
+
+
+@runtime_checkable
+class ParamLRScaled(Protocol):
+    """A module whose parameters train at a multiple of the scheduled learning rate.
+
+    ``param_lr_scale`` maps the module's own parameter names (as its ``named_parameters()``
+    spells them) to a multiplier, e.g. LoRA+ gives ``lora_B`` a larger rate.
+    """
+
+    param_lr_scale: Mapping[str, float]
+
+
+@runtime_checkable
+class AfterOptimizerStep(Protocol):
+    """A module with state outside the optimizer, updated right after each optimizer step
+    (an MoE router's aux-loss-free bias). The values it returns become step metrics,
+    prefixed with the module's name; tensors are kept until the next flush (no host sync)."""
+
+    def after_optimizer_step(self) -> Mapping[str, Any] | None: ...
+
+
+@runtime_checkable
+class SplitTask(Protocol):
+    """A finite dataset: ``split("train" | "held_out") -> list[Example]``; trained in
+    reshuffled epochs instead of sampled."""
+
+    def split(self, split: Any) -> Sequence[Any]: ...
+
+
+@runtime_checkable
+class CollatingTask(Protocol):
+    """A task that batches its own examples (preference pairs):
+    ``collator(tokenizer, *, max_len) -> (list[Example] -> dict of tensors)``."""
+
+    def collator(self, tokenizer: Any, *, max_len: int) -> Callable[[list[Any]], Any]: ...
+
+
 # --------------------------------------------------------------------------- multimodal
 class Connector(nn.Module, ABC):
     """Maps encoder features into the language model's embedding space.

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from splice.data.jsonl import parse_jsonl_lines
-from splice.data.tasks import JsonlTask, Split, _hash_fraction
+from splice.data.tasks import JsonlTask, Split, hash_fraction
 
 from splice_dpo.configs import PreferenceJsonlTaskConfig, UnpairedJsonlTaskConfig
 from splice_dpo.data import (
@@ -39,8 +39,8 @@ class _FileTask(JsonlTask):
                 held = [ex for _, ex in self.read_lines(cfg.held_out)]
             else:
                 frac = cfg.held_out_fraction
-                held = [ex for ex in train if _hash_fraction(ex) < frac]
-                train = [ex for ex in train if _hash_fraction(ex) >= frac]
+                held = [ex for ex in train if hash_fraction(ex) < frac]
+                train = [ex for ex in train if hash_fraction(ex) >= frac]
             self._splits = {"train": train, "held_out": held}
         return self._splits
 

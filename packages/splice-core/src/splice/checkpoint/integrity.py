@@ -165,16 +165,23 @@ def format_problem(path: Path) -> str | None:
         return None
     with open(path, "rb") as f:
         head = f.read(8)
-        if head.startswith(_PICKLE_STARTS):
-            return "is a Python pickle, not safetensors (splice never loads pickles)"
         size = os.fstat(f.fileno()).st_size
-        if len(head) < 8 or struct.unpack("<Q", head)[0] > size - 8:
-            return "is not a safetensors file (its header length is impossible)"
-        try:
-            json.loads(f.read(struct.unpack("<Q", head)[0]))
-        except (ValueError, UnicodeDecodeError):
-            return "is not a safetensors file (its header is not JSON)"
-    return None
+        length = struct.unpack("<Q", head)[0] if len(head) == 8 else size
+        header_ok = length <= size - 8
+        if header_ok:
+            try:
+                json.loads(f.read(length))
+            except (ValueError, UnicodeDecodeError):
+                header_ok = False
+    if header_ok:
+        return None
+    # A header length's first byte can be 0x80 too (a 640-byte header is 80 02 00 ...): call
+    # it a pickle only when it is not a readable safetensors file.
+    if head.startswith(_PICKLE_STARTS):
+        return "is a Python pickle, not safetensors (splice never loads pickles)"
+    if length > size - 8:
+        return "is not a safetensors file (its header length is impossible)"
+    return "is not a safetensors file (its header is not JSON)"
 
 
 __all__ = [

@@ -82,7 +82,8 @@ def build_mixture(config: MixtureTaskConfig, ctx: object = None) -> MixtureTask:
     return MixtureTask([reg.build("task", t, None) for t in config.tasks], config.weights)
 
 
-def _hash_fraction(ex: Example) -> float:
+def hash_fraction(ex: Example) -> float:
+    """A fixed pseudo-random number in [0, 1) from the example's text (held-out splits)."""
     digest = hashlib.sha256(f"{ex.prompt}\x00{ex.completion}".encode()).digest()
     return int.from_bytes(digest[:4], "little") / 2**32
 
@@ -130,8 +131,8 @@ class JsonlTask:
                 held = read_jsonl(Path(cfg.held_out), format=cfg.format, template=tmpl)
             else:
                 frac = cfg.held_out_fraction
-                held = [ex for ex in train if _hash_fraction(ex) < frac]
-                train = [ex for ex in train if _hash_fraction(ex) >= frac]
+                held = [ex for ex in train if hash_fraction(ex) < frac]
+                train = [ex for ex in train if hash_fraction(ex) >= frac]
             self._splits = {"train": train, "held_out": held}
         return self._splits
 
@@ -189,4 +190,5 @@ __all__ = [
     "build_arithmetic",
     "build_jsonl",
     "build_mixture",
+    "hash_fraction",
 ]

@@ -19,7 +19,7 @@ import contextlib
 import copy
 import json
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -29,12 +29,13 @@ import torch.distributed as dist
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
+from splice.checkpoint import CheckpointManager
 from splice.checkpoint.state import rng_from_flat
-from splice.interfaces import Block, LossOutput
+from splice.interfaces import Block, LossOutput, OnlineObjective
 from splice.training.configs import TrainConfig
-from splice.training.nan_guard import NonFiniteLossError, divergence_message
-from splice.training.stream import Batch, BatchSource, as_source
-from splice.training.trainer import Trainer, build_optimizer
+from splice.training.parallel import CheckpointWriter, SingleProcess
+from splice.training.stream import Batch, BatchSource
+from splice.training.trainer import Trainer
 
 Strategy = Literal["ddp", "fsdp2"]
 _ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
@@ -202,179 +203,152 @@ def _full(value: Any) -> Any:
     return value.full_tensor() if hasattr(value, "full_tensor") else value
 
 
-class DistributedTrainer(Trainer):
-    """``Trainer`` under torchrun: shards the data, wraps the model (DDP or FSDP2), rank 0 writes.
+class DataParallel(SingleProcess):
+    """The parallel strategy under torchrun: shards the data, wraps the model (DDP or
+    FSDP2), averages what each rank computes alone, and only rank 0 writes.
 
-    Takes the same arguments as ``Trainer`` plus ``strategy`` (default
-    ``config.distributed``). ``train_batches`` yields *global* micro-batches.
+    Give it to ``Trainer(..., parallel=DataParallel("ddp"))``; ``train_batches`` then yields
+    *global* micro-batches. Joins the process group when made.
 
     Raises:
-        ValueError: not launched by torchrun, an unknown strategy, or regularizers with FSDP2.
+        ValueError: not launched by torchrun, an unknown strategy, or (at ``check``) an
+            online objective or regularizers with FSDP2.
     """
 
-    def __init__(
-        self,
-        model: nn.Module,
-        objective: Any,
-        train_batches: BatchSource | Iterable[Batch],
-        config: TrainConfig,
-        *,
-        strategy: Strategy | None = None,
-        **kwargs: Any,
-    ) -> None:
-        strategy = strategy or getattr(config, "distributed", "ddp")
+    def __init__(self, strategy: Strategy = "ddp") -> None:
         if strategy not in ("ddp", "fsdp2"):
             raise ValueError(f"train.distributed={strategy!r}: expected 'ddp' or 'fsdp2'")
-        if strategy == "fsdp2" and hasattr(objective, "collect"):
+        self.info = init_distributed()
+        self.strategy = strategy
+        self.is_main = self.info.is_main
+        self.inner: nn.Module | None = None  # the plain model (checkpoints, evaluation)
+        self.shadow: nn.Module | None = None  # rank 0's full copy for FSDP2 checkpoints
+        self.shadow_optimizer: torch.optim.Optimizer | None = None
+
+    # ------------------------------------------------------------------ setup
+    def check(self, objective: Any, regularizers: Sequence[Any]) -> None:
+        if self.strategy == "fsdp2" and isinstance(objective, OnlineObjective):
             raise ValueError(
                 "online objectives (PPO, GRPO) generate per rank, and an FSDP2 forward needs "
                 "every rank in step; use train.distributed='ddp'"
             )
-        if strategy == "fsdp2" and kwargs.get("regularizers"):
+        if self.strategy == "fsdp2" and regularizers:
             raise ValueError(
                 "regularizers read parameters directly, which FSDP2 shards; "
                 "use train.distributed='ddp' with regularizers"
             )
-        self.info = info = init_distributed()
-        self.strategy = strategy
+
+    def wrap_model(self, model: nn.Module) -> nn.Module:
+        info = self.info
         model = model.to(info.device)
-        self._shadow: nn.Module | None = None  # rank 0's full copy for FSDP2 checkpoints
-        if strategy == "ddp":
+        if self.strategy == "ddp":
             from torch.nn.parallel import DistributedDataParallel
 
             ids = [info.local_rank] if info.device.type == "cuda" else None
-            wrapped: nn.Module = DistributedDataParallel(model, device_ids=ids)
             self.inner = model
-        else:
-            if info.is_main:
-                self._shadow = copy.deepcopy(model).to("cpu")
-            wrapped = self.inner = shard_fsdp2(model, info.device, info.world_size)
-        evaluator = kwargs.pop("evaluator", None)
-        if evaluator is not None:
-            kwargs["evaluator"] = lambda _m: evaluator(self.inner)
-        source = ShardedSource(as_source(train_batches), info.rank, info.world_size)
-        super().__init__(
-            wrapped, GlobalTokenMean(objective, info.world_size), source, config, **kwargs
-        )
-        self.is_main = info.is_main
-        # One run id on every rank (rank 0's): each rank then names the same checkpoints
-        # (last good one, this run's) in its messages. A resume sets it from the checkpoint.
-        run_id = torch.tensor(list(bytes.fromhex(self.run_id)), dtype=torch.int64)
-        run_id = run_id.to(self.device)
-        dist.broadcast(run_id, src=0)
-        self.run_id = bytes(run_id.tolist()).hex()
-        self._shadow_opt = (
-            build_optimizer(self._shadow, config.optimizer) if self._shadow is not None else None
-        )
+            return DistributedDataParallel(model, device_ids=ids)
+        if info.is_main:
+            self.shadow = copy.deepcopy(model).to("cpu")
+        self.inner = shard_fsdp2(model, info.device, info.world_size)
+        return self.inner
 
-    # ------------------------------------------------------------------ hooks
-    def no_sync(self, last_micro: bool) -> contextlib.AbstractContextManager[Any]:
+    def eval_model(self, model: nn.Module) -> nn.Module:
+        return self.inner if self.inner is not None else model
+
+    def wrap_objective(self, objective: Any) -> Any:
+        return GlobalTokenMean(objective, self.info.world_size)
+
+    def wrap_source(self, source: BatchSource) -> BatchSource:
+        return ShardedSource(source, self.info.rank, self.info.world_size)
+
+    def shared_run_id(self, run_id: str, device: torch.device) -> str:
+        """Rank 0's run id on every rank: each rank then names the same checkpoints (last
+        good one, this run's) in its messages. A resume sets it from the checkpoint."""
+        ids = torch.tensor(list(bytes.fromhex(run_id)), dtype=torch.int64).to(device)
+        dist.broadcast(ids, src=0)
+        return bytes(ids.tolist()).hex()
+
+    # ------------------------------------------------------------------ a step
+    def no_sync(self, model: nn.Module, last_micro: bool) -> contextlib.AbstractContextManager[Any]:
         """Skip the gradient all-reduce / reduce-scatter on all but the last micro-batch."""
         if last_micro:
             return contextlib.nullcontext()
-        if self.strategy == "ddp":  # self.model is the DistributedDataParallel wrapper
-            no_sync = cast(Callable[[], contextlib.AbstractContextManager[Any]], self.model.no_sync)
+        if self.strategy == "ddp":  # model is the DistributedDataParallel wrapper
+            no_sync = cast(Callable[[], contextlib.AbstractContextManager[Any]], model.no_sync)
             return no_sync()
-        return _fsdp_no_sync(self.model)
+        return _fsdp_no_sync(model)
 
-    def train_step(self, batches: Any) -> None:
-        super().train_step(batches)
-        last = self._pending[-1]
-        last.grad_norm = _full(last.grad_norm)  # FSDP2: the norm is a DTensor
-
-    def reduce_rollout_metrics(self, metrics: dict[str, float]) -> dict[str, float]:
-        """Each rollout metric averaged over ranks (every rank reports the same names)."""
+    def mean_metrics(self, metrics: dict[str, float]) -> dict[str, float]:
+        """Each metric averaged over ranks (every rank reports the same names)."""
         if not metrics:
             return metrics
         names = sorted(metrics)
         values = torch.tensor([float(metrics[k]) for k in names], dtype=torch.float64)
-        values = values.to(self.device)
+        values = values.to(self.info.device)
         dist.all_reduce(values)
         return dict(zip(names, (values / self.info.world_size).tolist()))
 
-    def sync_extra_grads(self) -> None:
+    def sync_grads(self, modules: Mapping[str, nn.Module]) -> None:
         """All-reduce (mean) the gradients of the objective's own modules (not under DDP)."""
-        for module in self.extra_modules.values():
+        for module in modules.values():
             for p in module.parameters():
                 if p.grad is not None:
                     dist.all_reduce(p.grad)
                     p.grad.div_(self.info.world_size)
 
-    def flush(self) -> None:
-        """Log global token counts (each rank counted only its slice), then flush as usual."""
-        if self._pending:
-            counts = torch.tensor(
-                [float(p.tokens) for p in self._pending], dtype=torch.float64, device=self.device
-            )
-            dist.all_reduce(counts)
-            for p, c in zip(self._pending, counts.tolist()):
-                p.tokens = int(c)
-        super().flush()
+    def full_tensor(self, value: Tensor | None) -> Tensor | None:
+        return _full(value)
 
-    def evaluate(self) -> dict[str, Any]:
-        """Every rank evaluates (an FSDP2 forward needs them all); only rank 0 prints."""
-        if self.is_main:
-            return super().evaluate()
-        pbar, self._pbar = self._pbar, None
-        try:
-            return super().evaluate()
-        finally:
-            self._pbar = pbar
+    def global_tokens(self, tokens: list[Tensor | int]) -> list[Tensor | int]:
+        counts = torch.tensor(
+            [float(t) for t in tokens], dtype=torch.float64, device=self.info.device
+        )
+        dist.all_reduce(counts)
+        return [int(c) for c in counts.tolist()]
 
     # ------------------------------------------------------------------ checkpoints
-    def save_checkpoint(self) -> Path | None:
-        """Gather full weights and optimizer state (collective), then rank 0 writes them."""
-        self.flush()
-        mgr = self.checkpoints
-        if mgr is None:
-            return None
-        self.check_weights_finite()  # every rank, before the collective gather
-        model: nn.Module | None
-        optimizer: torch.optim.Optimizer | None
-        if self.strategy == "ddp":
-            model, optimizer = self.inner, self.optimizer
-        else:
-            model, optimizer = self._gather_fsdp2()
-        if self.is_main:
-            assert model is not None
-            extra, extra_state = self.extra_checkpoint()
-            mgr.save(
-                self.step,
-                model=model,
-                optimizer=optimizer,
-                state={**self.state(), **extra_state},
-                config=self.run_config,
-                protect=[self.last_good_checkpoint()],
-                extra_tensors=extra,
-            )
-        # Every rank records the path (the loop's end checks it), and none races ahead
-        # (e.g. to resume) before the files exist.
-        self.last_checkpoint = mgr.root / f"step-{self.step:06d}"
-        dist.barrier()
-        return self.last_checkpoint
-
-    def check_weights_finite(self) -> None:
+    def non_finite(self, bad: list[str]) -> str | None:
         """Every rank checks its own weights (its shards, under FSDP2) and all agree: when
-        any rank finds a non-finite value, every rank stops, and nothing is saved.
-
-        Raises:
-            NonFiniteLossError: on every rank, naming the ranks that found non-finite values
-                (and this rank's tensors, if it is one of them).
-        """
-        bad = self.non_finite_weights()
-        flags = torch.zeros(self.info.world_size, dtype=torch.int32, device=self.device)
-        flags[self.info.rank] = int(bool(bad))
+        any rank finds a non-finite value, every rank reports the ranks that did (and this
+        rank's tensors, if it is one of them)."""
+        info = self.info
+        flags = torch.zeros(info.world_size, dtype=torch.int32, device=info.device)
+        flags[info.rank] = int(bool(bad))
         dist.all_reduce(flags)
         ranks = [r for r, flag in enumerate(flags.tolist()) if flag]
-        if ranks:
-            names = ", ".join(bad) if bad else "not in this rank's part"
-            where = f"rank{'s' if len(ranks) > 1 else ''} {', '.join(map(str, ranks))}"
-            what = f"weights ({names}) on {where} after the update"
-            raise NonFiniteLossError(
-                divergence_message(what, self.step, self.last_good_checkpoint(), [])
-            )
+        if not ranks:
+            return None
+        names = ", ".join(bad) if bad else "not in this rank's part"
+        where = f"rank{'s' if len(ranks) > 1 else ''} {', '.join(map(str, ranks))}"
+        return f"weights ({names}) on {where} after the update"
 
-    def _gather_fsdp2(self) -> tuple[nn.Module | None, torch.optim.Optimizer | None]:
+    def save_checkpoint(
+        self,
+        mgr: CheckpointManager,
+        step: int,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        write: CheckpointWriter,
+    ) -> Path | None:
+        """Gather full weights and optimizer state (collective), then rank 0 writes them."""
+        full: nn.Module | None
+        full_opt: torch.optim.Optimizer | None
+        if self.strategy == "ddp":
+            full, full_opt = self.inner, optimizer
+        else:
+            full, full_opt = self.gather_fsdp2(model, optimizer)
+        if self.is_main:
+            assert full is not None
+            write(full, full_opt)
+        # Every rank records the path (the loop's end checks it), and none races ahead
+        # (e.g. to resume) before the files exist.
+        dist.barrier()
+        return mgr.root / f"step-{step:06d}"
+
+    def gather_fsdp2(
+        self, model: nn.Module, optimizer: torch.optim.Optimizer
+    ) -> tuple[nn.Module | None, torch.optim.Optimizer | None]:
+        """Full weights and optimizer state in rank 0's shadow copy (None on other ranks)."""
         from torch.distributed.checkpoint.state_dict import (
             StateDictOptions,
             get_model_state_dict,
@@ -382,33 +356,44 @@ class DistributedTrainer(Trainer):
         )
 
         opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
-        msd = get_model_state_dict(self.model, options=opts)
-        osd = get_optimizer_state_dict(self.model, self.optimizer, options=opts)
-        if self._shadow is None or self._shadow_opt is None:
+        msd = get_model_state_dict(model, options=opts)
+        osd = get_optimizer_state_dict(model, optimizer, options=opts)
+        if self.shadow is None:
             return None, None  # ranks > 0 only took part in the gather
-        _load_state_dict(self._shadow, msd)  # type: ignore[arg-type]
-        self._shadow_opt.load_state_dict(fqn_to_index(osd, self._shadow, self._shadow_opt))
-        return self._shadow, self._shadow_opt
+        shadow_opt = self.shadow_optimizer_for(optimizer)
+        _load_state_dict(self.shadow, msd)  # type: ignore[arg-type]
+        shadow_opt.load_state_dict(fqn_to_index(osd, self.shadow, shadow_opt))
+        return self.shadow, shadow_opt
 
-    def resume(self) -> bool:
-        """Load rank 0's latest checkpoint on every rank (the run folder must be shared)."""
-        mgr = self.checkpoints
+    def shadow_optimizer_for(self, optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
+        """Rank 0's optimizer over the shadow copy (built like the sharded one)."""
+        assert self.shadow_optimizer is not None
+        return self.shadow_optimizer
+
+    def bind_optimizer(self, build: Callable[[nn.Module], torch.optim.Optimizer]) -> None:
+        """Build rank 0's shadow optimizer the way the run's optimizer was built."""
+        if self.shadow is not None:
+            self.shadow_optimizer = build(self.shadow)
+
+    def checkpoint_to_resume(self, mgr: CheckpointManager | None) -> Path | None:
+        """Rank 0's latest intact checkpoint, on every rank (the run folder must be shared)."""
         latest = mgr.latest_intact(set_aside=True) if mgr is not None and self.is_main else None
         step = torch.tensor([-1 if latest is None else int(latest.name.split("-")[1])])
         dist.broadcast(step, src=0)  # every rank loads the checkpoint rank 0 saw
-        if int(step) < 0:
-            return False
-        assert mgr is not None
-        latest = mgr.root / f"step-{int(step):06d}"
-        if self.strategy == "ddp":
-            st = mgr.load(latest, model=self.inner, optimizer=self.optimizer)
-        else:
-            st = self._load_fsdp2(mgr, latest)
-        self.restore_extra(st, latest)
-        self.restore_state(st, latest)
-        return True
+        if int(step) < 0 or mgr is None:
+            return None
+        return mgr.root / f"step-{int(step):06d}"
 
-    def _load_fsdp2(self, mgr: Any, path: Path) -> dict[str, Any]:
+    def load_checkpoint(
+        self,
+        mgr: CheckpointManager,
+        path: Path,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+    ) -> dict[str, Any]:
+        if self.strategy == "ddp":
+            assert self.inner is not None
+            return mgr.load(path, model=self.inner, optimizer=optimizer)
         from torch.distributed.checkpoint.state_dict import (
             StateDictOptions,
             set_model_state_dict,
@@ -416,18 +401,40 @@ class DistributedTrainer(Trainer):
         )
 
         st: dict[str, Any]
-        if self._shadow is not None and self._shadow_opt is not None:
-            st = mgr.load(path, model=self._shadow, optimizer=self._shadow_opt)
-            msd = self._shadow.state_dict()
-            osd = index_to_fqn(self._shadow_opt, self._shadow)
+        if self.shadow is not None:
+            shadow_opt = self.shadow_optimizer_for(optimizer)
+            st = mgr.load(path, model=self.shadow, optimizer=shadow_opt)
+            msd = self.shadow.state_dict()
+            osd = index_to_fqn(shadow_opt, self.shadow)
         else:  # rank 0 broadcasts the tensors; the rest only need the step and RNG
             st = json.loads((path / "trainer_state.json").read_text())
             rng_from_flat(load_file(str(path / "rng.safetensors")), st["rng"])
             msd, osd = {}, {}
         opts = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
-        set_model_state_dict(self.model, msd, options=opts)
-        set_optimizer_state_dict(self.model, self.optimizer, osd, options=opts)
+        set_model_state_dict(model, msd, options=opts)
+        set_optimizer_state_dict(model, optimizer, osd, options=opts)
         return st
+
+
+def distributed_trainer(
+    model: nn.Module,
+    objective: Any,
+    train_batches: BatchSource | Iterable[Batch],
+    config: TrainConfig,
+    *,
+    strategy: Strategy | None = None,
+    **kwargs: Any,
+) -> Trainer:
+    """A ``Trainer`` given ``DataParallel(strategy)`` (default ``config.distributed``).
+
+    Takes the same arguments as ``Trainer``; ``train_batches`` yields *global* micro-batches.
+    """
+    parallel = DataParallel(strategy or cast(Strategy, config.distributed))
+    return Trainer(model, objective, train_batches, config, parallel=parallel, **kwargs)
+
+
+# The name of the subclass this factory replaced; it returns a plain ``Trainer``.
+DistributedTrainer = distributed_trainer
 
 
 @contextlib.contextmanager

@@ -20,6 +20,7 @@ from torch import nn
 from splice.checkpoint import atomic_write_text, load_model_weights
 from splice.data.examples import Example
 from splice.data.tokenizer import CharTokenizer
+from splice.interfaces import CollatingTask, Prepares, SplitTask
 from splice.training.config_drift import check_resume_config
 from splice.training.configs import DataConfig, ExperimentConfig, TokenizerConfig
 from splice.training.online import is_online
@@ -68,9 +69,8 @@ def build_collator(
     packed) SFT batches."""
     from splice.data.collate import PackedSFTCollator, SFTCollator
 
-    make = getattr(task, "collator", None)
-    if callable(make):
-        return make(tokenizer, max_len=data.max_len)  # type: ignore[no-any-return]
+    if isinstance(task, CollatingTask):
+        return task.collator(tokenizer, max_len=data.max_len)
 
     cls = PackedSFTCollator if data.packing else SFTCollator
     return cls(tokenizer, max_len=data.max_len)
@@ -138,7 +138,7 @@ def build_evaluator(
 
 def build_batches(task: Any, collate: Any, *, batch_size: int, seed: int) -> BatchSource:
     """Finite datasets (with ``split``) run in reshuffled epochs; generated tasks are sampled."""
-    if callable(getattr(task, "split", None)):
+    if isinstance(task, SplitTask):
         return ListBatches(task.split("train"), collate, batch_size=batch_size, seed=seed)
     return TaskBatches(task, collate, batch_size=batch_size, seed=seed)
 
@@ -325,9 +325,8 @@ def _run(
             max_len=config.data.max_len,
             seed=config.seed,
         )
-    prepare = getattr(objective, "prepare", None)
-    if callable(prepare):  # dataset-level set-up at the starting weights (before any resume)
-        prepare(
+    if isinstance(objective, Prepares):  # dataset-level set-up at the starting weights
+        objective.prepare(
             RunContext(
                 model=model,
                 tokenizer=tokenizer,
@@ -365,11 +364,11 @@ def _run(
     if ev.loss_batches or ev.exact_match_examples:
         evaluator = build_evaluator(config, tokenizer, objective, task, with_loss=not online)
 
-    trainer_cls = Trainer
+    trainer_cls: Callable[..., Trainer] = Trainer
     if config.train.distributed != "none":  # under torchrun: DDP / FSDP2 over global batches
-        from splice.training.distributed import DistributedTrainer
+        from splice.training.distributed import distributed_trainer
 
-        trainer_cls = DistributedTrainer
+        trainer_cls = distributed_trainer
     trainer = trainer_cls(
         model,
         objective,

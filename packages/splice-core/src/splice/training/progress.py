@@ -4,6 +4,9 @@ An online (RL) step's loss is a surrogate whose value says little (GRPO's is oft
 ``0.0000``: group-normalised advantages sum to zero), so its bar shows the mean reward,
 the KL to the reference and the completion length instead. An evaluation over several
 tasks prints one line per task (skill), not one line mixing them.
+
+``Progress`` is the bar itself: only the main process shows it, and ``Trainer.flush``
+updates it once per flush, so it never forces a host sync of its own.
 """
 
 from __future__ import annotations
@@ -62,4 +65,43 @@ def eval_lines(step: int, result: Mapping[str, Any]) -> list[str]:
     ]
 
 
-__all__ = ["RL_FIELDS", "eval_lines", "progress_fields"]
+class Progress:
+    """A tqdm bar over ``total`` steps starting at ``initial`` (a resumed run's step)."""
+
+    def __init__(self, total: int, initial: int, title: str, *, enabled: bool) -> None:
+        from tqdm.auto import tqdm
+
+        self.enabled = enabled
+        self.bar = tqdm(
+            total=total,
+            initial=initial,
+            desc=title,
+            unit="step",
+            disable=not enabled,
+            dynamic_ncols=True,
+        )
+
+    def update(self, records: Sequence[Mapping[str, Any]], tokens_per_s: float) -> None:
+        """Move to the last of a flush's ``train`` records and show ``progress_fields``."""
+        self.bar.update(int(records[-1]["step"]) - self.bar.n)
+        self.bar.set_postfix(**progress_fields(records, tokens_per_s), refresh=False)
+
+    def write_eval(self, step: int, result: Mapping[str, Any]) -> None:
+        """``eval_lines`` above the bar (printed even when the bar is hidden)."""
+        for line in eval_lines(step, result):
+            self.bar.write(line)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def announce_trainable(title: str, counts: Mapping[str, Any]) -> None:
+    """Print what a run trains (``trainable_summary``'s counts): every run says it."""
+    print(
+        f"{title}: trainable params {counts['trainable_params']:,} of "
+        f"{counts['total_params']:,} ({counts['trainable_percent']:.2f}%)",
+        flush=True,
+    )
+
+
+__all__ = ["RL_FIELDS", "Progress", "announce_trainable", "eval_lines", "progress_fields"]

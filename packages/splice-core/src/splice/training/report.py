@@ -89,3 +89,48 @@ def write_report(
     path = Path(path)
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+def finish_run(trainer: Any, final: dict[str, Any], *, resumed: bool) -> dict[str, Any]:
+    """The summary ``Trainer.fit`` returns (steps, final loss, time, throughput, counts,
+    final eval, paths), after writing ``curves.png`` and ``report.md`` on the main process."""
+    summary = run_summary(trainer, final, resumed=resumed)
+    run_dir = trainer.run_dir
+    if run_dir is not None and trainer.is_main:
+        plot = trainer.config.plot_curves
+        write_run_report(run_dir, summary, final, title=trainer.title, plot=plot)
+        summary["run_dir"] = str(run_dir)
+        last = trainer.last_checkpoint
+        summary["checkpoint"] = str(last) if last else None
+    summary["eval"] = {k: v for k, v in final.items() if k not in ("kind", "step")}
+    return summary
+
+
+def run_summary(trainer: Any, final: dict[str, Any], *, resumed: bool) -> dict[str, Any]:
+    """Steps, final loss, time, throughput and parameter counts of a finished run."""
+    from splice.training.optimizer import trainable_summary
+
+    return {
+        "steps": trainer.step,
+        "final_train_loss": trainer.last_loss,
+        "train_time_s": round(trainer.train_time, 2),
+        "tokens_seen": trainer.tokens_seen,
+        "tokens_per_s": round(trainer.tokens_seen / max(trainer.train_time, 1e-9), 1),
+        **trainable_summary(trainer.model),
+        "resumed": resumed,
+        "precision": trainer.precision,
+    }
+
+
+def write_run_report(
+    run_dir: Path, summary: dict[str, Any], final: dict[str, Any], *, title: str, plot: bool
+) -> None:
+    """``curves.png`` (when ``plot``) and ``report.md`` of a finished run in ``run_dir``."""
+    png = plot_curves(run_dir / "metrics.jsonl", run_dir / "curves.png") if plot else None
+    write_report(
+        run_dir / "report.md",
+        title=title,
+        summary=summary,
+        final_eval=final,
+        plot=png.name if png else None,
+    )

@@ -1,0 +1,130 @@
+"""What one training step returns, and what a step strategy may use of the trainer.
+
+The ``Trainer`` is a loop: each step it calls its *step strategy* (supervised:
+``splice.training.supervised.SupervisedStep``; online, for PPO and GRPO:
+``splice.training.online.OnlineStep``), which runs the forward/backward passes and the
+optimizer update and returns a ``StepRecord``. The trainer keeps the records as tensors
+until its next flush (one host sync for many steps), then logs them.
+
+A strategy sees the trainer only through ``StepHost``: its public attributes, so a new
+algorithm is a new strategy, not a new branch in the trainer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+import torch
+from torch import Tensor, nn
+
+from splice.training.configs import TrainConfig
+
+if TYPE_CHECKING:
+    from splice.training.parallel import SingleProcess
+
+Batch = Mapping[str, Any]
+
+
+@dataclass
+class StepRecord:
+    """One step's values, kept as tensors until the trainer's next flush.
+
+    Attributes:
+        step: the step number after this update (1 for the first).
+        lr: the scheduled base learning rate of the step.
+        loss: the step's objective loss (a 0-d tensor; regularizer terms excluded).
+        tokens: tokens the step processed on this process (a tensor or an int).
+        grad_norm: the gradient norm before clipping (None when not clipped).
+        penalty: the regularizers' summed term (None without regularizers).
+        metrics: the objective's and modules' metrics (tensors or floats).
+        micro_batches: how many items the step took from the batch stream.
+    """
+
+    step: int
+    lr: float
+    loss: Tensor
+    tokens: Tensor | int
+    grad_norm: Tensor | None
+    penalty: Tensor | None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    micro_batches: int = 1
+
+
+class StepHost(Protocol):
+    """The parts of a trainer a step strategy uses (``splice.training.trainer.Trainer``)."""
+
+    config: TrainConfig
+    model: nn.Module  # what runs the forward (a DDP wrapper under data parallelism)
+    policy: nn.Module  # the plain model (generation needs its methods)
+    objective: Any
+    regularizers: Sequence[Any]
+    optimizer: torch.optim.Optimizer
+    params: list[nn.Parameter]
+    step: int
+    micro_batches: int
+    device: torch.device
+    parallel: SingleProcess
+    extra_modules: Mapping[str, nn.Module]
+
+    def to_device(self, batch: Batch) -> dict[str, Any]: ...
+
+    def autocast(self) -> contextlib.AbstractContextManager[Any]: ...
+
+
+@runtime_checkable
+class StepStrategy(Protocol):
+    """How one step trains: the supervised and online strategies implement this.
+
+    ``setup_at_init`` runs in the trainer's constructor (before the optimizer is built, so
+    modules it makes can join it); ``setup_at_start`` runs when ``fit`` starts, before a
+    checkpoint is loaded (so references snapshot the *starting* weights).
+    """
+
+    def setup_at_init(self, host: StepHost, data: Any) -> None: ...
+
+    def setup_at_start(self, host: StepHost, data: Any) -> None: ...
+
+    def trainable_modules(self, objective: Any) -> dict[str, nn.Module]: ...
+
+    def examples(self, micro_batches: int, config: TrainConfig) -> int: ...
+
+    def checkpoint_extra(self, objective: Any) -> tuple[dict[str, Tensor] | None, dict[str, Any]]:
+        """Tensors (``objective.safetensors``) and JSON state a resume needs."""
+        ...
+
+    def restore_extra(self, objective: Any, state: Mapping[str, Any], checkpoint: Path) -> None:
+        """Load what ``checkpoint_extra`` saved."""
+        ...
+
+    def __call__(self, host: StepHost, batches: Iterator[Batch]) -> StepRecord: ...
+
+
+def record_dict(
+    record: StepRecord, loss: float, grad_norm: float | None, tokens: int
+) -> dict[str, Any]:
+    """The ``metrics.jsonl`` line of ``record`` (its tensors already synced to floats)."""
+    rec: dict[str, Any] = {
+        "kind": "train",
+        "step": record.step,
+        "loss": loss,
+        "lr": record.lr,
+        "tokens": tokens,
+    }
+    if grad_norm is not None:
+        rec["grad_norm"] = grad_norm
+    if record.penalty is not None:
+        rec["penalty"] = float(record.penalty)
+    rec.update({k: float(v) for k, v in record.metrics.items()})
+    return rec
+
+
+def penalty_of(regularizers: Sequence[Any], model: nn.Module, batch: Batch) -> Tensor:
+    """The summed ``penalty(model, batch)`` of every regularizer term."""
+    return sum(r.penalty(model, batch) for r in regularizers)  # type: ignore[return-value]
+
+
+__all__ = ["Batch", "StepHost", "StepRecord", "StepStrategy", "penalty_of", "record_dict"]
