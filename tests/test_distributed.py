@@ -49,8 +49,7 @@ RECIPE = textwrap.dedent(
             data={"task": {"type": "arithmetic", "op": "+", "max_digits": 2}, "max_len": 16},
             train={"steps": 6, "batch_size": 8, "grad_accum": 2, "log_every": 2, "precision": "float32",
                    "checkpoint_every": 3, "keep_last": None, "progress": False,
-                   "num_threads": 1, "precision": "float32",
-                   "optimizer": {"lr": 1e-3, "weight_decay": 0.1},
+                   "num_threads": 1, "optimizer": {"lr": 1e-3, "weight_decay": 0.1},
                    "schedule": {"kind": "cosine", "warmup_steps": 2}},
             eval={"every": 3, "loss_batches": 1, "exact_match_examples": 4},
         )

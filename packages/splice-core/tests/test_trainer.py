@@ -41,9 +41,7 @@ def make_batches(n=64, batch=8, seed=0):
 
 
 def quiet(**kw):
-    # float32 unless a test says otherwise: these tests check exact arithmetic, and
-    # precision="auto" is bf16 autocast on CPUs with native bf16.
-    return TrainConfig(**{"progress": False, "log_every": 5, "precision": "float32", **kw})
+    return TrainConfig(progress=False, log_every=5, **kw)
 
 
 def test_trainer_fits_a_linear_map_and_writes_artefacts(tmp_path):
