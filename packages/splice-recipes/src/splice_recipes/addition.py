@@ -12,6 +12,7 @@ answered greedily and scored by exact match.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from splice.recipe import Recipe
@@ -60,12 +61,20 @@ def config() -> ExperimentConfig:
 
 
 def run(
-    config: ExperimentConfig, *, resume: bool | Literal["auto"] = False, overwrite: bool = False
+    config: ExperimentConfig,
+    *,
+    resume: bool | Literal["auto"] = False,
+    overwrite: bool = False,
+    allow_config_change: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Train and evaluate; print the held-out exact-match accuracy (of the last evaluation)."""
+    """Train and evaluate; print the held-out exact-match accuracy (of the last evaluation).
+
+    ``resume``, ``overwrite`` and ``allow_config_change`` are ``run_experiment``'s."""
     from splice.training.experiment import build_task, run_experiment
 
-    report = run_experiment(config, resume=resume, overwrite=overwrite)
+    report = run_experiment(
+        config, resume=resume, overwrite=overwrite, allow_config_change=allow_config_change
+    )
     acc = report["eval"].get("exact_match")
     if acc is not None:
         n = len(build_task(config.data.task).sample("held_out", config.eval.exact_match_examples))
