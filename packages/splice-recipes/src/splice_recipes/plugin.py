@@ -21,4 +21,5 @@ def register_recipes(register: Any) -> None:
     register("r1-zero", "splice_recipes.r1_zero:recipe")
     register("ppo", "splice_recipes.ppo:recipe")
     register("moe-vs-dense", "splice_recipes.moe_vs_dense:recipe")
+    register("vlm-moe", "splice_recipes.vlm_moe:recipe")
     register("rag", "splice_recipes.rag:recipe")

@@ -149,7 +149,9 @@ def text_batch(scenes: list[Scene], step: int) -> dict[str, Tensor]:
 
 
 # --------------------------------------------------------------------------- training
-def _train(model: nn.Module, stage: StageConfig, make_batch: Any, *, seed: int) -> dict[str, float]:
+def train_stage(
+    model: nn.Module, stage: StageConfig, make_batch: Any, *, seed: int
+) -> dict[str, float]:
     """AdamW over the trainable parameters with SFT loss; returns time figures."""
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=stage.lr, weight_decay=0.0)
@@ -176,7 +178,8 @@ def _train(model: nn.Module, stage: StageConfig, make_batch: Any, *, seed: int) 
     }
 
 
-def _scenes(task: ShapesTask, step: int, n: int, seed: int, offset: int) -> list[Scene]:
+def train_scenes(task: ShapesTask, step: int, n: int, seed: int, offset: int) -> list[Scene]:
+    """Training scenes of batch ``step`` (``n`` per batch, from ``offset``)."""
     return [task.scene("train", offset + step * n + i, seed=seed) for i in range(n)]
 
 
@@ -185,10 +188,10 @@ def pretrain_lm(config: VLMCompareConfig, task: ShapesTask) -> nn.Module:
     seed_everything(config.seed)
     lm = build_model(config.lm)
     st = config.lm_pretrain
-    _train(
+    train_stage(
         lm,
         st,
-        lambda step: text_batch(_scenes(task, step, st.batch_size, config.seed, 0), step),
+        lambda step: text_batch(train_scenes(task, step, st.batch_size, config.seed, 0), step),
         seed=config.seed,
     )
     return lm
@@ -262,22 +265,24 @@ def run_arm(
     s1, s2 = config.stage1, config.stage2
 
     apply_trainable(model, policy1)
-    stage1 = _train(
+    stage1 = train_stage(
         model,
         s1,
         lambda step: vision_batch(
-            _scenes(task, step, s1.batch_size, config.seed, 10**6), [None] * s1.batch_size, n_img
+            train_scenes(task, step, s1.batch_size, config.seed, 10**6),
+            [None] * s1.batch_size,
+            n_img,
         ),
         seed=config.seed,
     )
 
     def qa(step: int) -> dict[str, Tensor]:
-        scenes = _scenes(task, step, s2.batch_size, config.seed, 2 * 10**6)
+        scenes = train_scenes(task, step, s2.batch_size, config.seed, 2 * 10**6)
         return vision_batch(scenes, [QUESTIONS[(step + i) % 4] for i in range(len(scenes))], n_img)
 
     apply_trainable(model, policy2)
     trainable, total = count_parameters(model)
-    stage2 = _train(model, s2, qa, seed=config.seed)
+    stage2 = train_stage(model, s2, qa, seed=config.seed)
     scores = vqa_exact_match(model, task.sample("held_out", config.eval_scenes, seed=config.seed))
     return {
         **scores,
