@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from harness import compare, configure_threads, write_section
+from harness import bench_args, compare, configure_threads, write_section
 from lora_common import (
     ALPHA,
     MODEL_TEXT,
@@ -208,4 +208,4 @@ if __name__ == "__main__":
         side, ckpt, steps, batch, seq_len = sys.argv[2:7]
         rss_child(side, ckpt, int(steps), int(batch), int(seq_len))
     else:
-        main(quick="--quick" in sys.argv)
+        main(**bench_args())

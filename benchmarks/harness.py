@@ -34,8 +34,13 @@ Writing a new benchmark (``benchmarks/bench_<name>.py``)::
   ``<!-- bench:key:begin -->`` and ``<!-- bench:key:end -->`` (or appends a new section),
   keeps every other section, prefixes the body with the machine line (CPU, threads,
   torch, measured float32/bfloat16 matmul peak, load average), and writes atomically.
-- ``run_all.py`` imports every ``bench_*.py`` and calls ``main(quick=...)``; keep
-  module import cheap (build models inside ``main``).
+- A section is reference figures only from a full run on a quiet machine: ``write_section``
+  refuses to write it (and prints why) after a ``--quick`` run, or when the 1-minute load
+  average exceeded the machine's cores at any point of the run (sampled every few seconds
+  from ``begin_run`` on, and at each ``compare`` round). ``SPLICE_BENCH_WRITE_ANYWAY=1``
+  writes it anyway, with a bold line at its top saying which condition it failed.
+- ``run_all.py`` imports every ``bench_*.py`` and calls ``main(quick=...)`` after
+  ``begin_run(quick=...)``; keep module import cheap (build models inside ``main``).
 - Run from the repository root: ``.venv/bin/python benchmarks/bench_<name>.py [--quick]``.
 """
 
@@ -47,7 +52,9 @@ import fcntl
 import os
 import platform
 import statistics
+import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -64,7 +71,71 @@ Every section is written by one `bench_*.py` from its own run: candidates are ti
 one process, alternating round by round after a warm-up, and reported as medians with
 ratios. Each section states the machine it ran on and that machine's measured matmul peak,
 so figures from different machines are not mixed up silently.
+A section is rewritten only by a full run (not `--quick`) during which the 1-minute load
+average stayed at or below the machine's cores; otherwise the run prints why and the
+previous figures stay (`SPLICE_BENCH_WRITE_ANYWAY=1` writes it with a bold "Not reference
+figures" line naming the reason).
 """
+
+
+# --------------------------------------------------------------------------- run conditions
+#: Set to 1 to write a section whose run was quick or loaded, marked as such.
+WRITE_ANYWAY_ENV = "SPLICE_BENCH_WRITE_ANYWAY"
+LOAD_SAMPLE_S = 5.0  # how often the background sampler reads the load average
+
+
+@dataclass
+class _Run:
+    """This process's benchmark run: quick or not, and the peak load average seen so far."""
+
+    quick: bool = False
+    peak_load: float = 0.0
+    sampler: threading.Thread | None = None
+
+
+_RUN = _Run()
+
+
+def load_average() -> float | None:
+    """The 1-minute load average, or None where the OS has none."""
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+
+
+def sample_load() -> float:
+    """Read the load average now into the run's peak; returns the peak."""
+    avg = load_average()
+    if avg is not None:
+        _RUN.peak_load = max(_RUN.peak_load, avg)
+    return _RUN.peak_load
+
+
+def _sample_forever() -> None:
+    while True:
+        sample_load()
+        time.sleep(LOAD_SAMPLE_S)
+
+
+def begin_run(*, quick: bool = False) -> None:
+    """Start a benchmark run: remember ``quick``, reset the peak load, keep sampling it."""
+    _RUN.quick, _RUN.peak_load = quick, 0.0
+    sample_load()
+    if _RUN.sampler is None and load_average() is not None:
+        _RUN.sampler = threading.Thread(target=_sample_forever, name="load-sampler", daemon=True)
+        _RUN.sampler.start()
+
+
+def run_problems(*, quick: bool | None = None) -> list[str]:
+    """Why this run's figures are not reference figures (empty when they are).
+
+    ``quick``: whether the run was a quick one (None: as ``begin_run`` was told).
+    """
+    problems = []
+    if _RUN.quick if quick is None else quick:
+        problems.append("a --quick run (fewer rounds, smaller shapes)")
+    peak, cores = sample_load(), os.cpu_count() or 1
+    if peak > cores:
+        problems.append(f"the load average reached {peak:.1f} on {cores} cores during the run")
+    return problems
 
 
 # --------------------------------------------------------------------------- machine
@@ -189,11 +260,9 @@ def machine_line() -> str:
     dev = device()
     where = torch.cuda.get_device_name() if dev.type == "cuda" else cpu_name()
     load = ""
-    if hasattr(os, "getloadavg"):
-        avg, cores = os.getloadavg()[0], os.cpu_count() or 1
-        load = f" · load avg {avg:.1f} on {cores} cores"
-        if avg > 1.5 * cores:  # other processes competed for the cores during the run
-            load += " (oversubscribed: absolute times inflated; same-round ratios stay comparable)"
+    avg = load_average()
+    if avg is not None:
+        load = f" · load avg {avg:.1f} (peak {sample_load():.1f}) on {os.cpu_count() or 1} cores"
     capability = f" · CPU capability {torch.backends.cpu.get_cpu_capability()}"
     bf16 = (
         f"bfloat16 {matmul_peak(torch.bfloat16):.0f} GFLOP/s"
@@ -277,6 +346,7 @@ def compare(
     synchronize()
     samples: dict[str, list[float]] = {n: [] for n in names}
     for r in range(rounds):
+        sample_load()  # between rounds: a load spike inside a short run is still seen
         order = names[r % len(names) :] + names[: r % len(names)]
         for name in order:
             fn = candidates[name]
@@ -294,11 +364,30 @@ def _markers(key: str) -> tuple[str, str]:
     return f"<!-- bench:{key}:begin -->", f"<!-- bench:{key}:end -->"
 
 
-def write_section(key: str, title: str, body: str, *, path: Path | None = None) -> str:
-    """Replace (or append) section ``key`` of ``docs/benchmarks.md``; return the section text."""
+def write_section(
+    key: str, title: str, body: str, *, quick: bool | None = None, path: Path | None = None
+) -> str:
+    """Replace (or append) section ``key`` of ``docs/benchmarks.md``; return the section text.
+
+    Not written when ``run_problems(quick=quick)`` finds any (a quick run, or a load average
+    above the cores during the run): the section's figures would mislead, so the file keeps
+    its previous ones and the reason is printed. With ``SPLICE_BENCH_WRITE_ANYWAY=1`` it is
+    written, its first line naming the problems.
+    """
     path = path or DOCS
     begin, end = _markers(key)
+    problems = run_problems(quick=quick)
+    if problems:
+        body = f"**Not reference figures: {'; '.join(problems)}.**\n\n{body.strip()}"
     section = f"{begin}\n## {title}\n\n{machine_line()}\n\n{body.strip()}\n{end}"
+    if problems and os.environ.get(WRITE_ANYWAY_ENV) != "1":
+        print(
+            f"{path.name}: section {key!r} NOT written ({'; '.join(problems)}); "
+            f"set {WRITE_ANYWAY_ENV}=1 to write it marked",
+            file=sys.stderr,
+            flush=True,
+        )
+        return section
     path.parent.mkdir(parents=True, exist_ok=True)
     # Benchmarks may run in parallel processes: serialise the read-modify-write with a lock
     # file, and write through a per-process temp file renamed into place (atomic).
@@ -318,7 +407,9 @@ def write_section(key: str, title: str, body: str, *, path: Path | None = None) 
 
 
 def bench_args(argv: list[str] | None = None) -> dict[str, Any]:
-    """``--quick`` (fewer rounds) for a benchmark's ``main(**bench_args())``."""
+    """``--quick`` (fewer rounds) for a benchmark's ``main(**bench_args())``; begins the run."""
     p = argparse.ArgumentParser()
     p.add_argument("--quick", action="store_true", help="fewer rounds and smaller shapes")
-    return vars(p.parse_args(argv))
+    args = vars(p.parse_args(argv))
+    begin_run(quick=args["quick"])
+    return args

@@ -1,8 +1,9 @@
 """Run every ``benchmarks/bench_*.py`` (each exposes ``main(quick=False)``) and report failures.
 
 Usage: ``.venv/bin/python benchmarks/run_all.py [--quick] [-k NAME ...]``. Each benchmark
-writes its own section of ``docs/benchmarks.md``; one failing benchmark does not stop
-the others, but makes the exit status non-zero.
+writes its own section of ``docs/benchmarks.md``, unless the run was ``--quick`` or the load
+average exceeded the cores while it ran (see ``harness.write_section``); one failing
+benchmark does not stop the others, but makes the exit status non-zero.
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ def run_one(path: Path, *, quick: bool) -> None:
     main = getattr(module, "main", None)
     if main is None:
         raise AttributeError(f"{path.name} has no main(quick=False) function")
+    from harness import begin_run
+
+    begin_run(quick=quick)  # per benchmark: its own peak load decides whether it writes
     main(quick=quick)
 
 
