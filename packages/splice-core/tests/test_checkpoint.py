@@ -155,3 +155,28 @@ def test_checkpoint_code_never_unpickles():
     for mod in (splice.checkpoint.atomic, splice.checkpoint.manager, splice.checkpoint.state):
         src = inspect.getsource(mod)
         assert "torch.load" not in src and "pickle" not in src
+
+
+def test_a_safetensors_header_length_starting_with_0x80_is_not_taken_for_a_pickle(tmp_path):
+    """A pickle starts with byte 0x80; so does a safetensors file whose JSON header length is
+    128 mod 256. The structure decides, the signature only names what a bad file is."""
+    import pickle
+    import struct
+
+    from safetensors.torch import save_file
+    from splice.checkpoint.integrity import format_problem
+
+    path = tmp_path / "optimizer.safetensors"
+    for n in range(1, 200):  # tensor names of growing length until the header is 128 mod 256
+        save_file({"x" * n: torch.zeros(1)}, str(path))
+        if path.read_bytes()[0] == 0x80:
+            break
+    head = path.read_bytes()[:8]
+    assert head[0] == 0x80 and struct.unpack("<Q", head)[0] % 256 == 128
+    assert format_problem(path) is None
+    path.write_bytes(pickle.dumps({"state": [1, 2, 3]}, protocol=4))
+    assert "is a Python pickle" in format_problem(path)
+    path.write_bytes(struct.pack("<Q", 10) + b"not json!!")
+    assert "header is not JSON" in format_problem(path)
+    path.write_bytes(struct.pack("<Q", 10**9) + b"{}")
+    assert "header length is impossible" in format_problem(path)
