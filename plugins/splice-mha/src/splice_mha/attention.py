@@ -68,7 +68,9 @@ class MultiHeadAttention(TokenMixer):
         self._qkv = FusedLinears("q_proj", "k_proj", "v_proj")
         self._out = FusedLinears("o_proj")
 
-    def _heads(self, x: Tensor, n: int) -> Tensor:
+    def split_heads(self, x: Tensor, n: int) -> Tensor:
+        """``(B, T, n * head_dim) -> (B, n, T, head_dim)``: a projection's output as ``n``
+        heads (public: callers that run the projections themselves, e.g. splice-vision)."""
         b, t, _ = x.shape
         return x.view(b, t, n, self.head_dim).transpose(1, 2)  # (B, n, T, d)
 
@@ -111,9 +113,9 @@ class MultiHeadAttention(TokenMixer):
             q, k, v = self._joint_heads(qkv, inputs)
         else:
             q, k, v = self._qkv(self, x)
-            q = self._heads(q, self.n_heads)  # (B, H, T, d)
-            k = self._heads(k, self.n_kv_heads)  # (B, H_kv, T, d)
-            v = self._heads(v, self.n_kv_heads)
+            q = self.split_heads(q, self.n_heads)  # (B, H, T, d)
+            k = self.split_heads(k, self.n_kv_heads)  # (B, H_kv, T, d)
+            v = self.split_heads(v, self.n_kv_heads)
             if self.q_norm is not None and self.k_norm is not None:
                 q, k = self.q_norm(q), self.k_norm(k)
             if self.rotary is not None:
@@ -166,8 +168,8 @@ class CrossAttention(MultiHeadAttention):
         """Keys and values of the context ``(B, S, D_ctx)``: each ``(B, H_kv, S, d)``."""
         if context is None:
             raise ValueError("cross-attention needs inputs.context (B, S, D_ctx); none was given")
-        k = self._heads(self.k_proj(context), self.n_kv_heads)  # (B, H_kv, S, d)
-        v = self._heads(self.v_proj(context), self.n_kv_heads)
+        k = self.split_heads(self.k_proj(context), self.n_kv_heads)  # (B, H_kv, S, d)
+        v = self.split_heads(self.v_proj(context), self.n_kv_heads)
         if self.k_norm is not None:
             k = self.k_norm(k)
         return k, v
@@ -175,7 +177,7 @@ class CrossAttention(MultiHeadAttention):
     def forward(self, x: Tensor, inputs: AttentionInputs) -> Tensor:
         if inputs.context is None and not _cached(inputs.cache):
             raise ValueError("cross-attention needs inputs.context (B, S, D_ctx); none was given")
-        q = self._heads(self.q_proj(x), self.n_heads)  # (B, H, T, d)
+        q = self.split_heads(self.q_proj(x), self.n_heads)  # (B, H, T, d)
         if self.q_norm is not None:
             q = self.q_norm(q)
         cache = inputs.cache

@@ -63,11 +63,11 @@ def block_rows(block: torch.nn.Module, x: Tensor, inputs: AttentionInputs, index
     else:
         k, v = kv.split_with_sizes([mix.k_proj.out_features, mix.v_proj.out_features], dim=-1)
     x_r = x[rows, index].unsqueeze(1)  # (B, 1, D)
-    q = mix._heads(mix.q_proj(h[rows, index].unsqueeze(1)), mix.n_heads)  # (B, H, 1, d)
-    k, v = mix._heads(k, mix.n_kv_heads), mix._heads(v, mix.n_kv_heads)  # (B, H_kv, T, d)
+    q = mix.split_heads(mix.q_proj(h[rows, index].unsqueeze(1)), mix.n_heads)  # (B, H, 1, d)
+    k, v = mix.split_heads(k, mix.n_kv_heads), mix.split_heads(v, mix.n_kv_heads)  # (B, H_kv, T, d)
     attended = mix.attend(q, k, v, _row_mask(inputs, index, x.shape[1]), False)  # (B, 1, H d)
-    x_r = x_r + block._drop(mix.o_proj(attended))
-    y = x_r + block._drop(run_channel_mixer(block.ffn, block.norm2(x_r), inputs))
+    x_r = x_r + block.residual_dropout(mix.o_proj(attended))
+    y = x_r + block.residual_dropout(run_channel_mixer(block.ffn, block.norm2(x_r), inputs))
     return y.squeeze(1)
 
 

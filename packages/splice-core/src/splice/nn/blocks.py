@@ -48,7 +48,9 @@ class _BlockBase(Block):
             self.norm_cross = reg.build("norm", config.norm, ctx)
         self.drop = dropout_or_identity(config.dropout)
 
-    def _drop(self, h: Tensor) -> Tensor:
+    def residual_dropout(self, h: Tensor) -> Tensor:
+        """The block's dropout on a branch before it joins the residual stream (public:
+        code that runs part of a block itself, as splice-vision's read-out rows do)."""
         # Dropout is the identity in eval mode: skip the module call (it shows at decode).
         return self.drop(h) if self.training else h
 
@@ -70,10 +72,12 @@ class PreNormBlock(_BlockBase):
     """``h = x + mix(norm1(x))``; ``[h = h + cross(norm_c(h))]``; ``y = h + ffn(norm2(h))``."""
 
     def forward(self, x: Tensor, inputs: AttentionInputs) -> Tensor:
-        x = x + self._drop(self.mixer(self.norm1(x), inputs))
+        x = x + self.residual_dropout(self.mixer(self.norm1(x), inputs))
         if self.cross is not None and self.norm_cross is not None:
-            x = x + self._drop(self.cross(self.norm_cross(x), self._cross_inputs(inputs)))
-        y: Tensor = x + self._drop(run_channel_mixer(self.ffn, self.norm2(x), inputs))
+            x = x + self.residual_dropout(
+                self.cross(self.norm_cross(x), self._cross_inputs(inputs))
+            )
+        y: Tensor = x + self.residual_dropout(run_channel_mixer(self.ffn, self.norm2(x), inputs))
         return y
 
 
@@ -81,10 +85,12 @@ class PostNormBlock(_BlockBase):
     """``h = norm1(x + mix(x))``; ``[h = norm_c(h + cross(h))]``; ``y = norm2(h + ffn(h))``."""
 
     def forward(self, x: Tensor, inputs: AttentionInputs) -> Tensor:
-        x = self.norm1(x + self._drop(self.mixer(x, inputs)))
+        x = self.norm1(x + self.residual_dropout(self.mixer(x, inputs)))
         if self.cross is not None and self.norm_cross is not None:
-            x = self.norm_cross(x + self._drop(self.cross(x, self._cross_inputs(inputs))))
-        y: Tensor = self.norm2(x + self._drop(run_channel_mixer(self.ffn, x, inputs)))
+            x = self.norm_cross(
+                x + self.residual_dropout(self.cross(x, self._cross_inputs(inputs)))
+            )
+        y: Tensor = self.norm2(x + self.residual_dropout(run_channel_mixer(self.ffn, x, inputs)))
         return y
 
 
@@ -99,11 +105,13 @@ class ParallelBlock(_BlockBase):
         h = self.norm1(x)
         y: Tensor = (
             x
-            + self._drop(self.mixer(h, inputs))
-            + self._drop(run_channel_mixer(self.ffn, h, inputs))
+            + self.residual_dropout(self.mixer(h, inputs))
+            + self.residual_dropout(run_channel_mixer(self.ffn, h, inputs))
         )
         if self.cross is not None and self.norm_cross is not None:
-            y = y + self._drop(self.cross(self.norm_cross(y), self._cross_inputs(inputs)))
+            y = y + self.residual_dropout(
+                self.cross(self.norm_cross(y), self._cross_inputs(inputs))
+            )
         return y
 
 
