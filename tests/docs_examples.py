@@ -516,7 +516,12 @@ def _worker() -> None:
         importlib.invalidate_caches()  # a command of the page may have installed a package
         error = None
         try:
-            code = compile("\n" * (req["line"] - 1) + req["code"], req["path"], "exec")
+            # dont_inherit: a block is compiled as the page shows it, without this file's
+            # `from __future__ import annotations` (pydantic would then look the string
+            # annotations up in this module instead of the page's namespace).
+            code = compile(
+                "\n" * (req["line"] - 1) + req["code"], req["path"], "exec", dont_inherit=True
+            )
             with contextlib.redirect_stdout(sys.stderr):
                 exec(code, namespace)
         except BaseException:

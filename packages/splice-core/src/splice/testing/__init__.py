@@ -52,6 +52,7 @@ from splice.testing.suites import (
     ModelConformance,
     NormConformance,
     TokenMixerConformance,
+    run_suite,
 )
 from splice.testing.wiring import check_config_fields_honoured, check_parameters_registered
 
@@ -92,5 +93,6 @@ __all__ = [
     "perturb_parameters",
     "register_spec",
     "run_all",
+    "run_suite",
     "spec_for",
 ]

@@ -229,3 +229,29 @@ class ModelConformance(_IsolationTest):
 
 class CachedModelConformance(ModelConformance, _CacheTest):
     """Models with ``new_cache()`` whose cached decoding must equal the full pass."""
+
+
+def run_suite(suite: Any, tmp_dir: Any = None) -> dict[str, str]:
+    """Run every ``test_*`` method of a suite instance outside pytest (a script, a notebook,
+    the docs). Returns ``{test name: "passed" | "skipped: reason"}``; a failing check raises
+    its ``AssertionError`` naming the problem. ``tmp_dir`` is passed to tests that take
+    ``tmp_path`` (a temporary folder is made when None)."""
+    import inspect
+    import tempfile
+
+    results: dict[str, str] = {}
+    with tempfile.TemporaryDirectory() as default_tmp:
+        for name in sorted(n for n in dir(suite) if n.startswith("test_")):
+            method = getattr(suite, name)
+            kwargs = {}
+            if "tmp_path" in inspect.signature(method).parameters:
+                kwargs["tmp_path"] = tmp_dir or default_tmp
+            try:
+                method(**kwargs)
+            except BaseException as exc:  # pytest.skip raises a BaseException subclass
+                if type(exc).__name__ != "Skipped":
+                    raise
+                results[name] = f"skipped: {exc}"
+                continue
+            results[name] = "passed"
+    return results
