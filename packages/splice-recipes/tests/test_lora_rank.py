@@ -54,8 +54,8 @@ def test_arms_and_adapters():
         "rank-costs-time",
         "qlora-smaller",
     ]
-    with pytest.raises(ValueError, match="main_rank"):
-        apply_overrides(cfg, ["main_rank=4"]).arms()
+    with pytest.raises(ValueError, match="main_rank 4 must be one of ranks"):
+        apply_overrides(cfg, ["main_rank=4"])
 
 
 def test_energy_of_a_rank_one_delta_is_all_in_its_top_direction():

@@ -25,7 +25,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt, field_validator
+from pydantic import (
+    Field,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    field_validator,
+    model_validator,
+)
 from splice.config import ModelField, TaskField
 from splice.recipe import Recipe
 from splice.training.configs import (
@@ -106,10 +113,14 @@ class LoRARankConfig(StudyConfig):
             raise ValueError(f"ranks: each rank once, got {ranks}")
         return ranks
 
-    def arms(self) -> list[str]:
-        """``full`` first (the others' gain is read against it), then ranks, alphas, QLoRA."""
+    @model_validator(mode="after")
+    def _main_rank_is_swept(self) -> LoRARankConfig:
         if self.main_rank not in self.ranks:
             raise ValueError(f"main_rank {self.main_rank} must be one of ranks {self.ranks}")
+        return self
+
+    def arms(self) -> list[str]:
+        """``full`` first (the others' gain is read against it), then ranks, alphas, QLoRA."""
         r = self.main_rank
         return [
             "full",
