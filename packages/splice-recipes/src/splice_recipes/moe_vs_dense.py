@@ -222,7 +222,7 @@ def side_table(result: StudyResult, config: MoEVsDenseConfig) -> str:
             f"| {arm} | {int(f['total_params']):,} | {int(f['active_params']):,} "
             f"| {result.interval(arm, 'eval_loss').mean:.4f} "
             f"| {result.interval(arm, 'exact_match').mean:.1%} | {sum(ms) / len(ms):.1f} "
-            f"| {ratio:.2f}x | {sum(lb) / len(lb) if lb else float('nan'):.2f} |"
+            f"| {ratio:.2f}x | {f'{sum(lb) / len(lb):.2f}' if lb else '-'} |"
         )
     return "\n".join(lines)
 
