@@ -25,3 +25,11 @@ def test_set_aside_folders_older_than_the_kept_checkpoints_are_pruned(tmp_path):
     mgr.save(5, model=model, optimizer=None, state={})
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == ["step-000001.corrupt", "step-000005"]  # another run's is never ours
+
+
+def test_keep_last_one_keeps_one_checkpoint_after_the_run(tmp_path, make_trainer):
+    # The reported bug: the newest good checkpoint is protected while training, so every
+    # run ended with two checkpoints (a full disk at the third save on a volume sized for two).
+    out = make_trainer(tmp_path, steps=6, keep_last=1, checkpoint_every=2).fit()
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step-000006"]
+    assert out["checkpoint"] == str(tmp_path / "checkpoints" / "step-000006")

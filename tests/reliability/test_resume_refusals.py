@@ -1,7 +1,7 @@
 """A resume is refused before anything of the run folder is written: a changed config
 (unless ``--allow-config-change`` names every changed field), a checkpoint the changed
 model cannot load, or no intact checkpoint; ``--resume auto`` never starts over on top of an
-earlier run's records."""
+earlier run's records; resuming a finished run appends nothing."""
 
 from __future__ import annotations
 
@@ -93,3 +93,9 @@ def test_resume_auto_never_discards_an_earlier_runs_records(tiny_recipe, finishe
     assert (finished / "metrics.jsonl").read_bytes() == metrics
     assert resume(tiny_recipe, finished) == 1
     assert "--resume auto" not in capsys.readouterr().err  # it would not help
+
+
+def test_resuming_a_finished_run_appends_no_record(tiny_recipe, finished):
+    before = (finished / "metrics.jsonl").read_text()
+    assert resume(tiny_recipe, finished) == 0
+    assert (finished / "metrics.jsonl").read_text() == before

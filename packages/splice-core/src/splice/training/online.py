@@ -1,7 +1,8 @@
 """One training step of an online objective (PPO, GRPO), and its resumable state.
 
-The ``OnlineStep`` strategy (``splice.training.steps``) runs a step: take the next prompt batch, ``collect`` experience with the policy and a
-``RolloutGenerator`` seeded for this step, then one optimizer update (backward, clip,
+The ``OnlineStep`` strategy (``splice.training.steps``) runs a step: check the last steps'
+losses and the weights are finite (``host.guard_finite``), take the next prompt batch,
+``collect`` experience with the policy and a ``RolloutGenerator`` seeded for this step, then one optimizer update (backward, clip,
 step) per minibatch the objective yields from ``minibatches(experience)`` (default: the
 whole experience once). The step's record holds the rollout's metrics (``collect``'s
 ``experience["metrics"]``), the updates' loss metrics averaged over updates, ``updates``,
@@ -145,6 +146,10 @@ class OnlineStep:
             raise ValueError(
                 "an online objective needs the trainer's `rollouts` (a generator factory)"
             )
+        # The rollout samples from the weights: a NaN loss of an earlier step (not flushed
+        # yet when log_every > 1) or a non-finite update would make it fail inside sampling
+        # and leave an unverified checkpoint as the resume point. Stop here instead.
+        host.guard_finite()
         lr = cfg.optimizer.lr * lr_multiplier(host.step, cfg.steps, cfg.schedule)
         set_learning_rate(host.optimizer, lr)  # each group's lr_scale too (a value head's)
         try:

@@ -74,6 +74,11 @@ class StepHost(Protocol):
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]: ...
 
+    def guard_finite(self) -> None:
+        """Flush the pending steps and stop (``NonFiniteLossError``) if a loss or the
+        weights are non-finite: an online step calls it before sampling from the weights."""
+        ...
+
 
 @runtime_checkable
 class StepStrategy(Protocol):

@@ -33,7 +33,7 @@ from splice.data.device import batch_to
 from splice.training.compile import compile_blocks, eager
 from splice.training.configs import TrainConfig
 from splice.training.host_memory import retain_freed_host_memory
-from splice.training.metrics import MetricsLog
+from splice.training.metrics import MetricsLog, read_metrics
 from splice.training.nan_guard import (
     NonFiniteLossError,
     NonFiniteWeightsError,
@@ -221,6 +221,25 @@ class Trainer:
             raise NonFiniteLossError(
                 divergence_message(what, self.step, self.last_good_checkpoint(), [])
             )
+
+    def logged_final_eval(self) -> int:
+        """A resumed run that had already finished: take its logged evaluation of the last
+        step back into ``history`` (so it is not run and logged twice); returns that step,
+        or -1 when there is none."""
+        path = self.run_dir / "metrics.jsonl" if self.run_dir is not None else None
+        if self.step < self.config.steps or path is None or not path.is_file():
+            return -1
+        evals = [r for r in read_metrics(path) if r.get("kind") == "eval"]
+        if not evals or evals[-1].get("step") != self.step:
+            return -1
+        self.history.append(evals[-1])
+        return self.step
+
+    def guard_finite(self) -> None:
+        """Flush, then check the weights: the NaN guard at a point of the step's choosing
+        (an online step, before every rollout, whatever ``log_every`` is)."""
+        self.flush()
+        self.check_weights_finite()
 
     def save_checkpoint(self) -> Path | None:
         """Flush (so only verified-finite steps are saved), check the weights are finite,
@@ -410,7 +429,7 @@ class Trainer:
             announce_trainable(self.title, trainable_summary(self.model))
         self.model.train()
         batches = self.source.batches(self.micro_batches)
-        evaluated_at = -1
+        evaluated_at = self.logged_final_eval() if resumed else -1
         try:
             while self.step < cfg.steps:
                 self.step_started = time.perf_counter()
@@ -433,6 +452,9 @@ class Trainer:
                 self.save_checkpoint()
             done = evaluated_at == self.step and self.history
             final = self.history[-1] if done else self.evaluate()
+            mgr = self.checkpoints if self.is_main else None
+            if mgr is not None:  # the final checkpoint is verified finite: keep_last exactly
+                mgr.prune()
         finally:
             self.progress.close()  # type: ignore[union-attr]
             self.progress = None
