@@ -53,6 +53,7 @@ def load_for_harness(
     else:
         from splice.hf import load_pretrained
 
+        assert pretrained is not None
         model, tokenizer = load_pretrained(pretrained, dtype=dtype)
         if tokenizer is None:
             raise ValueError(f"pretrained={pretrained}: no tokenizer.json in the folder")
@@ -70,7 +71,7 @@ def _pick_device(device: str | None) -> torch.device:
     return torch.device(device)
 
 
-class SpliceLM(TemplateLM):
+class SpliceLM(TemplateLM):  # type: ignore[misc]  # lm-eval ships no type hints
     """lm-eval model over a splice ``DecoderLM`` and a splice tokenizer.
 
     Args:
@@ -205,7 +206,8 @@ class SpliceLM(TemplateLM):
                     self.cache_hook.add_partial("loglikelihood", key, answer)
             bar.update(len(chunk))
         bar.close()
-        return order.get_original(results)
+        ordered: list[tuple[float, bool]] = order.get_original(results)
+        return ordered
 
     def loglikelihood_rolling(self, requests: list[Any], disable_tqdm: bool = False) -> list[float]:
         """Total log-likelihood of each whole string, in disjoint ``max_length`` windows."""
@@ -273,7 +275,8 @@ class SpliceLM(TemplateLM):
                 self.cache_hook.add_partial("generate_until", (context, all_kwargs[0]), text)
             bar.update(len(chunk))
         bar.close()
-        return order.get_original(out)
+        texts: list[str] = order.get_original(out)
+        return texts
 
 
 __all__ = ["SpliceLM", "load_for_harness"]
