@@ -97,8 +97,8 @@ def splice_trainer(ckpt: Path, beta: float, steps: int) -> Any:
     from splice.hf import load_pretrained
     from splice.registry import get_registry
     from splice.rewards import RewardSet
+    from splice.rl.rollout import Rollouts
     from splice.training.configs import OptimizerConfig, TrainConfig
-    from splice.training.rollout import Rollouts
     from splice.training.trainer import Trainer
     from splice_grpo.configs import GRPOConfig
     from splice_grpo.objective import GRPOObjective
@@ -183,7 +183,7 @@ def trl_trainer(ckpt: Path, beta: float, steps: int, out: Path, callback: Any) -
 
 def run_beta(ckpt: Path, beta: float, *, warmup: int, rounds: int, out: Path) -> dict[str, Any]:
     """Alternate TRL and splice steps at one β; per-step seconds and generation seconds."""
-    import splice.training.rollout as rollout_mod
+    import splice.rl.rollout as rollout_mod
     from transformers import TrainerCallback
 
     steps = warmup + rounds

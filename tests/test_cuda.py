@@ -153,7 +153,7 @@ def test_grpo_rollout_and_update_on_the_device() -> None:
     from splice.data.arithmetic import ArithmeticTask
     from splice.data.tokenizer import CharTokenizer
     from splice.registry import get_registry
-    from splice.training.rollout import PromptBatches, Rollouts
+    from splice.rl.rollout import PromptBatches, Rollouts
     from splice_grpo.configs import GRPOConfig
 
     tok = CharTokenizer()

@@ -18,8 +18,8 @@ from splice.generation.sampling import SamplingConfig
 from splice.interfaces import LossOutput, OnlineObjective
 from splice.models.configs import DecoderConfig
 from splice.objectives.logprobs import token_logprobs
+from splice.rl.rollout import PromptBatches, Rollouts, pack_rollout
 from splice.training.configs import OptimizerConfig, TrainConfig
-from splice.training.rollout import PromptBatches, Rollouts, pack_rollout
 from splice.training.trainer import Trainer
 from torch import nn
 

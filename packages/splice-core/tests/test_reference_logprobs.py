@@ -9,7 +9,7 @@ from splice.models.build import build_model
 from splice.models.configs import DecoderConfig
 from splice.nn.configs import PreNormBlockConfig, RMSNormConfig, SwiGLUConfig
 from splice.objectives.logprobs import token_logprobs
-from splice.reference import ReferenceModel
+from splice.rl.reference import ReferenceModel
 from torch import Tensor, nn
 
 pytestmark = pytest.mark.mha  # needs splice-mha; `nox -s core` deselects it

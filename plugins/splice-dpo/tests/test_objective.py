@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 import torch
 from splice.objectives.logprobs import token_logprobs
-from splice.reference import ReferenceModel
+from splice.rl.reference import ReferenceModel
 from splice_dpo.configs import DPOConfig, KTOConfig
 from splice_dpo.data import PreferenceCollator, UnpairedCollator, UnpairedExample
 from splice_dpo.kto import KTOObjective

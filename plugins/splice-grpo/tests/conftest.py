@@ -8,7 +8,7 @@ import pytest
 import torch
 from splice.data.arithmetic import ArithmeticTask
 from splice.data.tokenizer import CharTokenizer
-from splice.training.rollout import PromptBatches
+from splice.rl.rollout import PromptBatches
 
 TOK = CharTokenizer()
 

@@ -15,7 +15,7 @@ from splice.generation.sampling import SamplingConfig
 from splice.hookspecs import hookimpl
 from splice.registry import get_registry
 from splice.rewards import RewardError
-from splice.training.rollout import Rollouts
+from splice.rl.rollout import Rollouts
 from splice_grpo.configs import GRPOConfig
 from splice_grpo.objective import GRPOObjective
 

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 from splice.adapters import AdapterLayer, adapters_disabled, has_adapters
-from splice.reference import ReferenceModel
+from splice.rl.reference import ReferenceModel
 from splice_lora import (
     LoRAConfig,
     LoRALinear,

@@ -12,8 +12,8 @@ import torch
 from safetensors.torch import load_file
 from splice.data.arithmetic import ArithmeticTask
 from splice.generation.sampling import SamplingConfig
+from splice.rl.rollout import PromptBatches, Rollouts
 from splice.training.configs import OptimizerConfig, TrainConfig
-from splice.training.rollout import PromptBatches, Rollouts
 from splice.training.trainer import Trainer
 from splice_ppo.configs import PPOConfig
 from splice_ppo.objective import PPOObjective

@@ -259,9 +259,9 @@ class OnlineObjective(Protocol):
 
     ``collect(model, prompts, generate)``:
         ``model`` is the policy (unwrapped from DDP, so it generates); ``prompts`` is a
-        prompt batch of ``splice.training.rollout.PromptBatches``: ``{"prompts": list[str],
+        prompt batch of ``splice.rl.rollout.PromptBatches``: ``{"prompts": list[str],
         "references": list[str], "prompt_ids": list[list[int]] (bos + prompt), "index": (P,)
-        long}``; ``generate`` is a ``splice.training.rollout.RolloutGenerator``:
+        long}``; ``generate`` is a ``splice.rl.rollout.RolloutGenerator``:
         ``generate(model, prompt_ids, n=G) -> GenerationOutput`` (the run's sampling config
         and this step's seed bound; KV cache, optionally the compiled decode step) and
         ``generate.texts(out) -> list[str]``. Returns a mapping; its optional

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from splice.interfaces import LossOutput
 from splice.objectives.logprobs import batch_model_inputs
-from splice.reference import ReferenceModel
+from splice.rl.reference import ReferenceModel
 from torch import Tensor, nn
 
 from splice_dpo.configs import KTOConfig

@@ -21,8 +21,8 @@ import torch
 from splice.interfaces import LossOutput
 from splice.objectives.logprobs import batch_model_inputs, token_logprobs
 from splice.objectives.preference import loss_needs_reference
-from splice.reference import ReferenceModel
 from splice.registry import get_registry
+from splice.rl.reference import ReferenceModel
 from torch import Tensor, nn
 
 from splice_dpo.configs import DPOConfig

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
+from splice.rl.kl import k3
 from torch import Tensor, nn
 
 from splice_forgetting._lm import IGNORE_INDEX, forward_logits, next_token_targets
@@ -56,8 +57,7 @@ class KLToReference:
         mask = targets != IGNORE_INDEX  # (B, T-1)
         if self.config.estimator == "k3":
             y = targets.clamp(min=0).unsqueeze(-1)
-            log_ratio = (logq.gather(-1, y) - logp.gather(-1, y)).squeeze(-1)  # log(q_y / p_y)
-            kl = torch.expm1(log_ratio) - log_ratio
+            kl = k3(logp.gather(-1, y).squeeze(-1), logq.gather(-1, y).squeeze(-1))  # (B, T-1)
         elif self.config.direction == "reverse":
             kl = (logp.exp() * (logp - logq)).sum(-1)
         else:

@@ -9,18 +9,10 @@ to each of its tokens. Third-party plugins register more through
 
 from __future__ import annotations
 
+from splice.rl.advantages import group_normalize, reward_groups
 from torch import Tensor
 
 from splice_grpo.configs import GroupNormConfig, ReinforcePPConfig, RLOOConfig
-
-
-def _groups(rewards: Tensor, group_size: int) -> Tensor:
-    """``(N,) -> (P, G)``; raises naming the sizes when ``N`` is not a multiple of ``G``."""
-    if rewards.ndim != 1 or rewards.numel() % group_size:
-        raise ValueError(
-            f"rewards of shape {tuple(rewards.shape)} do not split into groups of {group_size}"
-        )
-    return rewards.float().view(-1, group_size)
 
 
 class GroupNormalized:
@@ -33,18 +25,14 @@ class GroupNormalized:
         self.scale_by_std, self.eps = scale_by_std, eps
 
     def __call__(self, rewards: Tensor, group_size: int) -> Tensor:
-        g = _groups(rewards, group_size)  # (P, G)
-        adv = g - g.mean(-1, keepdim=True)
-        if self.scale_by_std:
-            adv = adv / (g.std(-1, keepdim=True) + self.eps)
-        return adv.flatten()
+        return group_normalize(rewards, group_size, scale_by_std=self.scale_by_std, eps=self.eps)
 
 
 class LeaveOneOut:
     """RLOO: ``A_i = r_i - mean_{j != i}(r_j) = G/(G-1) * (r_i - mean_g(r))``."""
 
     def __call__(self, rewards: Tensor, group_size: int) -> Tensor:
-        g = _groups(rewards, group_size)  # (P, G)
+        g = reward_groups(rewards, group_size)  # (P, G)
         others = (g.sum(-1, keepdim=True) - g) / (group_size - 1)
         return (g - others).flatten()
 
@@ -57,7 +45,7 @@ class ReinforcePlusPlus:
         self.group_baseline, self.eps = group_baseline, eps
 
     def __call__(self, rewards: Tensor, group_size: int) -> Tensor:
-        g = _groups(rewards, group_size)
+        g = reward_groups(rewards, group_size)
         centred = g - g.mean(-1, keepdim=True) if self.group_baseline else g - g.mean()
         flat = centred.flatten()
         std = flat.std() if flat.numel() > 1 else flat.new_zeros(())

@@ -96,7 +96,7 @@ class GRPOConfig(ComponentConfig):
         filter_equal_groups: drop groups whose rewards are all equal from the loss (DAPO's
             dynamic sampling, without resampling): they carry no group-relative signal.
             Their share is always logged as ``equal_reward_groups``.
-        reference: how the reference is made (``splice.reference.ReferenceModel``).
+        reference: how the reference is made (``splice.rl.reference.ReferenceModel``).
         max_new_tokens: the ``dr_grpo`` normaliser; None uses the generated width.
     """
 

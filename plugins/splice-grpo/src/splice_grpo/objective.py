@@ -24,8 +24,9 @@ from typing import Any
 import torch
 from splice.interfaces import LossOutput
 from splice.objectives.logprobs import token_logprobs
-from splice.reference import ReferenceModel
-from splice.training.rollout import pack_rollout
+from splice.rl.kl import k3
+from splice.rl.reference import ReferenceModel
+from splice.rl.rollout import pack_rollout
 from torch import Tensor, nn
 
 from splice_grpo.configs import GRPOConfig
@@ -195,11 +196,10 @@ class GRPOObjective:
         metrics = {k: float(v) for k, v in pl.metrics.items()}
         ref = batch.get("ref_logprobs")
         if cfg.beta > 0 and ref is not None:
-            q = ref - lp
-            k3 = torch.exp(q) - q - 1.0  # (B, T-1), >= 0, unbiased for KL(π || π_ref)
-            per_token = per_token + cfg.beta * k3
+            kl = k3(lp, ref)  # (B, T-1), >= 0, unbiased for KL(π || π_ref)
+            per_token = per_token + cfg.beta * kl
             m = mask.float()
-            metrics["kl"] = float((k3.detach() * m).sum() / m.sum().clamp(min=1))
+            metrics["kl"] = float((kl.detach() * m).sum() / m.sum().clamp(min=1))
         loss, count = aggregate(
             per_token, mask, batch["weights"], cfg.loss_aggregation, int(batch["max_new_tokens"])
         )

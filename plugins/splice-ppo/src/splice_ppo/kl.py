@@ -2,31 +2,13 @@
 
 ``r_t = -β kl_t`` on every generated token, plus the sequence's score on its last token
 (Ziegler et al., 2019; Stiennon et al., 2020). ``kl_t`` estimates
-``KL(π || π_ref)`` at token ``t`` from the sampled token alone.
+``KL(π || π_ref)`` at token ``t`` from the sampled token alone (``splice.rl.kl``).
 """
 
 from __future__ import annotations
 
-from typing import Literal
-
-import torch
+from splice.rl.kl import KLEstimator, token_kl
 from torch import Tensor
-
-KLEstimator = Literal["k1", "k3"]
-
-
-def token_kl(logprobs: Tensor, ref_logprobs: Tensor, *, estimator: KLEstimator = "k1") -> Tensor:
-    """Per-token KL estimate from the sampled tokens' log-probs.
-
-    ``k1 = log π - log π_ref`` (unbiased, can be negative per token);
-    ``k3 = (ρ - 1) - log ρ`` with ``ρ = π_ref / π`` (unbiased, always >= 0; Schulman 2020).
-    """
-    log_ratio = logprobs - ref_logprobs
-    if estimator == "k1":
-        return log_ratio
-    if estimator == "k3":
-        return torch.expm1(-log_ratio) + log_ratio
-    raise ValueError(f"kl_estimator must be 'k1' or 'k3', got {estimator!r}")
 
 
 def shaped_rewards(scores: Tensor, kl: Tensor, mask: Tensor, *, kl_coef: float) -> Tensor:

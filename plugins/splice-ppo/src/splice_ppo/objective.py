@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from splice.interfaces import LossOutput
 from splice.objectives.logprobs import TokenLogprobs, token_logprobs
-from splice.reference import ReferenceModel
+from splice.rl.reference import ReferenceModel
 from torch import Tensor, nn
 
 from splice_ppo.advantages import explained_variance, gae, masked_mean, whiten
@@ -130,7 +130,7 @@ class PPOObjective:
 
         Args:
             model: the policy.
-            prompts: a prompt batch (``splice.training.rollout.PromptBatches``): ``prompt_ids``
+            prompts: a prompt batch (``splice.rl.rollout.PromptBatches``): ``prompt_ids``
                 (``B`` lists of token ids), ``prompts`` (their texts; decoded from the ids when
                 absent), ``references`` (the rewards' reference answers).
             generate: ``generate(model, prompt_ids, n=...) -> GenerationOutput``, the core

@@ -21,10 +21,10 @@ from splice.checkpoint import atomic_write_text, load_model_weights
 from splice.data.examples import Example
 from splice.data.tokenizer import CharTokenizer
 from splice.interfaces import CollatingTask, Prepares, SplitTask
+from splice.rl.rollout import PromptBatches, Rollouts
 from splice.training.config_drift import check_resume_config
 from splice.training.configs import DataConfig, ExperimentConfig, TokenizerConfig
 from splice.training.online import is_online
-from splice.training.rollout import PromptBatches, Rollouts
 from splice.training.run_folder import ResumeMode, checkpoint_entries, claim_run_folder
 from splice.training.stream import BatchSource, ListBatches, TaskBatches, derive_seed
 from splice.training.trainer import Trainer, seed_everything

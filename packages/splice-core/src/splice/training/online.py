@@ -101,7 +101,7 @@ class OnlineStep:
     """One rollout with the policy, then one optimizer update per minibatch.
 
     Args:
-        rollouts: makes each step's bound generator (``splice.training.rollout.Rollouts``:
+        rollouts: makes each step's bound generator (``splice.rl.rollout.Rollouts``:
             ``generator(step, first_prompt_index)``, ``prompts_per_step``).
     """
 

@@ -90,7 +90,7 @@ class Trainer:
         run_config: JSON-able config saved inside each checkpoint.
         title: heading of ``report.md``.
         rollouts: for an online objective (one with ``collect``): makes each step's bound
-            generator (``splice.training.rollout.Rollouts``); ``train_batches`` then yields
+            generator (``splice.rl.rollout.Rollouts``); ``train_batches`` then yields
             prompt batches, and each step is one rollout plus its updates (``OnlineStep``).
         step_strategy: how a step trains (default: ``OnlineStep(rollouts)`` for an online
             objective, else ``SupervisedStep()``).
