@@ -308,10 +308,11 @@ def plot(curve: dict[str, dict[str, list[list[float]]]], png: Path) -> Path:
               "kl": "KL to the reference (k3, rollouts)", "retention": "2nd skill (retention)"}  # fmt: skip
     fig, axes = plt.subplots(1, 4, figsize=(18, 3.8))
     for ax, (metric, title) in zip(axes, titles.items()):
-        for label, per in curve.items():
+        for i, (label, per) in enumerate(curve.items()):  # one colour per β in every panel
             pts = per.get(metric, [])
             if pts:
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", ms=3, label=f"β {label}")
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", ms=3, color=f"C{i}",
+                        label=f"β {label}")  # fmt: skip
         ax.set_title(title)
         ax.set_xlabel("GRPO step")
         ax.grid(alpha=0.3)
