@@ -17,15 +17,23 @@ import pytest
 import torch
 from splice.config import ComponentConfig
 from splice.hookspecs import hookimpl
-from splice.interfaces import AttentionInputs, BuildContext, ChannelMixer, TokenMixer
+from splice.interfaces import (
+    AttentionInputs,
+    BuildContext,
+    ChannelMixer,
+    Connector,
+    TokenMixer,
+)
 from splice.registry import get_registry
 from splice.testing import (
     ChannelMixerConformance,
+    ConnectorConformance,
     TokenMixerConformance,
     check_gradients,
     check_output,
     check_position_mixing,
     check_state_dict_roundtrip,
+    run_suite,
 )
 from torch import Tensor, nn
 
@@ -179,3 +187,50 @@ def test_a_leaky_convolution_with_zero_initialised_taps_is_caught(tmp_path: Any)
     _fails(suite, "test_packed_documents_do_not_see_each_other", "leaks across document")
     _fails(suite, "test_left_padding_is_invisible", "padding leaks into real tokens")
     suite.test_position_mixing()  # causal: the leak is not a causality bug
+
+
+class FaultyConnectorConfig(ComponentConfig):
+    type: Literal["test_faulty_connector"] = "test_faulty_connector"
+    fault: Literal["none", "batch_mean"] = "none"
+
+
+class FaultyConnector(Connector):
+    """A linear projector ``(B, N, 12) -> (B, N, 8)``; ``batch_mean`` centres over images."""
+
+    def __init__(self, d_in: int, d_out: int, fault: str) -> None:
+        super().__init__()
+        self.proj, self.fault = nn.Linear(d_in, d_out), fault
+
+    def forward(self, features: Tensor) -> Tensor:
+        y = self.proj(features)
+        return y - y.mean(0, keepdim=True) if self.fault == "batch_mean" else y
+
+
+class _ConnectorPlugin:
+    @staticmethod
+    @hookimpl
+    def register_connectors(register: Any) -> None:
+        register(
+            FaultyConnectorConfig,
+            lambda cfg, ctx: FaultyConnector(ctx.d_context, ctx.d_model, cfg.fault),
+        )
+
+
+def test_a_connector_mixing_images_of_a_batch_is_caught(tmp_path: Any) -> None:
+    reg = get_registry()
+    reg.register_plugin(_ConnectorPlugin, name="planted_connector")
+    try:
+
+        class Suite(ConnectorConformance):
+            dtypes = (torch.float32,)
+
+            def make_config(self) -> Any:
+                return FaultyConnectorConfig(fault=fault)
+
+        fault = "none"
+        run_suite(Suite(), tmp_path)
+        fault = "batch_mean"
+        with pytest.raises(AssertionError, match="across the batch dimension"):
+            Suite().test_a_row_is_independent_of_the_batch()
+    finally:
+        reg.unregister_plugin("planted_connector")

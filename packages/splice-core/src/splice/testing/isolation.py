@@ -35,8 +35,8 @@ from splice.interfaces import AttentionInputs, BuildContext
 from splice.testing.checks import Prepare, build_seeded, perturb_parameters
 from splice.testing.specs import kind_of
 
-_KINDS = ("token_mixer", "block", "channel_mixer", "norm", "model")
-_POINTWISE = ("channel_mixer", "norm")  # called on x alone
+_KINDS = ("token_mixer", "block", "channel_mixer", "norm", "connector", "model")
+_POINTWISE = ("channel_mixer", "norm", "connector")  # called on x alone
 
 
 def _inputs(
@@ -85,14 +85,15 @@ def _sample(kind: str, config: Any, ctx: BuildContext | None, b: int, t: int, g:
     if kind == "model":
         return torch.randint(3, int(config.vocab_size), (b, t), generator=g)
     assert ctx is not None, f"{kind} needs a BuildContext"
-    return torch.randn(b, t, ctx.d_model, generator=g)
+    width = ctx.d_context if kind == "connector" else ctx.d_model  # a connector reads features
+    return torch.randn(b, t, width, generator=g)
 
 
 def _setup(config: Any, ctx: BuildContext | None, kind: str | None, prepare: Prepare | None):  # type: ignore[no-untyped-def]
     kind = kind or kind_of(config)
     if kind not in _KINDS:
         raise ValueError(f"isolation checks support {_KINDS}, not {kind!r}")
-    if kind != "model" and ctx is not None and not ctx.causal:
+    if kind not in ("model", "connector") and ctx is not None and not ctx.causal:
         raise ValueError("isolation checks are for causal self-mixing (ctx.causal=True)")
     module = build_seeded(config, ctx, kind=kind, prepare=prepare)
     return kind, perturb_parameters(module).eval()

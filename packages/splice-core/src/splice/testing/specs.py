@@ -20,6 +20,7 @@ from splice.interfaces import (
     BuildContext,
     ChannelMixer,
     ChannelMixerOutput,
+    Connector,
     ModelOutput,
     PooledAuxLoss,
     TokenMixer,
@@ -194,8 +195,37 @@ class ModelSpec(KindSpec):
         return (batch, seq_len, int(config.vocab_size))
 
 
+class ConnectorSpec(KindSpec):
+    """Connectors: ``forward(features (B, N, D_enc)) -> (B, N', D)`` with ``D_enc =
+    ctx.d_context`` and ``N' = config.n_queries`` where the config has it, else ``N``."""
+
+    kind = "connector"
+    interface: ClassVar[type] = Connector
+
+    def probe(self, module, config, ctx, *, batch, seq_len, dtype, generator):  # type: ignore[no-untyped-def]
+        assert ctx is not None and ctx.d_context, "a connector needs BuildContext(d_context=...)"
+        f = torch.randn(batch, seq_len, ctx.d_context, generator=generator).to(dtype)
+        f.requires_grad_()
+        return Probe(args=(f,), grad_inputs={"features": f}, varying=f)
+
+    def result(self, out, probe):  # type: ignore[no-untyped-def]
+        return Result(out)
+
+    def expected_shape(self, config, ctx, batch, seq_len):  # type: ignore[no-untyped-def]
+        assert ctx is not None
+        return (batch, int(getattr(config, "n_queries", seq_len)), ctx.d_model)
+
+
 SPECS: dict[str, KindSpec] = {
-    s.kind: s for s in (TokenMixerSpec(), BlockSpec(), ChannelMixerSpec(), NormSpec(), ModelSpec())
+    s.kind: s
+    for s in (
+        TokenMixerSpec(),
+        BlockSpec(),
+        ChannelMixerSpec(),
+        NormSpec(),
+        ModelSpec(),
+        ConnectorSpec(),
+    )
 }
 
 

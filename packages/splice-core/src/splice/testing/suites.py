@@ -203,6 +203,24 @@ class ChannelMixerConformance(_IsolationTest):
     position_mixing: ClassVar[PositionMixing | None] = "pointwise"
 
 
+class ConnectorConformance(ConformanceSuite):
+    """Connectors (``kind = "connector"``): encoder features ``(B, N, D_enc)`` to LM-width
+    tokens. Build context: ``BuildContext(d_model=<LM width>, d_context=<encoder width>)``.
+    Pointwise by default (projectors); a resampler (Q-Former) sets ``position_mixing =
+    "bidirectional"``."""
+
+    kind = "connector"
+    position_mixing: ClassVar[PositionMixing | None] = "pointwise"
+
+    def make_context(self) -> BuildContext | None:
+        return BuildContext(d_model=16, max_seq_len=32, d_context=12)
+
+    def test_a_row_is_independent_of_the_batch(self) -> None:
+        isolation.check_batch_composition(
+            self.make_config(), self.make_context(), kind=self.kind, prepare=self.prepare
+        )
+
+
 class NormConformance(_IsolationTest):
     """Normalisation layers (``kind = "norm"``)."""
 
