@@ -140,3 +140,80 @@ def test_what_peft_cannot_express_is_refused(checkpoint):
         apply_lora(model, LoRAConfig(r=2, dropout=0.1, targets=[], target_parameters=["experts"]))
     with pytest.raises(ValueError, match=r"'experts.up' matches no parameter.*experts.gate_up"):
         apply_lora(model, LoRAConfig(r=2, targets=[], target_parameters=["experts.up"]))
+
+
+FAMILY_CONFIGS = {
+    "deepseek_v3": lambda: transformers.DeepseekV3Config(
+        vocab_size=VOCAB, hidden_size=36, intermediate_size=52, moe_intermediate_size=20,
+        num_attention_heads=3, num_key_value_heads=3, num_hidden_layers=2, n_routed_experts=6,
+        num_experts_per_tok=2, n_group=2, topk_group=1, first_k_dense_replace=1,
+        kv_lora_rank=12, q_lora_rank=16, qk_nope_head_dim=6, qk_rope_head_dim=4, v_head_dim=8,
+        max_position_embeddings=64,
+    ),
+    "ernie4_5_moe": lambda: transformers.Ernie4_5_MoeConfig(
+        vocab_size=VOCAB, hidden_size=36, intermediate_size=52, moe_intermediate_size=20,
+        num_attention_heads=3, num_key_value_heads=1, num_hidden_layers=2, moe_num_experts=5,
+        moe_k=2, moe_num_shared_experts=1, moe_layer_start_index=1, max_position_embeddings=64,
+    ),
+    "mixtral": lambda: transformers.MixtralConfig(
+        vocab_size=VOCAB, hidden_size=36, intermediate_size=20, num_attention_heads=3,
+        num_key_value_heads=1, num_hidden_layers=2, num_local_experts=3, num_experts_per_tok=2,
+        max_position_embeddings=64,
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("family", sorted(FAMILY_CONFIGS))
+def test_attention_and_expert_adapter_round_trips_through_peft(family, tmp_path):
+    """Attention projections (MLA's and ERNIE's rotary ones included: their ``lora_B`` rows
+    are permuted like the weights) plus the experts, both ways through PEFT."""
+    torch.manual_seed(0)
+    hf_model = transformers.AutoModelForCausalLM.from_config(FAMILY_CONFIGS[family]()).eval()
+    hf_model.save_pretrained(tmp_path / "hf")
+    model, _ = load_pretrained(tmp_path / "hf", dtype=torch.float32)
+    # PEFT reads DeepSeek's and ERNIE's MLP projection names as the experts' (refused, see
+    # below): there every attention projection; in Mixtral every linear but the router.
+    targets = (
+        {"targets": "all-linear"}
+        if family == "mixtral"
+        else {"targets": [], "target_regex": r".*\.mixer\..*"}
+    )
+    apply_lora(model, LoRAConfig(r=2, alpha=4.0, target_parameters=["experts"], **targets))
+    assert not any(
+        isinstance(m, LoRALinear) for n, m in model.named_modules() if n.endswith("router.gate")
+    )
+    with torch.no_grad():  # B starts at zero: give every delta a size
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(std=0.3)
+    ids = _ids()
+    with torch.no_grad():
+        want = model.eval()(ids).logits
+        with adapters_disabled(model):
+            assert (model(ids).logits - want).abs().max() > 1e-2
+    save_peft_adapter(model, tmp_path / "adapter")
+    hf = peft.PeftModel.from_pretrained(_hf(tmp_path / "hf"), tmp_path / "adapter").eval()
+    again, _ = load_pretrained(tmp_path / "hf", dtype=torch.float32)
+    load_peft_adapter(again, tmp_path / "adapter")
+    with torch.no_grad():
+        assert (hf(ids).logits - want).abs().max().item() <= TOL
+        assert (again.eval()(ids).logits - want).abs().max().item() <= TOL
+
+
+def test_mlp_adapter_peft_would_misread_is_refused(tmp_path):
+    torch.manual_seed(0)
+    hf_model = transformers.AutoModelForCausalLM.from_config(FAMILY_CONFIGS["deepseek_v3"]())
+    hf_model.save_pretrained(tmp_path / "hf")
+    model, _ = load_pretrained(tmp_path / "hf", dtype=torch.float32)
+    apply_lora(model, LoRAConfig(r=2, targets="all-linear", target_parameters=["experts"]))
+    with pytest.raises(ValueError, match="PEFT reads gate_proj/up_proj/down_proj targets"):
+        save_peft_adapter(model, tmp_path / "adapter")
+
+
+def test_router_adapter_is_refused_for_peft(checkpoint, tmp_path):
+    model, _ = load_pretrained(checkpoint, dtype=torch.float32)
+    apply_lora(model, LoRAConfig(r=2, targets=["router"]))
+    with pytest.raises(
+        ValueError, match=r"router 'blocks\.1\.ffn\.router\.gate' cannot be written"
+    ):
+        save_peft_adapter(model, tmp_path / "adapter")

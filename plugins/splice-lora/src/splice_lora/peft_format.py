@@ -123,6 +123,11 @@ class _Names:
 _EMPTY = torch.empty(0)
 #: Layouts whose module names map to transformers' (MoE families: splice-moe's).
 SUPPORTED = {"llama", "qwen2", "mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v3", "ernie4_5_moe"}
+#: Model types whose gate_proj/up_proj/down_proj targets PEFT (0.21) converts into the
+#: experts' fused ``gate_up_proj`` / ``down_proj`` (its transformers v4 -> v5 conversion), so
+#: an adapter on a dense or shared MLP projection cannot be expressed for them.
+PEFT_RENAMES_MLP = {"qwen3_moe", "deepseek_v3", "ernie4_5_moe"}
+_MLP_LEAVES = (".gate_proj", ".up_proj", ".down_proj")
 _SPLICE_PARAM = re.compile(r"blocks\.(\d+)\.ffn\.experts\.(gate_up|down)")
 _HF_PARAM = re.compile(r"model\.layers\.(\d+)\.mlp\.experts\.(gate_up|down)_proj")
 
@@ -156,9 +161,21 @@ def save_peft_adapter(
     for path_, layer in layers:
         if isinstance(layer, LoRAParameter):
             continue
+        if path_.endswith("router.gate"):
+            raise ValueError(
+                f"the LoRA on MoE router {path_!r} cannot be written in PEFT's format: "
+                "transformers' routers are not linear modules; leave routers out of the targets"
+            )
         hf_path = names.to_hf(path_)
         if hf_path is None:
             raise ValueError(f"module {path_!r} has no Hugging Face counterpart to save under")
+        if names.arch.model_type in PEFT_RENAMES_MLP and hf_path.endswith(_MLP_LEAVES):
+            raise ValueError(
+                f"the LoRA on {path_!r} ({hf_path}) cannot be written in PEFT's format for "
+                f"{names.arch.model_type}: PEFT reads gate_proj/up_proj/down_proj targets of "
+                "that model type as the experts' fused weights (its transformers-v5 conversion); "
+                "adapt the experts with target_parameters and leave the MLP projections out"
+            )
         hf_modules.append(hf_path)
         for part, local in _layer_tensors(layer, name).items():
             if part in _OUTPUT_SIDE:
@@ -177,7 +194,9 @@ def save_peft_adapter(
         "lora_dropout": spec.dropout,
         "use_rslora": spec.rslora,
         "use_dora": spec.dora,
-        "target_modules": _target_modules(model, names, hf_modules) if hf_modules else [],
+        "target_modules": _target_modules(model, names, hf_modules, exact=bool(params))
+        if hf_modules
+        else [],
         "target_parameters": _param_paths(params, names) or None,
         "init_lora_weights": True,
         "bias": "none",
@@ -256,15 +275,19 @@ def _layer_tensors(layer: LoRALayer, name: str) -> dict[str, Tensor]:
     return out
 
 
-def _target_modules(model: nn.Module, names: _Names, hf_modules: list[str]) -> list[str] | str:
+def _target_modules(
+    model: nn.Module, names: _Names, hf_modules: list[str], *, exact: bool = False
+) -> list[str] | str:
     """Leaf names (``["q_proj", "v_proj"]``) when they pick exactly the adapted modules,
-    else a regex over the full module names (PEFT full-matches a string target)."""
+    else (or with ``exact``) a regex over the full module names (PEFT full-matches a string
+    target). ``exact`` when expert weights are adapted too: PEFT would also apply a leaf
+    name such as ``up_proj`` to the parameter ``gate_up_proj`` (a second, nested delta)."""
     from splice_lora.targets import candidates
 
     leaves = sorted({m.rsplit(".", 1)[-1] for m in hf_modules})
     every = [m for p, _, _ in candidates(model) if (m := names.to_hf(p)) is not None]
     picked = [m for m in every if m.rsplit(".", 1)[-1] in leaves]
-    if sorted(picked) == sorted(hf_modules):
+    if sorted(picked) == sorted(hf_modules) and not exact:
         return leaves
     return "|".join(re.escape(m) for m in hf_modules)
 

@@ -20,9 +20,10 @@ from splice_lora.layers import LoRAEmbedding, LoRALayer, LoRALinear
 #: Output heads that ``all-linear`` leaves alone (as PEFT does): adapting the vocabulary
 #: projection is rarely wanted and ties it to the embedding in tied models.
 OUTPUT_HEADS = ("lm_head",)
-#: Scalar gates ``all-linear`` also leaves alone: Qwen2-MoE's ``(1, D)`` shared-expert gate
+#: Gates ``all-linear`` also leaves alone: MoE routers (transformers' are not linear modules,
+#: so PEFT's all-linear skips them too) and Qwen2-MoE's ``(1, D)`` shared-expert gate, which
 #: cannot hold a rank-``r`` delta.
-SCALAR_GATES = ("shared_gate",)
+SCALAR_GATES = ("router", "shared_gate")
 
 
 def candidates(model: nn.Module, prefix: str = "") -> Iterator[tuple[str, nn.Module, str]]:
