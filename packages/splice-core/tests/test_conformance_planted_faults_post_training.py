@@ -324,3 +324,53 @@ def test_quantizer_faults() -> None:
     _fails(s, "test_dequantize_gives_back_a_linear", "bias is lost")
     s = _suite(QuantizerConformance, Fault(fault="reports_float_bytes"))
     _fails(s, "test_reports_fewer_bytes_than_float32", "nbytes=")
+
+
+# -- regularizers ----------------------------------------------------------------------------
+class L2Anchor:
+    """``weight/2 * ||θ - θ0||²``; ``aliases``: θ0 holds the live tensors, not copies;
+    ``pushes``: the penalty's sign is flipped."""
+
+    def __init__(self, fault: str) -> None:
+        self.fault = fault
+        self.anchor: list[Tensor] = []
+
+    def setup(self, model: nn.Module, data: Any = None) -> None:
+        params = list(model.parameters())
+        self.anchor = params if self.fault == "aliases" else [p.detach().clone() for p in params]
+
+    def penalty(self, model: nn.Module, batch: Any) -> Tensor:
+        total = sum(((p - a) ** 2).sum() for p, a in zip(model.parameters(), self.anchor))
+        return -total if self.fault == "pushes" else total  # type: ignore[return-value]
+
+
+class _RegPlugin:
+    @staticmethod
+    @hookimpl
+    def register_regularizers(register: Any) -> None:
+        register(Fault, lambda cfg, ctx: L2Anchor(cfg.fault))
+
+
+def test_regularizer_faults() -> None:
+    from splice.testing import RegularizerConformance
+
+    reg = get_registry()
+    reg.register_plugin(_RegPlugin, name="regularizer_faults")
+    try:
+
+        def suite(fault: str) -> Any:
+            return type(
+                "Suite",
+                (RegularizerConformance,),
+                {
+                    "make_config": lambda self: Fault(fault=fault),
+                    "make_model": lambda self: nn.Linear(4, 3),
+                    "make_batch": lambda self: {"x": torch.randn(2, 4)},
+                },
+            )()
+
+        _run_all(suite("none"))
+        _fails(suite("aliases"), "test_pulls_the_model_back", "keep references to the live ones")
+        _fails(suite("pushes"), "test_pulls_the_model_back", r"penalty -\d")
+    finally:
+        reg.unregister_plugin("regularizer_faults")

@@ -40,6 +40,7 @@ from splice.testing.isolation import (
     check_padding_isolation,
 )
 from splice.testing.preference import PreferenceLossConformance
+from splice.testing.regularizers import RegularizerConformance
 from splice.testing.rewards import RewardConformance
 from splice.testing.rl import AdvantageEstimatorConformance, PolicyLossConformance
 from splice.testing.specs import KindSpec, Probe, Result, kind_of, register_spec, spec_for
@@ -73,6 +74,7 @@ __all__ = [
     "PreferenceLossConformance",
     "Probe",
     "QuantizerConformance",
+    "RegularizerConformance",
     "Result",
     "RewardConformance",
     "TokenMixerConformance",
