@@ -62,3 +62,20 @@ def test_old_import_paths_warn_and_are_the_new_modules(old, new):
     with pytest.warns(DeprecationWarning, match=f"{old} is deprecated.*use {new}"):
         module = importlib.import_module(old)
     assert module is importlib.import_module(new)
+
+
+def test_clipped_surrogate_clips_only_against_the_advantage():
+    from splice.rl.surrogate import clipped_surrogate
+
+    log_ratio = torch.log(torch.tensor([[0.5, 1.0, 1.5], [0.5, 1.0, 1.5]])).requires_grad_()
+    adv = torch.tensor([[1.0], [-1.0]])
+    sur = clipped_surrogate(log_ratio, adv, eps_low=0.2)
+    # A > 0: a ratio above 1.2 is clipped (no more incentive); below 0.8 it is not.
+    # A < 0: a ratio below 0.8 is clipped; above 1.2 it is not.
+    torch.testing.assert_close(
+        sur.per_token.detach(), torch.tensor([[-0.5, -1.0, -1.2], [0.8, 1.0, 1.5]])
+    )
+    assert sur.clipped.tolist() == [[False, False, True], [True, False, False]]
+    sur.per_token.sum().backward()
+    grad = log_ratio.grad
+    assert grad is not None and grad[0, 2] == 0 and grad[1, 0] == 0 and grad[0, 0] != 0

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
+from splice.rl.surrogate import clipped_surrogate as rl_clipped_surrogate
 from torch import Tensor
 
 from splice_grpo.configs import ClippedTokenLossConfig, GSPOLossConfig
@@ -34,11 +35,9 @@ def clipped_surrogate(
     log_ratio: Tensor, advantages: Tensor, mask: Tensor, eps_low: float, eps_high: float
 ) -> PolicyLossOutput:
     """``-min(ρ A, clip(ρ, 1-ε_low, 1+ε_high) A)`` with ``ρ = exp(log_ratio)``, per token."""
-    ratio = torch.exp(log_ratio)  # (N, L)
-    adv = advantages[:, None].to(ratio.dtype)  # (N, 1)
-    unclipped = ratio * adv
-    clipped = ratio.clamp(1.0 - eps_low, 1.0 + eps_high) * adv
-    per_token = -torch.minimum(unclipped, clipped)
+    adv = advantages[:, None].to(log_ratio.dtype)  # (N, 1)
+    sur = rl_clipped_surrogate(log_ratio, adv, eps_low=eps_low, eps_high=eps_high)  # splice.rl
+    ratio, per_token = sur.ratio, sur.per_token  # (N, L)
     with torch.no_grad():
         m = mask.bool()
         n = m.sum().clamp(min=1)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from splice.rl.surrogate import clipped_surrogate
 from torch import Tensor
 
 from splice_ppo.advantages import masked_mean
@@ -57,14 +58,12 @@ def clipped_policy_loss(
         clip: ``ε``; the ratio is clipped to ``[1 - ε, 1 + ε]``.
     """
     log_ratio = logprobs - old_logprobs
-    ratio = torch.exp(log_ratio)
-    unclipped = -advantages * ratio
-    clipped = -advantages * torch.clamp(ratio, 1.0 - clip, 1.0 + clip)
-    loss = masked_mean(torch.maximum(unclipped, clipped), mask)
+    sur = clipped_surrogate(log_ratio, advantages, eps_low=clip)  # splice.rl, shared with GRPO
+    loss = masked_mean(sur.per_token, mask)
     with torch.no_grad():
-        clip_fraction = masked_mean((clipped > unclipped).float(), mask)
+        clip_fraction = masked_mean(sur.clipped.float(), mask)
         approx_kl = masked_mean(0.5 * log_ratio.detach() ** 2, mask)
-        ratio_mean = masked_mean(ratio.detach(), mask)
+        ratio_mean = masked_mean(sur.ratio.detach(), mask)
     return PolicyLoss(loss, clip_fraction, approx_kl, ratio_mean)
 
 
