@@ -100,3 +100,20 @@ def test_bad_modality_settings_are_named():
         pytest.raises(ValueError, match="modality 2 has no experts"),
     ):
         layer(torch.randn(1, 3, D))
+
+
+def test_orthogonal_loss_is_added_under_either_aux_loss_scope():
+    torch.manual_seed(0)
+    x = torch.randn(1, 6, D)
+    totals = {}
+    for ortho in (0.0, 0.5):
+        for scope in ("layer", "model"):
+            cfg = MoEConfig(n_experts=4, top_k=2, expert_hidden=8, aux_loss_weight=0.01,
+                            aux_loss_scope=scope, orthogonal_loss_weight=ortho)  # fmt: skip
+            torch.manual_seed(0)
+            layer = MoELayer(cfg, D).train()
+            aux = layer(x).aux_loss
+            totals[scope, ortho] = aux if scope == "layer" else aux.sums[-1]  # the per-layer extra
+    expected = 0.5 * router_orthogonal_loss(layer.router.gate.weight)
+    torch.testing.assert_close(totals["layer", 0.5] - totals["layer", 0.0], expected)
+    torch.testing.assert_close(totals["model", 0.5] - totals["model", 0.0], expected)

@@ -178,6 +178,9 @@ class MoELayer(ChannelMixer):
             if cfg.z_loss_weight > 0:
                 z = router_z_loss(routing.logits)
             extra = cfg.z_loss_weight * z if z is not None else routing.logits.new_zeros(())
+            if cfg.orthogonal_loss_weight > 0:  # a per-layer term, added as the z-loss is
+                ortho = router_orthogonal_loss(self.router.gate.weight)
+                extra = extra + cfg.orthogonal_loss_weight * ortho
             sums = balancing_sums(routing.scores, routed, extra, normalize=cfg.scoring == "sigmoid")
             finish = PooledBalancingLoss(cfg.n_experts, cfg.aux_loss_weight)
             return PooledAuxLoss(sums, finish), None, z
