@@ -18,6 +18,8 @@ class TestReLU2(ChannelMixerConformance):
 
 
 class TestReLU2WithBias(ChannelMixerConformance):
+    config_fields_exempt = ("multiple",)  # hidden_dim is set, which overrides multiple
+
     def make_config(self) -> ReLU2Config:
         return ReLU2Config(hidden_dim=24, bias=True)
 
