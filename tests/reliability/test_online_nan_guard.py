@@ -17,9 +17,9 @@ from splice.interfaces import LossOutput
 from splice.models.build import build_model
 from splice.models.configs import DecoderConfig
 from splice.objectives.logprobs import token_logprobs
+from splice.rl.rollout import PromptBatches, Rollouts, pack_rollout
 from splice.training.configs import TrainConfig
 from splice.training.nan_guard import NonFiniteLossError
-from splice.training.rollout import PromptBatches, Rollouts, pack_rollout
 from splice.training.trainer import Trainer
 
 TOK = CharTokenizer()
