@@ -7,7 +7,8 @@ from that folder and by splice through ``splice.hf.load_pretrained``; a word-lev
 tokens (sampling at temperature 1, no top-k/top-p; eos is one id in 4096 and is not sampled
 in practice), the same Python reward (distinct tokens / 16), group-normalised advantages,
 token-level loss ("dapo" in TRL, ``loss_aggregation="token"`` in splice), ε = 0.2, one
-update per rollout, AdamW lr 1e-6, clipping at 1.0, float32, the same thread count. Run once
+update per rollout, AdamW lr 1e-6, clipping at 1.0, float32 (and bf16 autocast where bf16 is
+native), the same thread count. Run once
 at β = 0 (no reference model) and once at β = 0.04 (a frozen reference copy on both sides).
 
 Timing alternates step by step as in ``bench_sft``: TRL's own ``trainer.train()`` runs and a
@@ -27,7 +28,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from harness import Comparison, bench_args, configure_threads, write_section
+from harness import (
+    Comparison,
+    bench_args,
+    configure_threads,
+    native,
+    not_native_note,
+    write_section,
+)
 
 D_MODEL, N_LAYERS, N_HEADS, FFN, VOCAB = 256, 2, 4, 688, 4096
 PROMPTS, G, PROMPT_LEN, NEW = 8, 8, 8, 16
@@ -92,7 +100,7 @@ class _Timed:
         return t
 
 
-def splice_trainer(ckpt: Path, beta: float, steps: int) -> Any:
+def splice_trainer(ckpt: Path, beta: float, steps: int, bf16: bool) -> Any:
     from splice.generation.sampling import SamplingConfig
     from splice.hf import load_pretrained
     from splice.registry import get_registry
@@ -137,11 +145,12 @@ def splice_trainer(ckpt: Path, beta: float, steps: int) -> Any:
         optimizer=OptimizerConfig(lr=LR, weight_decay=0.0),
         progress=False,
         log_every=1,
+        precision="bf16" if bf16 else "float32",  # pinned: "auto" depends on the machine
     )
     return Trainer(model, objective, batches, train, rollouts=rollouts)
 
 
-def trl_trainer(ckpt: Path, beta: float, steps: int, out: Path, callback: Any) -> Any:
+def trl_trainer(ckpt: Path, beta: float, steps: int, out: Path, callback: Any, bf16: bool) -> Any:
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import GRPOConfig, GRPOTrainer
@@ -170,6 +179,7 @@ def trl_trainer(ckpt: Path, beta: float, steps: int, out: Path, callback: Any) -
         dataloader_num_workers=0,
         gradient_checkpointing=False,  # TRL's default is True; splice recomputes nothing
         seed=0,
+        bf16=bf16,  # autocast to bf16, weights and optimizer state float32 (as splice)
     )
     return GRPOTrainer(
         model=model,
@@ -181,13 +191,15 @@ def trl_trainer(ckpt: Path, beta: float, steps: int, out: Path, callback: Any) -
     )
 
 
-def run_beta(ckpt: Path, beta: float, *, warmup: int, rounds: int, out: Path) -> dict[str, Any]:
+def run_beta(
+    ckpt: Path, beta: float, *, bf16: bool, warmup: int, rounds: int, out: Path
+) -> dict[str, Any]:
     """Alternate TRL and splice steps at one β; per-step seconds and generation seconds."""
     import splice.rl.rollout as rollout_mod
     from transformers import TrainerCallback
 
     steps = warmup + rounds
-    splice = splice_trainer(ckpt, beta, steps + 1)
+    splice = splice_trainer(ckpt, beta, steps + 1, bf16)
     batches = splice.source.batches(0)
     splice.model.train()
     gen_splice = _Timed(rollout_mod.generate)
@@ -209,7 +221,7 @@ def run_beta(ckpt: Path, beta: float, *, warmup: int, rounds: int, out: Path) ->
             mark[0] = time.perf_counter()
 
     try:
-        trl = trl_trainer(ckpt, beta, steps, out, Alternate())
+        trl = trl_trainer(ckpt, beta, steps, out, Alternate(), bf16)
         holder["gen"] = _Timed(trl._generate)
         trl._generate = holder["gen"]
         mark[0] = time.perf_counter()
@@ -227,40 +239,48 @@ def run_beta(ckpt: Path, beta: float, *, warmup: int, rounds: int, out: Path) ->
 def main(quick: bool = False) -> str:
     threads = configure_threads()
     warmup, rounds = (1, 3) if quick else (2, 12)
-    rows = []
+    notes, measured = [], []
+    results: dict[tuple[str, float], dict[str, Any]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = Path(tmp) / "llama"
         build_checkpoint(ckpt)
         from transformers import AutoModelForCausalLM
 
         n_params = sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(ckpt).parameters())
-        results = {
-            b: run_beta(ckpt, b, warmup=warmup, rounds=rounds, out=Path(tmp) / f"trl{b}")
-            for b in (0.0, 0.04)
-        }
+        for dtype, bf16 in (("float32", False), ("bf16 autocast", True)):
+            if bf16 and not native(torch.bfloat16):
+                notes.append(not_native_note(dtype))
+                continue
+            for b in (0.0, 0.04):
+                out = Path(tmp) / f"trl-{int(bf16)}-{b}"
+                results[(dtype, b)] = run_beta(
+                    ckpt, b, bf16=bf16, warmup=warmup, rounds=rounds, out=out
+                )
     lines = [
-        "| β | candidate | median s / step | completions/s | generation share of the step "
-        "| splice speedup (paired median) |",
-        "|---:|---|---:|---:|---:|---:|",
+        "| precision | β | candidate | median s / step | completions/s | generation share of "
+        "the step | splice speedup (paired median) |",
+        "|---|---:|---|---:|---:|---:|---:|",
     ]
-    for beta, r in results.items():
+    for (dtype, beta), r in results.items():
         comp: Comparison = r["comp"]
         for name in (TRL, SPLICE):
             med = comp.median(name)
             speed = f"{comp.speedup(SPLICE):.2f}x" if name == SPLICE else ""
             lines.append(
-                f"| {beta:g} | {name} | {med:.3f} | {PROMPTS * G / med:.1f} "
+                f"| {dtype} | {beta:g} | {name} | {med:.3f} | {PROMPTS * G / med:.1f} "
                 f"| {r['gen_share'][name]:.0%} | {speed} |"
             )
-        rows.append(comp.speedup(SPLICE))
+        measured.append(f"{comp.speedup(SPLICE):.2f}x ({dtype}, β={beta:g})")
     body = (
-        f"Tiny Llama ({n_params / 1e6:.1f}M parameters, float32), {PROMPTS} prompts x G={G} "
-        f"completions of {NEW} tokens per step, {threads} threads, {rounds} alternating rounds "
-        f"after {warmup} warm-up steps (see `benchmarks/bench_grpo.py` for the setup).\n\n"
+        f"Tiny Llama ({n_params / 1e6:.1f}M parameters), float32 and (where bf16 is native) "
+        f'bf16 autocast (TRL `bf16=True`, splice `precision="bf16"`; weights and optimizer '
+        f"state float32 on both), {PROMPTS} prompts x G={G} completions of {NEW} tokens per "
+        f"step, {threads} threads, {rounds} alternating rounds after {warmup} warm-up steps "
+        "(see `benchmarks/bench_grpo.py` for the setup).\n\n"
         + "\n".join(lines)
-        + f"\n\nTarget: splice >= 3x at both β. Measured: {rows[0]:.2f}x (β=0), {rows[1]:.2f}x "
-        "(β=0.04). Shared 2-core machine: other jobs ran during the measurement; the paired "
-        "ratios cancel most of that drift, the absolute figures do not."
+        + "".join(f"\n\n{n}" for n in notes)
+        + f"\n\nTarget: splice >= 3x at both β. Measured: {', '.join(measured)}. The paired "
+        "ratios cancel most load drift, the absolute figures do not."
     )
     return write_section("grpo", "GRPO completions/s vs TRL GRPOTrainer", body)
 

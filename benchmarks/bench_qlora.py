@@ -32,7 +32,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from harness import bench_args, compare, configure_threads, write_section
+from harness import (
+    bench_args,
+    compare,
+    configure_threads,
+    native,
+    not_native_note,
+    write_section,
+)
 from lora_common import (
     ALPHA,
     MODEL_TEXT,
@@ -55,40 +62,50 @@ def paired(comp: Any, name: str, other: str) -> float:
     return statistics.median(a / b for a, b in zip(comp.samples[name], comp.samples[other]))
 
 
-def qlora(model: torch.nn.Module) -> None:
-    """splice's ``qlora`` adapter: NF4 (blocks of 64, double quant, float32 compute), all-linear."""
+def qlora(model: torch.nn.Module, compute: str = "float32") -> None:
+    """splice's ``qlora`` adapter: NF4 (blocks of 64, double quant, ``compute`` dtype), all-linear."""
     from splice_qlora.configs import NF4Config, QLoRAConfig
     from splice_qlora.qlora import apply_qlora
 
     apply_qlora(model, QLoRAConfig(r=R, alpha=ALPHA, dropout=0.0, targets="all-linear",
-                                   quantization=NF4Config(compute_dtype="float32")))  # fmt: skip
+                                   quantization=NF4Config(compute_dtype=compute)))  # fmt: skip
 
 
-def splice_qlora_step(ckpt: Path, rows: torch.Tensor, *, batch: int) -> tuple[SpliceStep, float]:
+def qlora_bf16(model: torch.nn.Module) -> None:
+    """``qlora`` with bfloat16 compute (the dequantized weights multiply in bf16)."""
+    qlora(model, "bfloat16")
+
+
+def splice_qlora_step(
+    ckpt: Path, rows: torch.Tensor, *, batch: int, bf16: bool = False
+) -> tuple[SpliceStep, float]:
     """splice ``Trainer`` steps of the ``qlora`` adapter on the CPU (as bitsandbytes' side),
-    and the quantized weights' bytes/param."""
+    and the quantized weights' bytes/param. ``bf16``: bf16 compute and autocast."""
     from splice.quantization import quantization_report
 
-    step = SpliceStep(ckpt, rows, batch=batch, adapt=qlora, on_device=False)
+    step = SpliceStep(ckpt, rows, batch=batch, adapt=qlora_bf16 if bf16 else qlora,
+                      precision="bf16" if bf16 else "float32", on_device=False)  # fmt: skip
     return step, quantization_report(step.model).bytes_per_param
 
 
-def peft_qlora_step(ckpt: Path, rows: torch.Tensor, *, batch: int) -> tuple[PeftStep, float]:
+def peft_qlora_step(
+    ckpt: Path, rows: torch.Tensor, *, batch: int, bf16: bool = False
+) -> tuple[PeftStep, float]:
     """PEFT LoRA on a bitsandbytes-4-bit transformers Llama (CPU) in a plain loop, and the
-    quantized weights' bytes/param."""
+    quantized weights' bytes/param. ``bf16``: bf16 compute and autocast."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
     q = BitsAndBytesConfig(
         load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-        bnb_4bit_compute_dtype=torch.float32,
+        bnb_4bit_compute_dtype=torch.bfloat16 if bf16 else torch.float32,
     )  # fmt: skip
     base = AutoModelForCausalLM.from_pretrained(
         ckpt, quantization_config=q, device_map="cpu", dtype=torch.float32
     )
     bytes_per_param = _bnb_bytes_per_param(base)
     cfg = LoraConfig(r=R, lora_alpha=ALPHA, lora_dropout=0.0, target_modules="all-linear")
-    return PeftStep(get_peft_model(base, cfg), rows, batch=batch), bytes_per_param
+    return PeftStep(get_peft_model(base, cfg), rows, batch=batch, bf16=bf16), bytes_per_param
 
 
 def _bnb_bytes_per_param(model: torch.nn.Module) -> float:
@@ -166,6 +183,21 @@ def main(quick: bool = False) -> str:
             )
         torch.set_num_threads(threads)
         profile, prof = op_profile(cands)
+        if native(torch.bfloat16):  # bf16 compute and autocast on both sides
+            bf16 = {
+                SPLICE: splice_qlora_step(ckpt, rows, batch=batch, bf16=True)[0],
+                PEFT: peft_qlora_step(ckpt, rows, batch=batch, bf16=True)[0],
+            }
+            comp = compare(bf16, baseline=PEFT, warmup=warmup, rounds=rounds)
+            speeds["bf16"] = comp.speedup(SPLICE)
+            tables.append(
+                f"**bf16 (compute dtype and autocast), {threads} threads**\n\n"
+                + comp.table(work={k: float(tokens) for k in comp.samples}, unit_name="tokens/s")
+                + f"\n\nsplice QLoRA / PEFT QLoRA tokens/s (paired median): "
+                f"**{speeds['bf16']:.2f}x** (target >= 1.0).\n"
+            )
+        else:
+            tables.append(not_native_note("**bf16**") + "\n")
     speed = speeds[threads]
     mib = lambda kib: kib / 1024  # noqa: E731
     rss_rows = "\n".join(
@@ -183,8 +215,9 @@ def main(quick: bool = False) -> str:
         "`BitsAndBytesConfig(load_in_4bit=True)` + `get_peft_model`, a plain training loop (not "
         "TRL). The unfused row is splice-lora without its fused LoRA node (bitsandbytes' "
         "`matmul_4bit` for the base, the delta through plain autograd: the path before). The "
-        "machine was shared with other jobs while this ran; the ratios are paired medians, at "
-        f"{threads} threads and at 1 (see the LoRA section for why both).\n\n"
+        "ratios are paired medians, in float32 at "
+        f"{threads} threads and at 1 (see the LoRA section for why both), and with bf16 "
+        "compute under bf16 autocast where bf16 is native.\n\n"
         + "\n".join(tables)
         + f"\nProfile of one step ({threads} threads):\n\n{profile}\n\n"
         f"aten ops per step, splice / PEFT: {prof[SPLICE][0] / prof[PEFT][0]:.2f}; fused / "

@@ -23,7 +23,15 @@ from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
-from harness import bench_args, compare, configure_threads, device, write_section
+from harness import (
+    bench_args,
+    compare,
+    configure_threads,
+    device,
+    native,
+    not_native_note,
+    write_section,
+)
 from splice_vision.clip import CLIP
 from splice_vision.configs import ViTConfig
 from splice_vision.interop import from_open_clip
@@ -101,6 +109,49 @@ def profile_summary(steps: dict[str, Callable[[], None]]) -> str:
         )
         rows.append(f"| {name} | {total / 1e3:.0f} | {gemm / total:.0%} | {top} |")
     return "\n".join(rows)
+
+
+def autocast_bf16(fn: Callable[[], None]) -> Callable[[], None]:
+    """``fn`` under bf16 autocast (weights stay float32, matmuls run in bf16)."""
+
+    def run() -> None:
+        with torch.autocast(device().type, dtype=torch.bfloat16):
+            fn()
+
+    return run
+
+
+def bf16_rows(
+    steps: dict[str, Callable[[], None]],
+    *,
+    baseline: str,
+    peers: tuple[str, ...],
+    quick: bool,
+    rounds: int,
+    work: float,
+    unit: str,
+    target: float,
+    ratios: dict[str, float],
+    key: str,
+) -> str:
+    """The same comparison under bf16 autocast where bf16 is native (else a note saying so)."""
+    if not native(torch.bfloat16):
+        return "\n\n" + not_native_note("bf16 autocast")
+    res = compare(
+        {k: autocast_bf16(steps[k]) for k in ("splice", *peers)},
+        baseline=baseline,
+        warmup=2,
+        rounds=3 if quick else rounds,
+    )
+    measured = []
+    for peer in peers:
+        ratios[f"{key}_bf16_vs_{peer}"] = paired_speedup(res, "splice", peer)
+        measured.append(f"**{ratios[f'{key}_bf16_vs_{peer}']:.2f}x** {peer}")
+    return (
+        "\n\nbf16 autocast (weights float32, matmuls in bf16), the same work:\n\n"
+        + res.table(work={n: work for n in res.samples}, unit_name=unit)
+        + f"\n\nTarget: splice >= {target:g}x each peer. Measured: {', '.join(measured)}."
+    )
 
 
 def clip_step(quick: bool) -> tuple[str, dict[str, float]]:
@@ -189,6 +240,18 @@ def clip_step(quick: bool) -> tuple[str, dict[str, float]]:
         f"{ratios['clip_vs_before']:.2f}x splice's previous design.\n\n"
         "One profiled step of each (torch.profiler, self CPU time of aten ops):\n\n"
         + profile_summary(profiled)
+        + bf16_rows(
+            steps,
+            baseline="open_clip",
+            peers=("open_clip", "transformers"),
+            quick=quick,
+            rounds=8,
+            work=batch,
+            unit="pairs/s",
+            target=1.3,
+            ratios=ratios,
+            key="clip",
+        )
     )
     return body, ratios
 
@@ -226,8 +289,9 @@ def vit_encode(quick: bool) -> tuple[str, dict[str, float]]:
         with torch.inference_mode(), separate_qkv():
             ours.pooled(ours(images))
 
+    encoders = {"splice": enc_splice, "splice, before": enc_before, "timm": enc_timm}
     res = compare(
-        {"splice": enc_splice, "splice, before": enc_before, "timm": enc_timm},
+        encoders,
         baseline="timm",
         warmup=2,
         rounds=3 if quick else 25,
@@ -241,7 +305,20 @@ def vit_encode(quick: bool) -> tuple[str, dict[str, float]]:
         + f"\n\nTarget: splice >= 1.0x timm. Measured: **{ratio:.2f}x** "
         f"({paired_speedup(res, 'splice', 'splice, before'):.2f}x splice's previous design)."
     )
-    return body, {"vit_vs_timm": ratio}
+    ratios = {"vit_vs_timm": ratio}
+    body += bf16_rows(
+        encoders,
+        baseline="timm",
+        peers=("timm",),
+        quick=quick,
+        rounds=25,
+        work=batch,
+        unit="images/s",
+        target=1.0,
+        ratios=ratios,
+        key="vit",
+    )
+    return body, ratios
 
 
 DESIGN = (
