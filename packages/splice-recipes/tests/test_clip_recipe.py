@@ -1,17 +1,38 @@
-"""The ``clip`` recipe: registered, tokenization, a tiny end-to-end run with its table."""
+"""The ``clip`` study: registered, tokenization, per-attribute zero-shot scoring, and a
+tiny end-to-end run at a few steps (plumbing, not accuracy)."""
 
 from __future__ import annotations
 
+import pydantic
 import pytest
 import torch
+from splice.cli import main
 from splice.registry import get_registry
-from splice_recipes.clip import ClipRecipeConfig, recipe, run, tokenize
+from splice_recipes.clip import (
+    ClipStudy,
+    claims,
+    evaluate_clip,
+    recipe,
+    tokenize,
+    train_clip,
+)
+from splice_recipes.study import StudyResult
+from splice_vision.data import ShapesTask
 
 
-def test_recipe_is_registered() -> None:
+def test_recipe_is_registered_and_its_config_is_valid() -> None:
     reg = get_registry().get("recipe", "clip")
     assert reg.resolve_factory() is recipe
-    assert isinstance(recipe.config(), ClipRecipeConfig)
+    cfg = recipe.config()
+    assert isinstance(cfg, ClipStudy) and cfg.precision == "float32"
+    assert cfg.arms() == ["infonce-b8", "siglip-b8", "infonce-b32", "siglip-b32"]
+    names = [c.name for c in claims(cfg)]
+    assert "siglip-count-above-chance" in names and "siglip-beats-infonce-b8" in names
+    chance = {c.name: c.baseline for c in claims(cfg)}
+    assert chance["infonce-side-above-chance"] == 0.5
+    assert chance["infonce-color-above-chance"] == 0.25
+    with pytest.raises(pydantic.ValidationError, match="batch_sizes"):
+        ClipStudy(batch_sizes=[8, 100])
 
 
 def test_tokenize_pads_right_and_ends_in_eos() -> None:
@@ -23,16 +44,33 @@ def test_tokenize_pads_right_and_ends_in_eos() -> None:
         tokenize(["abcd"], 3)
 
 
-def test_tiny_run_prints_the_table(tmp_path, capsys) -> None:
-    torch.manual_seed(0)
-    cfg = ClipRecipeConfig(
-        steps=3, batch_size=8, eval_images=12, retrieval_pairs=8, output_dir=str(tmp_path)
-    )
-    report = run(cfg)
-    out = capsys.readouterr().out
-    assert "| infonce |" in out and "| siglip |" in out and "zero-shot acc" in out
-    for loss in ("infonce", "siglip"):
-        r = report[loss]
-        assert 0.0 <= r["zero_shot_acc"] <= 1.0
-        assert 0.0 <= r["i2t_r1"] <= r["i2t_r5"] <= 1.0
-    assert (tmp_path / "clip.md").read_text().strip() == report["table"]
+def test_trained_images_are_hashed_and_scores_are_fractions() -> None:
+    cfg = ClipStudy(steps=3, eval_images=20, retrieval_pairs=8)
+    model, seen, loss = train_clip(cfg, "siglip-b8", 0)
+    # batches scan the stream from start = 8k, so neighbouring batches may share a scene
+    assert 8 < len(seen) <= 24 and loss == loss
+    assert model.config.init_logit_bias == pytest.approx(-torch.log(torch.tensor(8.0)).item())
+    held = ShapesTask(cfg.task).sample("held_out", 20, seed=0)
+    got = evaluate_clip(model, cfg, held)
+    assert set(got) == {"zs_shape", "zs_color", "zs_count", "zs_side", "zs_mean", "i2t_r1"}
+    assert all(0.0 <= v <= 1.0 for v in got.values())
+    attrs = [got[f"zs_{a}"] for a in ("shape", "color", "count", "side")]
+    assert got["zs_mean"] == pytest.approx(sum(attrs) / 4)
+    assert all(v * 20 == pytest.approx(round(v * 20)) for v in attrs)  # 20 images each
+
+
+def test_study_runs_end_to_end(tmp_path, capsys) -> None:
+    out = tmp_path / "run"
+    sets = {"seeds": 2, "progress": "false", "steps": 3, "eval_images": 16,
+            "retrieval_pairs": 8, "batch_sizes": "[4,8]"}  # fmt: skip
+    args = ["run", "clip", "--output-dir", str(out)]
+    for k, v in sets.items():
+        args += ["--set", f"{k}={v}"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "SigLIP beats InfoNCE at batch 4" in printed and "| arm | zs_shape |" in printed
+    study = StudyResult.load(out)
+    assert study.seeds == [0, 1] and set(study.figures) == {
+        "infonce-b4", "siglip-b4", "infonce-b8", "siglip-b8"}  # fmt: skip
+    assert all(0.0 <= study.figures[a][s]["zs_count"] <= 1.0 for a in study.figures for s in (0, 1))
+    assert (out / "siglip-beats-infonce-b4.png").is_file() and (out / "report.md").is_file()

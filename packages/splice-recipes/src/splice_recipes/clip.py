@@ -1,36 +1,49 @@
-"""Recipe ``clip``: train a tiny CLIP on the synthetic shapes and measure what it learned.
+"""Recipe ``clip``: a tiny CLIP on synthetic shapes, as a study (arms x seeds, paired
+intervals, a shown / not-shown verdict per claim).
 
 Images are splice-vision's generated scenes (``"2 red circles on the left"``), texts their
 captions, character-tokenized. Each batch holds scenes with pairwise different captions,
-so no positive pair is also a negative. Two rows are trained with the same budget: the
-CLIP InfoNCE loss and the SigLIP sigmoid loss. Both are scored on held-out scenes:
+so no positive pair is also a negative. Arms: the CLIP InfoNCE loss and the SigLIP sigmoid
+loss, each at every batch size of ``batch_sizes``, for the same steps (SigLIP's logit bias
+starts at ``-log B``, its paper's prior that a pair is positive with probability ~1/B).
 
-* **zero-shot accuracy**: 12-way colour+shape classification from the text prompts
-  ``"a red circle"``, ... — a phrasing never seen in training;
-* **recall@1/5**: image->text and text->image retrieval among ``retrieval_pairs``
-  held-out pairs; a retrieved caption counts when it is the query's caption (captions
-  repeat, so "same caption" is the right answer, not only the same row).
+Every run is scored once, after training (the one-cycle schedule ends at ~zero learning
+rate, so the final weights are where the run settled), on ``eval_images`` held-out scenes,
+each a distinct image never trained on (asserted by hashing every image seen):
+
+* **zero-shot accuracy per attribute**: shape (3-way), colour (4-way), count (1-3) and side
+  (left / right, a relational attribute). An attribute value's class embedding is the mean
+  text embedding of every caption holding that value (prompt ensembling over the other
+  attributes), so no class text names only the value;
+* **recall@1** image->text among ``retrieval_pairs`` held-out pairs (a retrieved caption
+  counts when it is the query's caption).
+
+Claims: each attribute's accuracy above chance for each loss at the largest batch, and
+SigLIP above InfoNCE on the mean attribute accuracy at each batch size (SigLIP's claim is
+that the sigmoid loss does better at small batches).
 """
 
 from __future__ import annotations
 
-import time
+import hashlib
+import math
 from pathlib import Path
-from statistics import median
 from typing import Any
 
 import torch
-from pydantic import Field, PositiveFloat, PositiveInt
-from splice.config import SpliceConfig
+from pydantic import Field, PositiveFloat, PositiveInt, field_validator
 from splice.data.tokenizer import CharTokenizer
 from splice.recipe import Recipe
 from splice.training.trainer import seed_everything
-from splice_vision.clip import CLIP, recall_at_k, zero_shot_classify
+from splice_vision.clip import CLIP, recall_at_k
 from splice_vision.configs import CLIPConfig, ShapesTaskConfig, TextEncoderConfig, ViTConfig
-from splice_vision.data import Scene, ShapesTask, all_labels
+from splice_vision.data import COLOURS, SHAPES, SIDES, Scene, ShapesTask
 from torch import Tensor
 
+from splice_recipes.study import Claim, StudyConfig, StudyResult, claim_lines, run_study, summary
+
 TOKENIZER = CharTokenizer()
+LOSSES = ("infonce", "siglip")
 
 
 def _default_model() -> CLIPConfig:
@@ -44,35 +57,46 @@ def _default_model() -> CLIPConfig:
             eos_token_id=TOKENIZER.eos_id,
         ),
         embed_dim=64,
-        # SigLIP's -10 starts the positive-pair probability near 1/B for B ~ 20k; for 32
-        # pairs -log(32) ~ -3.5 is the matching prior.
-        init_logit_bias=-3.5,
     )  # fmt: skip
 
 
-class ClipRecipeConfig(SpliceConfig):
-    """Settings of the ``clip`` recipe.
+class ClipStudy(StudyConfig):
+    """The study: one CLIP per loss x batch size x seed.
 
     Attributes:
-        model: the dual encoder (its ``loss`` is overridden per row by ``losses``).
-        losses: the rows of the table: ``infonce`` and/or ``siglip``.
-        steps / batch_size / lr: AdamW training budget of each row.
-        eval_images: held-out scenes for zero-shot accuracy.
-        retrieval_pairs: held-out image-caption pairs for recall@k.
+        model: the dual encoder (its ``loss`` and ``init_logit_bias`` are set per arm).
+        batch_sizes: the batch sizes compared (72 distinct captions exist).
+        steps / lr: AdamW training budget of every arm.
+        eval_images: held-out scenes scored (each a distinct image).
+        retrieval_pairs: held-out image-caption pairs for recall@1.
     """
 
     name: str = "clip"
-    seed: int = 0
+    seeds: int = 3
     model: CLIPConfig = Field(default_factory=_default_model)
     task: ShapesTaskConfig = Field(default_factory=ShapesTaskConfig)
-    losses: list[str] = Field(default_factory=lambda: ["infonce", "siglip"])
+    batch_sizes: list[PositiveInt] = Field(default_factory=lambda: [8, 32])
     steps: PositiveInt = 300
-    batch_size: PositiveInt = Field(default=32, le=72)  # 72 distinct captions exist
     lr: PositiveFloat = 2e-3
-    eval_images: PositiveInt = 240
+    eval_images: PositiveInt = 600
     retrieval_pairs: PositiveInt = 64
     num_threads: PositiveInt = 1  # tiny matmuls: more threads cost more than they gain
-    output_dir: str | None = None
+
+    @field_validator("batch_sizes")
+    @classmethod
+    def _sizes(cls, v: list[int]) -> list[int]:
+        if not v or len(set(v)) != len(v) or max(v) > 72:
+            raise ValueError(f"batch_sizes: need distinct sizes of at most 72, got {v}")
+        return v
+
+    def arms(self) -> list[str]:
+        return [f"{loss}-b{b}" for b in self.batch_sizes for loss in LOSSES]
+
+
+def parse_arm(arm: str) -> tuple[str, int]:
+    """``"siglip-b8"`` -> ``("siglip", 8)``."""
+    loss, b = arm.rsplit("-b", 1)
+    return loss, int(b)
 
 
 def tokenize(texts: list[str], max_len: int) -> tuple[Tensor, Tensor]:
@@ -93,103 +117,161 @@ def images_of(scenes: list[Scene]) -> Tensor:
     return torch.stack([s.image for s in scenes])  # (B, 3, H, W)
 
 
-def train_clip(config: ClipRecipeConfig, loss: str) -> tuple[CLIP, dict[str, Any]]:
-    """Train one CLIP with ``loss``; returns the model and its training figures."""
-    seed_everything(config.seed)
-    model = CLIP(config.model.model_copy(update={"loss": loss}))
+def image_hash(image: Tensor) -> str:
+    return hashlib.sha1(image.numpy().tobytes()).hexdigest()
+
+
+def train_clip(config: ClipStudy, arm: str, seed: int) -> tuple[CLIP, set[str], float]:
+    """Train one arm's CLIP; returns it, the hashes of every image it saw, and the mean
+    loss of its last 20 steps."""
+    loss, batch = parse_arm(arm)
+    seed_everything(seed)
+    model_cfg = config.model.model_copy(update={"loss": loss, "init_logit_bias": -math.log(batch)})
+    model = CLIP(model_cfg)
     task = ShapesTask(config.task)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.05)
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=config.lr, total_steps=config.steps, pct_start=0.1
     )
-    step_times, losses, start = [], [], 0
-    t0 = time.perf_counter()
+    seen: set[str] = set()
+    losses: list[float] = []
+    start = 0
     model.train()
     for _ in range(config.steps):
-        scenes = task.distinct_captions("train", config.batch_size, seed=config.seed, start=start)
-        start += config.batch_size
+        scenes = task.distinct_captions("train", batch, seed=seed, start=start)
+        start += batch
+        seen.update(image_hash(s.image) for s in scenes)
         ids, mask = tokenize([s.caption for s in scenes], config.model.text.max_len)
-        t = time.perf_counter()
         out = model(images_of(scenes), ids, mask)
         opt.zero_grad(set_to_none=True)
         out.loss.backward()
         opt.step()
         sched.step()
-        step_times.append(time.perf_counter() - t)
         losses.append(float(out.loss.detach()))
-    return model, {
-        "train_time_s": time.perf_counter() - t0,
-        "step_ms": 1000 * median(step_times),
-        "final_loss": sum(losses[-20:]) / len(losses[-20:]),
-    }
+    return model, seen, sum(losses[-20:]) / len(losses[-20:])
+
+
+def attribute_values(config: ClipStudy) -> dict[str, list[str]]:
+    """Every value of each scored attribute (as ``Scene.answer`` writes it)."""
+    counts = [str(c) for c in range(1, config.task.max_count + 1)]
+    return {"shape": list(SHAPES), "color": list(COLOURS), "count": counts, "side": list(SIDES)}
+
+
+def all_captions(config: ClipStudy) -> list[Scene]:
+    """One (imageless) scene per caption: every combination of the attributes."""
+    blank = torch.zeros(0)
+    return [
+        Scene(blank, s, c, n, side)
+        for s in SHAPES
+        for c in COLOURS
+        for n in range(1, config.task.max_count + 1)
+        for side in SIDES
+    ]
 
 
 @torch.no_grad()
-def evaluate_clip(model: CLIP, config: ClipRecipeConfig) -> dict[str, float]:
-    """Zero-shot accuracy and recall@1/5 on held-out scenes."""
+def evaluate_clip(model: CLIP, config: ClipStudy, held_out: list[Scene]) -> dict[str, float]:
+    """Zero-shot accuracy per attribute (``zs_<attr>``), their mean (``zs_mean``) and
+    image->text recall@1 (``i2t_r1``) on ``held_out``."""
     model.eval()
-    task = ShapesTask(config.task)
-    labels = all_labels()
-    scenes = task.sample("held_out", config.eval_images, seed=config.seed)
-    class_ids, class_mask = tokenize([f"a {label}" for label in labels], config.model.text.max_len)
-    pred = zero_shot_classify(model, images_of(scenes), class_ids, class_mask)
-    truth = torch.tensor([labels.index(s.label) for s in scenes])
-    pairs = scenes[: config.retrieval_pairs]
+    img = model.encode_image(images_of(held_out))  # (N, E)
+    combos = all_captions(config)
+    ids, mask = tokenize([s.caption for s in combos], config.model.text.max_len)
+    txt = model.encode_text(ids, mask)  # (C, E)
+    out: dict[str, float] = {}
+    for attr, values in attribute_values(config).items():
+        # Class embedding: the mean of every caption holding the value, renormalised.
+        cls = torch.stack(
+            [txt[[i for i, s in enumerate(combos) if s.answer(attr) == v]].mean(0) for v in values]
+        )
+        pred = (img @ torch.nn.functional.normalize(cls, dim=-1).t()).argmax(-1)
+        truth = torch.tensor([values.index(s.answer(attr)) for s in held_out])
+        out[f"zs_{attr}"] = float((pred == truth).float().mean())
+    out["zs_mean"] = sum(out.values()) / len(out)
+    pairs = held_out[: config.retrieval_pairs]
     ids, mask = tokenize([s.caption for s in pairs], config.model.text.max_len)
-    img, txt = model.encode_image(images_of(pairs)), model.encode_text(ids, mask)
     captions = [s.caption for s in pairs]
     match = torch.tensor([[a == b for b in captions] for a in captions])
-    return {
-        "zero_shot_acc": float((pred == truth).float().mean()),
-        **recall_at_k(img, txt, match=match),
-    }
+    r = recall_at_k(img[: len(pairs)], model.encode_text(ids, mask), ks=(1,), match=match)
+    out["i2t_r1"] = r["i2t_r1"]
+    return out
 
 
-def run(config: ClipRecipeConfig) -> dict[str, Any]:
-    """Train one CLIP per loss, evaluate each, print and return the table."""
-    torch.set_num_threads(config.num_threads)
-    results: dict[str, dict[str, Any]] = {}
-    for loss in config.losses:
-        model, figures = train_clip(config, loss)
-        results[loss] = {**figures, **evaluate_clip(model, config)}
-    table = format_table(results)
-    print(
-        f"clip: {config.steps} steps x {config.batch_size} pairs per row; zero-shot over "
-        f"{len(all_labels())} classes on {config.eval_images} held-out scenes (chance "
-        f"{1 / len(all_labels()):.3f}); recall among {config.retrieval_pairs} held-out pairs"
-    )
-    print(table)
-    if config.output_dir is not None:
-        Path(config.output_dir).mkdir(parents=True, exist_ok=True)
-        (Path(config.output_dir) / "clip.md").write_text(table + "\n")
-    return {"name": config.name, **results, "table": table}
+def claims(config: ClipStudy) -> list[Claim]:
+    chance = {a: 1.0 / len(v) for a, v in attribute_values(config).items()}
+    top = max(config.batch_sizes)
+    out = [
+        Claim(f"{loss}-{attr}-above-chance", f"{loss}-b{top}", p, f"zs_{attr}", "higher",
+              scale=100, unit=" pt",
+              text=f"{loss} (batch {top}) zero-shot {attr} accuracy above chance {p:.0%}")
+        for loss in LOSSES
+        for attr, p in chance.items()
+    ]  # fmt: skip
+    out += [
+        Claim(f"siglip-beats-infonce-b{b}", f"siglip-b{b}", f"infonce-b{b}", "zs_mean",
+              "higher", scale=100, unit=" pt",
+              text=f"SigLIP beats InfoNCE at batch {b} (mean zero-shot attribute accuracy)")
+        for b in config.batch_sizes
+    ]  # fmt: skip
+    return out
 
 
-def format_table(results: dict[str, dict[str, Any]]) -> str:
-    lines = [
-        "| loss | train time (s) | step (ms) | final loss | zero-shot acc | i2t R@1 | i2t R@5 | t2i R@1 | t2i R@5 |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for name, r in results.items():
-        lines.append(
-            f"| {name} | {r['train_time_s']:.1f} | {r['step_ms']:.1f} | {r['final_loss']:.3f} | "
-            f"{r['zero_shot_acc']:.3f} | {r['i2t_r1']:.3f} | {r['i2t_r5']:.3f} | "
-            f"{r['t2i_r1']:.3f} | {r['t2i_r5']:.3f} |"
-        )
+def side_table(result: StudyResult, config: ClipStudy) -> str:
+    """Per arm: each attribute's zero-shot accuracy and recall@1, means ± half-widths."""
+    metrics = [f"zs_{a}" for a in attribute_values(config)] + ["zs_mean", "i2t_r1"]
+    lines = ["| arm | " + " | ".join(metrics) + " |", "|---|" + "---:|" * len(metrics)]
+    for arm in config.arms():
+        cells = []
+        for m in metrics:
+            iv = result.interval(arm, m)
+            cells.append(f"{iv.mean:.1%} ± {iv.half_width:.1%}")
+        lines.append(f"| {arm} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def run(config: ClipStudy) -> dict[str, Any]:
+    """Train every arm over the seeds; print the side table and each claim's verdict."""
+    torch.set_num_threads(config.num_threads)
+    held_out = ShapesTask(config.task).sample("held_out", config.eval_images, seed=0)
+    held_hashes = [image_hash(s.image) for s in held_out]
+    if len(set(held_hashes)) != len(held_hashes):
+        raise ValueError("held-out images repeat: each must be scored once")
+
+    def run_one(arm: str, seed: int, folder: Path) -> dict[str, float]:
+        model, seen, final_loss = train_clip(config, arm, seed)
+        leaked = seen.intersection(held_hashes)
+        if leaked:
+            raise ValueError(f"{arm} seed {seed}: {len(leaked)} held-out images were trained on")
+        return {**evaluate_clip(model, config, held_out), "final_loss": final_loss}
+
+    result = run_study(
+        config,
+        arms=config.arms(),
+        run_one=run_one,
+        claims=claims(config),
+        extras=lambda r: {"side_table": side_table(r, config)},
+    )
+    print(result.extras["side_table"])
+    print("\n".join(claim_lines(result)))
+    return summary(result, config.run_dir())
+
+
+def config() -> ClipStudy:
+    return ClipStudy()
 
 
 recipe = Recipe(
     name="clip",
-    description="Tiny CLIP (InfoNCE and SigLIP) on synthetic shapes: zero-shot accuracy, recall@1/5.",
-    config=ClipRecipeConfig,
+    description="Tiny CLIP on synthetic shapes over seeds: zero-shot shape, colour, count and "
+    "side accuracy against chance, InfoNCE vs SigLIP at two batch sizes, with intervals",
+    config=config,
     run=run,
 )
 
 __all__ = [
-    "ClipRecipeConfig",
+    "ClipStudy",
+    "claims",
     "evaluate_clip",
-    "format_table",
     "recipe",
     "run",
     "tokenize",

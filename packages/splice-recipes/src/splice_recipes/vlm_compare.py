@@ -48,7 +48,7 @@ from splice_vision.placeholders import IGNORE_INDEX, expand_image_tokens
 from splice_vision.vlm import LlavaVLM, NativeVLM
 from torch import Tensor, nn
 
-from splice_recipes.clip import ClipRecipeConfig, train_clip
+from splice_recipes.clip import ClipStudy, train_clip
 
 TOKENIZER = CharTokenizer()
 IMAGE_ID = TOKENIZER.vocab_size  # one id past the characters: the image placeholder
@@ -302,8 +302,7 @@ def run(config: VLMCompareConfig) -> dict[str, Any]:
     task = ShapesTask()
     t0 = time.perf_counter()
     lm = pretrain_lm(config, task)
-    clip_cfg = ClipRecipeConfig(seed=config.seed, steps=config.clip_steps, losses=["infonce"])
-    clip, _ = train_clip(clip_cfg, "infonce")
+    clip, _, _ = train_clip(ClipStudy(steps=config.clip_steps), "infonce-b32", config.seed)
     shared_s = time.perf_counter() - t0
     results = {name: run_arm(name, config, lm, clip.vision, task) for name in config.arms}
     table = format_table(results)
