@@ -13,7 +13,7 @@ two-digit addition, ``37+25=`` -> ``26`` (answer digits least-significant first)
 (fine-tuning) is the *same addition* asked with a new prompt end and answered in a new
 output script, digits 0-9 written as the letters a-j: ``37+25:`` -> ``cg``. Learning B
 can reuse A's carries and digit sums (full fine-tuning of the pre-trained model reaches
-88% on B in 200 steps), and only the output format is new, as when a pre-trained model is
+98.5% on distinct held-out B problems in 400 steps), and only the output format is new, as when a pre-trained model is
 fine-tuned into a new format or language. The two prompts
 differ (``=`` vs ``:``), so one model can do both: forgetting here is not forced by a
 contradiction in the data. (The earlier version used subtraction as task B, a competing
@@ -140,17 +140,19 @@ def _new_task() -> dict[str, Any]:
 
 
 def _default_pretrain() -> TrainConfig:
-    # 1000 steps: 100% on held-out A. (From a 1200-step model, full fine-tuning reached only
-    # 39% on B in the 200 steps below, against 88% from this one.)
+    # 2000 steps: 97% on the distinct held-out A problems (1000 steps read 100% only while
+    # held-out sets were drawn with replacement, mostly one-digit sums; on distinct problems
+    # they reach 66%, and full fine-tuning then learns 2% of B in 200 steps).
     schedule = ScheduleConfig(kind="cosine", warmup_steps=100, min_lr_ratio=0.05)
-    return short_run(steps=1000, batch_size=64, lr=3e-3, log_every=100, schedule=schedule,
+    return short_run(steps=2000, batch_size=64, lr=3e-3, log_every=100, schedule=schedule,
                      progress=False)  # fmt: skip
 
 
 def _default_finetune() -> TrainConfig:
     schedule = ScheduleConfig(kind="cosine", warmup_steps=20, min_lr_ratio=0.1)
-    # ~30 short runs: the curves plot would cost more than the training of each
-    return short_run(steps=200, batch_size=64, lr=1e-3, log_every=50, schedule=schedule,
+    # ~30 short runs: the curves plot would cost more than the training of each. 400 steps:
+    # full fine-tuning reaches 98.5% on distinct held-out B problems from the 2000-step start.
+    return short_run(steps=400, batch_size=64, lr=1e-3, log_every=50, schedule=schedule,
                      progress=False, plot_curves=False)  # fmt: skip
 
 
