@@ -18,7 +18,7 @@ import nox
 
 nox.needs_version = ">=2025.2.9"  # uv backend with run_install("uv", ...), parametrize ids
 nox.options.default_venv_backend = "uv"
-nox.options.sessions = ["lint", "tests", "core", "wheels"]
+nox.options.sessions = ["lint", "tests", "tests_bf16", "core", "wheels"]
 nox.options.reuse_venv = "yes"  # uv sync makes a reused env exactly the lock's again
 nox.options.error_on_missing_interpreters = True
 
