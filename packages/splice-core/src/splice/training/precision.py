@@ -36,6 +36,11 @@ AUTO_PRECISION_ENV = "SPLICE_AUTO_PRECISION"
 #: than in float32; from d=256 bf16 wins). ``benchmarks/bench_precision.py`` measures it.
 AUTO_BF16_MIN_WIDTH = 256
 
+#: The same threshold for a model with batched expert weights (any 3-D parameter, an MoE):
+#: its per-expert GEMMs run slower in bf16 than in float32 up to d=256 on CPU (2.0x at d=64,
+#: 1.05x at d=256; 0.82x at d=512), so ``auto`` waits for twice the width there.
+AUTO_BF16_MIN_WIDTH_EXPERTS = 512
+
 
 def _cpu_flags() -> set[str]:
     try:
@@ -140,16 +145,20 @@ def auto_precision(
     """What ``precision="auto"`` means for ``model`` on ``device``.
 
     ``SPLICE_AUTO_PRECISION`` if set; else bf16 where it is native and the model's typical
-    matmul is at least :data:`AUTO_BF16_MIN_WIDTH` wide (any width when no model is given);
-    float32 otherwise.
+    matmul is at least :data:`AUTO_BF16_MIN_WIDTH` wide (:data:`AUTO_BF16_MIN_WIDTH_EXPERTS`
+    for a model with batched expert weights; any width when no model is given); float32
+    otherwise.
     """
     forced = forced_auto_precision()
     if forced is not None:
         return forced
     if not bf16_is_native(device):
         return "float32"
-    if model is not None and matmul_width(model) < AUTO_BF16_MIN_WIDTH:
-        return "float32"
+    if model is not None:
+        experts = any(p.dim() >= 3 for p in model.parameters())
+        floor = AUTO_BF16_MIN_WIDTH_EXPERTS if experts else AUTO_BF16_MIN_WIDTH
+        if matmul_width(model) < floor:
+            return "float32"
     return "bf16"
 
 
@@ -197,6 +206,7 @@ def compute_dtype(device: torch.device | str, width: int | None = None) -> torch
 
 __all__ = [
     "AUTO_BF16_MIN_WIDTH",
+    "AUTO_BF16_MIN_WIDTH_EXPERTS",
     "AUTO_PRECISION_ENV",
     "Precision",
     "auto_precision",
