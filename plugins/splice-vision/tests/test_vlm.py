@@ -139,6 +139,23 @@ def test_generation_reads_the_image_once_and_matches_full_forward() -> None:
         assert out.tokens[row].tolist() == seq[len(prompts[row]) :]
 
 
+def test_generation_takes_images_as_prefill_model_inputs() -> None:
+    """``model_inputs={"images": ...}`` gives the tokens ``context=images`` gives (n > 1:
+    each prompt's samples read its own image), and other images give other tokens."""
+    model = llava()
+    images = torch.randn(2, 3, 32, 32)
+    prompts = [prompt(model, [5, 6]), prompt(model, [7])]
+    sampling = SamplingConfig(max_new_tokens=5, n=3, temperature=1.0, seed=3)
+    by_inputs = generate(model, prompts, sampling, pad_id=0, model_inputs={"images": images})
+    by_context = generate(model, prompts, sampling, pad_id=0, context=images)
+    assert torch.equal(by_inputs.tokens, by_context.tokens)
+    assert torch.equal(by_inputs.logprobs, by_context.logprobs)
+    other = generate(model, prompts, sampling, pad_id=0, model_inputs={"images": images.flip(0)})
+    assert not torch.equal(by_inputs.logprobs, other.logprobs)
+    with pytest.raises(ValueError, match=r"model_inputs\['images'\] has 1 rows.*\(2\)"):
+        generate(model, prompts, sampling, pad_id=0, model_inputs={"images": images[:1]})
+
+
 def test_bad_input_names_both_counts() -> None:
     model = llava()
     ids = torch.tensor([prompt(model, [5])])

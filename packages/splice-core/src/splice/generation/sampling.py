@@ -11,7 +11,7 @@ check per step, and only when stop tokens are given.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -98,6 +98,7 @@ def generate(
     pad_id: int,
     context: Tensor | None = None,
     context_mask: Tensor | None = None,
+    model_inputs: Mapping[str, Tensor] | None = None,
 ) -> GenerationOutput:
     """Continue each prompt ``sampling.n`` times.
 
@@ -108,6 +109,9 @@ def generate(
         pad_id: id written after a row stops (and used to pad prompts; it is always masked).
         context: ``(B, S_ctx, D_ctx)`` encoder output for cross-attention, per prompt.
         context_mask: ``(B, S_ctx)`` 1 for real context positions.
+        model_inputs: more keyword inputs of the model, each ``(B, ...)`` with one row per
+            prompt, given to the prefill forward only (decode steps read the KV cache):
+            a vision-language model's ``images (B, C, H, W)``.
 
     Returns:
         ``GenerationOutput`` with ``N = B * n`` rows.
@@ -122,6 +126,11 @@ def generate(
     _check_length(model, p + steps)
     if context is not None and context.shape[0] != b:
         raise ValueError(f"context has batch {context.shape[0]}, expected one row per prompt ({b})")
+    for name, value in (model_inputs or {}).items():
+        if value.shape[0] != b:
+            raise ValueError(
+                f"model_inputs[{name!r}] has {value.shape[0]} rows, expected one per prompt ({b})"
+            )
     generator = _generator(sampling, device)
     was_training = model.training
     model.eval()
@@ -139,6 +148,7 @@ def generate(
                 steps=steps,
                 context=context,
                 context_mask=context_mask,
+                model_inputs=model_inputs or {},
                 generator=generator,
             )
     finally:
@@ -160,6 +170,7 @@ def _decode(
     steps: int,
     context: Tensor | None,
     context_mask: Tensor | None,
+    model_inputs: Mapping[str, Tensor],
     generator: torch.Generator | None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """The prefill + decode loop; returns ``tokens, logprobs, mask``, each ``(B*n, L)``."""
@@ -176,6 +187,7 @@ def _decode(
         cache=cache,
         context=context,
         context_mask=context_mask,
+        **model_inputs,
     )
     last = out.logits[:, -1]  # (B, V)
     next_pos = positions[:, -1:] + 1  # (B, 1)
