@@ -24,9 +24,6 @@ FIRST_PARTY = ("splice", "splice_")
 KNOWN: set[str] = {
     "plugins/splice-vision/src/splice_vision/rows.py:_heads",
     "plugins/splice-vision/src/splice_vision/rows.py:_drop",
-    "packages/splice-recipes/src/splice_recipes/ppo.py:_eval",
-    "packages/splice-recipes/src/splice_recipes/ppo.py:_scores",
-    "packages/splice-recipes/src/splice_recipes/ppo.py:_train_records",
 }
 
 

@@ -22,6 +22,7 @@ from splice.training.configs import DataConfig, ExperimentConfig, RolloutConfig,
 
 from splice_recipes import r1_zero as r1
 from splice_recipes.common import short_run
+from splice_recipes.rl_study import RETENTION_TASK, figures
 from splice_recipes.study import Claim, StudyResult
 
 SFT_ARM, GRPO_ARM, PPO_ARM = "sft", "grpo", "ppo"
@@ -102,7 +103,9 @@ def ppo_config(config: PPOStudyConfig, init_from: str) -> ExperimentConfig:
         objective={**config.objective, "kl_coef": config.beta},
         train=config.ppo.model_copy(update={"precision": config.precision}),
         rollout=config.ppo_rollout,
-        eval=r1._eval(config, every=config.eval_every, tasks={"sub": config.retention_task}),
+        eval=r1.held_out_eval(
+            config, every=config.eval_every, tasks={RETENTION_TASK: config.retention_task}
+        ),
         init_from=init_from,
         output_dir=str(Path(config.run_dir()) / "ppo"),
     )
@@ -120,7 +123,7 @@ def run_one(config: PPOStudyConfig, arm: str, seed: int, folder: Path) -> dict[s
 
     exp = ppo_config(config, str(config.arm_dir(SFT_ARM, seed)))
     run_experiment(pinned(exp, config, seed=seed, folder=folder), overwrite=True)
-    return r1.figures(folder, config.last_evals)
+    return figures(folder, config.last_evals)
 
 
 def claims() -> list[Claim]:

@@ -41,7 +41,8 @@ from splice.training.configs import (
 )
 
 from splice_recipes.common import short_run, tiny_decoder
-from splice_recipes.study import Claim, StudyConfig, StudyResult, mean_of_last_evals
+from splice_recipes.rl_study import RETENTION_TASK, eval_config, eval_figures, figures, records
+from splice_recipes.study import Claim, StudyConfig, StudyResult
 
 ALPHABET = DEFAULT_ALPHABET + "<>"  # R1's tags
 VOCAB = 3 + len(ALPHABET)
@@ -146,15 +147,14 @@ def grpo_arm(label: str) -> str:
     return f"grpo-beta-{label}"
 
 
-def _eval(config: R1ZeroConfig, *, every: int | None, tasks: dict[str, Any]) -> EvalConfig:
-    return EvalConfig(
-        every=every,
-        loss_batches=0,
-        exact_match_examples=config.eval_examples,
+def held_out_eval(config: R1ZeroConfig, *, every: int | None, tasks: dict[str, Any]) -> EvalConfig:
+    """The study's greedy evaluation: ``eval_examples`` held-out problems per task."""
+    return eval_config(
+        examples=config.eval_examples,
         max_new_tokens=config.rollout.max_new_tokens,
-        batch_size=200,
         tasks=tasks,
         rewards=REWARDS,
+        every=every,
     )
 
 
@@ -169,8 +169,10 @@ def sft_config(
         tokenizer=config.tokenizer,
         data=DataConfig(task=config.sft_task, max_len=config.max_len),
         train=config.sft.model_copy(update={"precision": config.precision}),
-        eval=_eval(
-            config, every=None, tasks={"add": config.grpo_task, "sub": config.retention_task}
+        eval=held_out_eval(
+            config,
+            every=None,
+            tasks={"add": config.grpo_task, RETENTION_TASK: config.retention_task},
         ),
         output_dir=str(folder if folder is not None else Path(config.run_dir()) / "sft"),
     )
@@ -193,26 +195,14 @@ def grpo_config(
         objective={**config.grpo_objective, "beta": beta},
         train=config.grpo.model_copy(update={"precision": config.precision}),
         rollout=config.rollout,
-        eval=_eval(config, every=config.eval_every, tasks={"sub": config.retention_task}),
+        eval=held_out_eval(
+            config, every=config.eval_every, tasks={RETENTION_TASK: config.retention_task}
+        ),
         init_from=init_from,
         output_dir=str(
             folder if folder is not None else Path(config.run_dir()) / f"grpo-beta{beta:g}"
         ),
     )
-
-
-def _figures(metrics: Path, add: str, last: int) -> dict[str, float]:
-    """A run's result: the mean of its last ``last`` evaluations of each figure."""
-
-    def read(key: str) -> float:
-        return mean_of_last_evals(metrics, key, last)
-
-    return {
-        "acc": read(f"{add}reward/accuracy"),
-        "length": read(f"{add}completion_length"),
-        "reasoning": read(f"{add}reward/reasoning"),
-        "retention": read("sub/exact_match"),
-    }
 
 
 def run_one(config: R1ZeroConfig, arm: str, seed: int, folder: Path) -> dict[str, float]:
@@ -224,30 +214,12 @@ def run_one(config: R1ZeroConfig, arm: str, seed: int, folder: Path) -> dict[str
 
     if arm == SFT_ARM:
         run_experiment(pinned(sft_config(config), config, seed=seed, folder=folder), overwrite=True)
-        return {**_figures(folder / "metrics.jsonl", "add/", 1), "kl": 0.0}
+        return {**eval_figures(folder / "metrics.jsonl", "add/", 1), "kl": 0.0}
     label = arm.removeprefix("grpo-beta-")
     start = str(config.arm_dir(SFT_ARM, seed))
     exp = grpo_config(config, config.betas[label], start)
     run_experiment(pinned(exp, config, seed=seed, folder=folder), overwrite=True)
     return figures(folder, config.last_evals)
-
-
-def figures(folder: Path, last: int) -> dict[str, float]:
-    """An RL run's result: accuracy, length, reasoning share and retention as the mean of
-    its last ``last`` evaluations, and ``kl`` the mean of its last quarter of train records
-    (0 without a reference)."""
-    kls = [r["kl"] for r in _records(folder, "train") if "kl" in r]
-    tail = kls[-max(1, len(kls) // 4) :]
-    return {
-        **_figures(folder / "metrics.jsonl", "", last),
-        "kl": sum(tail) / len(tail) if tail else 0.0,
-    }
-
-
-def _records(folder: Path, kind: str) -> list[dict[str, Any]]:
-    from splice.training.metrics import read_metrics
-
-    return [r for r in read_metrics(folder / "metrics.jsonl") if r.get("kind") == kind]
 
 
 def claims(config: R1ZeroConfig) -> list[Claim]:
@@ -275,8 +247,12 @@ def curves(config: R1ZeroConfig) -> dict[str, dict[str, list[list[float]]]]:
     """Per β label: ``{metric: [[step, mean over seeds], ...]}`` for accuracy, length, KL
     (train records) and retention, the SFT start as step 0."""
     seeds = config.seed_list()
-    start = {s: _records(config.arm_dir(SFT_ARM, s), "eval")[-1] for s in seeds}
-    keys = {"acc": "reward/accuracy", "length": "completion_length", "retention": "sub/exact_match"}
+    start = {s: records(config.arm_dir(SFT_ARM, s), "eval")[-1] for s in seeds}
+    keys = {
+        "acc": "reward/accuracy",
+        "length": "completion_length",
+        "retention": f"{RETENTION_TASK}/exact_match",
+    }
     out: dict[str, dict[str, list[list[float]]]] = {}
     for label in config.betas:
         per: dict[str, dict[int, list[float]]] = {m: {} for m in (*keys, "kl")}
@@ -285,9 +261,9 @@ def curves(config: R1ZeroConfig) -> dict[str, dict[str, list[list[float]]]]:
             for m, key in keys.items():
                 first = "add/" + key if m != "retention" else key
                 per[m].setdefault(0, []).append(float(start[s][first]))
-                for r in _records(folder, "eval"):
+                for r in records(folder, "eval"):
                     per[m].setdefault(int(r["step"]), []).append(float(r[key]))
-            for r in _records(folder, "train"):
+            for r in records(folder, "train"):
                 if "kl" in r:
                     per["kl"].setdefault(int(r["step"]), []).append(float(r["kl"]))
         out[label] = {
