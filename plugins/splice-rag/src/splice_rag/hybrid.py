@@ -66,8 +66,11 @@ class HybridRetriever:
             member.index(passages)
 
     def search(self, queries: Sequence[str], k: int) -> Hits:
-        depth = max(k, self.config.depth)
-        found = [m.search(queries, depth) for m in self.members]
+        # Each member contributes its top ``depth`` whatever ``k`` is: fusing deeper lists
+        # for a larger k would change the fused scores, so a top-3 would not be the first 3
+        # of a top-10 (RagTask.ranked slices one cached deep search). Past the members'
+        # candidates the hits are padding (-1).
+        found = [m.search(queries, self.config.depth) for m in self.members]
         c = self.config
         return fuse(found, self.weights, k, fusion=c.fusion, rrf_k=c.rrf_k)
 

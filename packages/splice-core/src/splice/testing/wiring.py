@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import types
 import typing
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -84,8 +84,8 @@ def _is_nested_config(annotation: Any) -> bool:
     return False
 
 
-def _alternatives(config: Any, field: str, value: Any) -> list[Any]:
-    """Other values to try for ``field``: flipped bools, other Literal options, scaled numbers."""
+def alternative_values(config: Any, field: str, value: Any) -> list[Any]:
+    """Other values to try for ``field`` of ``config`` (whose value is ``value``): flipped bools, other Literal options, scaled numbers."""
     flat = _flat_types(type(config).model_fields[field].annotation)
     options: list[Any] = []
     for t in flat:
@@ -122,39 +122,66 @@ def _signature(
     return shapes, torch.cat([res.output.detach().float().reshape(-1), *aux])
 
 
-def check_config_fields_honoured(
+def same_fingerprint(a: Any, b: Any) -> bool:
+    """Exact equality of two fingerprints: tensors, numpy arrays, numbers, strings, and
+    (nested) tuples, lists and dicts of them (shapes must match too)."""
+    if isinstance(a, Tensor) or isinstance(b, Tensor):
+        return (
+            isinstance(a, Tensor)
+            and isinstance(b, Tensor)
+            and a.shape == b.shape
+            and torch.equal(a, b)
+        )
+    if hasattr(a, "shape") and hasattr(a, "dtype"):  # a numpy array (numpy is not required)
+        import numpy as np
+
+        return bool(np.array_equal(a, b, equal_nan=a.dtype.kind == "f"))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same_fingerprint(a[k], b[k]) for k in a)
+    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
+        return len(a) == len(b) and all(same_fingerprint(x, y) for x, y in zip(a, b))
+    return bool(a == b)
+
+
+def check_fields_change(
     config: Any,
-    ctx: BuildContext | None = None,
+    fingerprint: Callable[[Any], Any],
     *,
-    kind: str | None = None,
-    prepare: Prepare | None = None,
     exempt: tuple[str, ...] = (),
+    what: str = "the parameters or the output",
 ) -> None:
-    """Changing each config field (one at a time, to a valid other value) changes the module.
+    """Changing each config field (one at a time, to a valid other value) changes
+    ``fingerprint(config)``: whatever the component's behaviour is summed up by (a module's
+    state-dict shapes and output, a retriever's scores, an objective's loss).
+
+    Fields holding nested configs are skipped (their own suites check them). A value the
+    fingerprint cannot be computed for (``ValidationError``, ``ValueError``,
+    ``RuntimeError``, ``AssertionError``) is skipped and the next tried.
 
     Args:
+        fingerprint: ``config -> value`` compared exactly (``same_fingerprint``).
         exempt: fields that cannot show on a tiny probe (say why where you exempt them).
+        what: what the fingerprint is, for the message.
 
     Raises:
-        AssertionError: naming every field whose change left shapes and outputs identical.
+        AssertionError: naming every field whose change left the fingerprint identical,
+            and every non-exempt field no other value of which could be tried.
     """
-    kind = kind or kind_of(config)
-    base_shapes, base_out = _signature(config, ctx, kind, prepare)
+    base = fingerprint(config)
     ignored, untried = [], []
     for field, info in type(config).model_fields.items():
         if field == "type" or field in exempt or _is_nested_config(info.annotation):
             continue  # nested configs have their own suites
         value = getattr(config, field)
         built = changed_any = False
-        for other in _alternatives(config, field, value):
+        for other in alternative_values(config, field, value):
             try:
                 changed = type(config).model_validate({**config.model_dump(), field: other})
-                shapes, out = _signature(changed, ctx, kind, prepare)
+                got = fingerprint(changed)
             except (ValidationError, ValueError, RuntimeError, AssertionError):
                 continue  # not a value this context can build; try the next
             built = True
-            same = shapes == base_shapes and out.shape == base_out.shape
-            if not (same and torch.equal(out, base_out)):
+            if not same_fingerprint(got, base):
                 changed_any = True
                 break
         if not built:
@@ -163,8 +190,7 @@ def check_config_fields_honoured(
             ignored.append(f"{field}={value!r}")
     assert not ignored, (
         f"{config.type}: changing these config fields to any other valid value changed "
-        f"neither the parameters nor the output: {ignored} (the factory ignores them; "
-        "honour each field or remove it)"
+        f"neither {what}: {ignored} (the factory ignores them; honour each field or remove it)"
     )
     assert set(untried) <= set(exempt), (
         f"{config.type}: no other valid value of {untried} could be built here; pass them "
@@ -172,4 +198,31 @@ def check_config_fields_honoured(
     )
 
 
-__all__ = ["check_config_fields_honoured", "check_parameters_registered"]
+def check_config_fields_honoured(
+    config: Any,
+    ctx: BuildContext | None = None,
+    *,
+    kind: str | None = None,
+    prepare: Prepare | None = None,
+    exempt: tuple[str, ...] = (),
+) -> None:
+    """Changing each config field (one at a time, to a valid other value) changes the module:
+    its state-dict shapes or its output on a fixed input (``check_fields_change``).
+
+    Args:
+        exempt: fields that cannot show on a tiny probe (say why where you exempt them).
+
+    Raises:
+        AssertionError: naming every field whose change left shapes and outputs identical.
+    """
+    kind = kind or kind_of(config)
+    check_fields_change(config, lambda c: _signature(c, ctx, kind, prepare), exempt=exempt)
+
+
+__all__ = [
+    "alternative_values",
+    "check_config_fields_honoured",
+    "check_fields_change",
+    "check_parameters_registered",
+    "same_fingerprint",
+]
