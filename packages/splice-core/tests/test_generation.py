@@ -91,6 +91,29 @@ def test_logprobs_equal_a_separate_forward_pass() -> None:
         assert bool((out.logprobs[row][~out.mask[row]] == 0).all())
 
 
+def test_suppressed_tokens_are_never_sampled_and_logprobs_stay_the_models() -> None:
+    model = tiny_model()
+    greedy = generate(model, PROMPTS, SamplingConfig(max_new_tokens=6), pad_id=PAD)
+    banned = sorted(set(greedy.tokens.flatten().tolist()))  # every token greedy picked
+    for temperature in (0.0, 1.0):
+        sampling = SamplingConfig(
+            max_new_tokens=6, temperature=temperature, n=3, seed=1, suppress_token_ids=banned
+        )
+        out = generate(model, PROMPTS, sampling, pad_id=PAD)
+        assert not bool(torch.isin(out.tokens, torch.tensor(banned)).any())
+        for row in range(out.tokens.shape[0]):
+            prompt = PROMPTS[int(out.prompt_index[row])]
+            seq = torch.tensor([prompt + out.tokens[row].tolist()])
+            with torch.no_grad():
+                logp = model(seq).logits[0].float().log_softmax(-1)  # unsuppressed
+            idx = torch.arange(len(prompt), seq.shape[1])
+            torch.testing.assert_close(
+                out.logprobs[row], logp[idx - 1, seq[0, idx]], atol=1e-4, rtol=0
+            )
+    with pytest.raises(ValueError, match=r"suppress_token_ids \[40\].*\[0, 40\)"):
+        generate(model, PROMPTS, SamplingConfig(suppress_token_ids=[40]), pad_id=PAD)
+
+
 def test_samples_reproduce_under_a_seed_and_vary_without_it() -> None:
     model = tiny_model()
     sampling = SamplingConfig(max_new_tokens=16, temperature=1.5, n=4, seed=123)

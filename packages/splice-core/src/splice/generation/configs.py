@@ -17,6 +17,9 @@ class SamplingConfig(SpliceConfig):
         top_p: sample only among the smallest set of tokens with probability ``>= top_p``.
         n: samples per prompt; the prompt is prefilled once and its cache repeated.
         stop_token_ids: a row ends after emitting any of these (the stop token is kept).
+        suppress_token_ids: never sampled (their logits are set to -inf before picking), e.g.
+            a vision-language model's image placeholder; ``logprobs`` stay those of the
+            model's own distribution.
         seed: seeds a dedicated ``torch.Generator``; None draws one from torch's global RNG.
         compile: decode through a ``torch.compile``-d step with static shapes (see
             ``splice.generation.static``): the first call per batch shape compiles for some
@@ -31,5 +34,6 @@ class SamplingConfig(SpliceConfig):
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
     n: PositiveInt = 1
     stop_token_ids: list[int] = Field(default_factory=list)
+    suppress_token_ids: list[int] = Field(default_factory=list)
     seed: int | None = None
     compile: bool = False

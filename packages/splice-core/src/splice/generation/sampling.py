@@ -217,10 +217,21 @@ def _decode(
     token_cols: list[Tensor] = []
     logprob_cols: list[Tensor] = []
     live_cols: list[Tensor] = []
+    suppress = None
+    if sampling.suppress_token_ids:
+        if (
+            max(sampling.suppress_token_ids) >= last.shape[-1]
+            or min(sampling.suppress_token_ids) < 0
+        ):
+            raise ValueError(
+                f"suppress_token_ids {sampling.suppress_token_ids} must be ids of the model's "
+                f"vocabulary [0, {last.shape[-1]})"
+            )
+        suppress = torch.tensor(sampling.suppress_token_ids, dtype=torch.long, device=device)
     for i in range(steps):
         scores = last if last.dtype == torch.float32 else last.float()  # (N, V)
         tok = sample_next(
-            scores,
+            scores if suppress is None else scores.index_fill(-1, suppress, float("-inf")),
             temperature=sampling.temperature,
             top_k=sampling.top_k,
             top_p=sampling.top_p,
