@@ -26,13 +26,22 @@ from splice.interfaces import LossOutput
 from splice.objectives.logprobs import token_logprobs
 from splice.rl.kl import k3
 from splice.rl.reference import ReferenceModel
-from splice.rl.rollout import pack_rollout
+from splice.rl.rollout import PROMPT_MODEL_INPUTS, model_inputs_of, pack_rollout
 from torch import Tensor, nn
 
 from splice_grpo.configs import GRPOConfig
 
-#: Experience keys with one row per completion (sliced into minibatches).
-ROW_KEYS = ("input_ids", "completion_mask", "advantages", "weights", "old_logprobs", "ref_logprobs")
+#: Experience keys with one row per completion (sliced into minibatches); per-prompt model
+#: inputs (a VLM's ``images``) are repeated to one row per completion too.
+ROW_KEYS = (
+    "input_ids",
+    "completion_mask",
+    "advantages",
+    "weights",
+    "old_logprobs",
+    "ref_logprobs",
+    *PROMPT_MODEL_INPUTS,
+)
 
 
 def aggregate(
@@ -116,7 +125,8 @@ class GRPOObjective:
         """
         cfg, g = self.config, self.config.group_size
         prompt_ids = list(prompts["prompt_ids"])
-        out = generate(model, prompt_ids, n=g)
+        inputs = model_inputs_of(prompts)  # e.g. images: generation conditions on them
+        out = generate(model, prompt_ids, n=g, **({"model_inputs": inputs} if inputs else {}))
         texts = generate.texts(out)
         rows = out.prompt_index.tolist()
         scores = self.rewards.score(
@@ -135,7 +145,7 @@ class GRPOObjective:
         weights = torch.ones_like(rewards)
         if cfg.filter_equal_groups:
             weights = (~equal).repeat_interleave(g).to(rewards.dtype)
-        batch = pack_rollout(prompt_ids, out, generate.pad_id)
+        batch = pack_rollout(prompt_ids, out, generate.pad_id, inputs)
         experience: dict[str, Any] = {
             **batch,
             "advantages": advantages,
@@ -144,6 +154,7 @@ class GRPOObjective:
             "max_new_tokens": cfg.max_new_tokens or generate.sampling.max_new_tokens,
         }
         ids, cmask = batch["input_ids"], batch["completion_mask"]
+        rows_inputs = model_inputs_of(batch)  # (N, ...): the same images for every forward
         if cfg.inner_iterations > 1 or len(self._slices(len(rows))) > 1:
             # The policy moves after the first update: keep the rollout policy's log-probs,
             # computed on exactly the minibatches `loss` will see (same rows, same width),
@@ -152,13 +163,20 @@ class GRPOObjective:
             with torch.enable_grad():
                 experience["old_logprobs"] = torch.cat(
                     [
-                        token_logprobs(model, ids[s], cmask[s]).logprobs.detach()
+                        token_logprobs(
+                            model, ids[s], cmask[s], **{k: v[s] for k, v in rows_inputs.items()}
+                        ).logprobs.detach()
                         for s in self._slices(len(rows))
                     ]
                 )
         if self.reference is not None:
             experience["ref_logprobs"] = torch.cat(
-                [self.reference.token_logprobs(ids[s], cmask[s]) for s in self._slices(len(rows))]
+                [
+                    self.reference.token_logprobs(
+                        ids[s], cmask[s], **{k: v[s] for k, v in rows_inputs.items()}
+                    )
+                    for s in self._slices(len(rows))
+                ]
             )
         lengths = batch["lengths"].float()
         experience["metrics"] = {
@@ -186,7 +204,9 @@ class GRPOObjective:
     def loss(self, model: nn.Module, batch: Mapping[str, Any]) -> LossOutput:
         """The GRPO loss of one minibatch (see the module docstring)."""
         cfg = self.config
-        tl = token_logprobs(model, batch["input_ids"], batch["completion_mask"])
+        tl = token_logprobs(
+            model, batch["input_ids"], batch["completion_mask"], **model_inputs_of(batch)
+        )
         lp, mask = tl.logprobs, tl.mask  # (B, T-1)
         old = batch.get("old_logprobs")
         if old is None:

@@ -15,12 +15,22 @@ A prompt batch is a dict::
     index       (P,) long tensor   each prompt's position in the step's global batch; data
                                    parallelism shards every field by rows, so a rank keeps
                                    its prompts' global indices (generation seeds use them)
+
+and, optionally, per-prompt model inputs (``PROMPT_MODEL_INPUTS``, one row per prompt)::
+
+    images        (P, C, H, W)     a vision-language model's image of each prompt
+    context       (P, S, D)        encoder output a cross-attention model reads every step
+    context_mask  (P, S)           1 on real context positions
+
+They travel with the rollout: generation conditions on them (``RolloutGenerator``),
+``pack_rollout`` repeats each prompt's row for its completions, and an objective passes
+them to every forward over those rows (policy, rollout policy and reference log-probs).
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -28,6 +38,14 @@ from torch import Tensor, nn
 
 from splice.generation.sampling import GenerationOutput, SamplingConfig, generate
 from splice.training.stream import derive_seed
+
+#: Prompt-batch keys that are model inputs with one row per prompt (see the module docstring).
+PROMPT_MODEL_INPUTS = ("images", "context", "context_mask")
+
+
+def model_inputs_of(batch: Mapping[str, Any]) -> dict[str, Tensor]:
+    """The ``PROMPT_MODEL_INPUTS`` tensors of a prompt batch or of packed rollout rows."""
+    return {k: batch[k] for k in PROMPT_MODEL_INPUTS if isinstance(batch.get(k), Tensor)}
 
 
 class PromptBatches:
@@ -116,11 +134,18 @@ class RolloutGenerator:
         self.pad_id: int = tokenizer.pad_id
 
     def __call__(
-        self, model: nn.Module, prompt_ids: Sequence[list[int]], **overrides: Any
+        self,
+        model: nn.Module,
+        prompt_ids: Sequence[list[int]],
+        *,
+        model_inputs: Mapping[str, Tensor] | None = None,
+        **overrides: Any,
     ) -> GenerationOutput:
         """``GenerationOutput`` with ``len(prompt_ids) * n`` rows (a prompt's samples adjacent).
 
-        ``overrides`` replace sampling fields for this call (e.g. ``n=8``).
+        ``model_inputs`` are per-prompt tensors (``PROMPT_MODEL_INPUTS``, one row per prompt):
+        ``context``/``context_mask`` are read at every step, the others (``images``) at the
+        prefill. ``overrides`` replace sampling fields for this call (e.g. ``n=8``).
         """
         sampling = self.sampling.model_copy(update=overrides) if overrides else self.sampling
         if sampling.max_new_tokens < 1:  # model_copy skips validation
@@ -130,8 +155,17 @@ class RolloutGenerator:
         for start in range(0, len(prompt_ids), size):
             global_chunk = (self.first_index + start) // size
             seeded = sampling.model_copy(update={"seed": derive_seed(self.seed, global_chunk)})
+            rows = {k: v[start : start + size] for k, v in (model_inputs or {}).items()}
             parts.append(
-                generate(model, list(prompt_ids[start : start + size]), seeded, pad_id=self.pad_id)
+                generate(
+                    model,
+                    list(prompt_ids[start : start + size]),
+                    seeded,
+                    pad_id=self.pad_id,
+                    context=rows.pop("context", None),
+                    context_mask=rows.pop("context_mask", None),
+                    model_inputs=rows,
+                )
             )
         return concat_generations(parts, self.pad_id)
 
@@ -191,7 +225,10 @@ def concat_generations(parts: list[GenerationOutput], pad_id: int) -> Generation
 
 
 def pack_rollout(
-    prompt_ids: Sequence[list[int]], out: GenerationOutput, pad_id: int
+    prompt_ids: Sequence[list[int]],
+    out: GenerationOutput,
+    pad_id: int,
+    model_inputs: Mapping[str, Tensor] | None = None,
 ) -> dict[str, Tensor]:
     """Prompt + completion rows for a training forward, right-padded.
 
@@ -202,7 +239,8 @@ def pack_rollout(
     Returns:
         ``input_ids (N, T)`` long; ``completion_mask (N, T)`` bool, True on generated tokens
         (stop token included) -- the ``score_mask`` of ``token_logprobs``;
-        ``lengths (N,)`` completion lengths.
+        ``lengths (N,)`` completion lengths; and each of ``model_inputs`` (per-prompt
+        tensors) with its prompt's row repeated for each completion (``images (N, C, H, W)``).
     """
     rows = out.tokens.shape[0]
     prompt_len = [len(prompt_ids[int(j)]) for j in out.prompt_index]
@@ -218,11 +256,21 @@ def pack_rollout(
         input_ids[i, p : p + gen.numel()] = gen
         completion_mask[i, p : p + gen.numel()] = True
     device = out.tokens.device
+    rows_of = out.prompt_index
     return {
         "input_ids": input_ids.to(device),
         "completion_mask": completion_mask.to(device),
         "lengths": lengths,
+        **{k: v[rows_of.to(v.device)] for k, v in (model_inputs or {}).items()},
     }
 
 
-__all__ = ["PromptBatches", "RolloutGenerator", "Rollouts", "concat_generations", "pack_rollout"]
+__all__ = [
+    "PROMPT_MODEL_INPUTS",
+    "PromptBatches",
+    "RolloutGenerator",
+    "Rollouts",
+    "concat_generations",
+    "model_inputs_of",
+    "pack_rollout",
+]
