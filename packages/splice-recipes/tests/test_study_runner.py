@@ -116,8 +116,11 @@ def test_tiny_study_end_to_end(tmp_path):
     env = back.environment
     assert env["precision"] == "float32" and env["machine_class"] and env["torch"]
     assert back.config["seeds"] == 2 and back.wall_time_s > 0
+    # CPU seconds of the study's process next to its wall time, load at both ends
+    assert back.cpu_time_s > 0 and back.cpu_time_s == result.cpu_time_s
+    assert isinstance(env["load_average_1min_end"], float)
     report = (out / "report.md").read_text()
-    assert "Student t" in report and "**not shown**" in report
+    assert "Student t" in report and "**not shown**" in report and "CPU " in report
     assert "training lowers held-out loss" in report
     s = summary(result, out)
     assert s["claim adam-raises-loss"].startswith("not shown")
@@ -133,6 +136,7 @@ def test_tiny_study_end_to_end(tmp_path):
     assert "old" not in text and text.startswith("intro\n") and text.endswith("after\n")
     row = next(line for line in text.splitlines() if "training lowers held-out loss" in line)
     assert "`tiny`" in row and "| 2 |" in row and "float32" in row and env["machine_class"] in row
+    assert f"CPU {back.cpu_time_s:.0f} s |" in row and " -> " in row
     assert main([str(results), str(readme), "--check"]) == 0
     readme.write_text(text.replace("float32", "bf16"))
     assert main([str(results), str(readme), "--check"]) == 1

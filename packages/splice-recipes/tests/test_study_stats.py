@@ -48,6 +48,13 @@ def test_paired_difference_interval_and_verdict_by_hand():
     assert iv.low == pytest.approx(0.093333 - 0.051712, abs=1e-5)
     assert verdict(iv, "higher") == SHOWN
     assert verdict(iv, "lower") == NOT_SHOWN  # the data go the other way
+    # against a margin: the interval [0.0416, 0.1450] clears 0.04 but not 0.05
+    assert verdict(iv, "higher", 0.04) == SHOWN and verdict(iv, "higher", 0.05) == NOT_SHOWN
+    # non-inferiority: "arm loses at most 0.1" holds for a difference near zero
+    flat = t_interval([-0.02, 0.01, 0.0])  # mean -0.00333, interval about [-0.0413, +0.0346]
+    assert verdict(flat, "higher") == NOT_SHOWN and verdict(flat, "higher", -0.1) == SHOWN
+    assert verdict(flat, "higher", -0.04) == NOT_SHOWN
+    assert verdict(flat, "lower", 0.04) == SHOWN and verdict(flat, "lower", 0.03) == NOT_SHOWN
 
 
 def test_an_interval_that_straddles_zero_reads_not_shown():

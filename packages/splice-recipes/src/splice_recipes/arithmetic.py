@@ -26,7 +26,7 @@ from splice.recipe import Recipe
 from splice.training.configs import ExperimentConfig
 
 from splice_recipes import addition
-from splice_recipes.study import Claim, StudyConfig, claim_lines, run_arm, run_study, summary
+from splice_recipes.study import Claim, StudyConfig, StudyResult, run_and_report, run_arm
 
 ARMS = {"reversed": True, "plain": False}  # arm -> reverse_answer
 
@@ -91,14 +91,14 @@ def run(config: ArithmeticStudy) -> dict[str, Any]:
     def run_one(arm: str, seed: int, folder: Path) -> dict[str, float]:
         return run_arm(arm_experiment(config, arm), config, seed=seed, folder=folder)
 
-    result = run_study(config, arms=list(ARMS), run_one=run_one, claims=CLAIMS)
-    for arm in ARMS:
-        iv = result.interval(arm, "exact_match")
-        print(
+    def notes(result: StudyResult) -> list[str]:
+        return [
             f"{arm}: held-out exact match {iv.mean:.1%} (+- {iv.half_width:.1%}) over {iv.n} seeds"
-        )
-    print("\n".join(claim_lines(result)))
-    return summary(result, config.run_dir())
+            for arm in ARMS
+            for iv in [result.interval(arm, "exact_match")]
+        ]
+
+    return run_and_report(config, arms=list(ARMS), run_one=run_one, claims=CLAIMS, notes=notes)
 
 
 def config() -> ArithmeticStudy:

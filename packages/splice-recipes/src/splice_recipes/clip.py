@@ -40,7 +40,7 @@ from splice_vision.configs import CLIPConfig, ShapesTaskConfig, TextEncoderConfi
 from splice_vision.data import COLOURS, SHAPES, SIDES, Scene, ShapesTask
 from torch import Tensor
 
-from splice_recipes.study import Claim, StudyConfig, StudyResult, claim_lines, run_study, summary
+from splice_recipes.study import Claim, StudyConfig, StudyResult, run_and_report
 
 TOKENIZER = CharTokenizer()
 LOSSES = ("infonce", "siglip")
@@ -244,16 +244,13 @@ def run(config: ClipStudy) -> dict[str, Any]:
             raise ValueError(f"{arm} seed {seed}: {len(leaked)} held-out images were trained on")
         return {**evaluate_clip(model, config, held_out), "final_loss": final_loss}
 
-    result = run_study(
+    return run_and_report(
         config,
         arms=config.arms(),
         run_one=run_one,
         claims=claims(config),
         extras=lambda r: {"side_table": side_table(r, config)},
     )
-    print(result.extras["side_table"])
-    print("\n".join(claim_lines(result)))
-    return summary(result, config.run_dir())
 
 
 def config() -> ClipStudy:

@@ -83,22 +83,26 @@ def save_report(run_dir: Path, stem: str, report: dict[str, Any]) -> None:
 
 def two_task_experiment(
     config: Any, name: str, *, task: Any, others: dict[str, Any], train: TrainConfig,
-    **extra: Any,
+    split: str = "held_out", every: int | None = None, **extra: Any,
 ) -> ExperimentConfig:  # fmt: skip
     """One sub-run of a pre-train / fine-tune study: train on ``task``, score it and each of
-    ``others`` by greedy exact match (no held-out loss), in ``<run dir>/<name>``.
+    ``others`` by greedy exact match (no held-out loss) on ``split`` (``"dev"`` to choose
+    hyperparameters), every ``every`` steps and at the end, in ``<run dir>/<name>``.
 
-    ``config`` is the recipe's: its ``name``, ``seed``, ``model``, ``max_len``,
-    ``eval_examples``, ``max_new_tokens`` and ``run_dir()`` are used; ``extra`` goes to
-    ``ExperimentConfig`` (``init_from``, ``adapter``, ``regularizers``, ...).
+    ``config`` is the recipe's: its ``name``, ``seed`` (0 where it has none: a study pins
+    each run's seed), ``model``, ``max_len``, ``eval_examples``, ``max_new_tokens`` and
+    ``run_dir()`` are used; ``extra`` goes to ``ExperimentConfig`` (``init_from``,
+    ``adapter``, ``regularizers``, ...).
     """
     return ExperimentConfig(
         name=f"{config.name}-{name}",
-        seed=config.seed,
+        seed=getattr(config, "seed", 0),
         model=config.model,
         data=DataConfig(task=task, max_len=config.max_len),
         train=train,
         eval=EvalConfig(
+            every=every,
+            split=split,
             loss_batches=0,
             exact_match_examples=config.eval_examples,
             max_new_tokens=config.max_new_tokens,

@@ -39,15 +39,7 @@ from splice.training.configs import (
 )
 
 from splice_recipes.common import addition_task, short_run, tiny_decoder
-from splice_recipes.study import (
-    Claim,
-    StudyConfig,
-    StudyResult,
-    claim_lines,
-    pinned,
-    run_study,
-    summary,
-)
+from splice_recipes.study import Claim, StudyConfig, StudyResult, pinned, run_and_report
 
 VOCAB = 51  # pad/bos/eos + the 48 characters of the default alphabet (sampling can pick any id)
 START = "sft"  # the arm every method is compared with: the SFT weights, untouched
@@ -443,16 +435,13 @@ def run(config: DPOStudy) -> dict[str, Any]:
         out["sample_accuracy"] = float(s["sample_accuracy"])
         return out
 
-    result = run_study(
+    return run_and_report(
         config,
         arms=config.arms(),
         run_one=run_one,
         claims=claims(config),
         extras=lambda r: {"side_table": side_table(r, config)},
     )
-    print(result.extras["side_table"])
-    print("\n".join(claim_lines(result)))
-    return summary(result, config.run_dir())
 
 
 def config() -> DPOStudy:

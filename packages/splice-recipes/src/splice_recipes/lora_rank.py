@@ -44,16 +44,7 @@ from splice.training.configs import (
 )
 
 from splice_recipes.common import addition_task, short_run, tiny_decoder
-from splice_recipes.study import (
-    Claim,
-    StudyConfig,
-    StudyResult,
-    claim_lines,
-    pinned,
-    run_arm,
-    run_study,
-    summary,
-)
+from splice_recipes.study import Claim, StudyConfig, StudyResult, pinned, run_and_report, run_arm
 from splice_recipes.study.report import write_json
 
 VOCAB = 52  # pad/bos/eos + the default character alphabet
@@ -348,10 +339,7 @@ def run(config: LoRARankConfig) -> dict[str, Any]:
             "side_table": side_table(result, arms),
         }
 
-    result = run_study(config, arms=arms, run_one=run_one, claims=claims(config), extras=extras)
-    print(result.extras["side_table"])
-    print("\n".join(claim_lines(result)))
-    return summary(result, config.run_dir())
+    return run_and_report(config, arms=arms, run_one=run_one, claims=claims(config), extras=extras)
 
 
 def side_table(result: StudyResult, arms: list[str]) -> str:

@@ -33,15 +33,7 @@ from splice.training.configs import (
     TrainConfig,
 )
 
-from splice_recipes.study import (
-    Claim,
-    StudyConfig,
-    StudyResult,
-    claim_lines,
-    run_arm,
-    run_study,
-    summary,
-)
+from splice_recipes.study import Claim, StudyConfig, StudyResult, run_and_report, run_arm
 
 VOCAB = 52  # pad/bos/eos + the default character alphabet
 
@@ -242,16 +234,13 @@ def run(config: MoEVsDenseConfig) -> dict[str, Any]:
             "load_max_mean": float("nan") if lb is None else lb,
         }
 
-    result = run_study(
+    return run_and_report(
         config,
         arms=config.arms(),
         run_one=run_one,
         claims=claims(config),
         extras=lambda r: {"side_table": side_table(r, config)},
     )
-    print(result.extras["side_table"])
-    print("\n".join(claim_lines(result)))
-    return summary(result, config.run_dir())
 
 
 def config() -> MoEVsDenseConfig:

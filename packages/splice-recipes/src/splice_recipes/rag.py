@@ -28,7 +28,7 @@ from pydantic import Field, PositiveInt
 from splice.recipe import Recipe
 from splice.training.configs import ExperimentConfig
 
-from splice_recipes.study import Claim, StudyConfig, claim_lines, run_arm, run_study, summary
+from splice_recipes.study import Claim, StudyConfig, StudyResult, run_and_report, run_arm
 
 ARMS = ["closed_book", "inference_only", "raft_bm25", "raft_dense", "raft_hybrid"]
 RETRIEVER_OF = {"inference_only": "bm25", "raft_bm25": "bm25", "raft_dense": "dense",
@@ -259,23 +259,30 @@ def run(config: RagStudy) -> dict[str, Any]:
         )
     arms = [a for a in ARMS if a in config.arms]
     claims = [c for c in CLAIMS if c.arm in arms and c.baseline in arms]
-    result = run_study(
+    plot_path = Path(config.run_dir()) / "accuracy_vs_k.png"
+
+    def notes(result: StudyResult) -> list[str]:
+        lines = []
+        for arm in arms:
+            iv = result.interval(arm, "exact_match")
+            line = f"{arm}: held-out exact match {iv.mean:.1%} (+- {iv.half_width:.1%})"
+            if arm in RETRIEVER_OF:
+                r = result.interval(arm, "recall@1")
+                line += f", {RETRIEVER_OF[arm]} recall@1 {r.mean:.1%} (+- {r.half_width:.1%})"
+            lines.append(f"{line} over {iv.n} seeds")
+        return [*lines, f"accuracy against k: {plot_path}"]
+
+    return run_and_report(
         config,
         arms=arms,
         run_one=lambda arm, seed, folder: run_one(config, arm, seed, folder),
         claims=claims,
+        # the plot is drawn from the finished study, before its files are written
+        extras=lambda result: {
+            "accuracy_vs_k_plot": plot_accuracy_vs_k(result, config, plot_path).name
+        },
+        notes=notes,
     )
-    for arm in arms:
-        iv = result.interval(arm, "exact_match")
-        line = f"{arm}: held-out exact match {iv.mean:.1%} (+- {iv.half_width:.1%})"
-        if arm in RETRIEVER_OF:
-            r = result.interval(arm, "recall@1")
-            line += f", {RETRIEVER_OF[arm]} recall@1 {r.mean:.1%} (+- {r.half_width:.1%})"
-        print(f"{line} over {iv.n} seeds")
-    plot = plot_accuracy_vs_k(result, config, Path(config.run_dir()) / "accuracy_vs_k.png")
-    print(f"accuracy against k: {plot}")
-    print("\n".join(claim_lines(result)))
-    return summary(result, config.run_dir())
 
 
 def config() -> RagStudy:

@@ -42,7 +42,7 @@ from splice.training.stream import TaskBatches, derive_seed
 from splice.training.trainer import Trainer, seed_everything
 from torch import Tensor, nn
 
-from splice_recipes.study import Claim, StudyConfig, claim_lines, run_study, summary
+from splice_recipes.study import Claim, StudyConfig, run_and_report
 
 VOCAB = 3 + len(TokenizerConfig().alphabet)  # pad/bos/eos + the default char alphabet
 D_MODEL = 64
@@ -317,21 +317,20 @@ def run(config: TranslateConfig) -> dict[str, Any]:
             "final_train_loss": r["final_train_loss"],
         }
 
-    result = run_study(
+    c = config.task
+    done = run_and_report(
         config,
         arms=list(ARMS),
         run_one=run_one,
         claims=CLAIMS,
         extras=lambda _: {"held_out_examples": len(examples), "samples": samples},
+        notes=lambda result: [
+            f"translate ({c.direction}, {c.min_digits}-{c.max_digits} digits): "
+            f"{config.train.steps} steps x {config.train.batch_size} examples each, "
+            f"exact match on {len(examples)} held-out numbers, {len(result.seeds)} seeds"
+        ],
     )
-    c = config.task
-    print(
-        f"translate ({c.direction}, {c.min_digits}-{c.max_digits} digits): "
-        f"{config.train.steps} steps x {config.train.batch_size} examples each, "
-        f"exact match on {len(examples)} held-out numbers, {len(result.seeds)} seeds"
-    )
-    print("\n".join(claim_lines(result)))
-    return {**summary(result, config.run_dir()), "held_out_examples": len(examples)}
+    return {**done, "held_out_examples": len(examples)}
 
 
 def format_table(results: dict[str, dict[str, Any]]) -> str:

@@ -38,7 +38,7 @@ from splice_vision.data import QUESTIONS, ShapesTask
 from splice_vision.vlm import NativeVLM
 from torch import nn
 
-from splice_recipes.study import Claim, StudyConfig, StudyResult, claim_lines, run_study, summary
+from splice_recipes.study import Claim, StudyConfig, StudyResult, run_and_report
 from splice_recipes.vlm_compare import (
     IMAGE_ID,
     VOCAB,
@@ -245,16 +245,13 @@ def run(config: VLMMoEConfig) -> dict[str, Any]:
         plot_expert_load(result, plot)
         return {"side_table": side_table(result), "expert_load_plot": str(plot)}
 
-    result = run_study(
+    return run_and_report(
         config,
         arms=list(ARMS),
         run_one=lambda arm, seed, _folder: run_one(config, arm, seed),
         claims=claims(),
         extras=extras,
     )
-    print(result.extras["side_table"])
-    print("\n".join(claim_lines(result)))
-    return summary(result, config.run_dir())
 
 
 def config() -> VLMMoEConfig:

@@ -8,9 +8,10 @@ docs/studies.md.
 """
 
 from splice_recipes.study.experiments import pinned, run_arm
+from splice_recipes.study.machine import Clock
 from splice_recipes.study.result import ClaimResult, StudyResult, judge
 from splice_recipes.study.results import mean_of_last_evals
-from splice_recipes.study.runner import claim_lines, run_study, summary
+from splice_recipes.study.runner import claim_lines, run_and_report, run_study, summary
 from splice_recipes.study.spec import Claim, StudyConfig
 from splice_recipes.study.stats import (
     NOT_SHOWN,
@@ -21,24 +22,29 @@ from splice_recipes.study.stats import (
     t_quantile,
     verdict,
 )
+from splice_recipes.study.tuning import Tuning, tune
 
 __all__ = [
     "NOT_SHOWN",
     "SHOWN",
     "Claim",
     "ClaimResult",
+    "Clock",
     "Interval",
     "StudyConfig",
     "StudyResult",
+    "Tuning",
     "claim_lines",
     "judge",
     "mean_of_last_evals",
     "paired_differences",
     "pinned",
+    "run_and_report",
     "run_arm",
     "run_study",
     "summary",
     "t_interval",
     "t_quantile",
+    "tune",
     "verdict",
 ]

@@ -48,6 +48,8 @@ def plot_claim(result: ClaimResult, path: str | Path) -> Path:
     else:
         right.plot([0.3], [mean], "o", color="C3", label="mean (one seed: no interval)")
     right.axhline(0.0, color="k", lw=0.8)
+    if c.margin:  # the line a non-inferiority (or margin) claim's interval must clear
+        right.axhline(c.margin * c.scale, color="C1", lw=0.8, ls="--", label="margin")
     right.set_xlim(-0.5, 0.8)
     right.set_xticks([])
     right.set_ylabel(f"{c.arm} - {base_label}{c.unit}")

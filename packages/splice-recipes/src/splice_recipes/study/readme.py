@@ -28,10 +28,11 @@ def find_studies(results_dir: str | Path) -> list[StudyResult]:
 
 def table(studies: list[StudyResult]) -> str:
     """One row per claim: the recipe, the claim, mean difference [interval], seeds, verdict,
-    precision, machine class and the study's wall time (with the load it ran under)."""
+    precision, machine class and the study's time: wall (with the load average at its start
+    and end) and process CPU seconds."""
     lines = [
         "| recipe | claim | mean difference [95% interval] | seeds | verdict | precision "
-        "| machine | wall time |",
+        "| machine | wall time (load start -> end); CPU |",
         "|---|---|---|---:|---|---|---|---:|",
     ]
     for st in studies:
@@ -46,11 +47,18 @@ def table(studies: list[StudyResult]) -> str:
 
 
 def wall_time(study: StudyResult) -> str:
-    """``12.3 min (load 9.8)``: the study's wall time and the machine's 1-minute load
-    average when it started (wall times on a loaded machine are not the code's speed)."""
-    load = study.environment.get("load_average_1min")
-    note = f" (load {load:.1f})" if isinstance(load, int | float) else ""
-    return f"{study.wall_time_s / 60:.1f} min{note}"
+    """``12.3 min (load 9.8 -> 4.1); CPU 540 s``: the study's wall time, the machine's
+    1-minute load average at its start and end, and the CPU seconds its process used (wall
+    times on a loaded machine are not the code's speed; CPU seconds are much closer). Older
+    studies recorded the load at the start only and no CPU time: the cell says what exists.
+    """
+    env = study.environment
+    start, end = env.get("load_average_1min"), env.get("load_average_1min_end")
+    note = ""
+    if isinstance(start, int | float):
+        note = f" (load {start:.1f}" + (f" -> {end:.1f})" if isinstance(end, int | float) else ")")
+    cpu = f"; CPU {study.cpu_time_s:.0f} s" if study.cpu_time_s is not None else ""
+    return f"{study.wall_time_s / 60:.1f} min{note}{cpu}"
 
 
 def splice_table(text: str, new_table: str, *, where: str = "README") -> str:

@@ -84,12 +84,20 @@ def judge(claim: Claim, figures: Figures, seeds: Sequence[int], confidence: floa
     else:
         diffs = paired_differences(a, claim.baseline)
     iv = t_interval(diffs, confidence)
-    return ClaimResult(claim, list(seeds), a, b, diffs, iv, verdict(iv, claim.direction))
+    return ClaimResult(
+        claim, list(seeds), a, b, diffs, iv, verdict(iv, claim.direction, claim.margin)
+    )
 
 
 @dataclass
 class StudyResult:
-    """Everything ``study.json`` holds. ``extras`` is the recipe's own record (JSON-able)."""
+    """Everything ``study.json`` holds. ``extras`` is the recipe's own record (JSON-able).
+
+    ``wall_time_s`` / ``cpu_time_s``: the study's wall clock and the CPU seconds of its
+    process and children (from ``run_study``'s ``clock``: the arm x seed runs, and the
+    recipe's preparation when it started the clock earlier); the 1-minute load average at
+    the start and end is in ``environment``.
+    """
 
     name: str
     config: dict[str, Any]
@@ -98,6 +106,7 @@ class StudyResult:
     figures: Figures
     claims: list[ClaimResult]
     wall_time_s: float
+    cpu_time_s: float | None = None  # process + children CPU seconds (None: not recorded)
     confidence: float = 0.95
     extras: dict[str, Any] = field(default_factory=dict)
 
@@ -121,6 +130,7 @@ class StudyResult:
             "environment": self.environment,
             "seeds": self.seeds,
             "wall_time_s": self.wall_time_s,
+            "cpu_time_s": self.cpu_time_s,
             "confidence": self.confidence,
             "arms": {
                 arm: {str(s): dict(m) for s, m in runs.items()}
@@ -142,6 +152,7 @@ class StudyResult:
             },
             claims=[ClaimResult.from_json(c) for c in d["claims"]],
             wall_time_s=float(d["wall_time_s"]),
+            cpu_time_s=None if d.get("cpu_time_s") is None else float(d["cpu_time_s"]),
             confidence=float(d.get("confidence", 0.95)),
             extras=dict(d.get("extras") or {}),
         )

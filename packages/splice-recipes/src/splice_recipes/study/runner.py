@@ -8,12 +8,11 @@ A recipe supplies ``run_one(arm, seed, folder) -> {metric: value}``; runs go see
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from splice_recipes.study.machine import environment
+from splice_recipes.study.machine import Clock, environment
 from splice_recipes.study.report import interval_text, write_json, write_study
 from splice_recipes.study.result import Figures, StudyResult, judge
 from splice_recipes.study.spec import Claim, StudyConfig
@@ -44,12 +43,16 @@ def run_study(
     run_one: RunOne,
     claims: Sequence[Claim],
     extras: Callable[[StudyResult], Mapping[str, Any]] | None = None,
+    clock: Clock | None = None,
 ) -> StudyResult:
     """Run ``arms`` x ``config.seed_list()``, judge ``claims``, write the study folder.
 
     Each run's figures are also saved as ``<study>/<arm>/seed-<s>/result.json``.
     ``extras(result)`` (optional) returns the recipe's own JSON record, stored in
     ``study.json`` under ``extras`` (a recipe may also write its own plots there).
+    ``clock`` (optional): a ``Clock`` the recipe started before its own preparation (a
+    dev-split tuning, say), so the recorded wall and CPU times cover it; else one starts
+    here.
 
     Returns:
         The ``StudyResult`` written to ``<study>/study.json``.
@@ -65,7 +68,7 @@ def run_study(
     env = environment(config.precision)
     seeds = config.seed_list()
     figures: Figures = {arm: {} for arm in arms}
-    t0 = time.perf_counter()
+    clock = clock or Clock.start()
     bar = tqdm(
         total=len(arms) * len(seeds),
         desc=config.name,
@@ -85,6 +88,9 @@ def run_study(
                 bar.update(1)
     finally:
         bar.close()
+    clocks = clock.stop()
+    env["load_average_1min"] = clocks["load_start"]
+    env["load_average_1min_end"] = clocks["load_end"]
     result = StudyResult(
         name=config.name,
         config=config.model_dump(mode="json"),
@@ -92,7 +98,8 @@ def run_study(
         seeds=seeds,
         figures=figures,
         claims=[judge(c, figures, seeds, config.confidence) for c in claims],
-        wall_time_s=time.perf_counter() - t0,
+        wall_time_s=float(clocks["wall_time_s"] or 0.0),
+        cpu_time_s=clocks["cpu_time_s"],
         confidence=config.confidence,
     )
     if extras is not None:
@@ -118,5 +125,38 @@ def summary(result: StudyResult, folder: str | Path) -> dict[str, Any]:
         "run_dir": str(folder),
         "study": str(Path(folder) / "study.json"),
         "wall_time_s": round(result.wall_time_s, 1),
+        "cpu_time_s": None if result.cpu_time_s is None else round(result.cpu_time_s, 1),
         **{f"claim {cr.claim.name}": f"{cr.verdict} ({interval_text(cr)})" for cr in result.claims},
     }
+
+
+def run_and_report(
+    config: StudyConfig,
+    *,
+    arms: Sequence[str],
+    run_one: RunOne,
+    claims: Sequence[Claim],
+    extras: Callable[[StudyResult], Mapping[str, Any]] | None = None,
+    clock: Clock | None = None,
+    show: Sequence[str] = ("side_table",),
+    notes: Callable[[StudyResult], Sequence[str]] | None = None,
+) -> dict[str, Any]:
+    """A recipe's whole tail: ``run_study``, then print its tables, notes and claim lines,
+    and return the ``summary`` (what ``splice run`` prints).
+
+    Args:
+        show: keys of ``result.extras`` printed first, as they are (the recipe's side
+            tables); missing keys are skipped.
+        notes: ``notes(result)`` returns the recipe's own lines, printed after the tables
+            and before the claim lines.
+        (the rest as ``run_study``)
+    """
+    result = run_study(
+        config, arms=arms, run_one=run_one, claims=claims, extras=extras, clock=clock
+    )
+    for key in show:
+        if key in result.extras:
+            print(result.extras[key])
+    for line in [*(notes(result) if notes else []), *claim_lines(result)]:
+        print(line)
+    return summary(result, config.run_dir())

@@ -65,6 +65,9 @@ class Claim:
             ``arm < baseline`` (a loss, a step time).
         text: the claim as a sentence, for the report and the README.
         scale / unit: how differences are printed (``scale=100, unit=" pt"`` for accuracy).
+        margin: the difference the interval must clear, in the metric's units (0: the claim
+            is "better"; ``-0.1`` with ``"higher"``: "worse by less than 0.1", a
+            non-inferiority claim such as "costs at most 10 points").
     """
 
     name: str
@@ -75,6 +78,7 @@ class Claim:
     text: str = ""
     scale: float = 1.0
     unit: str = ""
+    margin: float = 0.0
 
     def __post_init__(self) -> None:
         if self.direction not in ("higher", "lower"):

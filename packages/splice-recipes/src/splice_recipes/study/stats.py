@@ -154,10 +154,12 @@ def paired_differences(arm: Sequence[float], baseline: Sequence[float] | float) 
     return [float(a) - float(b) for a, b in zip(arm, baseline, strict=True)]
 
 
-def verdict(interval: Interval, direction: Direction) -> str:
-    """``"shown"`` when the interval of ``arm - baseline`` excludes zero on the claimed side
-    (``low > 0`` for ``"higher"``, ``high < 0`` for ``"lower"``), else ``"not shown"``."""
+def verdict(interval: Interval, direction: Direction, margin: float = 0.0) -> str:
+    """``"shown"`` when the interval of ``arm - baseline`` lies beyond ``margin`` on the
+    claimed side (``low > margin`` for ``"higher"``, ``high < margin`` for ``"lower"``),
+    else ``"not shown"``. ``margin`` 0 is a superiority claim; a negative margin with
+    ``"higher"`` is a non-inferiority claim ("loses at most ``-margin``")."""
     if direction not in ("higher", "lower"):
         raise ValueError(f"direction must be 'higher' or 'lower', got {direction!r}")
-    ok = interval.low > 0.0 if direction == "higher" else interval.high < 0.0
+    ok = interval.low > margin if direction == "higher" else interval.high < margin
     return SHOWN if ok else NOT_SHOWN
