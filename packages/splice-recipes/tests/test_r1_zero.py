@@ -9,7 +9,14 @@ import json
 from splice.cli import main
 from splice.cli.run import load_recipe
 from splice.data.arithmetic import ArithmeticTask
-from splice_recipes.r1_zero import R1ZeroConfig, claims, grpo_config, reasons, sft_config
+from splice_recipes.r1_zero import (
+    R1ZeroConfig,
+    claims,
+    grpo_config,
+    reasons,
+    run_one,
+    sft_config,
+)
 from splice_recipes.study import StudyResult
 
 
@@ -82,3 +89,12 @@ def test_study_runs_with_overrides(tmp_path, capsys):
     assert curves["large"]["kl"] and not curves["0"]["kl"]  # β = 0 has no reference
     assert (out / "r1_zero.png").stat().st_size > 0 and (out / "report.md").is_file()
     assert (out / "grpo-beta-small" / "seed-1" / "checkpoints").is_dir()
+    # the SFT start's curve (every seed at each evaluation) and the study's CPU seconds
+    assert [p[0] for p in result.extras["sft_curve"]["acc"]] == [4.0]
+    assert result.extras["cpu_s"] > 0 and "CPU s" in printed
+    # two seeds ran in two worker processes (the default); a run's figures depend only on
+    # its seed: the SFT start of seed 1 again, in this process, gives the same figures
+    cfg = R1ZeroConfig.model_validate(json.loads((out / "config.json").read_text()))
+    assert cfg.workers == 2
+    again = run_one(cfg, "sft", 1, tmp_path / "again")
+    assert again == result.figures["sft"][1]

@@ -22,7 +22,7 @@ from splice.training.configs import DataConfig, ExperimentConfig, RolloutConfig,
 
 from splice_recipes import r1_zero as r1
 from splice_recipes.common import short_run
-from splice_recipes.rl_study import RETENTION_TASK, figures
+from splice_recipes.rl_study import RETENTION_TASK, cpu_seconds, figures, run_seeds
 from splice_recipes.study import Claim, StudyResult
 
 SFT_ARM, GRPO_ARM, PPO_ARM = "sft", "grpo", "ppo"
@@ -126,6 +126,16 @@ def run_one(config: PPOStudyConfig, arm: str, seed: int, folder: Path) -> dict[s
     return figures(folder, config.last_evals)
 
 
+def run_seed(config: PPOStudyConfig, seed: int) -> dict[str, dict[str, float]]:
+    """Every arm of one seed, in order (the SFT start first): ``{arm: figures}``."""
+    out = {}
+    for arm in config.arms():
+        folder = config.arm_dir(arm, seed)
+        folder.mkdir(parents=True, exist_ok=True)
+        out[arm] = run_one(config, arm, seed, folder)
+    return out
+
+
 def claims() -> list[Claim]:
     return [
         Claim("ppo-accuracy", PPO_ARM, SFT_ARM, "acc", "higher", scale=100, unit=" pt",
@@ -152,14 +162,20 @@ def run(config: PPOStudyConfig) -> dict[str, Any]:
     """SFT, GRPO and PPO for every seed; prints each claim with its interval and verdict."""
     from splice_recipes.study import claim_lines, run_study, summary
 
+    start_cpu = cpu_seconds()
+    done = run_seeds(run_seed, config, config.seed_list(), config.workers)
     result = run_study(
         config,
         arms=config.arms(),
-        run_one=lambda arm, seed, folder: run_one(config, arm, seed, folder),
+        run_one=lambda arm, seed, folder: (
+            done[seed][arm] if seed in done else run_one(config, arm, seed, folder)
+        ),
         claims=claims(),
+        extras=lambda result: {"cpu_s": round(cpu_seconds() - start_cpu, 1)},
     )
     for line in [*claim_lines(result), *arm_lines(result, config)]:
         print(line)
+    print(f"wall {result.wall_time_s:.0f} s, {result.extras['cpu_s']:.0f} CPU s")
     return summary(result, config.run_dir())
 
 

@@ -41,7 +41,16 @@ from splice.training.configs import (
 )
 
 from splice_recipes.common import short_run, tiny_decoder
-from splice_recipes.rl_study import RETENTION_TASK, eval_config, eval_figures, figures, records
+from splice_recipes.rl_study import (
+    RETENTION_TASK,
+    cpu_seconds,
+    eval_config,
+    eval_curve,
+    eval_figures,
+    figures,
+    records,
+    run_seeds,
+)
 from splice_recipes.study import Claim, StudyConfig, StudyResult
 
 ALPHABET = DEFAULT_ALPHABET + "<>"  # R1's tags
@@ -104,6 +113,9 @@ class R1ZeroConfig(StudyConfig):
         betas: label -> KL weight; one GRPO arm ``grpo-beta-<label>`` each. The claims use
             the labels ``0``, ``small`` and ``large``.
         eval_examples: held-out problems per task, answered greedily.
+        sft_eval_every: SFT steps between evaluations of the start (its curve: the plateau).
+        workers: seeds run at once, one process each (every run uses one thread; the
+            figures do not depend on it).
         eval_every: GRPO steps between evaluations (the curves; a run's result is the mean
             of its last ``last_evals`` evaluations).
     """
@@ -138,6 +150,8 @@ class R1ZeroConfig(StudyConfig):
     )
     eval_examples: NonNegativeInt = 200
     eval_every: PositiveInt = 8
+    sft_eval_every: PositiveInt | None = 400
+    workers: PositiveInt = 2
 
     def arms(self) -> list[str]:
         return [SFT_ARM, *(grpo_arm(label) for label in self.betas)]
@@ -171,7 +185,7 @@ def sft_config(
         train=config.sft.model_copy(update={"precision": config.precision}),
         eval=held_out_eval(
             config,
-            every=None,
+            every=config.sft_eval_every,
             tasks={"add": config.grpo_task, RETENTION_TASK: config.retention_task},
         ),
         output_dir=str(folder if folder is not None else Path(config.run_dir()) / "sft"),
@@ -220,6 +234,16 @@ def run_one(config: R1ZeroConfig, arm: str, seed: int, folder: Path) -> dict[str
     exp = grpo_config(config, config.betas[label], start)
     run_experiment(pinned(exp, config, seed=seed, folder=folder), overwrite=True)
     return figures(folder, config.last_evals)
+
+
+def run_seed(config: R1ZeroConfig, seed: int) -> dict[str, dict[str, float]]:
+    """Every arm of one seed, in order (the SFT start first): ``{arm: figures}``."""
+    out = {}
+    for arm in config.arms():
+        folder = config.arm_dir(arm, seed)
+        folder.mkdir(parents=True, exist_ok=True)
+        out[arm] = run_one(config, arm, seed, folder)
+    return out
 
 
 def claims(config: R1ZeroConfig) -> list[Claim]:
@@ -322,27 +346,62 @@ def arm_lines(result: StudyResult, config: R1ZeroConfig) -> list[str]:
     return lines
 
 
+def sft_curve(config: R1ZeroConfig) -> dict[str, list[list[float]]]:
+    """The SFT start's held-out accuracy and retention over its steps, ``[[step, mean,
+    min, max], ...]`` over seeds: the plateau (a flat tail, seeds close together)."""
+    folders = [config.arm_dir(SFT_ARM, s) for s in config.seed_list()]
+    keys = {
+        "acc": "add/reward/accuracy",
+        "reasoning": "add/reward/reasoning",
+        "retention": f"{RETENTION_TASK}/exact_match",
+    }
+    return eval_curve(folders, keys)
+
+
+def sft_lines(curve: dict[str, list[list[float]]]) -> list[str]:
+    """One line per SFT evaluation: accuracy and retention, mean (min-max over seeds)."""
+    lines = []
+    for acc, ret in zip(curve["acc"], curve["retention"]):
+        lines.append(
+            f"  sft step {acc[0]:5.0f}: accuracy {100 * acc[1]:5.1f} ({100 * acc[2]:.1f}-"
+            f"{100 * acc[3]:.1f})  retention {100 * ret[1]:5.1f} ({100 * ret[2]:.1f}-"
+            f"{100 * ret[3]:.1f})"
+        )
+    return lines
+
+
 def run(config: R1ZeroConfig) -> dict[str, Any]:
-    """Every arm for every seed; prints each claim with its interval and verdict."""
+    """Every arm for every seed; prints each claim with its interval and verdict, the SFT
+    start's curve, and the study's CPU seconds (its cost whatever the machine's load)."""
     from splice_recipes.study import claim_lines, run_study, summary
 
     curve: dict[str, Any] = {}
+    start_cpu = cpu_seconds()
+    done = run_seeds(run_seed, config, config.seed_list(), config.workers)
 
     def extras(result: StudyResult) -> dict[str, Any]:
         curve.update(curves(config))
         plot(curve, Path(config.run_dir()) / "r1_zero.png")
-        return {"curves": curve}
+        return {"curves": curve, "sft_curve": sft_curve(config),
+                "cpu_s": round(cpu_seconds() - start_cpu, 1)}  # fmt: skip
 
     result = run_study(
         config,
         arms=config.arms(),
-        run_one=lambda arm, seed, folder: run_one(config, arm, seed, folder),
+        run_one=lambda arm, seed, folder: (
+            done[seed][arm] if seed in done else run_one(config, arm, seed, folder)
+        ),
         claims=claims(config),
         extras=extras,
     )
     for line in [*claim_lines(result), *arm_lines(result, config)]:
         print(line)
-    print(f"figure: {Path(config.run_dir()) / 'r1_zero.png'}; wall {result.wall_time_s:.0f} s")
+    for line in sft_lines(result.extras["sft_curve"]):
+        print(line)
+    print(
+        f"figure: {Path(config.run_dir()) / 'r1_zero.png'}; wall {result.wall_time_s:.0f} s, "
+        f"{result.extras['cpu_s']:.0f} CPU s"
+    )
     return summary(result, config.run_dir())
 
 

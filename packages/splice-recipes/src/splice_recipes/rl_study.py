@@ -10,6 +10,7 @@ last few evaluations, and ``kl`` (the mean of the last quarter of the train reco
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -72,3 +73,58 @@ def figures(folder: Path, last: int) -> dict[str, float]:
         **eval_figures(folder / "metrics.jsonl", "", last),
         "kl": sum(tail) / len(tail) if tail else 0.0,
     }
+
+
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process and its waited-for children so far: the
+    cost of a study on a shared machine, where wall time measures the other jobs too."""
+    import resource
+
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def eval_curve(folders: list[Path], keys: dict[str, str]) -> dict[str, list[list[float]]]:
+    """Per metric (``name -> eval key``): ``[[step, mean, min, max], ...]`` over the runs in
+    ``folders`` (one per seed), at each step where every run evaluated: whether a run
+    has reached its plateau, and how far apart the seeds are."""
+    per: dict[str, dict[int, list[float]]] = {m: {} for m in keys}
+    for folder in folders:
+        for r in records(folder, "eval"):
+            for m, key in keys.items():
+                if r.get(key) is not None:
+                    per[m].setdefault(int(r["step"]), []).append(float(r[key]))
+    return {
+        m: [
+            [float(step), sum(v) / len(v), min(v), max(v)]
+            for step, v in sorted(d.items())
+            if len(v) == len(folders)
+        ]
+        for m, d in per.items()
+    }
+
+
+def run_seeds(
+    run_seed: Callable[[Any, int], dict[str, dict[str, float]]],
+    config: Any,
+    seeds: list[int],
+    workers: int,
+) -> dict[int, dict[str, dict[str, float]]]:
+    """``{seed: {arm: figures}}`` from ``run_seed(config, seed)`` (every arm of one seed, in
+    order), one seed per process in up to ``workers`` processes; ``{}`` when ``workers`` is
+    1 (the study then runs the seeds itself, one after another).
+
+    Each run uses one thread (the tiny matmuls gain nothing from a second), so a sequential
+    study leaves the other cores idle; seeds are independent and a run's result depends only
+    on its seed, so the figures are the same whatever ``workers`` is. ``run_seed`` must be a
+    module-level function (it is pickled to the worker processes, started with ``spawn``).
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    if workers <= 1 or len(seeds) <= 1:
+        return {}
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=min(workers, len(seeds)), mp_context=ctx) as pool:
+        return dict(zip(seeds, pool.map(run_seed, [config] * len(seeds), seeds)))
