@@ -58,7 +58,7 @@ VOCAB = 3 + len(ALPHABET)
 SFT_ARM = "sft"
 
 
-def addition(reasoning_share: float = 0.45) -> dict[str, Any]:
+def addition(reasoning_share: float = 0.3) -> dict[str, Any]:
     """Two-digit addition in R1's format; ``reasoning_share`` of the examples work the
     carries out, the others answer after an empty think block."""
     return {"type": "arithmetic", "op": "+", "min_digits": 2, "max_digits": 2,
@@ -91,8 +91,9 @@ REWARDS = [
 
 
 def _default_sft() -> TrainConfig:
-    schedule = ScheduleConfig(kind="cosine", warmup_steps=30, min_lr_ratio=0.1)
-    return short_run(steps=1200, batch_size=32, lr=3e-3, log_every=100, schedule=schedule,
+    # annealed to 5% of the peak rate, so the start ends on a flat part of its curve
+    schedule = ScheduleConfig(kind="cosine", warmup_steps=30, min_lr_ratio=0.05)
+    return short_run(steps=1600, batch_size=32, lr=3e-3, log_every=100, schedule=schedule,
                      progress=False)  # fmt: skip
 
 
@@ -131,7 +132,7 @@ class R1ZeroConfig(StudyConfig):
         default_factory=lambda: {
             "type": "mixture",
             "tasks": [addition(), SECOND_SKILL],
-            "weights": [2, 1],
+            "weights": [1, 1],
         }
     )
     grpo_task: dict[str, Any] = Field(default_factory=addition)
