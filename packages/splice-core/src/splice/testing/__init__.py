@@ -12,7 +12,10 @@ Every other registered kind has its suite too, subclassed the same way:
 ``PreferenceLossConformance``, ``AdvantageEstimatorConformance``,
 ``PolicyLossConformance``, ``RewardConformance``, ``AdapterConformance``,
 ``QuantizerConformance`` (``splice.testing.preference`` / ``rl`` / ``rewards`` /
-``adapters``).
+``adapters``), ``PositionalConformance``, ``EncoderConformance``, ``TaskConformance``,
+``ObjectiveConformance`` (``positional`` / ``encoders`` / ``tasks`` / ``objectives``; their
+failures name the component's tag, plugin and module: ``splice.testing.naming``).
+splice-rag's ``RetrieverConformance`` lives in ``splice_rag.testing``.
 
 ``splice.testing.resume`` (imported on its own) tests exact resume: it SIGKILLs a
 ``splice run`` after a checkpoint, resumes it, and compares it bit for bit with an
@@ -33,12 +36,15 @@ from splice.testing.checks import (
     perturb_parameters,
     run_all,
 )
+from splice.testing.encoders import EncoderConformance
 from splice.testing.isolation import (
     check_batch_composition,
     check_length_consistency,
     check_packing_isolation,
     check_padding_isolation,
 )
+from splice.testing.objectives import ObjectiveConformance
+from splice.testing.positional import PositionalConformance
 from splice.testing.preference import PreferenceLossConformance
 from splice.testing.regularizers import RegularizerConformance
 from splice.testing.rewards import RewardConformance
@@ -56,6 +62,7 @@ from splice.testing.suites import (
     TokenMixerConformance,
     run_suite,
 )
+from splice.testing.tasks import TaskConformance
 from splice.testing.wiring import check_config_fields_honoured, check_parameters_registered
 
 __all__ = [
@@ -67,16 +74,20 @@ __all__ = [
     "ChannelMixerConformance",
     "ConformanceSuite",
     "ConnectorConformance",
+    "EncoderConformance",
     "KindSpec",
     "ModelConformance",
     "NormConformance",
+    "ObjectiveConformance",
     "PolicyLossConformance",
+    "PositionalConformance",
     "PreferenceLossConformance",
     "Probe",
     "QuantizerConformance",
     "RegularizerConformance",
     "Result",
     "RewardConformance",
+    "TaskConformance",
     "TokenMixerConformance",
     "build_seeded",
     "check_batch_composition",
