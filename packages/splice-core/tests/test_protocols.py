@@ -10,19 +10,26 @@ from pathlib import Path
 import pytest
 import torch
 from splice.data.tasks import JsonlTask, JsonlTaskConfig
+from splice.data.tokenizer import CharTokenizer
 from splice.interfaces import (
     AfterOptimizerStep,
+    ClosedAlphabet,
     HasTrainableModules,
+    LocatedTask,
     Minibatched,
     ParamLRScaled,
+    RolloutFactory,
     SetsUp,
     Stateful,
 )
 from splice.testing.protocols import (
     ProtocolViolation,
     check_after_optimizer_step,
+    check_closed_alphabet,
+    check_located_task,
     check_minibatches,
     check_param_lr_scaled,
+    check_rollout_factory,
     check_sets_up,
     check_split_task,
     check_stateful,
@@ -100,6 +107,84 @@ def test_protocols_are_found_by_type_not_by_name():
         nn.Linear(2, 2), AfterOptimizerStep
     )
     assert isinstance(WithHead(), HasTrainableModules) and isinstance(Splits(), Minibatched)
+    assert isinstance(CharTokenizer(), ClosedAlphabet) and not isinstance(object(), ClosedAlphabet)
+    assert isinstance(JsonlTask(JsonlTaskConfig(train="x.jsonl")), LocatedTask)
+
+
+def jsonl_task(tmp_path, n=40, **config):
+    rows = [f'{{"prompt": "{i}+1=", "completion": "{i + 1}"}}' for i in range(n)]
+    (tmp_path / "d.jsonl").write_text("\n".join(rows) + "\n")
+    return JsonlTask(JsonlTaskConfig(train=str(tmp_path / "d.jsonl"), **config))
+
+
+def test_located_task_names_every_example_and_catches_one_it_leaves_out(tmp_path):
+    task = jsonl_task(tmp_path, held_out_fraction=0.25)
+    pairs = check_located_task(task)
+    assert [w for w, _ in pairs][:2] == [f"{tmp_path / 'd.jsonl'}:1", f"{tmp_path / 'd.jsonl'}:2"]
+
+    class SkipsTheLast(JsonlTask):
+        def lines(self):  # planted: the last line is never checked before step 1
+            return list(super().lines())[:-1]
+
+    leaky = SkipsTheLast(task.config)
+    with pytest.raises(ProtocolViolation, match=r"leaves out 1 (train|held_out) example"):
+        check_located_task(leaky)
+
+
+def test_closed_alphabet_must_refuse_characters_outside_it():
+    check_closed_alphabet(CharTokenizer("abc+="))
+
+    class Lenient(CharTokenizer):
+        def encode(self, text, *, bos=False, eos=False):  # planted: drops what it lacks
+            return super().encode("".join(c for c in text if c in self.alphabet), bos=bos, eos=eos)
+
+    with pytest.raises(ProtocolViolation, match="did not raise ValueError"):
+        check_closed_alphabet(Lenient("abc"))
+
+    class Shifted(CharTokenizer):
+        def decode(self, ids, *, skip_special=True):  # planted: off by one
+            return super().decode([i + 1 for i in ids], skip_special=skip_special)
+
+    with pytest.raises(ProtocolViolation, match="encodes and decodes to"):
+        check_closed_alphabet(Shifted("abc"))
+
+
+@pytest.mark.mha
+def test_rollout_factory_samples_the_same_tokens_for_the_same_step():
+    from splice.generation.sampling import SamplingConfig
+    from splice.models.build import build_model
+    from splice.models.configs import DecoderConfig
+    from splice.rl.rollout import Rollouts
+
+    tok = CharTokenizer()
+    torch.manual_seed(0)
+    model = build_model(
+        DecoderConfig.model_validate(
+            {
+                "type": "decoder",
+                "vocab_size": tok.vocab_size,
+                "d_model": 16,
+                "n_layers": 1,
+                "max_seq_len": 16,
+                "block": {"type": "pre_norm", "token_mixer": {"type": "mha", "n_heads": 2}},
+            }
+        )
+    )
+    sampling = SamplingConfig(max_new_tokens=6, temperature=1.0)
+    prompts = [tok.encode("1+2=", bos=True), tok.encode("3+4=", bos=True)]
+    rollouts = Rollouts(sampling, tok, seed=3, prompts_per_step=2)
+    assert isinstance(rollouts, RolloutFactory)
+    check_rollout_factory(rollouts, model, prompts)
+
+    class Reseeding(Rollouts):
+        calls = 0
+
+        def generator(self, step, first_index=0):  # planted: a fresh seed on every call
+            Reseeding.calls += 1
+            return super().generator(step * 1000 + Reseeding.calls, first_index)
+
+    with pytest.raises(ProtocolViolation, match="sampled different tokens"):
+        check_rollout_factory(Reseeding(sampling, tok, seed=3), model, prompts)
 
 
 def test_sets_up_passes_a_copy_and_catches_a_setup_that_changes_the_model():
@@ -173,13 +258,19 @@ def test_no_getattr_probe_for_an_interface_method_in_training():
     import splice.interfaces as interfaces
 
     tree = ast.parse(Path(interfaces.__file__).read_text())
+    classes = [c for c in tree.body if isinstance(c, ast.ClassDef)]
+    protocols = [c for c in classes if any(ast.unparse(b) == "Protocol" for b in c.bases)]
     names = {
         n.name
-        for cls in tree.body
-        if isinstance(cls, ast.ClassDef)
+        for cls in classes
         for n in cls.body
         if isinstance(n, ast.FunctionDef) and not n.name.startswith("_")
-    } | {"param_lr_scale"}
+    } | {  # a protocol's attributes are part of its interface too
+        n.target.id
+        for cls in protocols
+        for n in cls.body
+        if isinstance(n, ast.AnnAssign) and isinstance(n.target, ast.Name)
+    }
     training = Path(interfaces.__file__).parent / "training"
     probes = []
     for path in sorted(training.glob("*.py")):
@@ -193,5 +284,6 @@ def test_no_getattr_probe_for_an_interface_method_in_training():
                 and node.args[1].value in names
             ):
                 probes.append(f"{path.name}:{node.lineno} {ast.unparse(node)}")
-    assert {"setup", "minibatches", "state_dict", "after_optimizer_step"} <= names
+    expected = {"setup", "minibatches", "state_dict", "after_optimizer_step", "lines"}
+    assert expected | {"param_lr_scale", "alphabet", "prompts_per_step"} <= names
     assert probes == []

@@ -395,6 +395,40 @@ class CollatingTask(Protocol):
     def collator(self, tokenizer: Any, *, max_len: int) -> Callable[[list[Any]], Any]: ...
 
 
+@runtime_checkable
+class LocatedTask(Protocol):
+    """A task read from files that says where each example came from: ``lines()`` yields
+    ``(where, example)`` for every example of every file, ``where`` like ``"train.jsonl:12"``,
+    so a check before step 1 (``splice.training.preflight``) names the line of a bad one."""
+
+    def lines(self) -> Iterable[tuple[str, Any]]: ...
+
+
+@runtime_checkable
+class ClosedAlphabet(Protocol):
+    """A tokenizer that knows a fixed set of characters (``CharTokenizer``): ``alphabet`` holds
+    every character it can encode, and encoding any other raises ``ValueError``. A run checks
+    its tasks' text against it before step 1 instead of failing mid-run."""
+
+    alphabet: str
+
+    def encode(self, text: str, *, bos: bool = False, eos: bool = False) -> list[int]: ...
+
+    def decode(self, ids: list[int], *, skip_special: bool = True) -> str: ...
+
+
+@runtime_checkable
+class RolloutFactory(Protocol):
+    """What an online ``Trainer`` is given as ``rollouts`` (``splice.rl.rollout.Rollouts``):
+    ``generator(step, first_index)`` makes the step's bound generator (the run's sampling
+    config and a seed for that step; see ``OnlineObjective.collect``), and
+    ``prompts_per_step`` is the prompts per step (recorded in checkpoints as examples seen)."""
+
+    prompts_per_step: int
+
+    def generator(self, step: int, first_index: int = 0) -> Callable[..., Any]: ...
+
+
 # --------------------------------------------------------------------------- multimodal
 class Connector(nn.Module, ABC):
     """Maps encoder features into the language model's embedding space.

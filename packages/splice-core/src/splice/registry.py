@@ -20,7 +20,7 @@ from typing import Any
 
 import pluggy
 
-from splice import hookspecs, install_hints
+from splice import hookspecs, install_advice
 
 ENTRY_POINT_GROUP = "splice"
 
@@ -49,8 +49,8 @@ KINDS: dict[str, str] = {
 }
 
 #: ``{kind: {tag: distribution}}`` for tags that are not built in (unknown-tag hints),
-#: generated from what the first-party plugins register (see ``splice.install_hints``).
-INSTALL_HINTS: dict[str, dict[str, str]] = install_hints.load()
+#: generated from what the first-party plugins register (see ``splice.install_advice``).
+INSTALL_HINTS: dict[str, dict[str, str]] = install_advice.load()
 
 
 class PluginError(RuntimeError):
@@ -276,7 +276,7 @@ class Registry:
             msg += f" ({tag!r} is registered as a {' and a '.join(elsewhere)}, not a {kind})"
         hint = INSTALL_HINTS.get(kind, {}).get(tag)
         if hint:
-            msg += ". " + install_hints.install_advice(hint)
+            msg += ". " + install_advice.install_advice(hint)
         else:
             msg += ". Is the plugin that provides it installed? (`splice plugins` lists them)"
         failed = [f"{i.name} ({i.error})" for i in self.plugins.values() if i.error]

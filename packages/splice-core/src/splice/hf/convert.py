@@ -27,13 +27,13 @@ def architecture_for(model_type: str) -> Architecture:
     Raises:
         CheckpointError: the type is not supported (names it and the supported ones).
     """
-    from splice import install_hints
+    from splice import install_advice
     from splice.registry import INSTALL_HINTS, get_registry
 
     regs = {r.tag: r for r in get_registry().registrations("hf_architecture")}
     if model_type not in regs:
         provider = INSTALL_HINTS.get("hf_architecture", {}).get(model_type)
-        hint = f". {install_hints.install_advice(provider)}" if provider else ""
+        hint = f". {install_advice.install_advice(provider)}" if provider else ""
         raise CheckpointError(
             f"config.json: unsupported model_type {model_type!r}; supported: {sorted(regs)}{hint}"
         )

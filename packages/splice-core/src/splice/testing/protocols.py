@@ -24,12 +24,16 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from splice.generation.sampling import GenerationOutput
 from splice.interfaces import (
     AfterOptimizerStep,
+    ClosedAlphabet,
     CollatingTask,
     HasTrainableModules,
+    LocatedTask,
     Minibatched,
     ParamLRScaled,
+    RolloutFactory,
     SetsUp,
     SplitTask,
     Stateful,
@@ -240,12 +244,95 @@ def check_collating_task(
     return dict(batch)
 
 
+def check_located_task(task: Any) -> list[tuple[str, Any]]:
+    """``lines()`` yields ``(where, example)`` with a non-empty ``where`` for each, and, for a
+    task that also splits (``SplitTask``), every example of both splits is among them: a
+    check before step 1 reads ``lines()`` instead of the splits, so an example it leaves out
+    is never checked.
+
+    Returns the pairs."""
+    _require(task, LocatedTask, "lines")
+    pairs = list(task.lines())
+    if not pairs:
+        raise ProtocolViolation(f"{_name(task)}.lines() yielded nothing")
+    for pair in pairs:
+        if not (isinstance(pair, tuple) and len(pair) == 2 and isinstance(pair[0], str)):
+            raise ProtocolViolation(
+                f"{_name(task)}.lines() yielded {pair!r}, expected a (where, example) pair"
+            )
+        if not pair[0]:
+            raise ProtocolViolation(f"{_name(task)}.lines(): an example without a location")
+    if isinstance(task, SplitTask):
+        located = [ex for _, ex in pairs]
+        for split in ("train", "held_out"):
+            missing = [ex for ex in task.split(split) if ex not in located]
+            if missing:
+                raise ProtocolViolation(
+                    f"{_name(task)}.lines() leaves out {len(missing)} {split} example(s), "
+                    f"e.g. {missing[0]!r}"
+                )
+    return pairs
+
+
+def check_closed_alphabet(tokenizer: Any, outside: str = "\u2603") -> None:
+    """``alphabet`` is a non-empty string without repeats, every character of it encodes and
+    decodes back, and a character ``outside`` it raises ``ValueError`` on ``encode`` (what
+    the check before step 1 stands in for)."""
+    _require(tokenizer, ClosedAlphabet, "alphabet")
+    alphabet = tokenizer.alphabet
+    if not isinstance(alphabet, str) or not alphabet:
+        raise ProtocolViolation(f"{_name(tokenizer)}.alphabet must be a non-empty str")
+    if len(set(alphabet)) != len(alphabet):
+        raise ProtocolViolation(f"{_name(tokenizer)}.alphabet repeats a character")
+    back = tokenizer.decode(tokenizer.encode(alphabet))
+    if back != alphabet:
+        raise ProtocolViolation(
+            f"{_name(tokenizer)}: the alphabet encodes and decodes to {back!r}, not itself"
+        )
+    if outside in alphabet:
+        raise ValueError(f"outside={outside!r} is in the alphabet; pass another character")
+    try:
+        tokenizer.encode(outside)
+    except ValueError:
+        return
+    raise ProtocolViolation(
+        f"{_name(tokenizer)}.encode({outside!r}) did not raise ValueError for a character "
+        "outside its alphabet"
+    )
+
+
+def check_rollout_factory(factory: Any, model: nn.Module, prompt_ids: Sequence[list[int]]) -> None:
+    """``prompts_per_step`` is a non-negative int, and two generators of one step sample the
+    same tokens from ``model`` (a resumed run repeats the killed run's rollouts exactly)."""
+    _require(factory, RolloutFactory, "generator / prompts_per_step")
+    per_step = factory.prompts_per_step
+    if not isinstance(per_step, int) or per_step < 0:
+        raise ProtocolViolation(
+            f"{_name(factory)}.prompts_per_step = {per_step!r}: expected an int >= 0"
+        )
+    first = factory.generator(3, 0)(model, list(prompt_ids))
+    again = factory.generator(3, 0)(model, list(prompt_ids))
+    for out in (first, again):
+        if not isinstance(out, GenerationOutput):
+            raise ProtocolViolation(
+                f"{_name(factory)}'s generator returned a {_name(out)}, not a GenerationOutput"
+            )
+    if not torch.equal(first.tokens, again.tokens):
+        raise ProtocolViolation(
+            f"{_name(factory)}.generator(3, 0) sampled different tokens on a second call "
+            "for the same step"
+        )
+
+
 __all__ = [
     "ProtocolViolation",
     "check_after_optimizer_step",
+    "check_closed_alphabet",
     "check_collating_task",
+    "check_located_task",
     "check_minibatches",
     "check_param_lr_scaled",
+    "check_rollout_factory",
     "check_sets_up",
     "check_split_task",
     "check_stateful",

@@ -141,16 +141,13 @@ class GlobalTokenMean:
     loss *value* is the global loss (what gets logged); its *gradient* is the rescaled one.
     Objectives that report no token count weigh each rank equally. Every rank must report
     the same metric names (they are reduced together, in order).
+
+    It wraps ``loss`` only: the trainer keeps the objective itself for everything else
+    (``collect``, ``minibatches``, the optional capabilities it checks with ``isinstance``).
     """
 
     def __init__(self, objective: Any, world: int) -> None:
         self.objective, self.world = objective, world
-
-    def __getattr__(self, name: str) -> Any:
-        # An online objective's collect / minibatches / setup / state_dict pass through.
-        if name in ("objective", "world"):
-            raise AttributeError(name)
-        return getattr(self.objective, name)
 
     def loss(self, model: nn.Module, batch: Mapping[str, Any]) -> LossOutput:
         out = self.objective.loss(model, batch)

@@ -14,6 +14,7 @@ checkpoint) are a different failure, reported as such, not as a learning-rate pr
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,15 @@ def non_finite_tensors(model: nn.Module, limit: int = 5) -> list[str]:
         return []
     ok = torch.stack([torch.isfinite(_local(t)).all() for _, t in named]).tolist()
     return [name for (name, _), good in zip(named, ok) if not good][:limit]
+
+
+def non_finite_weights(model: nn.Module, modules: Mapping[str, nn.Module]) -> list[str]:
+    """Up to 5 names of non-finite parameters and buffers: ``model``'s, then those of the
+    objective's own ``modules`` (as ``<module>.<param>``, e.g. a value head's)."""
+    bad = non_finite_tensors(model)
+    for name, module in modules.items():
+        bad += [f"{name}.{n}" for n in non_finite_tensors(module)]
+    return bad[:5]
 
 
 def _local(t: torch.Tensor) -> torch.Tensor:

@@ -27,7 +27,14 @@ import torch
 from torch import Tensor, nn
 
 from splice.deprecation import deprecated_attribute
-from splice.interfaces import HasTrainableModules, Minibatched, OnlineObjective, SetsUp, Stateful
+from splice.interfaces import (
+    HasTrainableModules,
+    Minibatched,
+    OnlineObjective,
+    RolloutFactory,
+    SetsUp,
+    Stateful,
+)
 from splice.training.clip import clip_gradients
 from splice.training.configs import TrainConfig
 from splice.training.schedule import lr_multiplier, set_learning_rate
@@ -101,11 +108,11 @@ class OnlineStep:
     """One rollout with the policy, then one optimizer update per minibatch.
 
     Args:
-        rollouts: makes each step's bound generator (``splice.rl.rollout.Rollouts``:
-            ``generator(step, first_prompt_index)``, ``prompts_per_step``).
+        rollouts: makes each step's bound generator (a ``RolloutFactory`` such as
+            ``splice.rl.rollout.Rollouts``); None fails at the first step, naming it.
     """
 
-    def __init__(self, rollouts: Any) -> None:
+    def __init__(self, rollouts: RolloutFactory | None) -> None:
         self.rollouts = rollouts
 
     def setup_at_init(self, host: StepHost, data: Any) -> None:
@@ -127,7 +134,8 @@ class OnlineStep:
 
     def examples(self, micro_batches: int, config: TrainConfig) -> int:
         # micro_batches counts prompt batches (one per step)
-        return micro_batches * int(getattr(self.rollouts, "prompts_per_step", 0))
+        per_step = self.rollouts.prompts_per_step if self.rollouts is not None else 0
+        return micro_batches * per_step
 
     def checkpoint_extra(self, objective: Any) -> tuple[dict[str, Tensor] | None, dict[str, Any]]:
         tensors, meta = objective_state(objective)
@@ -169,7 +177,7 @@ class OnlineStep:
         penalties: list[Tensor] = []
         for minibatch in minibatches(host.objective, experience):
             with host.autocast():
-                out = host.objective.loss(host.model, minibatch)  # a LossOutput
+                out = host.loss_objective.loss(host.model, minibatch)  # a LossOutput
                 loss = out.loss
                 if host.regularizers:
                     pen = penalty_of(host.regularizers, host.model, minibatch)

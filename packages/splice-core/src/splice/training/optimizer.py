@@ -8,6 +8,7 @@ trains; ``seed_everything`` seeds every generator a run draws from.
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -73,6 +74,15 @@ def build_optimizer(model: nn.Module, cfg: OptimizerConfig) -> torch.optim.Optim
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, fused=fused)
 
 
+def build_run_optimizer(
+    model: nn.Module, extra_modules: Mapping[str, nn.Module], cfg: OptimizerConfig
+) -> torch.optim.Optimizer:
+    """``build_optimizer`` over ``model``'s parameters first, then those of an objective's own
+    ``extra_modules`` (e.g. PPO's value head)."""
+    trained = nn.ModuleList([model, *extra_modules.values()]) if extra_modules else model
+    return build_optimizer(trained, cfg)
+
+
 def trainable_summary(model: nn.Module) -> dict[str, Any]:
     """``{"trainable_params", "total_params", "trainable_percent"}`` (tied weights once)."""
     params = {id(p): p for p in model.parameters()}.values()
@@ -92,4 +102,10 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed % 2**32)
 
 
-__all__ = ["build_optimizer", "param_lr_scales", "seed_everything", "trainable_summary"]
+__all__ = [
+    "build_optimizer",
+    "build_run_optimizer",
+    "param_lr_scales",
+    "seed_everything",
+    "trainable_summary",
+]

@@ -17,13 +17,16 @@ precision-sensitive tests a second time in bf16 on machines that would pick floa
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import time
 import warnings
-from typing import Literal
+from typing import Any, Literal
 
 import torch
+
+from splice.training.threads import torch_threads
 
 Precision = Literal["auto", "float32", "bf16"]
 
@@ -81,10 +84,8 @@ def bf16_slowdown(n: int = 256, repeats: int = 3) -> float:
     One thread and the best of ``repeats``: with several threads on a loaded machine the
     float32 kernel's thread synchronisation, not its arithmetic, dominates small matmuls.
     """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        best = {}
+    best = {}
+    with torch_threads(1):
         for dtype in (torch.float32, torch.bfloat16):
             a = torch.randn(n, n).to(dtype)
             a @ a  # warm-up
@@ -94,8 +95,6 @@ def bf16_slowdown(n: int = 256, repeats: int = 3) -> float:
                 a @ a
                 times.append(time.perf_counter() - t0)
             best[dtype] = min(times)
-    finally:
-        torch.set_num_threads(threads)
     return best[torch.bfloat16] / max(best[torch.float32], 1e-9)
 
 
@@ -189,6 +188,14 @@ def resolve_precision(
     return "bf16" if precision == "bf16" else "float32"
 
 
+def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    """bf16 autocast on ``device`` when ``precision`` (resolved) is ``"bf16"``, else nothing:
+    the weights stay as they are, matmuls run in bf16."""
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 def compute_dtype(device: torch.device | str, width: int | None = None) -> torch.dtype:
     """The compute dtype ``auto`` implies on ``device`` (bf16 or float32) for a matmul of
     ``min(rows, cols) = width`` (None: any width).
@@ -210,6 +217,7 @@ __all__ = [
     "AUTO_PRECISION_ENV",
     "Precision",
     "auto_precision",
+    "autocast",
     "bf16_is_native",
     "bf16_slowdown",
     "compute_dtype",

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from splice.data.examples import Example
+from splice.interfaces import ClosedAlphabet, LocatedTask
 from splice.training.stream import derive_seed
 
 SAMPLED = 256  # examples drawn from a generated (endless) task to check its alphabet
@@ -40,9 +41,8 @@ def _located_examples(
 ) -> Iterator[tuple[str, Example]]:
     """``(where, example)`` pairs: ``file:line`` for a task read from files (its ``lines()``:
     the core's ``jsonl``, a plugin's ``preference_jsonl``), else a drawn sample."""
-    lines = getattr(task, "lines", None)
-    if callable(lines):
-        yield from lines()
+    if isinstance(task, LocatedTask):
+        yield from task.lines()
         return
     name = f"task {getattr(task_config, 'type', type(task).__name__)!r}"
     for split in splits:
@@ -63,10 +63,9 @@ def check_alphabet(
     Only tokenizers with a closed alphabet (``CharTokenizer``) are checked; a generated
     task is checked on a sample of each of ``splits`` (a JSONL task: every line).
     """
-    alphabet = getattr(tokenizer, "alphabet", None)
-    if not isinstance(alphabet, str):
+    if not isinstance(tokenizer, ClosedAlphabet):
         return
-    known = set(alphabet)
+    known = set(tokenizer.alphabet)
     for where, ex in _located_examples(task_config, task, seed, splits):
         unknown = sorted(set(_texts(ex)) - known)
         if unknown:

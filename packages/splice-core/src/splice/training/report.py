@@ -100,7 +100,7 @@ def finish_run(trainer: Any, final: dict[str, Any], *, resumed: bool) -> dict[st
         plot = trainer.config.plot_curves
         write_run_report(run_dir, summary, final, title=trainer.title, plot=plot)
         summary["run_dir"] = str(run_dir)
-        last = trainer.last_checkpoint
+        last = trainer.checkpoints.last
         summary["checkpoint"] = str(last) if last else None
     summary["eval"] = {k: v for k, v in final.items() if k not in ("kind", "step")}
     return summary

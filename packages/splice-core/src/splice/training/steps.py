@@ -13,6 +13,7 @@ algorithm is a new strategy, not a new branch in the trainer.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,7 +61,8 @@ class StepHost(Protocol):
     config: TrainConfig
     model: nn.Module  # what runs the forward (a DDP wrapper under data parallelism)
     policy: nn.Module  # the plain model (generation needs its methods)
-    objective: Any
+    objective: Any  # as given to the trainer: its optional capabilities are checked on it
+    loss_objective: Any  # what computes the loss: ``objective``, or a data-parallel wrapper
     regularizers: Sequence[Any]
     optimizer: torch.optim.Optimizer
     params: list[nn.Parameter]
@@ -127,9 +129,40 @@ def record_dict(
     return rec
 
 
+def synced_records(
+    records: Sequence[StepRecord], tokens: Sequence[Tensor | int]
+) -> tuple[list[dict[str, Any]], tuple[str, int] | None]:
+    """The ``metrics.jsonl`` lines of ``records`` (one host sync for all their losses) up to
+    the first step whose loss or gradient norm is non-finite, and ``(what, step)`` of that
+    step (None when every step is finite).
+
+    Args:
+        records: the steps of one flush, oldest first.
+        tokens: each step's token count (over all processes).
+    """
+    losses = torch.stack([r.loss.float() for r in records]).tolist()
+    norms = [float(r.grad_norm) if r.grad_norm is not None else None for r in records]
+    lines: list[dict[str, Any]] = []
+    for record, loss, norm, n in zip(records, losses, norms, tokens):
+        if not math.isfinite(loss):
+            return lines, (f"loss={loss}", record.step)
+        if norm is not None and not math.isfinite(norm):
+            return lines, (f"gradient norm={norm}", record.step)
+        lines.append(record_dict(record, loss, norm, int(n)))
+    return lines, None
+
+
 def penalty_of(regularizers: Sequence[Any], model: nn.Module, batch: Batch) -> Tensor:
     """The summed ``penalty(model, batch)`` of every regularizer term."""
     return sum(r.penalty(model, batch) for r in regularizers)  # type: ignore[return-value]
 
 
-__all__ = ["Batch", "StepHost", "StepRecord", "StepStrategy", "penalty_of", "record_dict"]
+__all__ = [
+    "Batch",
+    "StepHost",
+    "StepRecord",
+    "StepStrategy",
+    "penalty_of",
+    "record_dict",
+    "synced_records",
+]

@@ -68,7 +68,7 @@ class SupervisedStep:
             # DDP decides at forward time whether the backward all-reduces: wrap both.
             with host.parallel.no_sync(host.model, micro == cfg.grad_accum - 1):
                 with host.autocast():
-                    out = host.objective.loss(host.model, batch)
+                    out = host.loss_objective.loss(host.model, batch)
                     loss = out.loss
                     if host.regularizers:
                         pen = penalty_of(host.regularizers, host.model, batch)

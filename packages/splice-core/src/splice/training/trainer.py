@@ -1,18 +1,13 @@
 """The training loop: any ``Objective`` (+ ``Regularizer`` terms) over a batch stream.
 
-The Trainer is a loop, checkpoints and a flush; what differs between algorithms lives
-elsewhere. Each step calls the *step strategy* (``SupervisedStep``: ``grad_accum``
-micro-batches, clip, one update; ``OnlineStep``: one rollout, then one update per
-minibatch), which returns a ``StepRecord`` (``splice.training.steps``). How the run spreads
-over processes is the *parallel strategy* it is given (``SingleProcess``, or
-``splice.training.distributed.DataParallel``).
-
-Per-step values stay tensors until a *flush* (every ``log_every`` steps, and before
-an eval or a checkpoint), where they are synced once, checked for non-finite
-values, written to ``metrics.jsonl`` (one line per step) and shown in the progress bar.
-A checkpoint is only written after a flush that found every step finite and a check
-that its weights are finite; see ``splice.training.nan_guard`` for when it counts as
-good and what a diverged run leaves behind.
+The Trainer is a loop, checkpoints and a flush. Each step calls its *step strategy*
+(``SupervisedStep`` or ``OnlineStep``, see ``splice.training.steps``), which returns a
+``StepRecord``; how the run spreads over processes is the *parallel strategy* it is given
+(``splice.training.parallel``). Step values stay tensors until a *flush* (every ``log_every``
+steps, and before an eval or a checkpoint) syncs them once, stops on a non-finite one
+(``nan_guard``) and logs them (``run_log``). A checkpoint (``run_checkpoints``) is written only
+after a flush that found every step finite and a check that the weights are; evaluations
+follow ``eval_schedule``.
 """
 
 from __future__ import annotations
@@ -20,46 +15,46 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from splice.checkpoint import CheckpointManager
 from splice.data.device import batch_to
-from splice.training.compile import compile_blocks, eager
+from splice.interfaces import RolloutFactory
+from splice.training.compile import compile_blocks
 from splice.training.configs import TrainConfig
+from splice.training.eval_schedule import EvalSchedule, Evaluator
 from splice.training.host_memory import retain_freed_host_memory
-from splice.training.metrics import MetricsLog, read_metrics
 from splice.training.nan_guard import (
     NonFiniteLossError,
     NonFiniteWeightsError,
     check_start_weights,
     divergence_message,
-    newest_good,
-    non_finite_tensors,
-    set_aside_unverified,
+    non_finite_weights,
 )
 from splice.training.online import OnlineStep, is_online, unwrap
 from splice.training.optimizer import (
     build_optimizer,
+    build_run_optimizer,
     param_lr_scales,
     seed_everything,
     trainable_summary,
 )
 from splice.training.parallel import SingleProcess
-from splice.training.precision import resolve_precision
-from splice.training.progress import Progress, announce_trainable
+from splice.training.precision import autocast, resolve_precision
+from splice.training.progress import announce_trainable
 from splice.training.report import finish_run
+from splice.training.run_checkpoints import RunCheckpoints
 from splice.training.run_folder import ResumeMode, claim_run_folder
-from splice.training.steps import StepRecord, StepStrategy, record_dict
+from splice.training.run_log import RunLog
+from splice.training.steps import StepRecord, StepStrategy, synced_records
 from splice.training.stream import Batch, BatchSource, as_source
 from splice.training.supervised import SupervisedStep
+from splice.training.threads import torch_threads
 
-Evaluator = Callable[[nn.Module], Mapping[str, float]]
 __all__ = [  # NonFinite*Error live in nan_guard, the optimizer helpers in optimizer
     "NonFiniteLossError",
     "NonFiniteWeightsError",
@@ -112,7 +107,7 @@ class Trainer:
         eval_every: int | None = None,
         run_config: dict[str, Any] | None = None,
         title: str = "splice run",
-        rollouts: Any = None,
+        rollouts: RolloutFactory | None = None,
         step_strategy: StepStrategy | None = None,
         parallel: SingleProcess | None = None,
     ) -> None:
@@ -125,7 +120,8 @@ class Trainer:
         parallel.check(objective, regularizers)
         self.model = model = parallel.wrap_model(model)
         self.policy = unwrap(model)  # what generates (DDP wrappers have no `new_cache`)
-        self.objective = parallel.wrap_objective(objective)
+        self.objective = objective  # as given: its optional capabilities are checked on it
+        self.loss_objective = parallel.wrap_objective(objective)  # computes the step's loss
         self.config = config
         self.regularizers = list(regularizers)
         self.regularizer_data = regularizer_data
@@ -135,15 +131,13 @@ class Trainer:
         self.extra_modules = step_strategy.trainable_modules(self.objective)
         self.source = parallel.wrap_source(as_source(train_batches))
         self.run_dir = Path(run_dir) if run_dir is not None else None
-        self.seed, self.eval_every = seed, eval_every
-        self.evaluator = evaluator
+        self.seed = seed
+        self.evals = EvalSchedule(evaluator, eval_every)
         self.run_config, self.title = run_config, title
+        self.log = RunLog(self.run_dir, is_main=self.is_main, title=title)
         if config.compile:
             compile_blocks(model)
-        trained: nn.Module = model
-        if self.extra_modules:  # the policy's parameters first, then e.g. a value head's
-            trained = nn.ModuleList([model, *self.extra_modules.values()])
-        self.optimizer = build_optimizer(trained, config.optimizer)
+        self.optimizer = build_run_optimizer(model, self.extra_modules, config.optimizer)
         parallel.bind_optimizer(lambda m: build_optimizer(m, config.optimizer))
         self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
         self.precision = resolve_precision(config.precision, self.device, self.policy)
@@ -153,44 +147,27 @@ class Trainer:
         self.micro_batches = 0
         self.train_time = 0.0  # seconds spent in training steps, carried across resumes
         self.tokens_seen = 0
-        self.last_checkpoint: Path | None = None
-        # names this run's checkpoints; kept across resumes; one id on every process
-        self.run_id = parallel.shared_run_id(uuid.uuid4().hex, self.device)
-        self.finite_through = 0  # the last step whose loss was seen finite (nan_guard)
-        self.history: list[dict[str, Any]] = []  # eval records
+        self.checkpoints = RunCheckpoints(
+            self.run_dir, keep_last=config.keep_last, parallel=parallel, device=self.device
+        )
         self.pending: list[StepRecord] = []  # steps not yet flushed
         self.last_loss = math.nan
-        self.progress: Progress | None = None  # while ``fit`` runs
         self.step_started: float | None = None  # start of the step being timed
 
     # ------------------------------------------------------------------ helpers
     @property
-    def checkpoints(self) -> CheckpointManager | None:
-        if self.run_dir is None:
-            return None
-        return CheckpointManager(
-            self.run_dir / "checkpoints", keep_last=self.config.keep_last, run_id=self.run_id
-        )
-
-    def last_good_checkpoint(self) -> Path | None:
-        """The newest checkpoint known to hold finite weights that give a finite loss."""
-        return newest_good(self.checkpoints, self.finite_through)
-
-    def metrics_log(self) -> MetricsLog:
-        """``metrics.jsonl`` of the run (writes nothing off the main process or without a run_dir)."""
-        path = self.run_dir / "metrics.jsonl" if self.run_dir is not None and self.is_main else None
-        return MetricsLog(path)
+    def last_checkpoint(self) -> Path | None:
+        """The newest checkpoint written or loaded (after a divergence: the last good one)."""
+        return self.checkpoints.last
 
     def to_device(self, batch: Batch) -> dict[str, Any]:
         return batch_to(batch, self.device)
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
         """bf16 autocast when the run's precision is bf16 (weights stay as they are)."""
-        if self.precision == "bf16":
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        return autocast(self.precision, self.device)
 
-    # ------------------------------------------------------------------ state
+    # ------------------------------------------------------------------ checkpoints
     def state(self) -> dict[str, Any]:
         """The trainer's own resumable state (besides model, optimizer and RNG)."""
         return {
@@ -201,99 +178,54 @@ class Trainer:
             "tokens_seen": self.tokens_seen,
         }
 
-    def non_finite_weights(self) -> list[str]:
-        """Up to 5 names of this process's non-finite parameters and buffers: the policy's,
-        then the objective's own modules' (``<module>.<param>``, e.g. a value head's)."""
-        bad = non_finite_tensors(self.policy)
-        for name, module in self.extra_modules.items():
-            bad += [f"{name}.{n}" for n in non_finite_tensors(module)]
-        return bad[:5]
-
-    def check_weights_finite(self) -> None:
-        """Stop if the last update left non-finite weights (they are never checkpointed);
-        under data parallelism every process stops when any found one.
+    def guard_finite(self) -> None:
+        """Flush, then stop if the last update left non-finite weights (they are never
+        checkpointed); under data parallelism every process stops when any found one.
 
         Raises:
             NonFiniteLossError: naming the tensors, the step and the last good checkpoint.
         """
-        what = self.parallel.non_finite(self.non_finite_weights())
-        if what:  # the last update overflowed: its loss (next step) would be the first NaN
-            raise NonFiniteLossError(
-                divergence_message(what, self.step, self.last_good_checkpoint(), [])
-            )
-
-    def logged_final_eval(self) -> int:
-        """A resumed run that had already finished: take its logged evaluation of the last
-        step back into ``history`` (so it is not run and logged twice); returns that step,
-        or -1 when there is none."""
-        path = self.run_dir / "metrics.jsonl" if self.run_dir is not None else None
-        if self.step < self.config.steps or path is None or not path.is_file():
-            return -1
-        evals = [r for r in read_metrics(path) if r.get("kind") == "eval"]
-        if not evals or evals[-1].get("step") != self.step:
-            return -1
-        self.history.append(evals[-1])
-        return self.step
-
-    def guard_finite(self) -> None:
-        """Flush, then check the weights: the NaN guard at a point of the step's choosing
-        (an online step, before every rollout, whatever ``log_every`` is)."""
         self.flush()
-        self.check_weights_finite()
+        what = self.parallel.non_finite(non_finite_weights(self.policy, self.extra_modules))
+        if what:  # the last update overflowed: its loss (next step) would be the first NaN
+            good = self.checkpoints.last_good()
+            raise NonFiniteLossError(divergence_message(what, self.step, good, []))
 
     def save_checkpoint(self) -> Path | None:
         """Flush (so only verified-finite steps are saved), check the weights are finite,
         then write checkpoint ``step`` (pruning never removes the newest good one)."""
-        self.flush()
-        mgr = self.checkpoints
-        if mgr is None:
+        if self.checkpoints.manager is None:
+            self.flush()
             return None
-        self.check_weights_finite()
+        self.guard_finite()
 
-        def write(model: nn.Module, optimizer: torch.optim.Optimizer | None) -> Path:
-            assert mgr is not None
-            extra, extra_state = self.step_strategy.checkpoint_extra(self.objective)
-            return mgr.save(
-                self.step,
-                model=model,
-                optimizer=optimizer,
-                state={**self.state(), **extra_state},
-                config=self.run_config,
-                protect=[self.last_good_checkpoint()],
-                extra_tensors=extra,
-            )
+        def contents() -> tuple[dict[str, Any], dict[str, torch.Tensor] | None]:
+            tensors, extra_state = self.step_strategy.checkpoint_extra(self.objective)
+            return {**self.state(), **extra_state}, tensors
 
-        path = self.parallel.save_checkpoint(mgr, self.step, self.model, self.optimizer, write)
-        self.last_checkpoint = path
-        return path
+        return self.checkpoints.save(
+            self.step, self.model, self.optimizer, contents, config=self.run_config
+        )
 
     def resume(self) -> bool:
         """Load the newest intact checkpoint of ``run_dir`` if there is one; True when resumed.
 
-        Damaged newer checkpoints are reported, set aside (``step-N.corrupt``) and skipped.
+        Damaged newer checkpoints are reported, set aside (``step-N.corrupt``) and skipped;
+        metrics logged after the checkpoint are dropped (the resumed run logs them again).
 
         Raises:
             CorruptCheckpointError: there are checkpoints but none is intact.
         """
-        mgr = self.checkpoints
-        latest = self.parallel.checkpoint_to_resume(mgr)
-        if latest is None or mgr is None:
+        loaded = self.checkpoints.load_latest(self.model, self.optimizer)
+        if loaded is None:
             return False
-        st = self.parallel.load_checkpoint(mgr, latest, self.model, self.optimizer)
-        self.step_strategy.restore_extra(self.objective, st, latest)
-        self.restore_state(st, latest)
-        return True
-
-    def restore_state(self, st: dict[str, Any], checkpoint: Path) -> None:
-        """Take back ``state()`` from a loaded checkpoint and drop later metrics lines."""
-        self.step = int(st["step"])
-        self.micro_batches = int(st["micro_batches"])
+        path, st = loaded
+        self.step_strategy.restore_extra(self.objective, st, path)
+        self.step, self.micro_batches = int(st["step"]), int(st["micro_batches"])
         self.train_time = float(st.get("train_time_s", 0.0))
         self.tokens_seen = int(st.get("tokens_seen", 0))
-        self.last_checkpoint = checkpoint
-        self.run_id = str(st.get("run_id", self.run_id))
-        self.finite_through = self.step  # the run reached this step with finite losses
-        self.metrics_log().truncate_after(self.step)
+        self.log.truncate_after(self.step)
+        return True
 
     # ------------------------------------------------------------------ one step
     def train_step(self, batches: Iterator[Batch]) -> StepRecord:
@@ -306,44 +238,27 @@ class Trainer:
 
     # ------------------------------------------------------------------ flush
     def flush(self) -> None:
-        """Sync pending step values once, stop on a non-finite one, log the rest."""
+        """Sync pending step values once, stop on a non-finite one, log the rest.
+
+        Raises:
+            NonFiniteLossError: a step's loss or gradient norm is non-finite; the checkpoints
+                it may have reached are set aside and the message names the last good one.
+        """
         if not self.pending:
             return
         pending, self.pending = self.pending, []
         tokens = self.parallel.global_tokens([p.tokens for p in pending])
-        losses = torch.stack([p.loss.float() for p in pending]).tolist()
-        norms = [float(p.grad_norm) if p.grad_norm is not None else None for p in pending]
-        records: list[dict[str, Any]] = []
-        for p, loss, norm, n in zip(pending, losses, norms, tokens):
-            if not math.isfinite(loss) or (norm is not None and not math.isfinite(norm)):
-                self.metrics_log().write(records)
-                what = f"loss={loss}" if not math.isfinite(loss) else f"gradient norm={norm}"
-                self.stop_diverged(what, p.step)
-            records.append(record_dict(p, loss, norm, int(n)))
-        self.finite_through = pending[-1].step
+        records, bad = synced_records(pending, tokens)
+        if bad is not None:  # records before it are logged; the bad step is not
+            self.log.train(records)
+            self.checkpoints.stop_diverged(*bad)
+        self.checkpoints.finite_through = pending[-1].step
         self.tokens_seen += sum(r["tokens"] for r in records)
-        self.last_loss = losses[-1]
+        self.last_loss = records[-1]["loss"]
         elapsed = self.elapsed()
         for rec in records:
             rec["elapsed_s"] = round(elapsed, 3)
-        self.metrics_log().write(records)
-        if self.progress is not None:
-            self.progress.update(records, self.tokens_seen / max(elapsed, 1e-9))
-
-    def stop_diverged(self, what: str, step: int) -> None:
-        """Step ``step`` gave ``what`` (non-finite): set aside the checkpoints it may have
-        reached and raise, naming the last good one.
-
-        Raises:
-            NonFiniteLossError: always.
-        """
-        # Step `step`'s loss is the first bad one: the weights it saw (step - 1) are bad.
-        self.finite_through = step - 1
-        mgr = self.checkpoints if self.is_main else None
-        aside = set_aside_unverified(mgr, self.finite_through)
-        good = newest_good(self.checkpoints, self.finite_through)  # on every rank
-        self.last_checkpoint = good
-        raise NonFiniteLossError(divergence_message(what, step, good, aside))
+        self.log.train(records, self.tokens_seen / max(elapsed, 1e-9))
 
     def elapsed(self) -> float:
         """Training seconds so far, across resumes, including the step now running."""
@@ -358,19 +273,11 @@ class Trainer:
         only the main one writes and prints.
         """
         self.flush()
-        if self.evaluator is None:
-            return {}
-        was_training = self.model.training
-        self.model.eval()
-        with torch.no_grad(), self.autocast(), eager():  # generation shapes change per step
-            result = dict(self.evaluator(self.parallel.eval_model(self.model)))
-        self.model.train(was_training)
-        rec = {"kind": "eval", "step": self.step, **result}
-        self.history.append(rec)
-        self.metrics_log().write([rec])
-        if self.progress is not None and self.is_main:
-            self.progress.write_eval(self.step, result)
-        return rec
+        plain = self.parallel.eval_model(self.model)
+        rec = self.evals.run(self.model, step=self.step, evaluated=plain, context=self.autocast())
+        if rec is not None:
+            self.log.eval(rec)
+        return rec or {}
 
     # ------------------------------------------------------------------ the loop
     def fit(self, *, resume: ResumeMode = False, overwrite: bool = False) -> dict[str, Any]:
@@ -407,12 +314,8 @@ class Trainer:
         check_start_weights(
             self.model,
             step=self.step,
-            source=self.last_checkpoint if resumed else "the model given to the trainer",
+            source=self.checkpoints.last if resumed else "the model given to the trainer",
         )
-        if self.run_dir is not None and self.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            if not resumed:  # a fresh run starts a fresh log
-                (self.run_dir / "metrics.jsonl").unlink(missing_ok=True)
         return resumed
 
     def run(self, *, resume: bool) -> dict[str, Any]:
@@ -420,17 +323,14 @@ class Trainer:
         cfg = self.config
         resumed = self.start(resume=resume)
         self.step_started = None
-        threads_before = torch.get_num_threads()
-        if cfg.num_threads is not None:  # for this run only (tiny models run best on 1 thread)
-            torch.set_num_threads(cfg.num_threads)
-        enabled = cfg.progress and self.is_main
-        self.progress = Progress(cfg.steps, self.step, self.title, enabled=enabled)
         if self.is_main:  # every run says what it trains
             announce_trainable(self.title, trainable_summary(self.model))
+        if resumed and self.step >= cfg.steps:  # a finished run: its final eval is logged
+            self.evals.take_back_logged(self.log.path, self.step)
         self.model.train()
-        batches = self.source.batches(self.micro_batches)
-        evaluated_at = self.logged_final_eval() if resumed else -1
-        try:
+        show = dict(steps=cfg.steps, step=self.step, fresh=not resumed, show=cfg.progress)
+        with self.log.open(**show), torch_threads(cfg.num_threads):  # for this run only
+            batches = self.source.batches(self.micro_batches)
             while self.step < cfg.steps:
                 self.step_started = time.perf_counter()
                 self.train_step(batches)
@@ -439,24 +339,14 @@ class Trainer:
                     self.flush()
                 self.train_time += time.perf_counter() - self.step_started
                 self.step_started = None
-                if self.eval_every and step % self.eval_every == 0:
+                if self.evals.due(step):
                     self.evaluate()
-                    evaluated_at = step
                 if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
                     self.save_checkpoint()
             self.flush()
             # The final checkpoint comes first: a failing final evaluation loses no training.
-            if self.last_checkpoint is None or not self.last_checkpoint.name.endswith(
-                f"{self.step:06d}"
-            ):
+            if not self.checkpoints.has_step(self.step):
                 self.save_checkpoint()
-            done = evaluated_at == self.step and self.history
-            final = self.history[-1] if done else self.evaluate()
-            mgr = self.checkpoints if self.is_main else None
-            if mgr is not None:  # the final checkpoint is verified finite: keep_last exactly
-                mgr.prune()
-        finally:
-            self.progress.close()  # type: ignore[union-attr]
-            self.progress = None
-            torch.set_num_threads(threads_before)
+            final = self.evals.final(self.step) or self.evaluate()
+            self.checkpoints.prune()  # the final checkpoint is verified finite: keep_last
         return finish_run(self, final, resumed=resumed)
