@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -153,7 +153,7 @@ def check_param_lr_scaled(module: nn.Module) -> None:
     ``named_parameters()`` spells them) and every scale is a positive finite number."""
     _require(module, ParamLRScaled, "param_lr_scale")
     own = dict(module.named_parameters())
-    for key, scale in module.param_lr_scale.items():  # type: ignore[attr-defined]
+    for key, scale in cast(ParamLRScaled, module).param_lr_scale.items():
         if key not in own:
             raise ProtocolViolation(
                 f"{_name(module)}.param_lr_scale names {key!r}, which is not one of its "

@@ -11,7 +11,7 @@ that never change what was trained so far (the run's name and folder, its length
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Set
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +42,7 @@ def config_changes(old: Any, new: Any, prefix: str = "") -> dict[str, tuple[Any,
     return {} if old == new else {prefix.rstrip("."): (old, new)}
 
 
-def _allowed(path: str, allowed: set[str]) -> bool:
+def _allowed(path: str, allowed: Set[str]) -> bool:
     parts = path.split(".")
     return any(".".join(parts[:i]) in allowed for i in range(1, len(parts) + 1))
 

@@ -294,7 +294,7 @@ class DataParallel(SingleProcess):
                     p.grad.div_(self.info.world_size)
 
     def full_tensor(self, value: Tensor | None) -> Tensor | None:
-        return _full(value)
+        return cast("Tensor | None", _full(value))
 
     def global_tokens(self, tokens: list[Tensor | int]) -> list[Tensor | int]:
         counts = torch.tensor(

@@ -36,7 +36,7 @@ def after_optimizer_step(model: nn.Module) -> dict[str, Any]:
     for name, module in model.named_modules():
         if not has_after_optimizer_step(module):
             continue
-        out = module.after_optimizer_step()  # type: ignore[operator]
+        out = module.after_optimizer_step()
         for key, value in (out or {}).items():
             metrics[f"{name}.{key}" if name else key] = value
     return metrics

@@ -17,7 +17,7 @@ import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, cast, runtime_checkable
 
 import torch
 from torch import Tensor, nn
@@ -63,16 +63,22 @@ class StepHost(Protocol):
     policy: nn.Module  # the plain model (generation needs its methods)
     objective: Any  # as given to the trainer: its optional capabilities are checked on it
     loss_objective: Any  # what computes the loss: ``objective``, or a data-parallel wrapper
-    regularizers: Sequence[Any]
     optimizer: torch.optim.Optimizer
     params: list[nn.Parameter]
     step: int
     micro_batches: int
     device: torch.device
     parallel: SingleProcess
-    extra_modules: Mapping[str, nn.Module]
 
-    def to_device(self, batch: Batch) -> dict[str, Any]: ...
+    @property
+    def regularizers(self) -> Sequence[Any]: ...
+
+    @property
+    def extra_modules(self) -> Mapping[str, nn.Module]:
+        """The objective's own trainable modules (e.g. a value head), by name."""
+        ...
+
+    def to_device(self, batch: Batch) -> Mapping[str, Any]: ...
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]: ...
 
@@ -154,7 +160,7 @@ def synced_records(
 
 def penalty_of(regularizers: Sequence[Any], model: nn.Module, batch: Batch) -> Tensor:
     """The summed ``penalty(model, batch)`` of every regularizer term."""
-    return sum(r.penalty(model, batch) for r in regularizers)  # type: ignore[return-value]
+    return cast(Tensor, sum(r.penalty(model, batch) for r in regularizers))
 
 
 __all__ = [

@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -131,8 +131,7 @@ class Trainer:
         self.extra_modules = step_strategy.trainable_modules(self.objective)
         self.source = parallel.wrap_source(as_source(train_batches))
         self.run_dir = Path(run_dir) if run_dir is not None else None
-        self.seed = seed
-        self.evals = EvalSchedule(evaluator, eval_every)
+        self.seed, self.evals = seed, EvalSchedule(evaluator, eval_every)
         self.run_config, self.title = run_config, title
         self.log = RunLog(self.run_dir, is_main=self.is_main, title=title)
         if config.compile:
@@ -143,10 +142,8 @@ class Trainer:
         self.precision = resolve_precision(config.precision, self.device, self.policy)
         if config.retain_host_memory and self.device.type == "cpu":
             retain_freed_host_memory()  # process-wide, once; a no-op off glibc
-        self.step = 0
-        self.micro_batches = 0
+        self.step = self.micro_batches = self.tokens_seen = 0
         self.train_time = 0.0  # seconds spent in training steps, carried across resumes
-        self.tokens_seen = 0
         self.checkpoints = RunCheckpoints(
             self.run_dir, keep_last=config.keep_last, parallel=parallel, device=self.device
         )
@@ -160,7 +157,7 @@ class Trainer:
         """The newest checkpoint written or loaded (after a divergence: the last good one)."""
         return self.checkpoints.last
 
-    def to_device(self, batch: Batch) -> dict[str, Any]:
+    def to_device(self, batch: Batch) -> Mapping[str, Any]:
         return batch_to(batch, self.device)
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
@@ -328,8 +325,8 @@ class Trainer:
         if resumed and self.step >= cfg.steps:  # a finished run: its final eval is logged
             self.evals.take_back_logged(self.log.path, self.step)
         self.model.train()
-        show = dict(steps=cfg.steps, step=self.step, fresh=not resumed, show=cfg.progress)
-        with self.log.open(**show), torch_threads(cfg.num_threads):  # for this run only
+        bar = self.log.open(steps=cfg.steps, step=self.step, fresh=not resumed, show=cfg.progress)
+        with bar, torch_threads(cfg.num_threads):  # the thread count for this run only
             batches = self.source.batches(self.micro_batches)
             while self.step < cfg.steps:
                 self.step_started = time.perf_counter()
