@@ -107,7 +107,7 @@ def test_a_failing_final_evaluation_keeps_the_final_checkpoint(tmp_path, make_tr
     def broken(model):
         raise RuntimeError("evaluation broke")
 
-    trainer.evaluator = broken
+    trainer.evals.evaluator = broken
     with pytest.raises(RuntimeError, match="evaluation broke"):
         trainer.fit()
     final = tmp_path / "checkpoints" / "step-000005"
