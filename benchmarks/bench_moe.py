@@ -14,6 +14,17 @@
    sort, a gather with an ``index_add`` backward, the grouped GEMM on the compact layout,
    an ``index_add`` scatter, statistics op by op), E = 8 and 16.
 
+Parts 1-3 run in float32 and, where bf16 is native, again under bf16 autocast (parameters,
+inputs and gradients float32, matmuls in bf16: what a training run with ``precision="bf16"``
+does, as these rows time a training step). Under autocast splice casts its grouped GEMM's
+operands to bf16 (``torch.grouped_mm`` has no autocast rule); transformers' ``grouped_mm``
+path casts the input to the *weight* dtype, so with float32 weights its experts stay
+float32, while its ``eager`` loop's ``F.linear`` calls autocast to bf16. In bf16 each
+candidate is checked against the float32 output within bf16 rounding (relative
+``BF16_TOL``, on ``BF16_TOKENS`` of the tokens: transformers' router gate autocasts to bf16,
+splice's stays float32, so a few near-tie tokens route differently), in float32 against
+each other at ``1e-4``.
+
 Everything runs twice, in two child processes that differ only in the OpenMP wait
 policy (``OMP_WAIT_POLICY`` unset = libgomp's spinning default, and ``PASSIVE``): on a
 machine shared with other jobs, threads that spin at every barrier of every parallel
@@ -32,7 +43,15 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from harness import bench_args, compare, configure_threads, device, write_section
+from harness import (
+    bench_args,
+    compare,
+    configure_threads,
+    device,
+    native,
+    not_native_note,
+    write_section,
+)
 from splice.nn.ffn import SwiGLU
 from splice_moe.balancing import load_balancing_loss, router_entropy, router_z_loss
 from splice_moe.configs import MoEConfig
@@ -42,18 +61,34 @@ from torch import Tensor
 from torch.profiler import record_function
 
 CHILD = "SPLICE_BENCH_MOE_CHILD"
+#: bf16 autocast outputs may differ from float32 by this much of the output's range.
+BF16_TOL = 2e-2
+#: ... on at least this share of the tokens (see ``check``).
+BF16_TOKENS = 0.98
 POLICIES = {"spin (default)": None, "passive": "PASSIVE"}
+DTYPES = ("float32", "bf16 autocast")
 
 
-def step(forward: Callable[[], Tensor], grad: Tensor, params: list[Tensor]) -> Callable[[], None]:
-    """Forward, backward with a fixed output gradient, clear gradients."""
+def step(
+    forward: Callable[[], Tensor], grad: Tensor, params: list[Tensor], bf16: bool = False
+) -> Callable[[], None]:
+    """Forward (under bf16 autocast if ``bf16``), backward with a fixed output gradient,
+    clear gradients."""
 
     def run() -> None:
-        forward().backward(grad)
+        with torch.autocast(grad.device.type, dtype=torch.bfloat16, enabled=bf16):
+            out = forward()
+        out.backward(grad.to(out.dtype))
         for p in params:
             p.grad = None
 
     return run
+
+
+def autocast_outputs(fwd: dict[str, Callable[[], Tensor]], bf16: bool) -> dict[str, Tensor]:
+    """Each candidate's forward output (float32), under bf16 autocast if ``bf16``."""
+    with torch.autocast(device().type, dtype=torch.bfloat16, enabled=bf16):
+        return {name: f().float() for name, f in fwd.items()}
 
 
 def previous_forward(layer: MoELayer, x: Tensor) -> Tensor:
@@ -153,12 +188,23 @@ def padded(layer: MoELayer) -> MoELayer:
     return other.to(next(layer.parameters()).device)
 
 
-def check(name: str, a: Tensor, b: Tensor) -> None:
+def check(name: str, a: Tensor, b: Tensor, bf16: bool = False) -> None:
+    """float32: ``a`` and ``b`` agree to 1e-4. bf16: ``a`` (bf16 autocast) is within
+    ``BF16_TOL`` of the range of ``b`` (the float32 output) on at least ``BF16_TOKENS`` of
+    the tokens: a router whose gate autocasts to bf16 (transformers') sends a few
+    near-tie tokens to another expert, which changes those tokens' outputs entirely."""
+    if bf16:
+        per_token = (a - b).abs().reshape(-1, a.shape[-1]).amax(-1) / b.abs().max()  # (N,)
+        share = (per_token < BF16_TOL).float().mean().item()
+        assert share >= BF16_TOKENS, (
+            f"{name} (bf16 autocast): only {share:.1%} of tokens within {BF16_TOL} of float32"
+        )
+        return
     diff = (a - b).abs().max().item()
     assert diff < 1e-4, f"{name}: disagree by {diff}"
 
 
-def dispatch_rows(n: int, d: int, h: int, rounds: int) -> list[dict[str, Any]]:
+def dispatch_rows(n: int, d: int, h: int, rounds: int, bf16: bool = False) -> list[dict[str, Any]]:
     dev = device()
     out = []
     for e in (8, 16, 64):
@@ -173,10 +219,12 @@ def dispatch_rows(n: int, d: int, h: int, rounds: int) -> list[dict[str, Any]]:
             "sorted": lambda layer=layer, x=x: layer(x).hidden,
             "sorted, padded": lambda pad=pad, x=x: pad(x).hidden,
         }
-        for name in ("previous", "sorted", "sorted, padded"):
-            check(f"E={e} {name} vs mask loop", fwd[name](), fwd["mask loop"]())
+        outs = autocast_outputs(fwd, bf16)
+        for name in ("previous", "sorted", "sorted, padded") if not bf16 else fwd:
+            ref = fwd["mask loop"]() if bf16 else outs["mask loop"]  # float32 in both cases
+            check(f"E={e} {name} vs mask loop", outs[name], ref, bf16)
         res = compare(
-            {k: step(f, grad, params) for k, f in fwd.items()},
+            {k: step(f, grad, params, bf16) for k, f in fwd.items()},
             baseline="mask loop",
             warmup=1,
             rounds=rounds,
@@ -194,7 +242,7 @@ def dispatch_rows(n: int, d: int, h: int, rounds: int) -> list[dict[str, Any]]:
     return out
 
 
-def hf_rows(n: int, d: int, h: int, rounds: int) -> list[dict[str, Any]]:
+def hf_rows(n: int, d: int, h: int, rounds: int, bf16: bool = False) -> list[dict[str, Any]]:
     import transformers
     from transformers.models.mixtral.modeling_mixtral import MixtralSparseMoeBlock
 
@@ -222,14 +270,14 @@ def hf_rows(n: int, d: int, h: int, rounds: int) -> list[dict[str, Any]]:
     }
     for impl, block in blocks.items():
         fwd[f"transformers ({impl})"] = lambda block=block: block(x)
-    ref = fwd["splice"]()
-    for name, f in fwd.items():
-        check(f"{name} vs splice", f(), ref)
+    ref = fwd["splice"]()  # float32
+    for name, out in autocast_outputs(fwd, bf16).items():
+        check(f"{name} vs splice", out, ref, bf16)
     params = [x, *layer.parameters(), *pad.parameters()]
     params += [p for b in blocks.values() for p in b.parameters()]
     # Baseline splice: ratio(name) = time(name) / time(splice) = splice's speed-up over name.
     res = compare(
-        {name: step(f, grad, params) for name, f in fwd.items()},
+        {name: step(f, grad, params, bf16) for name, f in fwd.items()},
         baseline="splice",
         warmup=1,
         rounds=rounds,
@@ -240,7 +288,7 @@ def hf_rows(n: int, d: int, h: int, rounds: int) -> list[dict[str, Any]]:
     ]
 
 
-def dense_rows(n: int, d: int, h: int, rounds: int) -> list[dict[str, Any]]:
+def dense_rows(n: int, d: int, h: int, rounds: int, bf16: bool = False) -> list[dict[str, Any]]:
     dev = device()
     layer = make_layer(8, d, h, dev)
     torch.manual_seed(1)
@@ -250,13 +298,13 @@ def dense_rows(n: int, d: int, h: int, rounds: int) -> list[dict[str, Any]]:
     grad = torch.randn(1, n, d, device=dev)
     res = compare(
         {
-            "dense SwiGLU (2H)": step(lambda: dense(x), grad, [x, *dense.parameters()]),
+            "dense SwiGLU (2H)": step(lambda: dense(x), grad, [x, *dense.parameters()], bf16),
             "MoE 8 experts top-2 (H)": step(
-                lambda: layer(x).hidden, grad, [x, *layer.parameters()]
+                lambda: layer(x).hidden, grad, [x, *layer.parameters()], bf16
             ),
-            "MoE, padded": step(lambda: pad(x).hidden, grad, [x, *pad.parameters()]),
+            "MoE, padded": step(lambda: pad(x).hidden, grad, [x, *pad.parameters()], bf16),
             "MoE, previous design": step(
-                lambda: previous_forward(layer, x), grad, [x, *layer.parameters()]
+                lambda: previous_forward(layer, x), grad, [x, *layer.parameters()], bf16
             ),
         },
         baseline="dense SwiGLU (2H)",
@@ -296,17 +344,16 @@ def measure(quick: bool) -> dict[str, Any]:
     n = 1024 if quick else 4096
     d, h = (64, 128) if quick else (128, 256)
     rounds = 3 if quick else 5
-    return {
-        "threads": threads,
-        "n": n,
-        "d": d,
-        "h": h,
-        "rounds": rounds,
-        "dispatch": dispatch_rows(n, d, h, rounds),
-        "hf": hf_rows(n, d, h, rounds),
-        "dense": dense_rows(n, d, h, rounds),
-        "profile": profile_rows(n, d, h, 2 if quick else 3),
-    }
+    out: dict[str, Any] = {"threads": threads, "n": n, "d": d, "h": h, "rounds": rounds}
+    for dtype in DTYPES if native(torch.bfloat16) else DTYPES[:1]:
+        bf16 = dtype != "float32"
+        out[dtype] = {
+            "dispatch": dispatch_rows(n, d, h, rounds, bf16),
+            "hf": hf_rows(n, d, h, rounds, bf16),
+            "dense": dense_rows(n, d, h, rounds, bf16),
+        }
+    out["profile"] = profile_rows(n, d, h, 2 if quick else 3)  # float32 only: where time goes
+    return out
 
 
 def run_child(policy: str | None, quick: bool) -> dict[str, Any]:
@@ -330,7 +377,15 @@ def verdict(ok: bool) -> str:
 
 def render(name: str, r: dict[str, Any]) -> list[str]:
     lines = [f"### OpenMP wait policy: {name}", ""]
-    lines += [
+    for dtype in DTYPES:
+        if dtype in r:
+            lines += [f"#### {dtype}", "", *render_tables(r[dtype])]
+    return lines + render_profile(r)
+
+
+def render_tables(r: dict[str, Any]) -> list[str]:
+    """The dispatch, transformers and dense tables of one dtype."""
+    lines = [
         "**Sorted dispatch vs per-expert-mask loop** (same layer, same weights; tokens/s and "
         "speed-up over the mask loop)",
         "",
@@ -390,8 +445,16 @@ def render(name: str, r: dict[str, Any]) -> list[str]:
         f"Target MoE <= 1.5x dense: {moe:.2f}x default ({verdict(moe <= 1.5)} it), "
         f"{moe_pad:.2f}x padded ({verdict(moe_pad <= 1.5)} it).",
         "",
-        "**Where a step goes** (torch.profiler, ms per forward+backward step; the backward is "
-        "charged to the phase whose forward op made the autograd node; before = previous design)",
+    ]
+    return lines
+
+
+def render_profile(r: dict[str, Any]) -> list[str]:
+    """The per-phase profile tables (float32)."""
+    lines = [
+        "**Where a step goes** (float32; torch.profiler, ms per forward+backward step; the "
+        "backward is charged to the phase whose forward op made the autograd node; before = "
+        "previous design)",
         "",
     ]
     sides = ("before", "after", "after, padded")
@@ -425,8 +488,20 @@ def main(quick: bool = False) -> str:
     results = {name: run_child(policy, quick) for name, policy in POLICIES.items()}
     first = next(iter(results.values()))
     cap = torch.backends.cpu.get_cpu_capability()
+    bf16_note = (
+        "; again under bf16 autocast (parameters and gradients float32, matmuls in bf16, as "
+        'a `precision="bf16"` training step: splice casts its grouped GEMM\'s operands to '
+        "bf16, transformers' `grouped_mm` path casts the input to its float32 weights and "
+        "so stays float32, its `eager` loop's linears autocast to bf16; each bf16 output is "
+        f"checked against float32 within {BF16_TOL} of its range on at least "
+        f"{BF16_TOKENS:.0%} of the tokens: transformers' router gate autocasts to bf16, "
+        "splice's stays float32, so a few near-tie tokens pick other experts there)"
+        if native(torch.bfloat16)
+        else ""
+    )
     body = [
-        f"Forward + backward (input and parameter gradients), float32, {first['n']} tokens, "
+        f"Forward + backward (input and parameter gradients), float32{bf16_note}, "
+        f"{first['n']} tokens, "
         f"D={first['d']}, expert width H={first['h']}, SwiGLU experts, top-2, dropless, "
         f"training mode (splice also accumulates its routing statistics; the mask loop and "
         f"transformers compute none); {threads} threads, CPU capability {cap}; median of "
@@ -436,6 +511,8 @@ def main(quick: bool = False) -> str:
         + (" (`--quick` run: smaller shapes, fewer rounds.)" if quick else ""),
         "",
     ]
+    if not native(torch.bfloat16):
+        body += [not_native_note("bf16 autocast rows"), ""]
     for name, r in results.items():
         body += render(name, r)
     return write_section("moe", "Mixture of experts (splice-moe)", "\n".join(body).rstrip())

@@ -63,6 +63,18 @@ def test_sorted_dispatch_equals_per_expert_mask_reference(case, mode):
         torch.testing.assert_close(grads[name], grads_ref[name], atol=1e-5, rtol=1e-5, msg=name)
 
 
+def test_reference_runs_under_bf16_autocast_and_matches_the_layer():
+    """The yardstick of bf16 benchmarks: experts in bf16, accumulation in float32."""
+    torch.manual_seed(0)
+    layer = MoELayer(_config("off", **CASES["top2-shared"]), D)
+    x = torch.randn(3, 11, D)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ref = reference_forward(layer, x)
+        out = layer(x).hidden
+    assert ref.dtype == torch.float32  # the float32 accumulator
+    torch.testing.assert_close(out.float(), ref, atol=2e-2, rtol=2e-2)
+
+
 def test_padded_layout_places_each_expert_in_its_block():
     top_idx = torch.tensor([[2, 0], [1, 2], [0, 1], [2, 1]])  # loads 2, 3, 3 -> blocks of 3
     d = sort_by_expert(top_idx, 3, max_padding=1.0)

@@ -29,7 +29,10 @@ def reference_forward(layer: MoELayer, x: Tensor) -> Tensor:
         if token.numel() == 0:
             continue
         y = layer.experts.expert_forward(e, h[token])
-        out.index_add_(0, token, y * routing.top_weight[token, slot, None].to(y.dtype))
+        # .to(out.dtype): under autocast the expert runs in bf16, the accumulator is float32
+        out.index_add_(
+            0, token, (y * routing.top_weight[token, slot, None].to(y.dtype)).to(out.dtype)
+        )
     if layer.shared is not None:
         shared = layer.shared(h)
         if layer.shared_gate is not None:
