@@ -84,8 +84,8 @@ def report_markdown(result: StudyResult) -> str:
         "",
         f"Each claim pairs two arms by seed (same seed, same data): the difference per seed, "
         f"its mean and the {conf} Student t interval of the mean (n - 1 degrees of freedom). "
-        "A claim reads **shown** only when the interval excludes zero on the claimed side; "
-        "otherwise **not shown**.",
+        "A claim reads **shown** only when the interval excludes zero (or the claim's stated "
+        'margin, as in "loses at most N points") on the claimed side; otherwise **not shown**.',
         "",
         f"| claim | mean difference [{conf} interval] | seeds | verdict |",
         "|---|---|---:|---|",
