@@ -145,3 +145,9 @@ def test_tiny_study_writes_every_figure_side_by_side(tmp_path, capsys) -> None:
     out = capsys.readouterr().out
     assert "| llava-mlp |" in out and "| chance |" in out
     assert all(k.startswith("claim ") or k in report for k in report)
+    # gathering: every run is read back from its result.json, nothing retrains
+    again = apply_overrides(cfg, ["reuse_runs=true"])
+    run(again)
+    gathered = StudyResult.load(tmp_path)
+    assert len(gathered.extras["reused_runs"]) == 8 and gathered.figures == study.figures
+    assert gathered.wall_time_s == pytest.approx(gathered.extras["runs_wall_seconds"])

@@ -32,6 +32,7 @@ median stage-2 step time.
 from __future__ import annotations
 
 import copy
+import json
 import math
 import resource
 import time
@@ -59,6 +60,7 @@ from torch import Tensor, nn
 from splice_recipes.clip import ClipStudy, train_clip
 from splice_recipes.grid_scenes import KINDS, GridScene, GridTask, Layout, check_disjoint
 from splice_recipes.study import Claim, StudyConfig, StudyResult, claim_lines, run_study, summary
+from splice_recipes.study.report import write_study
 from splice_recipes.vlm_costs import forward_flops, text_only_lm
 
 TOKENIZER = CharTokenizer()
@@ -102,6 +104,10 @@ class VLMCompareConfig(StudyConfig):
         eval_scenes: held-out scenes (distinct layouts), each asked its three questions.
         dev_scenes: dev scenes, scored the same way (for choosing hyperparameters).
         noise: pixel noise of the scenes.
+        reuse_runs: take a run's figures from its ``result.json`` when the study folder
+            already holds one (a study resumed, or its seeds run as separate processes
+            with ``first_seed=s seeds=1`` and then gathered with ``seeds=N``); the study's
+            wall time is then the sum of the runs' own wall times.
     """
 
     name: str = "vlm-compare"
@@ -116,6 +122,7 @@ class VLMCompareConfig(StudyConfig):
     dev_scenes: PositiveInt = 100
     noise: float = Field(default=0.05, ge=0.0)
     num_threads: PositiveInt = 1  # tiny matmuls: more threads cost more than they gain
+    reuse_runs: bool = False
 
     @field_validator("precision")
     @classmethod
@@ -350,6 +357,7 @@ class Shared:
         offset = len(lm_scenes)
         self.scenes = [task.scene("train", offset + i, seed=seed) for i in range(n)]
         self.trained_layouts: set[Layout] = {s.layout for s in lm_scenes + self.scenes}
+        self.cost: dict[str, float] = {}  # CPU and wall seconds of this build (set by ``run``)
 
 
 def run_one(
@@ -509,19 +517,35 @@ def cpu_seconds() -> float:
 def run(config: VLMCompareConfig) -> dict[str, Any]:
     """Train every arm for every seed; print the side-by-side table and each claim."""
     torch.set_num_threads(config.num_threads)
-    cpu0 = cpu_seconds()
     task = GridTask(noise=config.noise)
     held_out = task.distinct("held_out", config.eval_scenes)
     dev = task.distinct("dev", config.dev_scenes)
     scored = [s.layout for s in held_out + dev]
     shared: dict[int, Shared] = {}
+    reused: list[str] = []
 
-    def one(arm: str, seed: int, _folder: Path) -> dict[str, float]:
+    def one(arm: str, seed: int, folder: Path) -> dict[str, float]:
+        if config.reuse_runs and (folder / "result.json").is_file():
+            reused.append(f"{arm}/seed-{seed}")
+            return json.loads((folder / "result.json").read_text())  # type: ignore[no-any-return]
         if seed not in shared:  # runs go seed by seed: build once, drop the last seed's
             shared.clear()
+            cpu, wall = cpu_seconds(), time.perf_counter()
             shared[seed] = Shared(config, task, seed)
             check_disjoint(shared[seed].trained_layouts, scored)
-        return run_one(config, arm, seed, shared[seed], held_out, dev)
+            shared[seed].cost = {
+                "shared_cpu_s": cpu_seconds() - cpu,
+                "shared_wall_s": time.perf_counter() - wall,
+            }
+        cpu, wall = cpu_seconds(), time.perf_counter()
+        got = run_one(config, arm, seed, shared[seed], held_out, dev)
+        got.update(run_cpu_s=cpu_seconds() - cpu, run_wall_s=time.perf_counter() - wall)
+        return {**got, **shared[seed].cost}
+
+    def total(result: StudyResult, key: str) -> float:
+        """A cost summed over every run plus each seed's shared build."""
+        runs = sum(sum(result.values(arm, f"run_{key}")) for arm in result.figures)
+        return runs + sum(result.values(ARMS[0], f"shared_{key}"))
 
     def extras(result: StudyResult) -> dict[str, Any]:
         plot = Path(config.run_dir()) / "vlm-compare.png"
@@ -531,13 +555,19 @@ def run(config: VLMCompareConfig) -> dict[str, Any]:
             "plot": str(plot),
             "held_out_questions": len(held_out) * len(KINDS),
             "dev_questions": len(dev) * len(KINDS),
-            "cpu_seconds": cpu_seconds() - cpu0,
+            "cpu_seconds": total(result, "cpu_s"),
+            "runs_wall_seconds": total(result, "wall_s"),
+            "reused_runs": reused,
         }
 
     result = run_study(config, arms=list(ARMS), run_one=one, claims=claims(), extras=extras)
+    if reused:  # this process only gathered them: the study's time is the runs' own
+        result.wall_time_s = result.extras["runs_wall_seconds"]
+        write_study(result, config.run_dir())
     print(
         f"vlm-compare: {len(held_out) * len(KINDS)} held-out questions ({len(held_out)} "
-        f"distinct layouts, none trained on), {result.extras['cpu_seconds']:.0f} CPU s"
+        f"distinct layouts, none trained on), {result.extras['cpu_seconds']:.0f} CPU s "
+        f"(runs and shared builds, measured inside the process that ran them)"
     )
     print(result.extras["side_table"])
     print("\n".join(claim_lines(result)))
