@@ -300,7 +300,8 @@ def qa_text_batch(scenes: list[GridScene], kinds: list[int]) -> dict[str, Tensor
 
 
 def every_question_text(scenes: list[GridScene]) -> dict[str, Tensor]:
-    return qa_text_batch([s for s in scenes for _ in KINDS], [k for _ in scenes for k in range(3)])
+    kinds = range(len(KINDS))
+    return qa_text_batch([s for s in scenes for _ in kinds], [k for _ in scenes for k in kinds])
 
 
 @torch.no_grad()
