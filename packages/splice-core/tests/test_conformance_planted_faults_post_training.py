@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from splice.config import ComponentConfig
 from splice.hookspecs import hookimpl
 from splice.registry import get_registry
+from splice.rl.kinds import AdvantageInputs, AdvantageOutput, PolicyLossInputs
 from splice.testing import (
     AdapterConformance,
     AdvantageEstimatorConformance,
@@ -66,32 +67,35 @@ class Estimator:
     def __init__(self, fault: str) -> None:
         self.fault = fault
 
-    def __call__(self, rewards: Tensor, group_size: int) -> Tensor:
+    def __call__(self, inputs: AdvantageInputs) -> AdvantageOutput:
+        rewards, group_size = inputs.rewards, inputs.group_size
         if self.fault == "strided_groups":  # groups taken as every G-th row
             g = rewards.view(group_size, -1).T
-            return (g - g.mean(-1, keepdim=True)).T.flatten()
+            return AdvantageOutput((g - g.mean(-1, keepdim=True)).T.flatten())
         g = rewards.view(-1, group_size)
         adv = (g - g.mean(-1, keepdim=True)) / (
             g.std(-1, keepdim=True) + (0.0 if self.fault == "no_eps" else 1e-4)
         )
-        return (-adv if self.fault == "flipped" else adv).flatten()
+        return AdvantageOutput((-adv if self.fault == "flipped" else adv).flatten())
 
 
 class PolicyLoss:
     def __init__(self, fault: str) -> None:
         self.fault = fault
 
-    def __call__(self, logprobs: Tensor, old: Tensor, adv: Tensor, mask: Tensor) -> Any:
-        log_ratio = logprobs - old
-        if self.fault == "ignores_mask":  # GSPO-like sequence ratio averaged over padding too
-            log_ratio = log_ratio.mean(-1, keepdim=True).expand_as(log_ratio)
+    def __call__(self, inputs: PolicyLossInputs) -> Any:
+        logprobs, mask = inputs.logprobs, inputs.mask
+        log_ratio = logprobs - inputs.old_logprobs
+        # GSPO's token form: the value of the sequence ratio, each token's own gradient.
+        if self.fault == "ignores_mask":  # the sequence ratio averaged over padding too
+            log_s = log_ratio.mean(-1, keepdim=True)
         else:
             m = mask.float()
-            log_ratio = ((log_ratio * m).sum(-1, keepdim=True) / m.sum(-1, keepdim=True)).expand_as(
-                log_ratio
-            )
+            log_s = (log_ratio * m).sum(-1, keepdim=True) / m.sum(-1, keepdim=True)
+        log_ratio = log_s.detach() + logprobs - logprobs.detach()
         sign = 1.0 if self.fault == "flipped" else -1.0
-        return type("Out", (), {"per_token": sign * torch.exp(log_ratio) * adv[:, None]})()
+        per_token = sign * torch.exp(log_ratio) * inputs.token_advantages()
+        return type("Out", (), {"per_token": per_token})()
 
 
 # -- rewards -------------------------------------------------------------------------------

@@ -46,10 +46,21 @@ def prompt_batch(n: int = 3, seed: int = 0) -> dict:
 
 
 def build(kind: str, config: dict | str):
-    """Build a registered component from a dict (or a bare tag), as a config field would."""
+    """Build a registered component from a dict (or a bare tag), as a config field would.
+
+    RL kinds come back as plain functions of tensors that call the component with its typed
+    inputs (``splice.rl.kinds``): ``estimator(rewards, group_size) -> (N,)`` and
+    ``loss(logprobs, old_logprobs, advantages, mask) -> PolicyLossOutput``.
+    """
     from splice.registry import get_registry
+    from splice.rl.kinds import AdvantageInputs, PolicyLossInputs
 
     reg = get_registry()
     data = {"type": config} if isinstance(config, str) else config
     cfg = reg.get(kind, data["type"]).config_cls.model_validate(data)
-    return reg.build(kind, cfg, None)
+    component = reg.build(kind, cfg, None)
+    if kind == "advantage_estimator":
+        return lambda rewards, g: component(AdvantageInputs(rewards, g)).advantages
+    if kind == "policy_loss":
+        return lambda lp, old, adv, mask: component(PolicyLossInputs(lp, old, adv, mask))
+    return component

@@ -55,3 +55,14 @@ def test_reinforce_pp_with_group_baseline():
 def test_rewards_that_do_not_split_into_groups_are_an_error():
     with pytest.raises(ValueError, match=r"shape \(7,\) do not split into groups of 4"):
         build({"type": "group_norm"})(REWARDS[:7], 4)
+
+
+def test_the_01_call_still_works_and_warns():
+    """``estimator(rewards, group_size)`` (0.1) gives the same advantages, with a warning."""
+    from splice.registry import get_registry
+    from splice_grpo.configs import GroupNormConfig
+
+    est = get_registry().build("advantage_estimator", GroupNormConfig(), None)
+    with pytest.warns(DeprecationWarning, match=r"AdvantageInputs"):
+        old = est(REWARDS, 4)
+    assert torch.equal(old, build({"type": "group_norm"})(REWARDS, 4))

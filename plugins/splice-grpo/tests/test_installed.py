@@ -8,4 +8,6 @@ def test_installed():
     assert (info.distribution, info.error) == ("splice-grpo", None)
     assert info.registered["objective"] == ["grpo"]
     assert {"group_norm", "rloo", "reinforce_pp"} <= set(info.registered["advantage_estimator"])
-    assert {"clipped_token", "gspo"} <= set(info.registered["policy_loss"])
+    assert info.registered["policy_loss"] == ["gspo"]  # clipped_token is the core's, shared
+    core = get_registry().plugins["core"].registered
+    assert "clipped_token" in core["policy_loss"] and "gae" in core["advantage_estimator"]

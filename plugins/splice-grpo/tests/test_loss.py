@@ -141,3 +141,16 @@ def test_filtered_rows_leave_the_loss_and_its_normaliser():
         alone, _ = aggregate(per_token[[0, 2]], mask[[0, 2]], torch.ones(2), how, L)
         assert float(kept) == pytest.approx(float(alone), rel=1e-6)
         assert count == (2 if how != "token" else LENGTHS[0] + LENGTHS[2])
+
+
+def test_the_01_call_still_works_and_warns():
+    """``loss(logprobs, old_logprobs, advantages, mask)`` (0.1) still works, with a warning."""
+    from splice.registry import get_registry
+    from splice_grpo.configs import GSPOLossConfig
+
+    lp, old, _, adv, mask = inputs()
+    loss = get_registry().build("policy_loss", GSPOLossConfig(), None)
+    with pytest.warns(DeprecationWarning, match=r"PolicyLossInputs"):
+        legacy = loss(lp, old, adv, mask)
+    new = build("policy_loss", {"type": "gspo"})(lp, old, adv, mask)
+    assert torch.equal(legacy.per_token, new.per_token)

@@ -1,10 +1,26 @@
-"""GAE, whitening and explained variance against hand-computed values."""
+"""GAE (as PPO builds it: the registered ``gae`` estimator), whitening and explained
+variance against hand-computed values."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from splice_ppo.advantages import explained_variance, gae, masked_mean, masked_var, whiten
+from splice.rl.advantages import gae
+from splice.rl.kinds import AdvantageInputs, build_advantage_estimator
+from splice.rl.stats import explained_variance, masked_mean, masked_var, whiten
+from splice_ppo.configs import PPOConfig
+
+TERMS = [{"reward": {"type": "length_penalty", "target": 2, "scale": 0.1}}]
+
+
+def ppo_gae(rewards, values, mask, *, gamma, lam):
+    """GAE the way ``PPOObjective`` computes it: the estimator of ``PPOConfig(gamma, lam)``
+    built through the registry, called with per-token rewards, values and mask."""
+    cfg = PPOConfig(rewards=TERMS, gamma=gamma, lam=lam)
+    estimator = build_advantage_estimator(cfg.advantage_config())
+    scores = torch.zeros(rewards.shape[0])  # unused: token_rewards hold the scores
+    out = estimator(AdvantageInputs(scores, 1, mask, rewards, values))
+    return out.advantages, out.returns
 
 
 def test_gae_hand_computed():
@@ -20,9 +36,31 @@ def test_gae_hand_computed():
     rewards = torch.tensor([[0.0, 0.0, 1.0], [0.5, 1.0, 7.0]])
     values = torch.tensor([[0.5, 0.2, 0.4], [0.1, 0.3, 9.0]])
     mask = torch.tensor([[True, True, True], [True, True, False]])
-    adv, ret = gae(rewards, values, mask, gamma=0.9, lam=0.8)
-    torch.testing.assert_close(adv, torch.tensor([[0.10624, 0.592, 0.6], [1.174, 0.7, 0.0]]))
-    torch.testing.assert_close(ret, torch.tensor([[0.60624, 0.792, 1.0], [1.274, 1.0, 0.0]]))
+    want_adv = torch.tensor([[0.10624, 0.592, 0.6], [1.174, 0.7, 0.0]])
+    want_ret = torch.tensor([[0.60624, 0.792, 1.0], [1.274, 1.0, 0.0]])
+    for estimate in (gae, ppo_gae):  # the function, and PPO's registered estimator
+        adv, ret = estimate(rewards, values, mask, gamma=0.9, lam=0.8)
+        torch.testing.assert_close(adv, want_adv)
+        torch.testing.assert_close(ret, want_ret)
+
+
+def test_gae_from_scores_alone_puts_each_on_its_last_token():
+    # No token_rewards: the estimator places each score on its row's last real token.
+    # gamma = lambda = 1, V = 0: every token's advantage is its row's score.
+    mask = torch.tensor([[True, True, True], [True, False, False]])
+    est = build_advantage_estimator({"type": "gae", "gamma": 1.0, "lam": 1.0})
+    out = est(AdvantageInputs(torch.tensor([2.0, -1.0]), 1, mask, values=torch.zeros(2, 3)))
+    torch.testing.assert_close(out.advantages, torch.tensor([[2.0, 2.0, 2.0], [-1.0, 0, 0]]))
+
+
+def test_the_01_names_warn_and_are_splice_rl_s():
+    import splice.rl.stats as stats
+    import splice_ppo.advantages as old
+
+    with pytest.warns(DeprecationWarning, match=r"splice_ppo.advantages.gae .* splice.rl"):
+        assert old.gae is gae
+    with pytest.warns(DeprecationWarning, match=r"splice.rl.stats.whiten"):
+        assert old.whiten is stats.whiten
 
 
 def test_gae_limits():

@@ -1,12 +1,26 @@
-"""The clipped policy and value losses against the written-out formulas, values and gradients."""
+"""PPO's policy loss (the registered ``clipped_token``, built from ``PPOConfig`` through the
+registry as ``PPOObjective`` builds it) and value loss against written-out formulas, values and
+gradients."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+from splice.rl.kinds import PolicyLossInputs, build_policy_loss
+from splice.rl.stats import masked_mean
+from splice_ppo.configs import PPOConfig
 from splice_ppo.losses import clipped_policy_loss, clipped_value_loss
 
 EPS = 0.2
+TERMS = [{"reward": {"type": "length_penalty", "target": 2, "scale": 0.1}}]
+
+
+def ppo_policy_loss(logprobs, old, adv, mask):
+    """``(loss, metrics)`` the way ``PPOObjective.loss`` computes them: the policy loss of
+    ``PPOConfig(clip=EPS)`` built through the registry, averaged over the mask's tokens."""
+    loss_fn = build_policy_loss(PPOConfig(rewards=TERMS, clip=EPS).policy_loss_config())
+    out = loss_fn(PolicyLossInputs(logprobs, old, adv, mask))
+    return masked_mean(out.per_token, mask), out.metrics
 
 
 def _policy_case():
@@ -33,12 +47,12 @@ def _written_out_policy(logprobs, old, adv, mask):
 
 def test_policy_loss_value_and_gradient():
     logprobs, old, adv, mask = _policy_case()
-    out = clipped_policy_loss(logprobs, old, adv, mask, clip=EPS)
-    (grad,) = torch.autograd.grad(out.loss, logprobs)
+    loss, metrics = ppo_policy_loss(logprobs, old, adv, mask)
+    (grad,) = torch.autograd.grad(loss, logprobs)
     ref_lp = logprobs.detach().clone().requires_grad_(True)
     ref = _written_out_policy(ref_lp, old, adv, mask)
     (ref_grad,) = torch.autograd.grad(ref, ref_lp)
-    torch.testing.assert_close(out.loss, ref)
+    torch.testing.assert_close(loss, ref)
     torch.testing.assert_close(grad, ref_grad)
     # The analytic gradient: -A r / n where the unclipped term is active, 0 where clipping is.
     r = torch.exp(logprobs.detach() - old)
@@ -47,21 +61,40 @@ def test_policy_loss_value_and_gradient():
     analytic = torch.where(clipped | ~mask, 0.0, -adv * r / n)
     torch.testing.assert_close(grad, analytic)
     assert 0 < int(clipped[mask].sum()) < n  # the case exercises both branches
-    assert float(out.clip_fraction) == pytest.approx(float(clipped[mask].float().mean()))
-    lr = (logprobs.detach() - old)[mask]
-    assert float(out.approx_kl) == pytest.approx(float((0.5 * lr**2).mean()))
+    assert float(metrics["clip_fraction"]) == pytest.approx(float(clipped[mask].float().mean()))
+    assert float(metrics["ratio_mean"]) == pytest.approx(float(r[mask].mean()))
 
 
 def test_policy_ratio_one_means_plain_policy_gradient():
     _, old, adv, mask = _policy_case()
     lp = old.clone().requires_grad_(True)
-    out = clipped_policy_loss(lp, old, adv, mask, clip=EPS)
-    (grad,) = torch.autograd.grad(out.loss, lp)
+    loss, metrics = ppo_policy_loss(lp, old, adv, mask)
+    (grad,) = torch.autograd.grad(loss, lp)
     n = int(mask.sum())
     torch.testing.assert_close(grad, torch.where(mask, -adv / n, 0.0))
-    assert float(out.clip_fraction) == 0.0
-    assert float(out.approx_kl) == 0.0
-    assert float(out.ratio_mean) == 1.0
+    assert float(metrics["clip_fraction"]) == 0.0
+    assert float(metrics["ratio_mean"]) == 1.0
+
+
+def test_ppo_builds_the_registered_clipped_token_loss_from_clip():
+    from splice.rl.configs import ClippedTokenLossConfig
+    from splice.rl.policy_losses import ClippedTokenLoss
+
+    cfg = PPOConfig(rewards=TERMS, clip=0.3)
+    assert cfg.policy_loss_config() == ClippedTokenLossConfig(epsilon=0.3)
+    built = build_policy_loss(cfg.policy_loss_config())
+    assert isinstance(built, ClippedTokenLoss) and built.eps_low == built.eps_high == 0.3
+
+
+def test_the_01_clipped_policy_loss_warns_and_matches_the_registered_loss():
+    logprobs, old, adv, mask = _policy_case()
+    with pytest.warns(DeprecationWarning, match="'clipped_token'"):
+        out = clipped_policy_loss(logprobs, old, adv, mask, clip=EPS)
+    loss, metrics = ppo_policy_loss(logprobs, old, adv, mask)
+    assert torch.equal(out.loss, loss)
+    assert torch.equal(out.clip_fraction, metrics["clip_fraction"])
+    lr = (logprobs.detach() - old)[mask]
+    assert float(out.approx_kl) == pytest.approx(float((0.5 * lr**2).mean()))
 
 
 def _written_out_value(values, old, ret, mask, clip):

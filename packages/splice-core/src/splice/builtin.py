@@ -18,6 +18,7 @@ from splice.models.configs import DecoderConfig, EncoderDecoderConfig, Pretraine
 from splice.nn import configs as c
 from splice.objectives.configs import SFTConfig, WeightedSumConfig
 from splice.rewards import configs as rw
+from splice.rl.configs import ClippedTokenLossConfig, GAEConfig
 
 
 @hookimpl
@@ -74,3 +75,13 @@ def register_rewards(register: Any) -> None:
     register(rw.FormatRewardConfig, "splice.rewards.verifiers:build_format")
     register(rw.LengthPenaltyRewardConfig, "splice.rewards.verifiers:build_length_penalty")
     register(rw.CallableRewardConfig, "splice.rewards.callable:build_callable")
+
+
+@hookimpl
+def register_advantage_estimators(register: Any) -> None:
+    register(GAEConfig, "splice.rl.estimators:build_gae")
+
+
+@hookimpl
+def register_policy_losses(register: Any) -> None:
+    register(ClippedTokenLossConfig, "splice.rl.policy_losses:build_clipped_token")

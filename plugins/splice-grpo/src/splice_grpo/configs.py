@@ -8,6 +8,9 @@ from pydantic import Field, NonNegativeFloat, PositiveFloat, PositiveInt, model_
 from splice.config import AdvantageEstimatorField, ComponentConfig, PolicyLossField
 from splice.rewards import RewardTermConfig
 
+# The token-level clipped loss is registered by the core (shared with PPO); importable here too.
+from splice.rl.configs import ClippedTokenLossConfig
+
 
 # --------------------------------------------------------------------------- advantages
 class GroupNormConfig(ComponentConfig):
@@ -44,19 +47,6 @@ class ReinforcePPConfig(ComponentConfig):
 
 
 # --------------------------------------------------------------------------- policy losses
-class ClippedTokenLossConfig(ComponentConfig):
-    """PPO/GRPO clipped surrogate per token: ``-min(ρ A, clip(ρ, 1-ε, 1+ε_high) A)``.
-
-    Attributes:
-        epsilon: lower clip range ``ε``.
-        epsilon_high: upper clip range (DAPO's "clip-higher"); None = ``epsilon``.
-    """
-
-    type: Literal["clipped_token"] = "clipped_token"
-    epsilon: PositiveFloat = 0.2
-    epsilon_high: PositiveFloat | None = None
-
-
 class GSPOLossConfig(ComponentConfig):
     """GSPO: one importance ratio per sequence, ``s = exp(mean_t(log π - log π_old))``,
     clipped as a whole: ``-min(s A, clip(s, 1-ε, 1+ε_high) A)``.
@@ -82,7 +72,7 @@ class GRPOConfig(ComponentConfig):
         group_size: completions per prompt ``G`` (>= 2: the baseline is the group's mean).
         rewards: the weighted rule-based rewards (``splice.rewards``).
         advantage: a registered advantage estimator (``group_norm``, ``rloo``, ``reinforce_pp``).
-        policy_loss: a registered policy loss (``clipped_token``, ``gspo``; ``gspo`` takes
+        policy_loss: a registered policy loss (``clipped_token`` from the core, ``gspo``; ``gspo`` takes
             ``loss_aggregation="grpo"`` only, the paper's per-sequence mean).
         beta: weight of the KL penalty ``k3 = exp(q) - q - 1``, ``q = log π_ref - log π``;
             0 skips the reference model entirely.

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from splice.interfaces import LossOutput
 from splice.objectives.logprobs import token_logprobs
+from splice.rl.kinds import AdvantageInputs, PolicyLossInputs, check_advantages
 from splice.rl.kl import k3
 from splice.rl.reference import ReferenceModel
 from splice.rl.rollout import PROMPT_MODEL_INPUTS, model_inputs_of, pack_rollout
@@ -78,8 +79,9 @@ class GRPOObjective:
     Args:
         config: the ``GRPOConfig``.
         rewards: a ``splice.rewards.RewardSet`` (``score(prompts, completions, references)``).
-        advantage: ``advantage(rewards (N,), group_size) -> (N,)``.
-        policy_loss: ``policy_loss(logprobs, old_logprobs, advantages, mask)``.
+        advantage: ``advantage(AdvantageInputs) -> AdvantageOutput`` with ``(N,)`` advantages
+            (``splice.rl.kinds``; build it with ``build_advantage_estimator``).
+        policy_loss: ``policy_loss(PolicyLossInputs) -> PolicyLossOutput``.
     """
 
     def __init__(self, config: GRPOConfig, rewards: Any, advantage: Any, policy_loss: Any) -> None:
@@ -133,13 +135,10 @@ class GRPOObjective:
             [prompts["prompts"][i] for i in rows], texts, [prompts["references"][i] for i in rows]
         )
         rewards = scores.total.to(out.tokens.device)  # (N,)
-        advantages = self.advantage(rewards, g)
-        if advantages.shape != rewards.shape or not bool(torch.isfinite(advantages).all()):
-            raise ValueError(
-                f"advantage estimator {cfg.advantage.type!r} returned shape "
-                f"{tuple(advantages.shape)} / non-finite values for rewards of shape "
-                f"{tuple(rewards.shape)}; expected finite ({rewards.numel()},)"
-            )
+        estimated = AdvantageInputs(rewards=rewards, group_size=g)
+        advantages = check_advantages(  # GRPO: one advantage per completion
+            self.advantage(estimated), estimated, cfg.advantage.type, per_token=False
+        )
         grouped = rewards.view(-1, g)
         equal = grouped.amax(-1) == grouped.amin(-1)  # (P,)
         weights = torch.ones_like(rewards)
@@ -211,7 +210,7 @@ class GRPOObjective:
         old = batch.get("old_logprobs")
         if old is None:
             old = lp.detach()
-        pl = self.policy_loss(lp, old, batch["advantages"], mask)
+        pl = self.policy_loss(PolicyLossInputs(lp, old, batch["advantages"], mask))
         per_token = pl.per_token
         metrics = {k: float(v) for k, v in pl.metrics.items()}
         ref = batch.get("ref_logprobs")
@@ -231,15 +230,14 @@ class GRPOObjective:
 
 def build_grpo(config: GRPOConfig, ctx: object = None) -> GRPOObjective:
     """Build the rewards, estimator and policy loss through the registry."""
-    from splice.registry import get_registry
     from splice.rewards import build_rewards
+    from splice.rl.kinds import build_advantage_estimator, build_policy_loss
 
-    reg = get_registry()
     return GRPOObjective(
         config,
         build_rewards(config.rewards),
-        reg.build("advantage_estimator", config.advantage, None),
-        reg.build("policy_loss", config.policy_loss, None),
+        build_advantage_estimator(config.advantage),
+        build_policy_loss(config.policy_loss),
     )
 
 

@@ -1,4 +1,8 @@
-"""splice-grpo entry point: the GRPO objective, its advantage estimators and policy losses."""
+"""splice-grpo entry point: the GRPO objective, its advantage estimators and GSPO.
+
+The token-level ``clipped_token`` policy loss is the core's (``splice.rl.policy_losses``),
+shared with PPO.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,6 @@ from typing import Any
 from splice.hookspecs import hookimpl
 
 from splice_grpo.configs import (
-    ClippedTokenLossConfig,
     GroupNormConfig,
     GRPOConfig,
     GSPOLossConfig,
@@ -30,5 +33,4 @@ def register_advantage_estimators(register: Any) -> None:
 
 @hookimpl
 def register_policy_losses(register: Any) -> None:
-    register(ClippedTokenLossConfig, "splice_grpo.policy_losses:build_clipped_token")
     register(GSPOLossConfig, "splice_grpo.policy_losses:build_gspo")

@@ -1,7 +1,10 @@
-"""PPO's clipped policy and value losses, per completion token (``(B, L)`` + mask).
+"""PPO's value loss, per completion token (``(B, L)`` + mask), and the deprecated policy loss.
 
 Token-level means: every generated token of the minibatch weighs the same, as in
-OpenAI's ``lm-human-preferences`` and TRL's ``PPOTrainer``.
+OpenAI's ``lm-human-preferences`` and TRL's ``PPOTrainer``. The policy loss is the
+registered ``clipped_token`` (``splice.rl.policy_losses``, shared with GRPO), which the
+objective builds from ``PPOConfig.policy_loss_config()``; ``clipped_policy_loss`` here is
+its 0.1 spelling, kept with a ``DeprecationWarning`` until splice-ppo 0.3.0.
 """
 
 from __future__ import annotations
@@ -9,10 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from splice.rl.surrogate import clipped_surrogate
+from splice.deprecation import warn_deprecated
+from splice.rl.kinds import PolicyLossInputs
+from splice.rl.policy_losses import ClippedTokenLoss
+from splice.rl.stats import masked_mean
 from torch import Tensor
-
-from splice_ppo.advantages import masked_mean
 
 
 @dataclass
@@ -48,7 +52,11 @@ class ValueLoss:
 def clipped_policy_loss(
     logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor, mask: Tensor, *, clip: float
 ) -> PolicyLoss:
-    """PPO-clip (Schulman et al., 2017) per token.
+    """PPO-clip (Schulman et al., 2017) per token, averaged over the mask (deprecated).
+
+    Deprecated: build the registered ``clipped_token`` policy loss
+    (``splice.rl.policy_losses.ClippedTokenLoss(epsilon=clip)``) and take
+    ``masked_mean(out.per_token, mask)``, as ``PPOObjective`` does.
 
     Args:
         logprobs: ``(B, L)`` log π(a_t | s_t) under the policy being trained (with grad).
@@ -57,14 +65,17 @@ def clipped_policy_loss(
         mask: ``(B, L)`` bool, the generated tokens.
         clip: ``ε``; the ratio is clipped to ``[1 - ε, 1 + ε]``.
     """
-    log_ratio = logprobs - old_logprobs
-    sur = clipped_surrogate(log_ratio, advantages, eps_low=clip)  # splice.rl, shared with GRPO
-    loss = masked_mean(sur.per_token, mask)
+    warn_deprecated(
+        "splice_ppo.losses.clipped_policy_loss",
+        "the registered policy loss 'clipped_token' (splice.rl.policy_losses.ClippedTokenLoss)",
+        removed_in="splice-ppo 0.3.0",
+    )
+    out = ClippedTokenLoss(epsilon=clip)(PolicyLossInputs(logprobs, old_logprobs, advantages, mask))
+    loss = masked_mean(out.per_token, mask)
     with torch.no_grad():
-        clip_fraction = masked_mean(sur.clipped.float(), mask)
-        approx_kl = masked_mean(0.5 * log_ratio.detach() ** 2, mask)
-        ratio_mean = masked_mean(sur.ratio.detach(), mask)
-    return PolicyLoss(loss, clip_fraction, approx_kl, ratio_mean)
+        approx_kl = masked_mean(0.5 * (logprobs.detach() - old_logprobs) ** 2, mask)
+        ratio_mean = masked_mean(torch.exp(logprobs.detach() - old_logprobs), mask)
+    return PolicyLoss(loss, out.metrics["clip_fraction"], approx_kl, ratio_mean)
 
 
 def clipped_value_loss(

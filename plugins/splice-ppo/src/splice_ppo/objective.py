@@ -1,10 +1,14 @@
-"""``PPOObjective``: rollout, KL-shaped rewards, GAE, and clipped policy + value updates.
+"""``PPOObjective``: rollout, KL-shaped rewards, advantages, and policy + value updates.
 
 The online trainer drives it: ``collect(model, prompts, generate)`` makes one rollout
 (the experience), ``minibatches(experience)`` yields ``epochs`` shuffled passes over it
 (one optimizer update each, stopping early on approximate KL), and ``loss(model, mb)``
 is the PPO loss of one minibatch. ``trainable_modules()`` hands the value head (or the
 separate critic) to the trainer's optimizer and checkpoints.
+
+The advantage estimator (GAE by default) and the policy loss (the clipped surrogate by
+default) are registered kinds (``splice.rl.kinds``) built from the config through the
+registry; the value loss and the KL-shaped rewards are PPO's own.
 """
 
 from __future__ import annotations
@@ -15,13 +19,22 @@ from typing import Any
 import torch
 from splice.interfaces import LossOutput
 from splice.objectives.logprobs import TokenLogprobs, token_logprobs
+from splice.rl.advantages import gae
+from splice.rl.kinds import (
+    AdvantageInputs,
+    PolicyLossInputs,
+    build_advantage_estimator,
+    build_policy_loss,
+    check_advantages,
+)
+from splice.rl.kl import token_kl
 from splice.rl.reference import ReferenceModel
+from splice.rl.stats import explained_variance, masked_mean, whiten
 from torch import Tensor, nn
 
-from splice_ppo.advantages import explained_variance, gae, masked_mean, whiten
 from splice_ppo.configs import PPOConfig
-from splice_ppo.kl import AdaptiveKLController, shaped_rewards, token_kl
-from splice_ppo.losses import clipped_policy_loss, clipped_value_loss
+from splice_ppo.kl import AdaptiveKLController, shaped_rewards
+from splice_ppo.losses import clipped_value_loss
 from splice_ppo.rollout import Sequences, build_sequences
 from splice_ppo.value_head import SeparateCritic, ValueHead, hidden_size
 
@@ -48,9 +61,20 @@ class PPOObjective:
             when ``generate`` has no ``texts`` method (the trainer's generator has one).
         rewards: a ``RewardSet``-like scorer overriding ``config.rewards`` (tests, custom code):
             ``score(prompts, completions, references) -> RewardScores``.
+        advantage: an ``AdvantageEstimator`` overriding ``config.advantage_config()`` (built
+            through the registry when None).
+        policy_loss: a ``PolicyLoss`` overriding ``config.policy_loss_config()`` (likewise).
     """
 
-    def __init__(self, config: PPOConfig, *, tokenizer: Any = None, rewards: Any = None) -> None:
+    def __init__(
+        self,
+        config: PPOConfig,
+        *,
+        tokenizer: Any = None,
+        rewards: Any = None,
+        advantage: Any = None,
+        policy_loss: Any = None,
+    ) -> None:
         self.config = config
         self.tokenizer = tokenizer
         if rewards is None:
@@ -58,6 +82,13 @@ class PPOObjective:
 
             rewards = build_rewards(config.rewards)
         self.rewards = rewards
+        self.advantage_tag = (  # how errors name the estimator
+            str(config.advantage_config().type)
+            if advantage is None
+            else getattr(advantage, "__name__", type(advantage).__name__)
+        )
+        self.advantage = advantage or build_advantage_estimator(config.advantage_config())
+        self.policy_loss = policy_loss or build_policy_loss(config.policy_loss_config())
         self.kl_ctl = AdaptiveKLController(
             config.kl_coef, target=config.kl_target, horizon=config.kl_horizon
         )
@@ -188,7 +219,25 @@ class PPOObjective:
         rewards = shaped_rewards(scores, kl, mask, kl_coef=kl_coef)
         if cfg.whiten_rewards:
             rewards = whiten(rewards, mask, shift_mean=False)
-        advantages, returns = gae(rewards, old_values, mask, gamma=cfg.gamma, lam=cfg.lam)
+        inputs = AdvantageInputs(
+            rewards=scores,
+            group_size=cfg.samples_per_prompt,  # generate keeps a prompt's samples adjacent
+            mask=mask,
+            token_rewards=rewards,
+            values=old_values,
+        )
+        estimate = self.advantage(inputs)
+        advantages = check_advantages(estimate, inputs, self.advantage_tag, per_token=True)
+        if advantages.ndim == 1:  # one per completion: it applies to each of its tokens
+            advantages = advantages[:, None].expand_as(old_values) * mask
+        returns = estimate.returns
+        if returns is None:  # no critic targets from the estimator: the discounted return
+            returns = gae(rewards, old_values, mask, gamma=cfg.gamma, lam=1.0)[1]
+        if returns.shape != mask.shape:
+            raise ValueError(
+                f"advantage estimator {self.advantage_tag!r} returned returns of shape "
+                f"{tuple(returns.shape)}; expected {tuple(mask.shape)} (one per token)"
+            )
         if cfg.whiten_advantages:
             advantages = whiten(advantages, mask)
         seq_kl = float(kl.sum(-1).mean())  # per-sequence KL, what the controller targets
@@ -237,35 +286,37 @@ class PPOObjective:
                 f"a PPO minibatch needs {list(ROW_KEYS)} (from collect), missing {missing}"
             )
         logprobs, values, entropy, aux = self._forward(model, batch, with_entropy=True)
-        mask = batch["completion_mask"]
-        pol = clipped_policy_loss(
-            logprobs, batch["old_logprobs"], batch["advantages"], mask, clip=cfg.clip
-        )
+        mask, old = batch["completion_mask"], batch["old_logprobs"]
+        pol = self.policy_loss(PolicyLossInputs(logprobs, old, batch["advantages"], mask))
+        pol_loss = masked_mean(pol.per_token, mask)  # every generated token weighs the same
+        with torch.no_grad():  # an estimate of KL(π_old || π), for target_kl
+            local_kl = masked_mean(0.5 * (logprobs.detach() - old) ** 2, mask)
         val = clipped_value_loss(
             values, batch["old_values"], batch["returns"], mask, clip=cfg.value_clip
         )
         assert entropy is not None
         ent = masked_mean(entropy, mask)
-        loss = pol.loss + cfg.vf_coef * val.loss
+        loss = pol_loss + cfg.vf_coef * val.loss
         if cfg.entropy_coef:
             loss = loss - cfg.entropy_coef * ent
         if aux is not None:
             loss = loss + aux
-        approx_kl = _global_mean(pol.approx_kl)  # every rank stops at the same update
+        approx_kl = _global_mean(local_kl)  # every rank stops at the same update
         if cfg.target_kl is not None and approx_kl > cfg.target_kl:
             self.stopped_early = True
         n_tokens = int(mask.sum())
         metrics = {
-            "policy_loss": float(pol.loss.detach()),
+            **{k: float(v) for k, v in pol.metrics.items()},  # clip_fraction, ratio_mean, ...
+            "policy_loss": float(pol_loss.detach()),
             "value_loss": float(val.loss.detach()),
-            "clip_fraction": float(pol.clip_fraction),
             "value_clip_fraction": float(val.clip_fraction),
             "approx_kl": approx_kl,
-            "ratio": float(pol.ratio_mean),
             "entropy": float(ent.detach()),
             "loss": float(loss.detach()),
             "tokens": float(n_tokens),
         }
+        if "ratio_mean" in metrics:  # PPO's name for it in 0.1 logs
+            metrics["ratio"] = metrics["ratio_mean"]
         return LossOutput(loss=loss, metrics=metrics, n_tokens=n_tokens)
 
     # ------------------------------------------------------------------ resume
@@ -330,6 +381,7 @@ def _read_prompts(
 
 
 def build_ppo(config: PPOConfig, ctx: object = None) -> PPOObjective:
+    """PPO with its advantage estimator and policy loss built through the registry."""
     return PPOObjective(config)
 
 

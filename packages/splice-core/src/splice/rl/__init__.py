@@ -7,7 +7,9 @@
 - ``splice.rl.rollout``: prompt batches, the per-step seeded generator, packing a rollout.
 - ``splice.rl.reference``: the reference model (adapters off for a LoRA policy, else a
   frozen copy) and its log-probs.
-
-Plugins build on these; the registered ``advantage_estimator`` and ``policy_loss`` kinds
-(``splice.hookspecs``) are where new algorithms plug in.
+- ``splice.rl.kinds``: the contract of the registered ``advantage_estimator`` and
+  ``policy_loss`` kinds (``AdvantageInputs -> AdvantageOutput``, ``PolicyLossInputs ->
+  PolicyLossOutput``), where new algorithms plug in; ``splice.rl.estimators`` (``gae``) and
+  ``splice.rl.policy_losses`` (``clipped_token``) are the core's registered ones, which PPO
+  and GRPO both build through the registry.
 """

@@ -10,8 +10,8 @@ them from a subclass that defines ``make_config()``. Add a kind with ``register_
 
 Every other registered kind has its suite too, subclassed the same way:
 ``PreferenceLossConformance``, ``AdvantageEstimatorConformance``,
-``PolicyLossConformance``, ``RewardConformance``, ``AdapterConformance``,
-``QuantizerConformance`` (``splice.testing.preference`` / ``rl`` / ``rewards`` /
+``TokenAdvantageEstimatorConformance``, ``PolicyLossConformance``, ``RewardConformance``,
+``AdapterConformance``, ``QuantizerConformance`` (``splice.testing.preference`` / ``rl`` / ``rewards`` /
 ``adapters``), ``PositionalConformance``, ``EncoderConformance``, ``TaskConformance``,
 ``ObjectiveConformance`` (``positional`` / ``encoders`` / ``tasks`` / ``objectives``; their
 failures name the component's tag, plugin and module: ``splice.testing.naming``).
@@ -48,7 +48,11 @@ from splice.testing.positional import PositionalConformance
 from splice.testing.preference import PreferenceLossConformance
 from splice.testing.regularizers import RegularizerConformance
 from splice.testing.rewards import RewardConformance
-from splice.testing.rl import AdvantageEstimatorConformance, PolicyLossConformance
+from splice.testing.rl import (
+    AdvantageEstimatorConformance,
+    PolicyLossConformance,
+    TokenAdvantageEstimatorConformance,
+)
 from splice.testing.specs import KindSpec, Probe, Result, kind_of, register_spec, spec_for
 from splice.testing.suites import (
     BlockConformance,
@@ -88,6 +92,7 @@ __all__ = [
     "Result",
     "RewardConformance",
     "TaskConformance",
+    "TokenAdvantageEstimatorConformance",
     "TokenMixerConformance",
     "build_seeded",
     "check_batch_composition",
