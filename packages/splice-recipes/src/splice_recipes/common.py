@@ -1,16 +1,14 @@
 """Pieces several recipes share: the small decoder, the addition task, short-run trainer
-settings, and the files a recipe writes into its run folder (config, table, JSON report).
+settings, and one sub-run of a pre-train / fine-tune study.
 
 Torch-free: building a recipe's default config stays fast.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
 from splice.training.configs import (
     DataConfig,
     EvalConfig,
@@ -63,22 +61,6 @@ def short_run(
         **({"schedule": schedule} if schedule is not None else {}),
         **extra,
     )
-
-
-def save_config(run_dir: Path, config: BaseModel) -> None:
-    """Create ``run_dir`` and write the recipe's config there as ``config.json``."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.json").write_text(json.dumps(config.model_dump(mode="json"), indent=2))
-
-
-def save_table(run_dir: Path, stem: str, table: str) -> None:
-    """The Markdown table as ``<stem>.md``."""
-    (run_dir / f"{stem}.md").write_text(table + "\n")
-
-
-def save_report(run_dir: Path, stem: str, report: dict[str, Any]) -> None:
-    """The report dict as ``<stem>.json``."""
-    (run_dir / f"{stem}.json").write_text(json.dumps(report, indent=2))
 
 
 def two_task_experiment(
