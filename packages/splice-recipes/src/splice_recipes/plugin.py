@@ -23,3 +23,4 @@ def register_recipes(register: Any) -> None:
     register("moe-vs-dense", "splice_recipes.moe_vs_dense:recipe")
     register("vlm-moe", "splice_recipes.vlm_moe:recipe")
     register("rag", "splice_recipes.rag:recipe")
+    register("vlm-grpo", "splice_recipes.vlm_grpo:recipe")
