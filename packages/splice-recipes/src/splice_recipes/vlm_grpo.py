@@ -330,7 +330,7 @@ def claims() -> list[Claim]:
 
 
 def plot(result: StudyResult, config: VLMGRPOConfig, path: Path) -> None:
-    """Left: each seed's mean reward per GRPO step; right: exact match per question,
+    """Left: each seed's reward over GRPO steps (running mean); right: exact match per question,
     SFT start and after GRPO (means over seeds, 95% interval bars)."""
     import matplotlib
 
@@ -340,10 +340,13 @@ def plot(result: StudyResult, config: VLMGRPOConfig, path: Path) -> None:
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.4))
     for seed in result.seeds:
         curves = json.loads((config.arm_dir("grpo", seed) / "curves.json").read_text())
-        left.plot(curves["reward"], alpha=0.8, label=f"seed {seed}")
+        reward = torch.tensor(curves["reward"])
+        window = max(1, min(20, len(reward) // 5))  # one step's 16 prompts are noisy
+        smooth = reward.unfold(0, window, 1).mean(-1)
+        left.plot(range(window - 1, len(reward)), smooth.tolist(), alpha=0.9, label=f"seed {seed}")
     left.set_xlabel("GRPO step")
     left.set_ylabel("mean reward (answer_match)")
-    left.set_title("reward of the sampled answers")
+    left.set_title("reward of the sampled answers (20-step mean)")
     left.legend(fontsize=8)
     metrics = ["vqa_em"] + [f"em_{q}" for q in QUESTIONS]
     x = torch.arange(len(metrics)).float()
@@ -385,7 +388,7 @@ def run(config: VLMGRPOConfig) -> dict[str, Any]:
     def extras(result: StudyResult) -> dict[str, Any]:
         path = Path(config.run_dir()) / "vlm-grpo.png"
         plot(result, config, path)
-        return {"side_table": side_table(result), "plot": str(path)}
+        return {"side_table": side_table(result), "plot": path.name}
 
     result = run_study(
         config,
