@@ -53,7 +53,7 @@ from splice_vision.freezing import count_parameters
 from splice_vision.vlm import LlavaVLM
 from torch import Tensor
 
-from splice_recipes.study import Claim, StudyConfig, StudyResult, claim_lines, run_study, summary
+from splice_recipes.study import Claim, StudyConfig, StudyResult, run_and_report
 from splice_recipes.vlm_compare import (
     IMAGE_ID,
     TOKENIZER,
@@ -390,16 +390,13 @@ def run(config: VLMGRPOConfig) -> dict[str, Any]:
         plot(result, config, path)
         return {"side_table": side_table(result), "plot": path.name}
 
-    result = run_study(
+    return run_and_report(
         config,
         arms=list(ARMS),
         run_one=lambda arm, seed, folder: run_one(config, arm, seed, folder),
         claims=claims(),
         extras=extras,
     )
-    print(result.extras["side_table"])
-    print("\n".join(claim_lines(result)))
-    return summary(result, config.run_dir())
 
 
 def config() -> VLMGRPOConfig:
