@@ -15,7 +15,10 @@ Timing alternates step by step as in ``bench_sft``: TRL's own ``trainer.train()`
 callback at each ``on_step_end`` runs one splice ``train_step``; a TRL sample is its whole
 step (generation, scoring, reference forward, backward, optimizer, its metrics). The
 generation share is the time inside TRL's ``_generate`` and inside splice's ``generate``
-calls of that step; the rest is scoring, log-prob forwards and the update.
+calls of that step; the rest is scoring, log-prob forwards and the update. A second
+splice trainer, identical but for ``SamplingConfig(compile=True)`` (the compiled
+static-cache decode step), runs in the same callback: the two splice rows swap order
+every step.
 """
 
 from __future__ import annotations
@@ -41,6 +44,9 @@ D_MODEL, N_LAYERS, N_HEADS, FFN, VOCAB = 256, 2, 4, 688, 4096
 PROMPTS, G, PROMPT_LEN, NEW = 8, 8, 8, 16
 LR = 1e-6
 TRL, SPLICE = "TRL GRPOTrainer", "splice"
+SPLICE_COMPILED = "splice, compiled rollouts"
+#: splice's candidates: name -> rollout sampling fields (``SamplingConfig``).
+VARIANTS: dict[str, dict[str, Any]] = {SPLICE: {}, SPLICE_COMPILED: {"compile": True}}
 
 
 def build_checkpoint(directory: Path) -> None:
@@ -100,7 +106,9 @@ class _Timed:
         return t
 
 
-def splice_trainer(ckpt: Path, beta: float, steps: int, bf16: bool) -> Any:
+def splice_trainer(
+    ckpt: Path, beta: float, steps: int, bf16: bool, sampling: dict[str, Any] | None = None
+) -> Any:
     from splice.generation.sampling import SamplingConfig
     from splice.hf import load_pretrained
     from splice.registry import get_registry
@@ -138,7 +146,9 @@ def splice_trainer(ckpt: Path, beta: float, steps: int, bf16: bool) -> Any:
         }
         for p in (prompts(PROMPTS, s) for s in range(steps))
     ]
-    rollouts = Rollouts(SamplingConfig(max_new_tokens=NEW, temperature=1.0), tok, seed=0)
+    rollouts = Rollouts(
+        SamplingConfig(max_new_tokens=NEW, temperature=1.0, **(sampling or {})), tok, seed=0
+    )
     train = TrainConfig(
         steps=steps,
         max_grad_norm=1.0,
@@ -199,13 +209,16 @@ def run_beta(
     from transformers import TrainerCallback
 
     steps = warmup + rounds
-    splice = splice_trainer(ckpt, beta, steps + 1, bf16)
-    batches = splice.source.batches(0)
-    splice.model.train()
+    trainers = {
+        name: splice_trainer(ckpt, beta, steps + 1, bf16, v) for name, v in VARIANTS.items()
+    }
+    batches = {name: t.source.batches(0) for name, t in trainers.items()}
+    for t in trainers.values():
+        t.model.train()
     gen_splice = _Timed(rollout_mod.generate)
     rollout_mod.generate = gen_splice  # type: ignore[assignment]
-    samples: dict[str, list[float]] = {TRL: [], SPLICE: []}
-    gen: dict[str, list[float]] = {TRL: [], SPLICE: []}
+    samples: dict[str, list[float]] = {TRL: [], **{name: [] for name in VARIANTS}}
+    gen: dict[str, list[float]] = {name: [] for name in samples}
     mark = [time.perf_counter()]
     holder: dict[str, Any] = {}
 
@@ -213,11 +226,15 @@ def run_beta(
         def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
             samples[TRL].append(time.perf_counter() - mark[0])
             gen[TRL].append(holder["gen"].take())
-            t0 = time.perf_counter()
-            splice.train_step(batches)
-            splice.flush()
-            samples[SPLICE].append(time.perf_counter() - t0)
-            gen[SPLICE].append(gen_splice.take())
+            names = list(trainers)
+            if len(samples[TRL]) % 2:  # the splice variants swap order every step
+                names.reverse()
+            for name in names:
+                t0 = time.perf_counter()
+                trainers[name].train_step(batches[name])
+                trainers[name].flush()
+                samples[name].append(time.perf_counter() - t0)
+                gen[name].append(gen_splice.take())
             mark[0] = time.perf_counter()
 
     try:
@@ -263,20 +280,26 @@ def main(quick: bool = False) -> str:
     ]
     for (dtype, beta), r in results.items():
         comp: Comparison = r["comp"]
-        for name in (TRL, SPLICE):
+        for name in comp.samples:
             med = comp.median(name)
-            speed = f"{comp.speedup(SPLICE):.2f}x" if name == SPLICE else ""
+            speed = f"{comp.speedup(name):.2f}x" if name != TRL else ""
             lines.append(
                 f"| {dtype} | {beta:g} | {name} | {med:.3f} | {PROMPTS * G / med:.1f} "
                 f"| {r['gen_share'][name]:.0%} | {speed} |"
             )
-        measured.append(f"{comp.speedup(SPLICE):.2f}x ({dtype}, β={beta:g})")
+        measured.append(
+            f"{comp.speedup(SPLICE):.2f}x ({dtype}, β={beta:g}; compiled rollouts "
+            f"{comp.speedup(SPLICE_COMPILED):.2f}x)"
+        )
     body = (
         f"Tiny Llama ({n_params / 1e6:.1f}M parameters), float32 and (where bf16 is native) "
         f'bf16 autocast (TRL `bf16=True`, splice `precision="bf16"`; weights and optimizer '
         f"state float32 on both), {PROMPTS} prompts x G={G} completions of {NEW} tokens per "
         f"step, {threads} threads, {rounds} alternating rounds after {warmup} warm-up steps "
-        "(see `benchmarks/bench_grpo.py` for the setup).\n\n"
+        "(see `benchmarks/bench_grpo.py` for the setup). `splice, compiled rollouts` is the "
+        "same trainer with `SamplingConfig(compile=True)`: its rollouts decode through the "
+        "compiled static-cache step (`splice.generation.static`), compiled during the "
+        "warm-up steps; the two splice rows swap order every step.\n\n"
         + "\n".join(lines)
         + "".join(f"\n\n{n}" for n in notes)
         + f"\n\nTarget: splice >= 3x at both β. Measured: {', '.join(measured)}. The paired "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from splice.generation.logits import top_k_filter, top_p_filter
+from splice.generation.logits import sample_categorical, top_k_filter, top_p_filter
 from splice.generation.sampling import SamplingConfig, generate
 from splice.models.build import build_model
 
@@ -176,6 +176,29 @@ def test_top_k_filter_and_sampling_only_from_kept_tokens() -> None:
         pad_id=PAD,
     )
     assert set(out.tokens[:, 0].tolist()) == set(top2)
+
+
+def test_inverse_cdf_sampling_draws_each_id_at_its_probability() -> None:
+    probs = torch.tensor([0.5, 0.0, 0.2, 0.3, 0.0])
+    rows = probs.repeat(20000, 1) * 3.0  # unnormalised rows are fine
+    g = torch.Generator().manual_seed(0)
+    ids = sample_categorical(rows, generator=g)
+    freq = torch.bincount(ids, minlength=5).float() / ids.numel()
+    # 20000 draws: the standard error of a 0.5 share is 0.0035; 4 sigma of slack
+    assert torch.allclose(freq, probs, atol=0.015), freq
+    assert freq[1] == 0 and freq[4] == 0  # zero-probability ids are never drawn
+    # a draw just below a row's total still lands on its last id with mass
+    last = torch.tensor([[0.25, 0.75, 0.0]])
+    assert sample_categorical(last, generator=torch.Generator().manual_seed(1)).item() in (0, 1)
+    same = sample_categorical(rows[:64], generator=torch.Generator().manual_seed(0))
+    assert torch.equal(same, ids[:64])  # one uniform per row: a seed fixes the draws
+
+
+def test_sampling_refuses_rows_without_finite_mass() -> None:
+    with pytest.raises(ValueError, match="non-finite or zero mass"):
+        sample_categorical(torch.tensor([[0.5, float("nan")], [0.5, 0.5]]))
+    with pytest.raises(ValueError, match="non-finite or zero mass"):
+        sample_categorical(torch.zeros(1, 3))
 
 
 def test_stop_token_ends_a_row_and_masks_after_it() -> None:

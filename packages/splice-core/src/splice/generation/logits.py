@@ -58,8 +58,33 @@ def sample_next(
         scores = top_k_filter(scores, top_k)
     if top_p is not None:
         scores = top_p_filter(scores, top_p)
-    probs = scores.softmax(dim=-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)  # (N,)
+    return sample_categorical(scores.softmax(dim=-1), generator=generator)
 
 
-__all__ = ["sample_next", "top_k_filter", "top_p_filter"]
+def sample_categorical(probs: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
+    """One id per row of ``probs (N, V)`` (rows need not sum to 1), by inverse CDF.
+
+    One uniform draw per row, placed in the row's cumulative sums: the first id whose
+    cumulative mass exceeds it is drawn, with probability exactly its share of the row.
+    ``torch.multinomial`` draws one exponential per *entry* (an exponential race) for the
+    same distribution: on CPU, for 64 rows of 4096, ~50x the cost of the softmax, and
+    ~15% of a small model's decode step. Zero-probability ids are never drawn.
+
+    Raises:
+        ValueError: a row's mass is not finite and positive (NaN/inf logits), on CPU
+            (on an accelerator the check would cost a host sync per token).
+    """
+    cdf = probs.float().cumsum(dim=-1)  # (N, V)
+    total = cdf[:, -1:]  # (N, 1)
+    if probs.device.type == "cpu" and not bool(((total > 0) & torch.isfinite(total)).all()):
+        raise ValueError(
+            "cannot sample: a row of probabilities has non-finite or zero mass "
+            "(NaN/inf logits, or every token filtered out)"
+        )
+    u = torch.rand(total.shape, generator=generator, device=probs.device) * total
+    # u < total strictly, so some cumulative sum exceeds it (rand * total may round up).
+    u = torch.minimum(u, torch.nextafter(total, torch.zeros_like(total)))
+    return torch.searchsorted(cdf, u, right=True).squeeze(-1)  # (N,)
+
+
+__all__ = ["sample_categorical", "sample_next", "top_k_filter", "top_p_filter"]
