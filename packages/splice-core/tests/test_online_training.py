@@ -143,6 +143,27 @@ def test_online_loop_logs_rollout_and_update_metrics_and_trains_the_extra_module
     assert state["objective"] == {"collected": 6} and state["micro_batches"] == 6
 
 
+class RecordsAutocast(ToyReinforce):
+    """Records whether each rollout ran under bf16 autocast."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.autocast: list[bool] = []
+
+    def collect(self, model, prompts, generate):
+        self.autocast.append(torch.is_autocast_enabled("cpu"))
+        return super().collect(model, prompts, generate)
+
+
+@pytest.mark.mha
+@pytest.mark.parametrize("precision", ["float32", "bf16"])
+def test_rollouts_run_under_the_runs_precision(tmp_path, precision):
+    """In a bf16 run the rollout (sampling, stored log-probs) sees the policy the loss sees."""
+    objective = RecordsAutocast()
+    trainer(tmp_path, steps=1, objective=objective, precision=precision).fit()
+    assert objective.autocast == [precision == "bf16"]
+
+
 @pytest.mark.mha
 def test_resume_from_a_checkpoint_is_bitwise_equal(tmp_path):
     straight = trainer(tmp_path / "a")
