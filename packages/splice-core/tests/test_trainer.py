@@ -360,3 +360,28 @@ def test_plot_curves_false_skips_the_plot_but_not_the_report(tmp_path):
     assert not (tmp_path / "curves.png").exists()
     report = (tmp_path / "report.md").read_text()
     assert "train_time_s" in report and "curves.png" not in report
+
+
+def test_attributes_moved_to_the_trainers_parts_keep_working_with_a_warning(tmp_path):
+    """Pre-split names (``evaluator``, ``eval_every``, ``history``, ``run_id``,
+    ``finite_through``, ``last_good_checkpoint()``, ``metrics_log()``) reach the part that owns
+    them now; setting one changes what the loop uses, instead of a silently ignored attribute."""
+    torch.manual_seed(0)
+    cfg = quiet(steps=4, batch_size=8, checkpoint_every=2, precision="float32")
+    trainer = Trainer(nn.Linear(4, 1), Regression(), make_batches(), cfg, run_dir=tmp_path)
+    with pytest.warns(DeprecationWarning, match=r"Trainer.evaluator .* Trainer.evals.evaluator"):
+        trainer.evaluator = lambda m: {"bias": float(m.bias)}
+    with pytest.warns(DeprecationWarning, match="Trainer.evals.every"):
+        trainer.eval_every = 2
+    trainer.fit()
+    assert [r["step"] for r in trainer.evals.history] == [2, 4]  # the loop used the new values
+    with pytest.warns(DeprecationWarning):
+        assert trainer.history is trainer.evals.history
+    with pytest.warns(DeprecationWarning):
+        assert trainer.run_id == trainer.checkpoints.run_id
+    with pytest.warns(DeprecationWarning):
+        assert trainer.finite_through == trainer.checkpoints.finite_through == 4
+    with pytest.warns(DeprecationWarning, match=r"checkpoints.last_good\(\)"):
+        assert trainer.last_good_checkpoint() == trainer.checkpoints.last_good() is not None
+    with pytest.warns(DeprecationWarning, match=r"log.file\(\)"):
+        assert trainer.metrics_log().path == trainer.log.file().path

@@ -28,6 +28,7 @@ from splice.training.compile import compile_blocks
 from splice.training.configs import TrainConfig
 from splice.training.eval_schedule import EvalSchedule, Evaluator
 from splice.training.host_memory import retain_freed_host_memory
+from splice.training.moved_attributes import MovedTrainerAttributes
 from splice.training.nan_guard import (
     NonFiniteLossError,
     NonFiniteWeightsError,
@@ -66,7 +67,7 @@ __all__ = [  # NonFinite*Error live in nan_guard, the optimizer helpers in optim
 ]
 
 
-class Trainer:
+class Trainer(MovedTrainerAttributes):
     """Trains ``model`` with ``objective`` on ``train_batches``.
 
     Args:
