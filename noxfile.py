@@ -42,6 +42,16 @@ def sync(session: nox.Session, *args: str) -> None:
     session.run_install("uv", "sync", "--locked", "--compile-bytecode", *args, env=env)
 
 
+def own_compile_cache(session: nox.Session) -> None:
+    """Give torch.compile a cache inside this session's virtualenv.
+
+    The default (``/tmp/torchinductor_<user>``) is shared by every process of the machine's
+    user; one left half-written by a killed or concurrent process aborted the compile tests.
+    A per-session cache makes a test run depend on nothing the machine kept.
+    """
+    session.env["TORCHINDUCTOR_CACHE_DIR"] = str(Path(session.virtualenv.location) / "inductor")
+
+
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
     """ruff check and ruff format --check over the whole repository."""
@@ -61,6 +71,7 @@ def typecheck(session: nox.Session) -> None:
 def tests(session: nox.Session) -> None:
     """Every package's and plugin's tests plus the cross-package tests in tests/."""
     sync(session, "--no-default-groups", "--group", "test", "--group", "peers")
+    own_compile_cache(session)
     session.run("pytest", *(session.posargs or TEST_DIRS))
 
 
@@ -74,6 +85,7 @@ def tests_bf16(session: nox.Session) -> None:
     arithmetic without pinning ``precision="float32"``, or bf16 numerics that break a claim.
     """
     sync(session, "--no-default-groups", "--group", "test", "--group", "peers")
+    own_compile_cache(session)
     env = {"SPLICE_AUTO_PRECISION": "bf16"}
     session.run("pytest", "-m", "bf16_pass", *(session.posargs or TEST_DIRS), env=env)
 
@@ -104,6 +116,7 @@ def core(session: nox.Session) -> None:
     fails here.
     """
     sync(session, "--package", "splice-core", "--no-default-groups")
+    own_compile_cache(session)
     _install_test_tools(session)
     session.run("python", "-c", _ONLY_THESE_PLUGINS, "splice-core")
     session.run("pytest", "packages/splice-core/tests", "-m", "not mha", *session.posargs)
