@@ -151,3 +151,31 @@ def test_seeds_override_and_bad_claims(tmp_path):
         run_study(cfg, arms=["a"], run_one=lambda *a: {}, claims=[Claim("c", "nope", "a", "m")])
     with pytest.raises(ValueError, match="markers"):
         splice_table("no markers here", table([]))
+
+
+def test_run_and_report_prints_tables_notes_then_claims(tmp_path, capsys):
+    from splice_recipes.study import run_and_report
+
+    cfg = TinyStudy(seeds=3, progress=False, output_dir=str(tmp_path / "r"))
+    gain = {0: 0.10, 1: 0.12, 2: 0.08}  # hand-made figures: b beats a by 8-12 points
+
+    def run_one(arm: str, seed: int, folder: Path) -> dict[str, float]:
+        return {"acc": 0.5 + (gain[seed] if arm == "b" else 0.0)}
+
+    out = run_and_report(
+        cfg,
+        arms=["a", "b"],
+        run_one=run_one,
+        claims=[Claim("b-wins", "b", "a", "acc", text="b beats a", scale=100, unit=" pt")],
+        extras=lambda r: {"side_table": "| side |", "other": "| not shown |"},
+        notes=lambda r: [f"note: {len(r.seeds)} seeds"],
+    )
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == [
+        "| side |",
+        "note: 3 seeds",
+        "b beats a: +10 pt [+5.03, +15] over 3 seeds -> SHOWN",
+    ]
+    assert out["claim b-wins"] == "shown (+10 pt [+5.03, +15])"
+    assert out["run_dir"] == str(tmp_path / "r") and out["cpu_time_s"] >= 0
+    assert StudyResult.load(tmp_path / "r").extras["other"] == "| not shown |"
