@@ -151,3 +151,4 @@ def test_tiny_study_writes_every_figure_side_by_side(tmp_path, capsys) -> None:
     gathered = StudyResult.load(tmp_path)
     assert len(gathered.extras["reused_runs"]) == 8 and gathered.figures == study.figures
     assert gathered.wall_time_s == pytest.approx(gathered.extras["runs_wall_seconds"])
+    assert gathered.cpu_time_s == pytest.approx(gathered.extras["cpu_seconds"])

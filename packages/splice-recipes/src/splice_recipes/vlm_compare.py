@@ -115,7 +115,8 @@ class VLMCompareConfig(StudyConfig):
         reuse_runs: take a run's figures from its ``result.json`` when the study folder
             already holds one (a study resumed, or its seeds run as separate processes
             with ``first_seed=s seeds=1`` and then gathered with ``seeds=N``); the study's
-            wall time is then the sum of the runs' own wall times.
+            wall time and CPU seconds are then the sums of the runs' own (shared builds
+            included), not the gathering process's.
     """
 
     name: str = "vlm-compare"
@@ -579,6 +580,9 @@ def run(config: VLMCompareConfig) -> dict[str, Any]:
     result = run_study(config, arms=list(ARMS), run_one=one, claims=claims(), extras=extras)
     if reused:  # this process only gathered them: the study's time is the runs' own
         result.wall_time_s = result.extras["runs_wall_seconds"]
+        result.cpu_time_s = result.extras["cpu_seconds"]
+        # the load this process saw is not the load the runs ran under: record none
+        result.environment.update(load_average_1min=None, load_average_1min_end=None)
         write_study(result, config.run_dir())
     print(
         f"vlm-compare: {len(held_out) * len(KINDS)} held-out questions ({len(held_out)} "
