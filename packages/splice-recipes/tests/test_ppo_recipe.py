@@ -62,6 +62,6 @@ def test_study_runs_with_overrides(tmp_path, capsys):
     result = StudyResult.load(out / "study.json")
     assert [c.claim.name for c in result.claims] == ["ppo-accuracy", "grpo-vs-ppo"]
     assert all(c.interval.n == 2 for c in result.claims)
-    assert result.extras["cpu_s"] > 0  # the study's cost, counted in its worker processes
+    assert result.cpu_time_s > 0  # the study's cost, counted in its worker processes
     saved = out / "ppo" / "seed-1" / "checkpoints" / "step-000002" / "objective.safetensors"
     assert saved.is_file()  # the value head is checkpointed with the policy

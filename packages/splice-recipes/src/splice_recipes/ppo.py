@@ -22,7 +22,7 @@ from splice.training.configs import DataConfig, ExperimentConfig, RolloutConfig,
 
 from splice_recipes import r1_zero as r1
 from splice_recipes.common import short_run
-from splice_recipes.rl_study import RETENTION_TASK, cpu_seconds, figures, run_seeds
+from splice_recipes.rl_study import RETENTION_TASK, figures, run_seeds
 from splice_recipes.study import Claim, StudyResult
 
 SFT_ARM, GRPO_ARM, PPO_ARM = "sft", "grpo", "ppo"
@@ -162,20 +162,23 @@ def run(config: PPOStudyConfig) -> dict[str, Any]:
     """SFT, GRPO and PPO for every seed; prints each claim with its interval and verdict."""
     from splice_recipes.study import claim_lines, run_study, summary
 
-    start_cpu = cpu_seconds()
-    done = run_seeds(run_seed, config, config.seed_list(), config.workers)
+    done: dict[int, dict[str, dict[str, float]]] = {}
+
+    def one(arm: str, seed: int, folder: Path) -> dict[str, float]:
+        # the first call runs every seed in the worker processes, inside the study's clock
+        if not done and config.workers > 1:
+            done.update(run_seeds(run_seed, config, config.seed_list(), config.workers))
+        return done[seed][arm] if seed in done else run_one(config, arm, seed, folder)
+
     result = run_study(
         config,
         arms=config.arms(),
-        run_one=lambda arm, seed, folder: (
-            done[seed][arm] if seed in done else run_one(config, arm, seed, folder)
-        ),
+        run_one=one,
         claims=claims(),
-        extras=lambda result: {"cpu_s": round(cpu_seconds() - start_cpu, 1)},
     )
     for line in [*claim_lines(result), *arm_lines(result, config)]:
         print(line)
-    print(f"wall {result.wall_time_s:.0f} s, {result.extras['cpu_s']:.0f} CPU s")
+    print(f"wall {result.wall_time_s:.0f} s, {result.cpu_time_s or 0:.0f} CPU s")
     return summary(result, config.run_dir())
 
 

@@ -5,10 +5,11 @@ A small decoder adds two-digit numbers in R1's format. A problem can be answered
 ``<think>7+5=12,3+2+1=6</think><answer>62</answer>``: the longer form is the more
 accurate one for a small model. Per seed:
 
-1. **SFT start** (arm ``sft``): trained to its plateau on a mixture of addition, where
-   only ``reasoning_share`` of the examples show the carries (so the start mostly answers
-   directly), and a second skill, reversed-digit addition answered directly after a ``:`` (>= 200
-   distinct held-out problems), which GRPO never sees;
+1. **SFT start** (arm ``sft``): trained on an annealed schedule on a mixture of addition,
+   where only ``reasoning_share`` (30%) of the examples show the carries (so greedy decoding
+   answers directly), and a second skill, reversed-digit addition answered directly after a
+   ``:`` (>= 200 distinct held-out problems), which GRPO never sees; its held-out curve over
+   seeds (``sft_curve`` in ``study.json``) says whether it reached a plateau;
 2. **GRPO** from that start with rule-based rewards only (answer match + format), once per
    KL weight of ``betas`` (0, small, large): arms ``grpo-beta-<label>``.
 
@@ -43,7 +44,6 @@ from splice.training.configs import (
 from splice_recipes.common import short_run, tiny_decoder
 from splice_recipes.rl_study import (
     RETENTION_TASK,
-    cpu_seconds,
     eval_config,
     eval_curve,
     eval_figures,
@@ -377,21 +377,23 @@ def run(config: R1ZeroConfig) -> dict[str, Any]:
     from splice_recipes.study import claim_lines, run_study, summary
 
     curve: dict[str, Any] = {}
-    start_cpu = cpu_seconds()
-    done = run_seeds(run_seed, config, config.seed_list(), config.workers)
+    done: dict[int, dict[str, dict[str, float]]] = {}
+
+    def one(arm: str, seed: int, folder: Path) -> dict[str, float]:
+        # the first call runs every seed in the worker processes, inside the study's clock
+        if not done and config.workers > 1:
+            done.update(run_seeds(run_seed, config, config.seed_list(), config.workers))
+        return done[seed][arm] if seed in done else run_one(config, arm, seed, folder)
 
     def extras(result: StudyResult) -> dict[str, Any]:
         curve.update(curves(config))
         plot(curve, Path(config.run_dir()) / "r1_zero.png")
-        return {"curves": curve, "sft_curve": sft_curve(config),
-                "cpu_s": round(cpu_seconds() - start_cpu, 1)}  # fmt: skip
+        return {"curves": curve, "sft_curve": sft_curve(config)}
 
     result = run_study(
         config,
         arms=config.arms(),
-        run_one=lambda arm, seed, folder: (
-            done[seed][arm] if seed in done else run_one(config, arm, seed, folder)
-        ),
+        run_one=one,
         claims=claims(config),
         extras=extras,
     )
@@ -401,7 +403,7 @@ def run(config: R1ZeroConfig) -> dict[str, Any]:
         print(line)
     print(
         f"figure: {Path(config.run_dir()) / 'r1_zero.png'}; wall {result.wall_time_s:.0f} s, "
-        f"{result.extras['cpu_s']:.0f} CPU s"
+        f"{result.cpu_time_s or 0:.0f} CPU s"
     )
     return summary(result, config.run_dir())
 

@@ -75,16 +75,6 @@ def figures(folder: Path, last: int) -> dict[str, float]:
     }
 
 
-def cpu_seconds() -> float:
-    """User + system CPU seconds of this process and its waited-for children so far: the
-    cost of a study on a shared machine, where wall time measures the other jobs too."""
-    import resource
-
-    own = resource.getrusage(resource.RUSAGE_SELF)
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
-
-
 def eval_curve(folders: list[Path], keys: dict[str, str]) -> dict[str, list[list[float]]]:
     """Per metric (``name -> eval key``): ``[[step, mean, min, max], ...]`` over the runs in
     ``folders`` (one per seed), at each step where every run evaluated: whether a run
