@@ -5,11 +5,12 @@ A small decoder adds two-digit numbers in R1's format. A problem can be answered
 ``<think>7+5=12,3+2+1=6</think><answer>62</answer>``: the longer form is the more
 accurate one for a small model. Per seed:
 
-1. **SFT start** (arm ``sft``): trained on an annealed schedule on a mixture of addition,
-   where only ``reasoning_share`` (30%) of the examples show the carries (so greedy decoding
-   answers directly), and a second skill, reversed-digit addition answered directly after a
-   ``:`` (>= 200 distinct held-out problems), which GRPO never sees; its held-out curve over
-   seeds (``sft_curve`` in ``study.json``) says whether it reached a plateau;
+1. **SFT start** (arm ``sft``): a mixture of addition, where only ``reasoning_share``
+   (45%) of the examples show the carries (so the start mostly answers directly), and a
+   second skill, reversed-digit addition answered directly after a ``:`` (>= 200 distinct
+   held-out problems), which GRPO never sees. Its held-out curve over seeds
+   (``sft_curve`` in ``study.json``, with ``sft_eval_every``) says whether it reached a
+   plateau: at the default 1200 steps it has not on every seed (docs/concepts/grpo-r1.md);
 2. **GRPO** from that start with rule-based rewards only (answer match + format), once per
    KL weight of ``betas`` (0, small, large): arms ``grpo-beta-<label>``.
 
@@ -58,7 +59,7 @@ VOCAB = 3 + len(ALPHABET)
 SFT_ARM = "sft"
 
 
-def addition(reasoning_share: float = 0.3) -> dict[str, Any]:
+def addition(reasoning_share: float = 0.45) -> dict[str, Any]:
     """Two-digit addition in R1's format; ``reasoning_share`` of the examples work the
     carries out, the others answer after an empty think block."""
     return {"type": "arithmetic", "op": "+", "min_digits": 2, "max_digits": 2,
@@ -91,9 +92,8 @@ REWARDS = [
 
 
 def _default_sft() -> TrainConfig:
-    # annealed to 5% of the peak rate, so the start ends on a flat part of its curve
-    schedule = ScheduleConfig(kind="cosine", warmup_steps=30, min_lr_ratio=0.05)
-    return short_run(steps=1600, batch_size=32, lr=3e-3, log_every=100, schedule=schedule,
+    schedule = ScheduleConfig(kind="cosine", warmup_steps=30, min_lr_ratio=0.1)
+    return short_run(steps=1200, batch_size=32, lr=3e-3, log_every=100, schedule=schedule,
                      progress=False)  # fmt: skip
 
 
@@ -114,7 +114,8 @@ class R1ZeroConfig(StudyConfig):
         betas: label -> KL weight; one GRPO arm ``grpo-beta-<label>`` each. The claims use
             the labels ``0``, ``small`` and ``large``.
         eval_examples: held-out problems per task, answered greedily.
-        sft_eval_every: SFT steps between evaluations of the start (its curve: the plateau).
+        sft_eval_every: SFT steps between evaluations of the start (its curve: whether it
+            reached a plateau); None: once, at the end.
         workers: seeds run at once, one process each (every run uses one thread; the
             figures do not depend on it).
         eval_every: GRPO steps between evaluations (the curves; a run's result is the mean
@@ -132,7 +133,7 @@ class R1ZeroConfig(StudyConfig):
         default_factory=lambda: {
             "type": "mixture",
             "tasks": [addition(), SECOND_SKILL],
-            "weights": [1, 1],
+            "weights": [2, 1],
         }
     )
     grpo_task: dict[str, Any] = Field(default_factory=addition)
@@ -151,7 +152,7 @@ class R1ZeroConfig(StudyConfig):
     )
     eval_examples: NonNegativeInt = 200
     eval_every: PositiveInt = 8
-    sft_eval_every: PositiveInt | None = 400
+    sft_eval_every: PositiveInt | None = None
     workers: PositiveInt = 2
 
     def arms(self) -> list[str]:
