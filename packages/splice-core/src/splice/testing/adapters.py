@@ -19,10 +19,12 @@ most ``max_relative_error``), keeps its bias and shapes, ``dequantize`` gives ba
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
+
+from splice.testing.naming import NamedConformance
 
 
 class TinyLinearModel(nn.Module):
@@ -45,8 +47,10 @@ def _build(kind: str, config: Any) -> Any:
     return get_registry().build(kind, config, None)
 
 
-class AdapterConformance:
+class AdapterConformance(NamedConformance):
     """The checks of one registered adapter; define ``make_config()``."""
+
+    kind: ClassVar[str] = "adapter"
 
     identity_at_init = True  # False for adapters that change the base (quantizing ones)
     merge_atol = 1e-4
@@ -151,8 +155,10 @@ class AdapterConformance:
         )
 
 
-class QuantizerConformance:
+class QuantizerConformance(NamedConformance):
     """The checks of one registered quantizer; define ``make_config()``."""
+
+    kind: ClassVar[str] = "quantizer"
 
     max_relative_error = 0.15
     features = (64, 48)  # (in, out): multiples of the usual block sizes

@@ -14,7 +14,7 @@ loss function, with real tensors of summed log-probs (``splice.objectives.prefer
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -24,6 +24,7 @@ from splice.objectives.preference import (
     PreferenceLossOutput,
     loss_needs_reference,
 )
+from splice.testing.naming import NamedConformance
 
 
 def resolve_preference_loss(config: Any) -> Any:
@@ -71,8 +72,10 @@ def per_pair(result: Any, config: Any, batch: int) -> Tensor:
     return losses
 
 
-class PreferenceLossConformance:
+class PreferenceLossConformance(NamedConformance):
     """The checks of one registered preference loss; define ``make_config()``."""
+
+    kind: ClassVar[str] = "preference_loss"
 
     def make_config(self) -> Any:
         raise NotImplementedError(f"{type(self).__name__} must define make_config()")

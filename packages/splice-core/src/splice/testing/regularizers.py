@@ -13,15 +13,19 @@ checks, on real tensors, that
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
+from splice.testing.naming import NamedConformance
 
-class RegularizerConformance:
+
+class RegularizerConformance(NamedConformance):
     """The checks of one registered regularizer; define ``make_config``, ``make_model``,
     ``make_batch``."""
+
+    kind: ClassVar[str] = "regularizer"
 
     zero_atol = 1e-6
     move_scale = 0.05

@@ -13,16 +13,20 @@ reward needs them, ``make_examples()`` (prompts, completions, references); it ch
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
+from splice.testing.naming import NamedConformance
+
 Examples = tuple[list[str], list[str], list[str]]
 
 
-class RewardConformance:
+class RewardConformance(NamedConformance):
     """The checks of one registered reward; define ``make_config()``."""
+
+    kind: ClassVar[str] = "reward"
 
     def make_config(self) -> Any:
         raise NotImplementedError(f"{type(self).__name__} must define make_config()")

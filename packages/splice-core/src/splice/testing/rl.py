@@ -41,7 +41,7 @@ advantages (N,) or (N, L), mask (N, L))) -> output`` with ``output.per_token (N,
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -52,6 +52,7 @@ from splice.rl.kinds import (
     build_advantage_estimator,
     build_policy_loss,
 )
+from splice.testing.naming import NamedConformance
 
 
 def build_component(kind: str, config: Any) -> Any:
@@ -61,8 +62,10 @@ def build_component(kind: str, config: Any) -> Any:
     return get_registry().build(kind, config, None)
 
 
-class AdvantageEstimatorConformance:
+class AdvantageEstimatorConformance(NamedConformance):
     """The checks of one registered advantage estimator; define ``make_config()``."""
+
+    kind: ClassVar[str] = "advantage_estimator"
 
     group_size = 4
 
@@ -116,8 +119,10 @@ class AdvantageEstimatorConformance:
         )
 
 
-class PolicyLossConformance:
+class PolicyLossConformance(NamedConformance):
     """The checks of one registered policy loss; define ``make_config()``."""
+
+    kind: ClassVar[str] = "policy_loss"
 
     def make_config(self) -> Any:
         raise NotImplementedError(f"{type(self).__name__} must define make_config()")
@@ -214,9 +219,11 @@ class PolicyLossConformance:
         )
 
 
-class TokenAdvantageEstimatorConformance:
+class TokenAdvantageEstimatorConformance(NamedConformance):
     """The checks of one registered per-token (critic-based) advantage estimator, such as
     ``gae``; define ``make_config()``. Inputs: ``N = 4`` rows of ``L = 6`` tokens, group size 1."""
+
+    kind: ClassVar[str] = "advantage_estimator"
 
     def make_config(self) -> Any:
         raise NotImplementedError(f"{type(self).__name__} must define make_config()")

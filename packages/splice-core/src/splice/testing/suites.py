@@ -27,9 +27,10 @@ from torch import nn
 from splice.interfaces import BuildContext
 from splice.testing import checks, isolation, wiring
 from splice.testing.checks import PositionMixing
+from splice.testing.naming import NamedConformance
 
 
-class ConformanceSuite:
+class ConformanceSuite(NamedConformance):
     """The common tests of every registered component; subclasses set ``kind``.
 
     Hooks and knobs:
