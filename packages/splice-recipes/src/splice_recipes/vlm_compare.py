@@ -59,16 +59,7 @@ from torch import Tensor, nn
 
 from splice_recipes.clip import ClipStudy, train_clip
 from splice_recipes.grid_scenes import KINDS, GridScene, GridTask, Layout, check_disjoint
-from splice_recipes.study import (
-    Claim,
-    StudyConfig,
-    StudyResult,
-    claim_lines,
-    run_study,
-    summary,
-    t_interval,
-)
-from splice_recipes.study.report import write_study
+from splice_recipes.study import Claim, StudyConfig, StudyResult, run_and_report, t_interval
 from splice_recipes.vlm_costs import forward_flops, text_only_lm
 
 TOKENIZER = CharTokenizer()
@@ -567,7 +558,7 @@ def run(config: VLMCompareConfig) -> dict[str, Any]:
     def extras(result: StudyResult) -> dict[str, Any]:
         plot = Path(config.run_dir()) / "vlm-compare.png"
         plot_side_by_side(result, plot)
-        return {
+        record = {
             "side_table": side_table(result),
             "plot": str(plot),
             "held_out_questions": len(held_out) * len(KINDS),
@@ -576,22 +567,24 @@ def run(config: VLMCompareConfig) -> dict[str, Any]:
             "runs_wall_seconds": total(result, "wall_s"),
             "reused_runs": reused,
         }
+        if reused:  # this process only gathered them: the study's time is the runs' own
+            # (extras runs before the study is written, so study.json records these)
+            result.wall_time_s = record["runs_wall_seconds"]
+            result.cpu_time_s = record["cpu_seconds"]
+            # the load this process saw is not the load the runs ran under: record none
+            result.environment.update(load_average_1min=None, load_average_1min_end=None)
+        return record
 
-    result = run_study(config, arms=list(ARMS), run_one=one, claims=claims(), extras=extras)
-    if reused:  # this process only gathered them: the study's time is the runs' own
-        result.wall_time_s = result.extras["runs_wall_seconds"]
-        result.cpu_time_s = result.extras["cpu_seconds"]
-        # the load this process saw is not the load the runs ran under: record none
-        result.environment.update(load_average_1min=None, load_average_1min_end=None)
-        write_study(result, config.run_dir())
-    print(
-        f"vlm-compare: {len(held_out) * len(KINDS)} held-out questions ({len(held_out)} "
-        f"distinct layouts, none trained on), {result.extras['cpu_seconds']:.0f} CPU s "
-        f"(runs and shared builds, measured inside the process that ran them)"
+    def notes(result: StudyResult) -> list[str]:
+        return [
+            f"vlm-compare: {len(held_out) * len(KINDS)} held-out questions ({len(held_out)} "
+            f"distinct layouts, none trained on), {result.extras['cpu_seconds']:.0f} CPU s "
+            "(runs and shared builds, measured inside the process that ran them)"
+        ]
+
+    return run_and_report(
+        config, arms=list(ARMS), run_one=one, claims=claims(), extras=extras, notes=notes
     )
-    print(result.extras["side_table"])
-    print("\n".join(claim_lines(result)))
-    return summary(result, config.run_dir())
 
 
 recipe = Recipe(
