@@ -38,12 +38,13 @@ def arithmetic_model() -> torch.nn.Module:
     return build_model(config().model)
 
 
-def sft_bench_model(folder: Path) -> torch.nn.Module:
+def sft_bench_model(folder: Path, dtype: torch.dtype = torch.float32) -> torch.nn.Module:
     from bench_sft import build_checkpoint
     from splice.hf import load_pretrained
 
-    build_checkpoint(folder, seq_len=128)
-    model, _ = load_pretrained(folder, dtype=torch.float32)
+    if not (folder / "config.json").is_file():
+        build_checkpoint(folder, seq_len=128)
+    model, _ = load_pretrained(folder, dtype=dtype)
     return model
 
 
@@ -123,6 +124,8 @@ def main(quick: bool = False) -> str:
         root = Path(tmp)
         results = [measure("arithmetic recipe", arithmetic_model(), root, rounds)]
         results.append(measure("SFT benchmark model", sft_bench_model(root / "hf"), root, rounds))
+        bf16 = sft_bench_model(root / "hf", torch.bfloat16)
+        results.append(measure("SFT benchmark model, bf16 weights", bf16, root, rounds))
     lines = [
         "| model | params | checkpoint MB | save with digests ms | save without ms "
         "| save with / without (paired median) | verify ms | load ms (unverified) |",
@@ -143,8 +146,11 @@ def main(quick: bool = False) -> str:
         f"{rounds} alternating rounds after one warm-up round, {threads} threads. The ratio "
         "column is the median of per-round ratios (both saves of a round ran back to back). "
         "*verify* re-reads and hashes every file of the checkpoint (what a resume does before "
-        "loading); *load* is `CheckpointManager.load` without it."
-        + (" (`--quick` run: fewer rounds.)" if quick else "")
+        "loading); *load* is `CheckpointManager.load` without it. bf16: `precision: bf16` "
+        "(autocast) keeps float32 weights and optimizer state, so its checkpoints are the "
+        "float32 rows'; the bf16 row holds the model in bf16 weights (as "
+        "`load_pretrained(..., dtype=torch.bfloat16)` gives it, AdamW moments in bf16 too), "
+        "half the bytes." + (" (`--quick` run: fewer rounds.)" if quick else "")
     )
     return write_section("checkpoint", "Checkpoint integrity: digest cost", body)
 
