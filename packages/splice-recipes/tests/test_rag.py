@@ -28,7 +28,7 @@ def test_recipe_is_registered_and_its_config_is_valid():
 def test_study_runs_with_overrides(tmp_path, capsys):
     out = tmp_path / "run"
     sets = {
-        "seeds": 1, "progress": "false", "last_evals": 1, "people": 20, "train_people": 15,
+        "seeds": 2, "workers": 2, "progress": "false", "last_evals": 1, "people": 20, "train_people": 15,
         "ks": "[1,3]", "dense.epochs": 1,
         "experiment.train.steps": 4, "experiment.train.batch_size": 8,
         "experiment.train.checkpoint_every": 4, "experiment.eval.every": 4,
@@ -43,6 +43,9 @@ def test_study_runs_with_overrides(tmp_path, capsys):
     assert "fine-tuning on retrieved passages beats retrieval at inference only" in printed
     study = StudyResult.load(out)
     assert set(study.figures) == set(ARMS)
+    # the two seeds ran in two worker processes, each writing its own run folders
+    assert all(len(study.figures[arm]) == 2 for arm in ARMS)
+    assert all((out / "raft_bm25" / f"seed-{s}" / "metrics.jsonl").is_file() for s in (0, 1))
     for arm in ("raft_bm25", "raft_dense", "raft_hybrid"):
         got = study.figures[arm][0]
         assert {"exact_match", "em@1", "em@3", "recall@1", "recall@3", "mrr"} <= set(got)

@@ -179,3 +179,26 @@ def test_run_and_report_prints_tables_notes_then_claims(tmp_path, capsys):
     assert out["claim b-wins"] == "shown (+10 pt [+5.03, +15])"
     assert out["run_dir"] == str(tmp_path / "r") and out["cpu_time_s"] >= 0
     assert StudyResult.load(tmp_path / "r").extras["other"] == "| not shown |"
+
+
+def test_seeds_in_workers_with_one_worker_is_the_plain_run_one(tmp_path):
+    """``workers=1``: no process is started and every call reaches ``run_one`` itself."""
+    from types import SimpleNamespace
+
+    from splice_recipes.study import seeds_in_workers
+
+    calls = []
+
+    def run_one(arm, seed, folder):
+        calls.append((arm, seed))
+        return {"score": float(seed)}
+
+    def never(config, seed):  # pragma: no cover - must not be called with one worker
+        raise AssertionError("run_seed called with workers=1")
+
+    config = SimpleNamespace(workers=1, seed_list=lambda: [0, 1])
+    one = seeds_in_workers(never, config, run_one)
+    assert [one(a, s, tmp_path) for a in ("x", "y") for s in (0, 1)] == [
+        {"score": 0.0}, {"score": 1.0}, {"score": 0.0}, {"score": 1.0}
+    ]  # fmt: skip
+    assert calls == [("x", 0), ("x", 1), ("y", 0), ("y", 1)]

@@ -28,7 +28,14 @@ from pydantic import Field, PositiveInt
 from splice.recipe import Recipe
 from splice.training.configs import ExperimentConfig
 
-from splice_recipes.study import Claim, StudyConfig, StudyResult, run_and_report, run_arm
+from splice_recipes.study import (
+    Claim,
+    StudyConfig,
+    StudyResult,
+    run_and_report,
+    run_arm,
+    seeds_in_workers,
+)
 
 ARMS = ["closed_book", "inference_only", "raft_bm25", "raft_dense", "raft_hybrid"]
 RETRIEVER_OF = {"inference_only": "bm25", "raft_bm25": "bm25", "raft_dense": "dense",
@@ -96,6 +103,8 @@ class RagStudy(StudyConfig):
         ks: the k values of the accuracy-against-k curve (evaluation only).
         dense: the dense retriever (also the hybrid's second member; the first is BM25).
         arms: the arms run (default all; claims about arms left out are dropped).
+        workers: seeds run at once, one process each (every run uses one thread; the
+            figures do not depend on it).
         experiment: one run's config (task, tokenizer, seed and folder set by the study).
     """
 
@@ -110,6 +119,7 @@ class RagStudy(StudyConfig):
     ks: list[PositiveInt] = Field(default_factory=lambda: [1, 2, 3, 5])
     dense: dict[str, Any] = Field(default_factory=_dense)
     arms: list[str] = Field(default_factory=lambda: list(ARMS))
+    workers: PositiveInt = 2
     experiment: ExperimentConfig = Field(default_factory=_experiment)
 
 
@@ -220,6 +230,21 @@ def run_one(config: RagStudy, arm: str, seed: int, folder: Path) -> dict[str, fl
     return out
 
 
+def study_arms(config: RagStudy) -> list[str]:
+    """The arms run, in the order the study runs them (closed_book before inference_only)."""
+    return [a for a in ARMS if a in config.arms]
+
+
+def run_seed(config: RagStudy, seed: int) -> dict[str, dict[str, float]]:
+    """Every arm of one seed, in order: ``{arm: figures}`` (a worker process's share)."""
+    out = {}
+    for arm in study_arms(config):
+        folder = config.arm_dir(arm, seed)
+        folder.mkdir(parents=True, exist_ok=True)
+        out[arm] = run_one(config, arm, seed, folder)
+    return out
+
+
 def plot_accuracy_vs_k(result: Any, config: RagStudy, path: Path) -> Path:
     """Held-out exact match against k for each RAFT arm (mean over seeds, min-max band)."""
     import matplotlib
@@ -257,7 +282,7 @@ def run(config: RagStudy) -> dict[str, Any]:
             f"arms: {unknown or 'inference_only'} -- arms are {ARMS}, and inference_only "
             "evaluates the closed_book model, so it needs closed_book before it"
         )
-    arms = [a for a in ARMS if a in config.arms]
+    arms = study_arms(config)
     claims = [c for c in CLAIMS if c.arm in arms and c.baseline in arms]
     plot_path = Path(config.run_dir()) / "accuracy_vs_k.png"
 
@@ -275,7 +300,9 @@ def run(config: RagStudy) -> dict[str, Any]:
     return run_and_report(
         config,
         arms=arms,
-        run_one=lambda arm, seed, folder: run_one(config, arm, seed, folder),
+        run_one=seeds_in_workers(
+            run_seed, config, lambda arm, seed, folder: run_one(config, arm, seed, folder)
+        ),
         claims=claims,
         # the plot is drawn from the finished study, before its files are written
         extras=lambda result: {

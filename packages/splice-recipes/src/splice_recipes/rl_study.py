@@ -10,13 +10,13 @@ last few evaluations, and ``kl`` (the mean of the last quarter of the train reco
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from splice.training.configs import EvalConfig
 
 from splice_recipes.study import mean_of_last_evals
+from splice_recipes.study.parallel import run_seeds  # noqa: F401  (r1-zero and ppo use it from here)
 
 RETENTION_TASK = "sub"  # the eval task label of the second skill
 
@@ -93,28 +93,3 @@ def eval_curve(folders: list[Path], keys: dict[str, str]) -> dict[str, list[list
         ]
         for m, d in per.items()
     }
-
-
-def run_seeds(
-    run_seed: Callable[[Any, int], dict[str, dict[str, float]]],
-    config: Any,
-    seeds: list[int],
-    workers: int,
-) -> dict[int, dict[str, dict[str, float]]]:
-    """``{seed: {arm: figures}}`` from ``run_seed(config, seed)`` (every arm of one seed, in
-    order), one seed per process in up to ``workers`` processes; ``{}`` when ``workers`` is
-    1 (the study then runs the seeds itself, one after another).
-
-    Each run uses one thread (the tiny matmuls gain nothing from a second), so a sequential
-    study leaves the other cores idle; seeds are independent and a run's result depends only
-    on its seed, so the figures are the same whatever ``workers`` is. ``run_seed`` must be a
-    module-level function (it is pickled to the worker processes, started with ``spawn``).
-    """
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    if workers <= 1 or len(seeds) <= 1:
-        return {}
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=min(workers, len(seeds)), mp_context=ctx) as pool:
-        return dict(zip(seeds, pool.map(run_seed, [config] * len(seeds), seeds)))

@@ -1,0 +1,49 @@
+"""Seeds in worker processes: a study's runs of one seed depend only on that seed, so the
+seeds can run at once, one process each, and the figures are the same as a sequential
+study's. Recipes whose runs use one thread each (tiny matmuls gain nothing from a second)
+leave a core idle when they run seed after seed."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+Figures = dict[str, float]
+RunSeed = Callable[[Any, int], dict[str, Figures]]
+
+
+def run_seeds(
+    run_seed: RunSeed, config: Any, seeds: list[int], workers: int
+) -> dict[int, dict[str, Figures]]:
+    """``{seed: {arm: figures}}`` from ``run_seed(config, seed)`` (every arm of one seed, in
+    order), one seed per process in up to ``workers`` processes; ``{}`` when ``workers`` is
+    1 (the study then runs the seeds itself, one after another).
+
+    ``run_seed`` must be a module-level function: it is sent to the worker processes, which
+    are started with ``spawn`` (a fresh interpreter, no forked torch state).
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    if workers <= 1 or len(seeds) <= 1:
+        return {}
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=min(workers, len(seeds)), mp_context=ctx) as pool:
+        return dict(zip(seeds, pool.map(run_seed, [config] * len(seeds), seeds)))
+
+
+def seeds_in_workers(
+    run_seed: RunSeed, config: Any, run_one: Callable[[str, int, Path], Figures]
+) -> Callable[[str, int, Path], Figures]:
+    """A ``run_one(arm, seed, folder)`` for ``run_study`` whose first call runs every seed in
+    ``config.workers`` processes (inside the study's clock, so its wall and CPU seconds count
+    them) and whose calls then return those figures; with one worker it is ``run_one``."""
+    done: dict[int, dict[str, Figures]] = {}
+
+    def one(arm: str, seed: int, folder: Path) -> Figures:
+        if not done and config.workers > 1:
+            done.update(run_seeds(run_seed, config, config.seed_list(), config.workers))
+        return done[seed][arm] if seed in done else run_one(arm, seed, folder)
+
+    return one
