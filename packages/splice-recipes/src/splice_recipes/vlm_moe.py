@@ -243,7 +243,8 @@ def run(config: VLMMoEConfig) -> dict[str, Any]:
     def extras(result: StudyResult) -> dict[str, Any]:
         plot = Path(config.run_dir()) / "expert-load.png"
         plot_expert_load(result, plot)
-        return {"side_table": side_table(result), "expert_load_plot": str(plot)}
+        # a file name, not a path: the study folder holds the plot wherever it is published
+        return {"side_table": side_table(result), "expert_load_plot": plot.name}
 
     return run_and_report(
         config,
