@@ -13,6 +13,7 @@ the SFT start; GRPO ends above PPO at equal generated samples.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +23,8 @@ from splice.training.configs import DataConfig, ExperimentConfig, RolloutConfig,
 
 from splice_recipes import r1_zero as r1
 from splice_recipes.common import short_run
-from splice_recipes.rl_study import RETENTION_TASK, figures, run_seeds
-from splice_recipes.study import Claim, StudyResult
+from splice_recipes.rl_study import RETENTION_TASK, figures
+from splice_recipes.study import Claim, StudyResult, every_arm, seeds_in_workers
 
 SFT_ARM, GRPO_ARM, PPO_ARM = "sft", "grpo", "ppo"
 
@@ -126,14 +127,8 @@ def run_one(config: PPOStudyConfig, arm: str, seed: int, folder: Path) -> dict[s
     return figures(folder, config.last_evals)
 
 
-def run_seed(config: PPOStudyConfig, seed: int) -> dict[str, dict[str, float]]:
-    """Every arm of one seed, in order (the SFT start first): ``{arm: figures}``."""
-    out = {}
-    for arm in config.arms():
-        folder = config.arm_dir(arm, seed)
-        folder.mkdir(parents=True, exist_ok=True)
-        out[arm] = run_one(config, arm, seed, folder)
-    return out
+#: every arm of one seed, in order (the SFT start first): what one worker process runs
+run_seed = functools.partial(every_arm, run_one, PPOStudyConfig.arms)
 
 
 def claims() -> list[Claim]:
@@ -162,13 +157,10 @@ def run(config: PPOStudyConfig) -> dict[str, Any]:
     """SFT, GRPO and PPO for every seed; prints each claim with its interval and verdict."""
     from splice_recipes.study import claim_lines, run_study, summary
 
-    done: dict[int, dict[str, dict[str, float]]] = {}
-
-    def one(arm: str, seed: int, folder: Path) -> dict[str, float]:
-        # the first call runs every seed in the worker processes, inside the study's clock
-        if not done and config.workers > 1:
-            done.update(run_seeds(run_seed, config, config.seed_list(), config.workers))
-        return done[seed][arm] if seed in done else run_one(config, arm, seed, folder)
+    # the first call runs every seed in the worker processes, inside the study's clock
+    one = seeds_in_workers(
+        run_seed, config, lambda arm, seed, folder: run_one(config, arm, seed, folder)
+    )
 
     result = run_study(
         config,

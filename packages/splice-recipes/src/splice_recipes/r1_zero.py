@@ -23,6 +23,7 @@ completion length, KL to the reference and retention over GRPO steps, per β.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -50,9 +51,8 @@ from splice_recipes.rl_study import (
     eval_figures,
     figures,
     records,
-    run_seeds,
 )
-from splice_recipes.study import Claim, StudyConfig, StudyResult
+from splice_recipes.study import Claim, StudyConfig, StudyResult, every_arm, seeds_in_workers
 
 ALPHABET = DEFAULT_ALPHABET + "<>"  # R1's tags
 VOCAB = 3 + len(ALPHABET)
@@ -238,14 +238,8 @@ def run_one(config: R1ZeroConfig, arm: str, seed: int, folder: Path) -> dict[str
     return figures(folder, config.last_evals)
 
 
-def run_seed(config: R1ZeroConfig, seed: int) -> dict[str, dict[str, float]]:
-    """Every arm of one seed, in order (the SFT start first): ``{arm: figures}``."""
-    out = {}
-    for arm in config.arms():
-        folder = config.arm_dir(arm, seed)
-        folder.mkdir(parents=True, exist_ok=True)
-        out[arm] = run_one(config, arm, seed, folder)
-    return out
+#: every arm of one seed, in order (the SFT start first): what one worker process runs
+run_seed = functools.partial(every_arm, run_one, R1ZeroConfig.arms)
 
 
 def claims(config: R1ZeroConfig) -> list[Claim]:
@@ -378,13 +372,10 @@ def run(config: R1ZeroConfig) -> dict[str, Any]:
     from splice_recipes.study import claim_lines, run_study, summary
 
     curve: dict[str, Any] = {}
-    done: dict[int, dict[str, dict[str, float]]] = {}
-
-    def one(arm: str, seed: int, folder: Path) -> dict[str, float]:
-        # the first call runs every seed in the worker processes, inside the study's clock
-        if not done and config.workers > 1:
-            done.update(run_seeds(run_seed, config, config.seed_list(), config.workers))
-        return done[seed][arm] if seed in done else run_one(config, arm, seed, folder)
+    # the first call runs every seed in the worker processes, inside the study's clock
+    one = seeds_in_workers(
+        run_seed, config, lambda arm, seed, folder: run_one(config, arm, seed, folder)
+    )
 
     def extras(result: StudyResult) -> dict[str, Any]:
         curve.update(curves(config))

@@ -21,6 +21,7 @@ the held-out questions; the study plots accuracy against k.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from splice_recipes.study import (
     Claim,
     StudyConfig,
     StudyResult,
+    every_arm,
     run_and_report,
     run_arm,
     seeds_in_workers,
@@ -235,14 +237,8 @@ def study_arms(config: RagStudy) -> list[str]:
     return [a for a in ARMS if a in config.arms]
 
 
-def run_seed(config: RagStudy, seed: int) -> dict[str, dict[str, float]]:
-    """Every arm of one seed, in order: ``{arm: figures}`` (a worker process's share)."""
-    out = {}
-    for arm in study_arms(config):
-        folder = config.arm_dir(arm, seed)
-        folder.mkdir(parents=True, exist_ok=True)
-        out[arm] = run_one(config, arm, seed, folder)
-    return out
+#: every arm of one seed, in order (closed_book before inference_only): one worker's share
+run_seed = functools.partial(every_arm, run_one, study_arms)
 
 
 def plot_accuracy_vs_k(result: Any, config: RagStudy, path: Path) -> Path:

@@ -9,7 +9,7 @@ docs/studies.md.
 
 from splice_recipes.study.experiments import pinned, run_arm
 from splice_recipes.study.machine import Clock
-from splice_recipes.study.parallel import run_seeds, seeds_in_workers
+from splice_recipes.study.parallel import every_arm, run_seeds, seeds_in_workers
 from splice_recipes.study.result import ClaimResult, StudyResult, judge
 from splice_recipes.study.results import mean_of_last_evals
 from splice_recipes.study.runner import claim_lines, run_and_report, run_study, summary
@@ -36,6 +36,7 @@ __all__ = [
     "StudyResult",
     "Tuning",
     "claim_lines",
+    "every_arm",
     "judge",
     "mean_of_last_evals",
     "paired_differences",

@@ -33,6 +33,24 @@ def run_seeds(
         return dict(zip(seeds, pool.map(run_seed, [config] * len(seeds), seeds)))
 
 
+def every_arm(
+    run_one: Callable[[Any, str, int, Path], Figures],
+    arms_of: Callable[[Any], list[str]],
+    config: Any,
+    seed: int,
+) -> dict[str, Figures]:
+    """Every arm of one seed, in ``arms_of(config)`` order (a start before the arms that read
+    it): ``{arm: figures}``, each run in ``config.arm_dir(arm, seed)``. A recipe's
+    ``run_seed`` is ``functools.partial(every_arm, run_one, arms_of)`` (module-level
+    functions, so the partial reaches the worker processes)."""
+    out = {}
+    for arm in arms_of(config):
+        folder = config.arm_dir(arm, seed)
+        folder.mkdir(parents=True, exist_ok=True)
+        out[arm] = run_one(config, arm, seed, folder)
+    return out
+
+
 def seeds_in_workers(
     run_seed: RunSeed, config: Any, run_one: Callable[[str, int, Path], Figures]
 ) -> Callable[[str, int, Path], Figures]:
