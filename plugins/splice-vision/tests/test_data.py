@@ -6,7 +6,7 @@ import pytest
 import torch
 from splice.registry import get_registry
 from splice_vision.configs import ShapesTaskConfig
-from splice_vision.data import COLOURS, QUESTIONS, ShapesTask, all_labels
+from splice_vision.data import COLOURS, QUESTIONS, ShapesTask, all_labels, first_distinct
 
 
 def test_registered_and_deterministic() -> None:
@@ -78,3 +78,11 @@ def test_shapes_differ_in_area_and_labels_cover_every_class() -> None:
     assert len(all_labels()) == 12
     distinct = ShapesTask().distinct_captions("train", 40)
     assert len({s.caption for s in distinct}) == 40
+
+
+def test_first_distinct_keeps_the_first_of_each_key_in_stream_order() -> None:
+    stream = [3, 1, 3, 4, 1, 5, 9, 2, 6]
+    got = first_distinct(lambda i: stream[i], 4, lambda x: x)
+    assert got == [3, 1, 4, 5]
+    # from ``start``; the key decides what counts as a repeat (here the parity)
+    assert first_distinct(lambda i: stream[i], 2, lambda x: x % 2, start=3) == [4, 1]

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
+from splice_vision.data import first_distinct
 from torch import Tensor
 
 GRID = 4  # cells per side
@@ -147,16 +148,7 @@ class GridTask:
     def distinct(self, split: Split, n: int, *, seed: int = 0) -> list[GridScene]:
         """The first ``n`` scenes of ``split`` with pairwise different layouts, so every
         scored (layout, question) pair is distinct."""
-        out: list[GridScene] = []
-        seen: set[Layout] = set()
-        i = 0
-        while len(out) < n:
-            s = self.scene(split, i, seed=seed)
-            i += 1
-            if s.layout not in seen:
-                seen.add(s.layout)
-                out.append(s)
-        return out
+        return first_distinct(lambda i: self.scene(split, i, seed=seed), n, lambda s: s.layout)
 
 
 def check_disjoint(trained: Iterable[Layout], scored: Iterable[Layout]) -> None:

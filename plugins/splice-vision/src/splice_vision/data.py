@@ -15,9 +15,9 @@ The ``train`` and ``held_out`` splits draw from disjoint seed streams. No downlo
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeVar
 
 import torch
 from torch import Tensor
@@ -34,6 +34,27 @@ COLOURS: dict[str, tuple[float, float, float]] = {
 SIDES = ("left", "right")
 QUESTIONS = ("color", "shape", "count", "side")
 Split = Literal["train", "held_out"]
+T = TypeVar("T")
+
+
+def first_distinct(
+    item: Callable[[int], T], n: int, key: Callable[[T], Hashable], *, start: int = 0
+) -> list[T]:
+    """The first ``n`` of ``item(start), item(start + 1), ...`` with pairwise different
+    ``key``: contrastive batches without a duplicate positive, or scored sets in which
+    every example counts once. The stream must hold ``n`` distinct keys (else it never ends).
+    """
+    out: list[T] = []
+    seen: set[Hashable] = set()
+    i = start
+    while len(out) < n:
+        x = item(i)
+        i += 1
+        k = key(x)
+        if k not in seen:
+            seen.add(k)
+            out.append(x)
+    return out
 
 
 @dataclass(frozen=True)
@@ -140,16 +161,9 @@ class ShapesTask:
     ) -> list[Scene]:
         """``n`` scenes with pairwise different captions (contrastive batches without
         duplicate positives), scanning the stream from ``start``."""
-        out: list[Scene] = []
-        seen: set[str] = set()
-        i = start
-        while len(out) < n:
-            s = self.scene(split, i, seed=seed)
-            i += 1
-            if s.caption not in seen:
-                seen.add(s.caption)
-                out.append(s)
-        return out
+        return first_distinct(
+            lambda i: self.scene(split, i, seed=seed), n, lambda s: s.caption, start=start
+        )
 
 
 def all_labels() -> list[str]:
@@ -171,4 +185,5 @@ __all__ = [
     "all_labels",
     "build_shapes",
     "draw_scene",
+    "first_distinct",
 ]
