@@ -13,7 +13,10 @@ from splice_recipes.clip import (
     claims,
     evaluate_clip,
     recipe,
+    run,
+    scored_scenes,
     tokenize,
+    train_and_score,
     train_clip,
 )
 from splice_recipes.study import StudyResult
@@ -25,6 +28,7 @@ def test_recipe_is_registered_and_its_config_is_valid() -> None:
     assert reg.resolve_factory() is recipe
     cfg = recipe.config()
     assert isinstance(cfg, ClipStudy) and cfg.precision == "float32"
+    assert not set(cfg.tuning_seeds) & set(cfg.seed_list()) and len(cfg.lrs) > 1
     assert cfg.arms() == ["infonce-b8", "siglip-b8", "infonce-b32", "siglip-b32"]
     names = [c.name for c in claims(cfg)]
     assert "siglip-count-above-chance" in names and "siglip-beats-infonce-b8" in names
@@ -59,18 +63,40 @@ def test_trained_images_are_hashed_and_scores_are_fractions() -> None:
     assert all(v * 20 == pytest.approx(round(v * 20)) for v in attrs)  # 20 images each
 
 
+def test_scored_sets_are_distinct_disjoint_and_never_trained_on() -> None:
+    cfg = ClipStudy(steps=2, eval_images=40, dev_images=30, retrieval_pairs=8)
+    held_out, dev = scored_scenes(cfg)
+    images = {s.image.numpy().tobytes() for s in held_out + dev}
+    assert len(held_out) == 40 and len(dev) == 30 and len(images) == 70
+    # scoring on images the run trained on is refused
+    trained = ShapesTask(cfg.task).distinct_captions("train", 8, seed=0)
+    with pytest.raises(ValueError, match="scored images were trained on"):
+        train_and_score(cfg, "infonce-b8", 0, trained)
+    with pytest.raises(ValueError, match="tuning_seeds \\[1\\] are also reported seeds"):
+        run(ClipStudy(seeds=2, tuning_seeds=[1], progress=False))
+
+
 def test_study_runs_end_to_end(tmp_path, capsys) -> None:
     out = tmp_path / "run"
-    sets = {"seeds": 2, "progress": "false", "steps": 3, "eval_images": 16,
-            "retrieval_pairs": 8, "batch_sizes": "[4,8]"}  # fmt: skip
+    sets = {"seeds": 2, "progress": "false", "steps": 3, "eval_images": 16, "dev_images": 8,
+            "retrieval_pairs": 8, "batch_sizes": "[4,8]", "lrs": "[0.001,0.002]",
+            "workers": 1}  # fmt: skip
     args = ["run", "clip", "--output-dir", str(out)]
     for k, v in sets.items():
         args += ["--set", f"{k}={v}"]
     assert main(args) == 0
     printed = capsys.readouterr().out
-    assert "SigLIP beats InfoNCE at batch 4" in printed and "| arm | zs_shape |" in printed
+    assert "SigLIP beats InfoNCE at batch 4" in printed and "| arm | lr (dev) | zs_shape |" in printed
     study = StudyResult.load(out)
     assert study.seeds == [0, 1] and set(study.figures) == {
         "infonce-b4", "siglip-b4", "infonce-b8", "siglip-b8"}  # fmt: skip
     assert all(0.0 <= study.figures[a][s]["zs_count"] <= 1.0 for a in study.figures for s in (0, 1))
     assert (out / "siglip-beats-infonce-b4.png").is_file() and (out / "report.md").is_file()
+    # each arm's lr was chosen on the dev split (tuning seed 100) and trained the reported runs
+    tuned = {t["name"]: t for t in study.extras["tuning"]}
+    assert sorted(tuned) == sorted(study.figures) and "| tuned | candidate |" in printed
+    for arm, t in tuned.items():
+        assert t["seeds"] == [100] and t["candidates"] == [0.001, 0.002]
+        assert t["value"] == t["candidates"][max(range(2), key=lambda i: (t["scores"][i], -i))]
+        assert {study.figures[arm][s]["lr"] for s in (0, 1)} == {t["value"]}
+        assert study.config["arm_lrs"][arm] == t["value"]

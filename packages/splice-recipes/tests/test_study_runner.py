@@ -202,3 +202,15 @@ def test_seeds_in_workers_with_one_worker_is_the_plain_run_one(tmp_path):
         {"score": 0.0}, {"score": 1.0}, {"score": 0.0}, {"score": 1.0}
     ]  # fmt: skip
     assert calls == [("x", 0), ("x", 1), ("y", 0), ("y", 1)]
+
+
+def test_map_in_workers_keeps_the_order_of_the_jobs_in_or_out_of_processes():
+    """Two spawned workers give what one process gives, in the jobs' order."""
+    import operator
+
+    from splice_recipes.study import map_in_workers
+
+    jobs = [(1, 2), (10, 20), (100, 200)]
+    assert map_in_workers(operator.add, jobs, 1) == [3, 30, 300]
+    assert map_in_workers(operator.add, jobs, 2) == [3, 30, 300]
+    assert map_in_workers(operator.sub, [(5, 7)], 2) == [-2]  # one job: no process started

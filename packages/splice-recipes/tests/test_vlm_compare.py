@@ -44,6 +44,7 @@ TINY = [
     "stage2.batch_size=4",
     "eval_scenes=4",
     "dev_scenes=2",
+    "lrs=[0.001,0.003]",
 ]
 
 
@@ -119,14 +120,15 @@ def test_flops_per_answer_match_a_hand_count() -> None:
 
 
 def test_tiny_study_writes_every_figure_side_by_side(tmp_path, capsys) -> None:
-    cfg = apply_overrides(VLMCompareConfig(), [*TINY, f"output_dir={tmp_path}"])
+    # two workers: the dev-split candidates, then the seeds, run in spawned processes
+    cfg = apply_overrides(VLMCompareConfig(), [*TINY, "workers=2", f"output_dir={tmp_path}"])
     report = run(cfg)
     study = StudyResult.load(tmp_path)
     assert study.seeds == [0, 1] and sorted(study.figures) == sorted(ARMS)
     for arm in ARMS:
         for seed in study.seeds:
             f = study.figures[arm][seed]
-            for key in ("em", "em_count", "em_shape", "em_relation", "dev_em"):
+            for key in ("em", "em_count", "em_shape", "em_relation"):
                 assert 0.0 <= f[key] <= 1.0
             assert 0 < f["trainable_params"] <= f["total_params"]
             assert f["flops_per_answer"] > 0 and f["step_ms"] > 0 and f["train_cpu_s"] >= 0
@@ -140,15 +142,17 @@ def test_tiny_study_writes_every_figure_side_by_side(tmp_path, capsys) -> None:
         first["llava-mlp"]["flops_per_answer"] == study.figures["llava-mlp"][1]["flops_per_answer"]
     )
     assert len(study.claims) == 5 and all(len(c.differences) == 2 for c in study.claims)
-    assert study.extras["held_out_questions"] == 12 and study.extras["cpu_seconds"] > 0
+    assert study.extras["held_out_questions"] == 12 and study.cpu_time_s > 0
     assert (tmp_path / "vlm-compare.png").stat().st_size > 0
     out = capsys.readouterr().out
-    assert "| llava-mlp |" in out and "| chance |" in out
+    assert "| llava-mlp |" in out and "| chance |" in out and "| tuned | candidate |" in out
     assert all(k.startswith("claim ") or k in report for k in report)
-    # gathering: every run is read back from its result.json, nothing retrains
-    again = apply_overrides(cfg, ["reuse_runs=true"])
-    run(again)
-    gathered = StudyResult.load(tmp_path)
-    assert len(gathered.extras["reused_runs"]) == 8 and gathered.figures == study.figures
-    assert gathered.wall_time_s == pytest.approx(gathered.extras["runs_wall_seconds"])
-    assert gathered.cpu_time_s == pytest.approx(gathered.extras["cpu_seconds"])
+    # each approach's lr was chosen on the dev split (tuning seed 100) and trained its runs
+    tuned = {t["name"]: t for t in study.extras["tuning"]}
+    assert sorted(tuned) == sorted(ARMS)
+    for arm, t in tuned.items():
+        assert t["seeds"] == [100] and t["candidates"] == [0.001, 0.003]
+        assert t["value"] == t["candidates"][max(range(2), key=lambda i: (t["scores"][i], -i))]
+        assert {study.figures[arm][s]["lr"] for s in (0, 1)} == {t["value"]}
+    with pytest.raises(ValueError, match="tuning_seeds \\[0\\] are also reported seeds"):
+        run(apply_overrides(cfg, ["tuning_seeds=[0]"]))

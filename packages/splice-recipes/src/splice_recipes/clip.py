@@ -7,6 +7,13 @@ so no positive pair is also a negative. Arms: the CLIP InfoNCE loss and the SigL
 loss, each at every batch size of ``batch_sizes``, for the same steps (SigLIP's logit bias
 starts at ``-log B``, its paper's prior that a pair is positive with probability ~1/B).
 
+Each arm's learning rate is chosen on a **dev split** first: every candidate of ``lrs``
+trains on the tuning seeds (100, never reported) and is scored on ``dev_images`` dev scenes
+(the held-out stream of another seed: images never trained on and disjoint from the
+reported ones, asserted); the best mean zero-shot accuracy wins, so InfoNCE and SigLIP each
+get their best at each batch size. The candidates and the reported seeds run in
+``workers`` processes.
+
 Every run is scored once, after training (the one-cycle schedule ends at ~zero learning
 rate, so the final weights are where the run settled), on ``eval_images`` held-out scenes,
 each a distinct image never trained on (asserted by hashing every image seen):
@@ -25,13 +32,14 @@ that the sigmoid loss does better at small batches).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import Field, PositiveFloat, PositiveInt, field_validator
+from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt, field_validator
 from splice.data.tokenizer import CharTokenizer
 from splice.recipe import Recipe
 from splice.training.trainer import seed_everything
@@ -40,10 +48,24 @@ from splice_vision.configs import CLIPConfig, ShapesTaskConfig, TextEncoderConfi
 from splice_vision.data import COLOURS, SHAPES, SIDES, Scene, ShapesTask
 from torch import Tensor
 
-from splice_recipes.study import Claim, StudyConfig, StudyResult, run_and_report
+from splice_recipes.study import (
+    Claim,
+    Clock,
+    StudyConfig,
+    StudyResult,
+    Tuning,
+    every_arm,
+    map_in_workers,
+    run_and_report,
+    seeds_in_workers,
+    tune,
+)
+from splice_recipes.study.tuning import tuning_table
 
 TOKENIZER = CharTokenizer()
 LOSSES = ("infonce", "siglip")
+#: the seed of the held-out stream that the dev scenes come from (the reported ones: seed 0)
+DEV_STREAM_SEED = 1
 
 
 def _default_model() -> CLIPConfig:
@@ -61,25 +83,39 @@ def _default_model() -> CLIPConfig:
 
 
 class ClipStudy(StudyConfig):
-    """The study: one CLIP per loss x batch size x seed.
+    """The study: one CLIP per loss x batch size x seed, each arm at its dev-chosen lr.
 
     Attributes:
         model: the dual encoder (its ``loss`` and ``init_logit_bias`` are set per arm).
         batch_sizes: the batch sizes compared (72 distinct captions exist).
-        steps / lr: AdamW training budget of every arm.
+        steps: AdamW steps of every arm (one-cycle schedule).
+        lr: the learning rate of an arm that ``arm_lrs`` does not name (a CLIP trained
+            outside the study, as ``vlm-compare``'s vision tower).
+        lrs: the candidates tried per arm on the dev split (ties: the first listed).
+        arm_lrs: each arm's learning rate; the study fills it with the dev choice (an arm
+            given here is not tuned).
+        tuning_seeds: seeds of the dev-split runs (never among the reported seeds).
         eval_images: held-out scenes scored (each a distinct image).
+        dev_images: dev scenes that score the candidates (distinct, disjoint from held-out).
         retrieval_pairs: held-out image-caption pairs for recall@1.
+        workers: processes that run the candidates, then the seeds (one thread each; the
+            figures do not depend on it).
     """
 
     name: str = "clip"
-    seeds: int = 3
+    seeds: int = 5
     model: CLIPConfig = Field(default_factory=_default_model)
     task: ShapesTaskConfig = Field(default_factory=ShapesTaskConfig)
     batch_sizes: list[PositiveInt] = Field(default_factory=lambda: [8, 32])
-    steps: PositiveInt = 300
-    lr: PositiveFloat = 2e-3
+    steps: PositiveInt = 600
+    lr: PositiveFloat = 5e-4
+    lrs: list[PositiveFloat] = Field(default_factory=lambda: [2.5e-4, 5e-4, 1e-3])
+    arm_lrs: dict[str, PositiveFloat] = Field(default_factory=dict)
+    tuning_seeds: list[NonNegativeInt] = Field(default_factory=lambda: [100])
     eval_images: PositiveInt = 600
+    dev_images: PositiveInt = 300
     retrieval_pairs: PositiveInt = 64
+    workers: PositiveInt = 2
     num_threads: PositiveInt = 1  # tiny matmuls: more threads cost more than they gain
 
     @field_validator("batch_sizes")
@@ -129,9 +165,10 @@ def train_clip(config: ClipStudy, arm: str, seed: int) -> tuple[CLIP, set[str], 
     model_cfg = config.model.model_copy(update={"loss": loss, "init_logit_bias": -math.log(batch)})
     model = CLIP(model_cfg)
     task = ShapesTask(config.task)
-    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.05)
+    lr = config.arm_lrs.get(arm, config.lr)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
     sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=config.lr, total_steps=config.steps, pct_start=0.1
+        opt, max_lr=lr, total_steps=config.steps, pct_start=0.1
     )
     seen: set[str] = set()
     losses: list[float] = []
@@ -217,11 +254,15 @@ def claims(config: ClipStudy) -> list[Claim]:
 
 
 def side_table(result: StudyResult, config: ClipStudy) -> str:
-    """Per arm: each attribute's zero-shot accuracy and recall@1, means ± half-widths."""
+    """Per arm: its learning rate, each attribute's zero-shot accuracy and recall@1, means ±
+    half-widths."""
     metrics = [f"zs_{a}" for a in attribute_values(config)] + ["zs_mean", "i2t_r1"]
-    lines = ["| arm | " + " | ".join(metrics) + " |", "|---|" + "---:|" * len(metrics)]
+    lines = [
+        "| arm | lr (dev) | " + " | ".join(metrics) + " |",
+        "|---|---:|" + "---:|" * len(metrics),
+    ]
     for arm in config.arms():
-        cells = []
+        cells = [f"{config.arm_lrs.get(arm, config.lr):g}"]
         for m in metrics:
             iv = result.interval(arm, m)
             cells.append(f"{iv.mean:.1%} ± {iv.half_width:.1%}")
@@ -229,27 +270,97 @@ def side_table(result: StudyResult, config: ClipStudy) -> str:
     return "\n".join(lines)
 
 
-def run(config: ClipStudy) -> dict[str, Any]:
-    """Train every arm over the seeds; print the side table and each claim's verdict."""
-    torch.set_num_threads(config.num_threads)
-    held_out = ShapesTask(config.task).sample("held_out", config.eval_images, seed=0)
-    held_hashes = [image_hash(s.image) for s in held_out]
-    if len(set(held_hashes)) != len(held_hashes):
-        raise ValueError("held-out images repeat: each must be scored once")
+def scored_scenes(config: ClipStudy) -> tuple[list[Scene], list[Scene]]:
+    """The held-out scenes (reported) and the dev scenes (choosing the lr): every image
+    distinct, the two sets disjoint (asserted; both are also never trained on, checked per
+    run)."""
+    task = ShapesTask(config.task)
+    held_out = task.sample("held_out", config.eval_images, seed=0)
+    dev = task.sample("held_out", config.dev_images, seed=DEV_STREAM_SEED)
+    held, dev_h = [image_hash(s.image) for s in held_out], [image_hash(s.image) for s in dev]
+    if len(set(held)) != len(held) or len(set(dev_h)) != len(dev_h):
+        raise ValueError("held-out or dev images repeat: each must be scored once")
+    if set(held) & set(dev_h):
+        raise ValueError("a dev image is also a held-out image: the splits must be disjoint")
+    return held_out, dev
 
-    def run_one(arm: str, seed: int, folder: Path) -> dict[str, float]:
-        model, seen, final_loss = train_clip(config, arm, seed)
-        leaked = seen.intersection(held_hashes)
-        if leaked:
-            raise ValueError(f"{arm} seed {seed}: {len(leaked)} held-out images were trained on")
-        return {**evaluate_clip(model, config, held_out), "final_loss": final_loss}
+
+def train_and_score(
+    config: ClipStudy, arm: str, seed: int, scenes: list[Scene]
+) -> dict[str, float]:
+    """Train one arm for one seed and score it on ``scenes`` (none of them trained on)."""
+    model, seen, final_loss = train_clip(config, arm, seed)
+    leaked = seen.intersection(image_hash(s.image) for s in scenes)
+    if leaked:
+        raise ValueError(f"{arm} seed {seed}: {len(leaked)} scored images were trained on")
+    return {**evaluate_clip(model, config, scenes), "final_loss": final_loss}
+
+
+def run_one(config: ClipStudy, arm: str, seed: int, folder: Path) -> dict[str, float]:
+    """One reported run: the arm at its chosen lr, scored on the held-out scenes."""
+    torch.set_num_threads(config.num_threads)
+    return {**train_and_score(config, arm, seed, scored_scenes(config)[0]),
+            "lr": config.arm_lrs.get(arm, config.lr)}  # fmt: skip
+
+
+def tune_arm(config: ClipStudy, arm: str) -> Tuning:
+    """Choose ``arm``'s learning rate among ``lrs``: the best mean dev zero-shot accuracy
+    over the tuning seeds."""
+    torch.set_num_threads(config.num_threads)
+    dev = scored_scenes(config)[1]
+
+    def on_dev(lr: float, seed: int) -> dict[str, float]:
+        trial = config.model_copy(update={"arm_lrs": {**config.arm_lrs, arm: lr}})
+        return train_and_score(trial, arm, seed, dev)
+
+    return tune(arm, config.lrs, on_dev, metric="zs_mean", seeds=config.tuning_seeds)
+
+
+def study_arms(config: ClipStudy) -> list[str]:
+    return config.arms()
+
+
+#: every arm of one seed: one worker's share of the reported runs
+run_seed = functools.partial(every_arm, run_one, study_arms)
+
+
+def run(config: ClipStudy) -> dict[str, Any]:
+    """Choose each arm's lr on the dev split, train every arm over the seeds, and print the
+    dev choice, the side table and each claim's verdict."""
+    torch.set_num_threads(config.num_threads)
+    clock = Clock.start()  # the recorded times cover the dev-split choice too
+    reused = sorted(set(config.tuning_seeds) & set(config.seed_list()))
+    if reused:
+        raise ValueError(f"tuning_seeds {reused} are also reported seeds: keep them apart")
+    scored_scenes(config)  # fail before any training when the scored sets overlap
+    untuned = [a for a in config.arms() if a not in config.arm_lrs]
+    tunings: list[Tuning] = map_in_workers(
+        tune_arm, [(config, arm) for arm in untuned], config.workers
+    )
+    for t in tunings:
+        print(f"{t.name}: lr {t.value:g} chosen on the dev split (dev mean zero-shot "
+              f"accuracy {t.scores[t.chosen]:.1%})", flush=True)  # fmt: skip
+    chosen = config.model_copy(
+        update={"arm_lrs": {**config.arm_lrs, **{t.name: t.value for t in tunings}}}
+    )
+
+    def extras(result: StudyResult) -> dict[str, Any]:
+        return {
+            "tuning": [t.to_json() for t in tunings],
+            "dev_choice": tuning_table(tunings, scale=100, unit="%") if tunings else "",
+            "side_table": side_table(result, chosen),
+        }
 
     return run_and_report(
-        config,
-        arms=config.arms(),
-        run_one=run_one,
-        claims=claims(config),
-        extras=lambda r: {"side_table": side_table(r, config)},
+        chosen,
+        arms=chosen.arms(),
+        run_one=seeds_in_workers(
+            run_seed, chosen, lambda arm, seed, folder: run_one(chosen, arm, seed, folder)
+        ),
+        claims=claims(chosen),
+        extras=extras,
+        clock=clock,
+        show=("dev_choice", "side_table"),
     )
 
 
@@ -260,7 +371,8 @@ def config() -> ClipStudy:
 recipe = Recipe(
     name="clip",
     description="Tiny CLIP on synthetic shapes over seeds: zero-shot shape, colour, count and "
-    "side accuracy against chance, InfoNCE vs SigLIP at two batch sizes, with intervals",
+    "side accuracy against chance, InfoNCE vs SigLIP at two batch sizes (each lr chosen on a "
+    "dev split), with intervals",
     config=config,
     run=run,
 )
@@ -271,6 +383,7 @@ __all__ = [
     "evaluate_clip",
     "recipe",
     "run",
+    "scored_scenes",
     "tokenize",
     "train_clip",
 ]

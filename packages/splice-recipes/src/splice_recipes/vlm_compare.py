@@ -23,7 +23,12 @@ cosine-decayed to zero so the final weights are where the run settled):
 * ``native`` (early fusion): no vision encoder; a patch embedding writes one token per
   8x8 patch into the LM's sequence, and patch embedding and LM train together.
 
-Each run reports held-out exact match (overall and per question kind), dev exact match,
+Each approach's learning rate (both stages) is chosen first on the **dev split**: every
+candidate of ``lrs`` trains on the tuning seeds (100, never reported, with their own shared
+start) and is scored on the dev layouts; the best mean dev exact match wins (ties: the first
+listed). The candidates, then the reported seeds, run in ``workers`` processes.
+
+Each run reports held-out exact match (overall and per question kind), its learning rate,
 text-only held-out loss of its LM (does it keep its text ability?), visual tokens per
 image, trainable parameters, FLOPs per answer (counted with ``FlopCounterMode``) and the
 median stage-2 step time.
@@ -32,7 +37,7 @@ median stage-2 step time.
 from __future__ import annotations
 
 import copy
-import json
+import functools
 import math
 import resource
 import time
@@ -41,7 +46,7 @@ from statistics import median
 from typing import Any
 
 import torch
-from pydantic import Field, PositiveFloat, PositiveInt, field_validator
+from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt, field_validator
 from splice.config import SpliceConfig
 from splice.data.tokenizer import CharTokenizer
 from splice.generation.sampling import SamplingConfig, generate
@@ -59,7 +64,21 @@ from torch import Tensor, nn
 
 from splice_recipes.clip import ClipStudy, train_clip
 from splice_recipes.grid_scenes import KINDS, GridScene, GridTask, Layout, check_disjoint
-from splice_recipes.study import Claim, StudyConfig, StudyResult, run_and_report, t_interval
+from splice_recipes.study import (
+    Claim,
+    Clock,
+    StudyConfig,
+    StudyResult,
+    Tuning,
+    every_arm,
+    map_in_workers,
+    run_and_report,
+    seeds_in_workers,
+    t_interval,
+    tune,
+)
+from splice_recipes.study.machine import cpu_seconds
+from splice_recipes.study.tuning import tuning_table
 from splice_recipes.vlm_costs import forward_flops, text_only_lm
 
 TOKENIZER = CharTokenizer()
@@ -101,17 +120,19 @@ class VLMCompareConfig(StudyConfig):
         stage1 / stage2: the two question-answering stages of every arm (same stream).
         qformer_queries: the Q-Former's learned queries (its tokens per image).
         eval_scenes: held-out scenes (distinct layouts), each asked its three questions.
-        dev_scenes: dev scenes, scored the same way (for choosing hyperparameters).
+        dev_scenes: dev scenes (distinct layouts of the dev split), scored the same way by
+            the candidates of ``lrs``.
         noise: pixel noise of the scenes.
-        reuse_runs: take a run's figures from its ``result.json`` when the study folder
-            already holds one (a study resumed, or its seeds run as separate processes
-            with ``first_seed=s seeds=1`` and then gathered with ``seeds=N``); the study's
-            wall time and CPU seconds are then the sums of the runs' own (shared builds
-            included), not the gathering process's.
+        lrs: the learning rates tried per approach on the dev split (both stages).
+        arm_lrs: each approach's learning rate; the study fills it with the dev choice (an
+            approach given here is not tuned; one missing trains at its stages' ``lr``).
+        tuning_seeds: seeds of the dev-split runs (never among the reported seeds).
+        workers: processes that run the candidates, then the seeds (one thread each; the
+            figures do not depend on it).
     """
 
     name: str = "vlm-compare"
-    seeds: PositiveInt = 3
+    seeds: PositiveInt = 5
     lm: dict[str, Any] = Field(default_factory=_default_lm)
     lm_pretrain: StageConfig = Field(default_factory=lambda: StageConfig(steps=300, lr=3e-3))
     clip_steps: PositiveInt = 200
@@ -121,8 +142,18 @@ class VLMCompareConfig(StudyConfig):
     eval_scenes: PositiveInt = 200
     dev_scenes: PositiveInt = 100
     noise: float = Field(default=0.05, ge=0.0)
+    lrs: list[PositiveFloat] = Field(default_factory=lambda: [3e-4, 1e-3, 3e-3])
+    arm_lrs: dict[str, PositiveFloat] = Field(default_factory=dict)
+    tuning_seeds: list[NonNegativeInt] = Field(default_factory=lambda: [100])
+    workers: PositiveInt = 2
     num_threads: PositiveInt = 1  # tiny matmuls: more threads cost more than they gain
-    reuse_runs: bool = False
+
+    def shared_key(self) -> str:
+        """The settings a seed's shared start depends on (JSON): runs that differ only in
+        their learning rate share it."""
+        return self.model_dump_json(
+            include={"lm", "lm_pretrain", "clip_steps", "stage1", "stage2", "noise"}
+        )
 
     @field_validator("precision")
     @classmethod
@@ -361,18 +392,38 @@ class Shared:
         self.cost: dict[str, float] = {}  # CPU and wall seconds of this build (set by ``run``)
 
 
-def run_one(
-    config: VLMCompareConfig, arm: str, seed: int, shared: Shared, held_out: list[GridScene],
-    dev: list[GridScene],
-) -> dict[str, float]:  # fmt: skip
-    """Train arm ``arm`` from seed ``seed`` (two stages on the seed's shared stream) and
-    score it on the held-out and dev scenes."""
+def scored_scenes(config: VLMCompareConfig) -> tuple[list[GridScene], list[GridScene]]:
+    """The held-out scenes (reported) and the dev scenes (choosing the lr), distinct layouts
+    each; the splits are disjoint by construction."""
+    task = GridTask(noise=config.noise)
+    return task.distinct("held_out", config.eval_scenes), task.distinct("dev", config.dev_scenes)
+
+
+@functools.lru_cache(maxsize=1)  # runs go seed by seed: keep the last seed's start only
+def shared_for(key: str, seed: int) -> Shared:
+    """Seed ``seed``'s shared start for the settings ``key`` (``shared_key()``), built once
+    per process, with its build cost; asserts that no scored layout was trained on."""
+    config = VLMCompareConfig.model_validate_json(key)
+    cpu, wall = cpu_seconds(), time.perf_counter()
+    shared = Shared(config, GridTask(noise=config.noise), seed)
+    held_out, dev = scored_scenes(config)
+    check_disjoint(shared.trained_layouts, [s.layout for s in held_out + dev])
+    shared.cost = {"shared_cpu_s": cpu_seconds() - cpu, "shared_wall_s": time.perf_counter() - wall}
+    return shared
+
+
+def train_arm(config: VLMCompareConfig, arm: str, seed: int, shared: Shared) -> dict[str, Any]:
+    """Train approach ``arm`` from seed ``seed``: two stages on the seed's shared stream, at
+    the arm's learning rate. Returns the model and its training figures."""
     start = resource.getrusage(resource.RUSAGE_SELF)
     seed_everything(seed + 1)  # the new parts (connector, gates, patch embedding)
     model = build_arm(arm, config, shared.lm, shared.vit)
     n_img = int(model.tokens_per_image)  # type: ignore[arg-type]
     policy1, policy2 = STAGE_POLICY[arm]
     s1, s2 = config.stage1, config.stage2
+    if arm in config.arm_lrs:
+        lr = config.arm_lrs[arm]
+        s1, s2 = s1.model_copy(update={"lr": lr}), s2.model_copy(update={"lr": lr})
     if s1.batch_size != s2.batch_size:
         raise ValueError(f"stage1.batch_size {s1.batch_size} != stage2.batch_size {s2.batch_size}")
     b = s2.batch_size
@@ -388,22 +439,60 @@ def run_one(
     trainable, total = count_parameters(model)
     stage2 = train_stage(model, s2, batch(s1.steps), seed=0)
     used = resource.getrusage(resource.RUSAGE_SELF)
-    scores = grid_exact_match(model, held_out)
-    text = text_loss(text_only_lm(model), held_out)
     return {
-        **scores,
-        "dev_em": grid_exact_match(model, dev)["em"],
-        "text_loss": text,
-        "text_loss_rise": text - text_loss(shared.lm, held_out),
-        "visual_tokens": float(n_img),
-        "cross_attended_tokens": float(shared.vit.tokens_per_image if arm == "cross-attn" else 0),
+        "model": model,
+        "lr": s2.lr,
         "trainable_params": float(trainable),
         "total_params": float(total),
-        "flops_per_answer": flops_per_answer(model, held_out[0]),
         "step_ms": stage2["step_ms"],
         "train_cpu_s": used.ru_utime + used.ru_stime - start.ru_utime - start.ru_stime,
         "final_loss": stage2["final_loss"],
     }
+
+
+def run_one(config: VLMCompareConfig, arm: str, seed: int, folder: Path) -> dict[str, float]:
+    """One reported run: approach ``arm`` at its chosen lr, scored on the held-out scenes."""
+    torch.set_num_threads(config.num_threads)
+    held_out, _ = scored_scenes(config)
+    shared = shared_for(config.shared_key(), seed)
+    cpu, wall = cpu_seconds(), time.perf_counter()
+    trained = train_arm(config, arm, seed, shared)
+    model = trained.pop("model")
+    text = text_loss(text_only_lm(model), held_out)
+    return {
+        **grid_exact_match(model, held_out),
+        **trained,
+        "text_loss": text,
+        "text_loss_rise": text - text_loss(shared.lm, held_out),
+        "visual_tokens": float(model.tokens_per_image),  # type: ignore[arg-type]
+        "cross_attended_tokens": float(shared.vit.tokens_per_image if arm == "cross-attn" else 0),
+        "flops_per_answer": flops_per_answer(model, held_out[0]),
+        "run_cpu_s": cpu_seconds() - cpu,
+        "run_wall_s": time.perf_counter() - wall,
+        **shared.cost,
+    }
+
+
+def tune_arm(config: VLMCompareConfig, arm: str) -> Tuning:
+    """Choose approach ``arm``'s learning rate among ``lrs``: the best mean dev exact match
+    over the tuning seeds (each with its own shared start)."""
+    torch.set_num_threads(config.num_threads)
+    _, dev = scored_scenes(config)
+
+    def on_dev(lr: float, seed: int) -> dict[str, float]:
+        trial = config.model_copy(update={"arm_lrs": {**config.arm_lrs, arm: lr}})
+        trained = train_arm(trial, arm, seed, shared_for(config.shared_key(), seed))
+        return grid_exact_match(trained["model"], dev)
+
+    return tune(arm, config.lrs, on_dev, metric="em", seeds=config.tuning_seeds)
+
+
+def study_arms(config: VLMCompareConfig) -> list[str]:
+    return list(ARMS)
+
+
+#: every approach of one seed: one worker's share of the reported runs
+run_seed = functools.partial(every_arm, run_one, study_arms)
 
 
 def claims() -> list[Claim]:
@@ -427,12 +516,12 @@ def claims() -> list[Claim]:
 
 
 def side_table(result: StudyResult) -> str:
-    """Per arm: exact match (overall, per kind, dev), text loss and its rise, each mean ±
-    95% half-width over seeds; visual tokens, parameters, FLOPs per answer, the median
-    wall-clock step time and the CPU time per step."""
-    acc = ("em", "em_count", "em_shape", "em_relation", "dev_em")
+    """Per arm: the lr chosen on dev, exact match (overall and per kind), text loss and its
+    rise, each mean ± 95% half-width over seeds; visual tokens, parameters, FLOPs per
+    answer, the median wall-clock step time and the CPU time per step."""
+    acc = ("em", "em_count", "em_shape", "em_relation")
     lines = [
-        "| approach | held-out EM | count | shape | relation | dev EM | text loss (rise) "
+        "| approach | lr (dev) | held-out EM | count | shape | relation | text loss (rise) "
         "| visual tokens per image | trainable / total params | FLOPs per answer | step (ms) "
         "| CPU ms per step |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -453,7 +542,7 @@ def side_table(result: StudyResult) -> str:
         if f["cross_attended_tokens"]:
             tokens += f" (+{int(f['cross_attended_tokens'])} cross-attended)"
         lines.append(
-            f"| {arm} | {' | '.join(cells)} | {loss.mean:.3f} ({rise.mean:+.3f} ± "
+            f"| {arm} | {f['lr']:g} | {' | '.join(cells)} | {loss.mean:.3f} ({rise.mean:+.3f} ± "
             f"{rise.half_width:.3f}) | {tokens} | {int(f['trainable_params']):,} / "
             f"{int(f['total_params']):,} | {f['flops_per_answer'] / 1e6:.2f} M | "
             f"{step.mean:.1f} ± {step.half_width:.1f} | {cpu_step.mean:.1f} ± "
@@ -461,8 +550,8 @@ def side_table(result: StudyResult) -> str:
         )
     chance = (CHANCE["count"] + CHANCE["shape"] + CHANCE["relation"]) / 3
     lines.append(
-        f"| chance | {chance:.1%} | {CHANCE['count']:.1%} | {CHANCE['shape']:.1%} | "
-        f"{CHANCE['relation']:.1%} | {chance:.1%} | | | | | | |"
+        f"| chance | | {chance:.1%} | {CHANCE['count']:.1%} | {CHANCE['shape']:.1%} | "
+        f"{CHANCE['relation']:.1%} | | | | | | |"
     )
     return "\n".join(lines)
 
@@ -515,75 +604,56 @@ def plot_side_by_side(result: StudyResult, path: Path) -> None:
     plt.close(fig)  # fmt: skip
 
 
-def cpu_seconds() -> float:
-    """CPU seconds of this process and its children (user + system)."""
-    own = resource.getrusage(resource.RUSAGE_SELF)
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
-
-
 def run(config: VLMCompareConfig) -> dict[str, Any]:
-    """Train every arm for every seed; print the side-by-side table and each claim."""
+    """Choose each approach's lr on the dev split, train every approach for every seed;
+    print the dev choice, the side-by-side table and each claim."""
     torch.set_num_threads(config.num_threads)
-    task = GridTask(noise=config.noise)
-    held_out = task.distinct("held_out", config.eval_scenes)
-    dev = task.distinct("dev", config.dev_scenes)
-    scored = [s.layout for s in held_out + dev]
-    shared: dict[int, Shared] = {}
-    reused: list[str] = []
-
-    def one(arm: str, seed: int, folder: Path) -> dict[str, float]:
-        if config.reuse_runs and (folder / "result.json").is_file():
-            reused.append(f"{arm}/seed-{seed}")
-            return json.loads((folder / "result.json").read_text())  # type: ignore[no-any-return]
-        if seed not in shared:  # runs go seed by seed: build once, drop the last seed's
-            shared.clear()
-            cpu, wall = cpu_seconds(), time.perf_counter()
-            shared[seed] = Shared(config, task, seed)
-            check_disjoint(shared[seed].trained_layouts, scored)
-            shared[seed].cost = {
-                "shared_cpu_s": cpu_seconds() - cpu,
-                "shared_wall_s": time.perf_counter() - wall,
-            }
-        cpu, wall = cpu_seconds(), time.perf_counter()
-        got = run_one(config, arm, seed, shared[seed], held_out, dev)
-        got.update(run_cpu_s=cpu_seconds() - cpu, run_wall_s=time.perf_counter() - wall)
-        return {**got, **shared[seed].cost}
-
-    def total(result: StudyResult, key: str) -> float:
-        """A cost summed over every run plus each seed's shared build."""
-        runs = sum(sum(result.values(arm, f"run_{key}")) for arm in result.figures)
-        return runs + sum(result.values(ARMS[0], f"shared_{key}"))
+    clock = Clock.start()  # the recorded times cover the dev-split choice too
+    reused = sorted(set(config.tuning_seeds) & set(config.seed_list()))
+    if reused:
+        raise ValueError(f"tuning_seeds {reused} are also reported seeds: keep them apart")
+    held_out, dev = scored_scenes(config)
+    untuned = [a for a in ARMS if a not in config.arm_lrs]
+    tunings: list[Tuning] = map_in_workers(
+        tune_arm, [(config, arm) for arm in untuned], config.workers
+    )
+    for t in tunings:
+        print(f"{t.name}: lr {t.value:g} chosen on the dev split (dev exact match "
+              f"{t.scores[t.chosen]:.1%})", flush=True)  # fmt: skip
+    chosen = config.model_copy(
+        update={"arm_lrs": {**config.arm_lrs, **{t.name: t.value for t in tunings}}}
+    )
 
     def extras(result: StudyResult) -> dict[str, Any]:
         plot = Path(config.run_dir()) / "vlm-compare.png"
         plot_side_by_side(result, plot)
-        record = {
+        return {
+            "tuning": [t.to_json() for t in tunings],
+            "dev_choice": tuning_table(tunings, scale=100, unit="%") if tunings else "",
             "side_table": side_table(result),
-            "plot": str(plot),
+            "plot": plot.name,
             "held_out_questions": len(held_out) * len(KINDS),
             "dev_questions": len(dev) * len(KINDS),
-            "cpu_seconds": total(result, "cpu_s"),
-            "runs_wall_seconds": total(result, "wall_s"),
-            "reused_runs": reused,
         }
-        if reused:  # this process only gathered them: the study's time is the runs' own
-            # (extras runs before the study is written, so study.json records these)
-            result.wall_time_s = record["runs_wall_seconds"]
-            result.cpu_time_s = record["cpu_seconds"]
-            # the load this process saw is not the load the runs ran under: record none
-            result.environment.update(load_average_1min=None, load_average_1min_end=None)
-        return record
 
     def notes(result: StudyResult) -> list[str]:
         return [
             f"vlm-compare: {len(held_out) * len(KINDS)} held-out questions ({len(held_out)} "
-            f"distinct layouts, none trained on), {result.extras['cpu_seconds']:.0f} CPU s "
-            "(runs and shared builds, measured inside the process that ran them)"
+            f"distinct layouts, none trained on); lrs chosen on {len(dev) * len(KINDS)} dev "
+            f"questions; {result.cpu_time_s or 0:.0f} CPU s (tuning, shared builds and runs)"
         ]
 
     return run_and_report(
-        config, arms=list(ARMS), run_one=one, claims=claims(), extras=extras, notes=notes
+        chosen,
+        arms=list(ARMS),
+        run_one=seeds_in_workers(
+            run_seed, chosen, lambda arm, seed, folder: run_one(chosen, arm, seed, folder)
+        ),
+        claims=claims(),
+        extras=extras,
+        clock=clock,
+        show=("dev_choice", "side_table"),
+        notes=notes,
     )
 
 

@@ -7,10 +7,30 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 Figures = dict[str, float]
 RunSeed = Callable[[Any, int], dict[str, Figures]]
+R = TypeVar("R")
+
+
+def map_in_workers(fn: Callable[..., R], jobs: list[tuple[Any, ...]], workers: int) -> list[R]:
+    """``[fn(*job) for job in jobs]``, in order, in up to ``workers`` processes (in this
+    process when ``workers`` is 1 or there is one job): independent runs, such as a study's
+    seeds or its dev-split candidates, at once.
+
+    ``fn`` must be a module-level function (or a ``functools.partial`` of one): it is sent to
+    the worker processes, which are started with ``spawn`` (a fresh interpreter, no forked
+    torch state). The workers are waited for, so their CPU seconds reach the study's ``Clock``.
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    if workers <= 1 or len(jobs) <= 1:
+        return [fn(*job) for job in jobs]
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx) as pool:
+        return list(pool.map(fn, *zip(*jobs)))
 
 
 def run_seeds(
@@ -23,14 +43,9 @@ def run_seeds(
     ``run_seed`` must be a module-level function: it is sent to the worker processes, which
     are started with ``spawn`` (a fresh interpreter, no forked torch state).
     """
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
     if workers <= 1 or len(seeds) <= 1:
         return {}
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=min(workers, len(seeds)), mp_context=ctx) as pool:
-        return dict(zip(seeds, pool.map(run_seed, [config] * len(seeds), seeds)))
+    return dict(zip(seeds, map_in_workers(run_seed, [(config, s) for s in seeds], workers)))
 
 
 def every_arm(
