@@ -86,7 +86,9 @@ def test_study_runs_end_to_end(tmp_path, capsys) -> None:
         args += ["--set", f"{k}={v}"]
     assert main(args) == 0
     printed = capsys.readouterr().out
-    assert "SigLIP beats InfoNCE at batch 4" in printed and "| arm | lr (dev) | zs_shape |" in printed
+    assert (
+        "SigLIP beats InfoNCE at batch 4" in printed and "| arm | lr (dev) | zs_shape |" in printed
+    )
     study = StudyResult.load(out)
     assert study.seeds == [0, 1] and set(study.figures) == {
         "infonce-b4", "siglip-b4", "infonce-b8", "siglip-b8"}  # fmt: skip

@@ -11,10 +11,10 @@ from typing import Any, TypeVar
 
 Figures = dict[str, float]
 RunSeed = Callable[[Any, int], dict[str, Figures]]
-R = TypeVar("R")
+_R = TypeVar("_R")
 
 
-def map_in_workers(fn: Callable[..., R], jobs: list[tuple[Any, ...]], workers: int) -> list[R]:
+def map_in_workers(fn: Callable[..., _R], jobs: list[tuple[Any, ...]], workers: int) -> list[_R]:
     """``[fn(*job) for job in jobs]``, in order, in up to ``workers`` processes (in this
     process when ``workers`` is 1 or there is one job): independent runs, such as a study's
     seeds or its dev-split candidates, at once.
