@@ -9,23 +9,28 @@ in training) is learned twice, with the same optimizer, steps and batch size:
   loss on the words only; its depth is chosen so both models have about as many
   parameters.
 
-Both are scored by greedy decoding on every held-out number once (exact match of the whole
-phrase), over several seeds (a seed fixes both models' initialisation and their common
-example stream). The claim: the encoder-decoder gets more held-out phrases right than the
-decoder-only model. A run is scored at its final step, not as the mean of its last
-evaluations: decoding ~1,000 phrases of up to 48 characters at several checkpoints would
-double the run, and the cosine schedule ends at 5% of the peak rate, where the model moves
-little. The study also reports parameters, step time and final train loss.
+The held-out numbers (every one once, in a fixed shuffled order) are cut in two: a **dev**
+half, on which each model's learning rate is chosen (tuning seed 100, never reported), and a
+**test** half, on which every reported run is scored. Both halves are disjoint from each
+other and from the training numbers (asserted). Each reported seed fixes both models'
+initialisation and their common example stream; each model trains at its own dev-chosen
+rate. A run is scored by greedy decoding (exact match of the whole phrase) at its final
+step, not as the mean of its last evaluations: the cosine schedule ends at 5% of the peak
+rate, where the model moves little, and decoding at several checkpoints would double the
+run. The claim: the encoder-decoder gets more held-out phrases right than the decoder-only
+model. The study also reports parameters, step time and final train loss.
 """
 
 from __future__ import annotations
 
+import functools
+import json
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import Field, NonNegativeInt, PositiveInt
+from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
 from splice.data.collate import SFTCollator
 from splice.data.examples import Example
 from splice.data.seq2seq import Seq2SeqCollator
@@ -42,7 +47,18 @@ from splice.training.stream import TaskBatches, derive_seed
 from splice.training.trainer import Trainer, seed_everything
 from torch import Tensor, nn
 
-from splice_recipes.study import Claim, StudyConfig, run_and_report
+from splice_recipes.study import (
+    Claim,
+    Clock,
+    StudyConfig,
+    Tuning,
+    every_arm,
+    map_in_workers,
+    run_and_report,
+    seeds_in_workers,
+    tune,
+)
+from splice_recipes.study.tuning import tuning_table
 
 VOCAB = 3 + len(TokenizerConfig().alphabet)  # pad/bos/eos + the default char alphabet
 D_MODEL = 64
@@ -95,16 +111,25 @@ class TranslateConfig(StudyConfig):
     Attributes:
         task: the number-words task (digit range, direction, held-out share).
         encoder_decoder / decoder_only: the two models compared.
-        train: optimizer, schedule, steps and batch size, shared by both runs.
+        train: optimizer, schedule, steps and batch size, shared by both runs (each arm's
+            learning rate is its dev-split choice, ``lrs``).
         separator: ends the source in the decoder-only sequence (``"407=four hundred seven"``).
-        eval_examples: held-out numbers scored by greedy exact match (0 = every held-out
-            number, each once; otherwise a distinct draw fixed by the task).
+        eval_examples: test numbers scored by greedy exact match (0 = the whole test half,
+            each number once; otherwise its first ``eval_examples``); the dev half is cut
+            the same way.
         eval_batch_size: numbers decoded per generation batch.
         max_new_tokens: generation budget (the longest 4-digit phrase is 42 characters).
+        lr_candidates: the peak learning rates tried on the dev half, per arm (on a tie the
+            one listed first wins).
+        tuning_seeds: seeds of the dev-half runs (disjoint from the reported seeds).
+        lrs: each arm's learning rate, written by the dev-split choice (an arm not listed
+            uses ``train``'s).
+        workers: runs at once, one process each (every run uses one thread; the figures do
+            not depend on it).
     """
 
     name: str = "translate"
-    seeds: PositiveInt = 3
+    seeds: PositiveInt = 5
     task: NumberWordsTaskConfig = NumberWordsTaskConfig(max_digits=4)
     tokenizer: TokenizerConfig = TokenizerConfig()
     encoder_decoder: EncoderDecoderConfig = Field(default_factory=_default_encoder_decoder)
@@ -114,19 +139,54 @@ class TranslateConfig(StudyConfig):
     eval_examples: NonNegativeInt = 0
     eval_batch_size: PositiveInt = 250
     max_new_tokens: PositiveInt = 48
+    lr_candidates: list[PositiveFloat] = Field(default_factory=lambda: [3e-3, 1e-3], min_length=1)
+    tuning_seeds: list[NonNegativeInt] = Field(default_factory=lambda: [100], min_length=1)
+    lrs: dict[str, PositiveFloat] = Field(default_factory=dict)
+    workers: PositiveInt = 2
+
+    @model_validator(mode="after")
+    def _check(self) -> TranslateConfig:
+        shared = sorted(set(self.tuning_seeds) & set(self.seed_list()))
+        if shared:
+            raise ValueError(
+                f"tuning_seeds {shared} are also reported seeds {self.seed_list()}: a choice "
+                "made on a run must not be reported from it"
+            )
+        if unknown := sorted(set(self.lrs) - {"encoder_decoder", "decoder_only"}):
+            raise ValueError(f"lrs: unknown arms {unknown}; arms are encoder_decoder, decoder_only")
+        return self
 
 
 def recipe_config() -> TranslateConfig:
     return TranslateConfig()
 
 
-def held_out_examples(config: TranslateConfig) -> list[Example]:
-    """The scored held-out numbers: every one once, or ``eval_examples`` distinct ones (the
-    same for every seed and arm: differences between seeds are then the models')."""
+def dev_and_test(config: TranslateConfig) -> tuple[list[Example], list[Example]]:
+    """The dev half and the test half of the held-out numbers: every held-out number once,
+    in an order fixed by the task (not the seed), cut in two (each half then cut to
+    ``eval_examples`` when that is set). The same for every seed and arm, so differences
+    between seeds are the models'.
+
+    Raises:
+        RuntimeError: a number in both halves, or in a half and the training split.
+    """
     task = NumberWordsTask(config.task)
-    if config.eval_examples == 0:
-        return task.all_examples("held_out")
-    return task.sample("held_out", config.eval_examples, seed=0)
+    every = task.sample("held_out", len(task.all_examples("held_out")), seed=0)
+    half = len(every) // 2
+    dev, test = every[:half], every[half:]
+    if config.eval_examples:
+        dev, test = dev[: config.eval_examples], test[: config.eval_examples]
+    train = {ex.prompt for ex in task.all_examples("train")}
+    dev_p, test_p = {ex.prompt for ex in dev}, {ex.prompt for ex in test}
+    if dev_p & test_p or train & (dev_p | test_p) or len(dev_p) != len(dev):
+        raise RuntimeError("translate: the dev and test numbers must be distinct, disjoint "
+                           "from each other and from the training numbers")  # fmt: skip
+    return dev, test
+
+
+def held_out_examples(config: TranslateConfig) -> list[Example]:
+    """The reported (test) numbers: see ``dev_and_test``."""
+    return dev_and_test(config)[1]
 
 
 def _sampling(config: TranslateConfig, tokenizer: CharTokenizer) -> SamplingConfig:
