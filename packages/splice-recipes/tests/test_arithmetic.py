@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from splice.cli import main
 from splice.cli.run import load_recipe
-import pytest
 from splice.training.experiment import build_task
 from splice_recipes.arithmetic import ArithmeticStudy, arm_experiment, check_splits
 from splice_recipes.study import StudyResult

@@ -197,8 +197,8 @@ def choose_lrs(config: ArithmeticStudy) -> list[Tuning]:
         for i in range(len(config.lr_candidates))
         for seed in config.tuning_seeds
     ]
-    figures = dict(zip(jobs, map_in_workers(functools.partial(dev_run, config), jobs,
-                                            config.workers)))  # fmt: skip
+    runs = map_in_workers(functools.partial(dev_run, config), jobs, config.workers)
+    figures = dict(zip(jobs, runs, strict=True))
     cands = config.lr_candidates
     return [
         tune(
@@ -207,7 +207,7 @@ def choose_lrs(config: ArithmeticStudy) -> list[Tuning]:
             lambda lr, seed, arm=arm: figures[(arm, cands.index(lr), seed)],
             metric="exact_match",
             seeds=config.tuning_seeds,
-        )  # fmt: skip
+        )
         for arm in ARMS
     ]
 

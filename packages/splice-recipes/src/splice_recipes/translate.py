@@ -23,8 +23,6 @@ model. The study also reports parameters, step time and final train loss.
 
 from __future__ import annotations
 
-import functools
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -49,16 +47,9 @@ from torch import Tensor, nn
 
 from splice_recipes.study import (
     Claim,
-    Clock,
     StudyConfig,
-    Tuning,
-    every_arm,
-    map_in_workers,
     run_and_report,
-    seeds_in_workers,
-    tune,
 )
-from splice_recipes.study.tuning import tuning_table
 
 VOCAB = 3 + len(TokenizerConfig().alphabet)  # pad/bos/eos + the default char alphabet
 D_MODEL = 64
