@@ -23,6 +23,8 @@ model. The study also reports parameters, step time and final train loss.
 
 from __future__ import annotations
 
+import functools
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -47,9 +49,16 @@ from torch import Tensor, nn
 
 from splice_recipes.study import (
     Claim,
+    Clock,
     StudyConfig,
+    Tuning,
+    every_arm,
+    map_in_workers,
     run_and_report,
+    seeds_in_workers,
+    tune,
 )
+from splice_recipes.study.tuning import tuning_table
 
 VOCAB = 3 + len(TokenizerConfig().alphabet)  # pad/bos/eos + the default char alphabet
 D_MODEL = 64
@@ -86,7 +95,7 @@ def _default_decoder_only() -> DecoderConfig:
 
 def _default_train() -> TrainConfig:
     return TrainConfig(
-        steps=600,
+        steps=500,
         batch_size=64,
         num_threads=1,
         log_every=50,
@@ -353,35 +362,120 @@ CLAIMS = [
 ]
 
 
-def run(config: TranslateConfig) -> dict[str, Any]:
-    """Train both models per seed, score them on the same held-out numbers, judge the claim."""
-    examples = held_out_examples(config)
-    samples: dict[str, Any] = {}
+def with_lr(config: TranslateConfig, arm: str, lr: float | None = None) -> TranslateConfig:
+    """``config`` whose ``train`` runs at ``lr``, else at ``arm``'s dev-split choice
+    (``config.lrs``), else at ``train``'s own rate."""
+    lr = lr if lr is not None else config.lrs.get(arm, config.train.optimizer.lr)
+    optimizer = config.train.optimizer.model_copy(update={"lr": lr})
+    return config.model_copy(
+        update={"train": config.train.model_copy(update={"optimizer": optimizer})}
+    )
 
-    def run_one(arm: str, seed: int, folder: Path) -> dict[str, float]:
-        r = ARMS[arm](config, examples, seed=seed, folder=folder)
-        samples[f"{arm}/seed-{seed}"] = r["samples"]
+
+def figures(r: dict[str, Any]) -> dict[str, float]:
+    """The study's figures of one trained and scored model."""
+    return {
+        "exact_match": r["exact_match"],
+        "parameters": r["parameters"],
+        "ms_per_step": 1000.0 * r["train_time_s"] / max(r["steps"], 1),
+        "final_train_loss": r["final_train_loss"],
+    }
+
+
+def run_one(config: TranslateConfig, arm: str, seed: int, folder: Path) -> dict[str, float]:
+    """One reported run: ``arm`` at its chosen rate, scored on the test half; its first
+    predictions are kept in ``folder/samples.json``."""
+    r = ARMS[arm](with_lr(config, arm), held_out_examples(config), seed=seed, folder=folder)
+    (folder / "samples.json").write_text(json.dumps(r["samples"], indent=1))
+    return figures(r)
+
+
+def dev_run(config: TranslateConfig, job: tuple[str, int, int]) -> dict[str, float]:
+    """One tuning run ``(arm, candidate index, tuning seed)``, scored on the dev half."""
+    arm, i, seed = job
+    folder = Path(config.run_dir()) / "tuning" / f"{arm}-lr{i}" / f"seed-{seed}"
+    folder.mkdir(parents=True, exist_ok=True)
+    dev = dev_and_test(config)[0]
+    return figures(ARMS[arm](with_lr(config, arm, config.lr_candidates[i]), dev, seed=seed,
+                             folder=folder))  # fmt: skip
+
+
+def choose_lrs(config: TranslateConfig) -> list[Tuning]:
+    """Each model's learning rate, chosen on the dev half by the tuning seeds (the runs go
+    in ``config.workers`` processes): highest mean dev exact match, ties to the first listed."""
+    jobs = [(arm, i, seed) for arm in ARMS for i in range(len(config.lr_candidates))
+            for seed in config.tuning_seeds]  # fmt: skip
+    runs = map_in_workers(functools.partial(dev_run, config), jobs, config.workers)
+    got = dict(zip(jobs, runs, strict=True))
+    cands = config.lr_candidates
+    return [
+        tune(
+            arm,
+            cands,
+            lambda lr, seed, arm=arm: got[(arm, cands.index(lr), seed)],
+            metric="exact_match",
+            seeds=config.tuning_seeds,
+        )
+        for arm in ARMS
+    ]
+
+
+def study_arms(config: TranslateConfig) -> list[str]:
+    """The arms, in the order each seed runs them."""
+    return list(ARMS)
+
+
+#: both models of one seed: one worker's share (module-level, so it reaches the workers)
+run_seed = functools.partial(every_arm, run_one, study_arms)
+
+
+def run(config: TranslateConfig) -> dict[str, Any]:
+    """Choose each model's learning rate on the dev half, train both models per seed at
+    their rates, score them on the same test numbers, judge the claim."""
+    clock = Clock.start()  # the recorded times cover the dev-split choice too
+    dev, test = dev_and_test(config)
+    tunings = choose_lrs(config)
+    chosen = config.model_copy(update={"lrs": {t.name: t.value for t in tunings}})
+    for t in tunings:
+        print(f"{t.name}: lr {t.value:g} chosen on the dev half "
+              f"(dev exact match {t.scores[t.chosen]:.1%})", flush=True)  # fmt: skip
+
+    def extras(result: Any) -> dict[str, Any]:
+        samples = {
+            f"{arm}/seed-{seed}": json.loads(
+                (chosen.arm_dir(arm, seed) / "samples.json").read_text()
+            )
+            for arm in result.figures
+            for seed in result.seeds
+        }
         return {
-            "exact_match": r["exact_match"],
-            "parameters": r["parameters"],
-            "ms_per_step": 1000.0 * r["train_time_s"] / max(r["steps"], 1),
-            "final_train_loss": r["final_train_loss"],
+            "dev_examples": len(dev),
+            "held_out_examples": len(test),
+            "tuning": [t.to_json() for t in tunings],
+            "dev_choice": tuning_table(tunings, scale=100, unit="%"),
+            "samples": samples,
         }
 
     c = config.task
     done = run_and_report(
-        config,
+        chosen,
         arms=list(ARMS),
-        run_one=run_one,
+        run_one=seeds_in_workers(
+            run_seed, chosen, lambda arm, seed, folder: run_one(chosen, arm, seed, folder)
+        ),
         claims=CLAIMS,
-        extras=lambda _: {"held_out_examples": len(examples), "samples": samples},
+        extras=extras,
+        clock=clock,
+        show=("dev_choice",),
         notes=lambda result: [
             f"translate ({c.direction}, {c.min_digits}-{c.max_digits} digits): "
-            f"{config.train.steps} steps x {config.train.batch_size} examples each, "
-            f"exact match on {len(examples)} held-out numbers, {len(result.seeds)} seeds"
+            f"{config.train.steps} steps x {config.train.batch_size} examples each, lr "
+            + ", ".join(f"{arm} {lr:g}" for arm, lr in chosen.lrs.items())
+            + f" (dev half, {len(dev)} numbers); exact match on the {len(test)} test numbers, "
+            f"{len(result.seeds)} seeds"
         ],
     )
-    return {**done, "held_out_examples": len(examples)}
+    return {**done, "held_out_examples": len(test)}
 
 
 def format_table(results: dict[str, dict[str, Any]]) -> str:
