@@ -32,10 +32,10 @@ from harness import bench_args, configure_threads, write_section
 
 def arithmetic_model() -> torch.nn.Module:
     from splice.models.build import build_model
-    from splice_recipes.addition import config
+    from splice_recipes.addition import experiment
 
     torch.manual_seed(0)
-    return build_model(config().model)
+    return build_model(experiment().model)
 
 
 def sft_bench_model(folder: Path, dtype: torch.dtype = torch.float32) -> torch.nn.Module:

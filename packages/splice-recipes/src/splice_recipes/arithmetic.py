@@ -54,7 +54,7 @@ DEV_FRACTION = 0.1
 def _experiment() -> ExperimentConfig:
     """The ``addition`` recipe's run with a dev split, evaluated every 100 steps on the whole
     held-out split (it holds ~1,000 problems; asking for more gives each once)."""
-    exp = addition.config()
+    exp = addition.experiment()
     task = exp.data.task.model_copy(update={"dev_fraction": DEV_FRACTION})
     train = exp.train.model_copy(update={"steps": 800, "checkpoint_every": 800})
     ev = exp.eval.model_copy(update={"every": 200, "exact_match_examples": 2000})

@@ -502,6 +502,7 @@ recipe = Recipe(
 
 __all__ = [
     "TranslateConfig",
+    "dev_and_test",
     "exact_match",
     "format_table",
     "held_out_examples",
@@ -509,4 +510,5 @@ __all__ = [
     "run",
     "translate_decoder_only",
     "translate_encoder_decoder",
+    "with_lr",
 ]
