@@ -38,7 +38,7 @@ def test_recipe_is_registered_and_its_config_is_valid():
     recipe = load_recipe("addition")
     cfg = recipe.config()
     assert isinstance(cfg, AdditionStudy) and isinstance(cfg.experiment, ExperimentConfig)
-    assert cfg.precision == "float32" and cfg.seeds == 5 and cfg.workers == 2
+    assert cfg.precision == "float32" and cfg.seeds == 4 and cfg.workers == 2
     assert cfg.experiment.model.block.token_mixer.type == "mha"  # splice-mha attention
     assert cfg.experiment.data.task.type == "arithmetic"
     assert AdditionStudy.model_validate_json(cfg.model_dump_json()) == cfg

@@ -94,7 +94,7 @@ class AdditionStudy(StudyConfig):
     """
 
     name: str = "addition"
-    seeds: PositiveInt = 5
+    seeds: PositiveInt = 4  # two rounds of 2 workers
     last_evals: PositiveInt = 2
     experiment: ExperimentConfig = Field(default_factory=experiment)
     bar: confloat(ge=0.0, le=1.0) = 0.90  # type: ignore[valid-type]
