@@ -197,7 +197,7 @@ def choose_lrs(config: ArithmeticStudy) -> list[Tuning]:
         for i in range(len(config.lr_candidates))
         for seed in config.tuning_seeds
     ]
-    runs = map_in_workers(functools.partial(dev_run, config), jobs, config.workers)
+    runs = map_in_workers(dev_run, [(config, job) for job in jobs], config.workers)
     figures = dict(zip(jobs, runs, strict=True))
     cands = config.lr_candidates
     return [

@@ -405,7 +405,7 @@ def choose_lrs(config: TranslateConfig) -> list[Tuning]:
     in ``config.workers`` processes): highest mean dev exact match, ties to the first listed."""
     jobs = [(arm, i, seed) for arm in ARMS for i in range(len(config.lr_candidates))
             for seed in config.tuning_seeds]  # fmt: skip
-    runs = map_in_workers(functools.partial(dev_run, config), jobs, config.workers)
+    runs = map_in_workers(dev_run, [(config, job) for job in jobs], config.workers)
     got = dict(zip(jobs, runs, strict=True))
     cands = config.lr_candidates
     return [
