@@ -125,6 +125,18 @@ def test_few_rows_linear_matches_f_linear_and_keeps_the_usual_layout() -> None:
         assert w.grad is not None and w.grad.shape == w.shape
 
 
+def test_few_rows_linear_leaves_bf16_to_f_linear() -> None:
+    """bf16 decode matmuls are faster through F.linear (oneDNN): bit for bit F.linear."""
+    from splice.nn.fused import few_rows_linear
+    from torch.nn import functional as F
+
+    torch.manual_seed(0)
+    weight, bias = torch.randn(24, 16, dtype=torch.bfloat16), torch.randn(24, dtype=torch.bfloat16)
+    x = torch.randn(8, 1, 16, dtype=torch.bfloat16)
+    for b in (None, bias):
+        assert torch.equal(few_rows_linear(x, weight, b), F.linear(x, weight, b))
+
+
 def test_joint_equals_separate_with_gradients_and_skips_hooked_modules() -> None:
     owner, ref = _Owner(True), _Owner(True)
     x = torch.randn(3, 5, 16)

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from splice.nn.sdpa import MAX_EXPLICIT_KEYS, _ExplicitAttention, scaled_dot_product_attention
+from splice.nn.sdpa import (
+    MAX_DECODE_QUERIES,
+    MAX_EXPLICIT_KEYS,
+    _ExplicitAttention,
+    decode_attention,
+    scaled_dot_product_attention,
+)
 from torch.nn import functional as F
 
 
@@ -172,3 +178,69 @@ def test_float32_bidirectional_attention_takes_torch_kernel() -> None:
     assert "Explicit" in _grad_fn_name(scaled_dot_product_attention(q, k, v, is_causal=True))
     qb, kb, vb = (x.detach().bfloat16().requires_grad_() for x in (q, k, v))
     assert "Explicit" in _grad_fn_name(scaled_dot_product_attention(qb, kb, vb))
+
+
+@pytest.mark.parametrize("h_kv", [4, 2, 1], ids=["mha", "gqa", "mqa"])
+@pytest.mark.parametrize("t", [1, 3])
+def test_decode_kernel_matches_sdpa_in_float64_on_a_cache_view(h_kv: int, t: int) -> None:
+    """Queries against keys/values cut from a longer cache buffer (strided between heads),
+    with and without a padding mask, including a query row that sees no key (zeros)."""
+    g = torch.Generator().manual_seed(5)
+    q = torch.randn(3, 4, t, 8, generator=g, dtype=torch.float64)
+    buffers = [torch.randn(3, h_kv, 40, 8, generator=g, dtype=torch.float64) for _ in range(2)]
+    k, v = (x.narrow(2, 0, 25) for x in buffers)  # (B, H_kv, 25, d), as KVCache.update returns
+    mask = torch.rand(3, 1, t, 25, generator=g) > 0.3
+    mask[1, ..., 0, :] = False  # batch row 1's first query may attend to nothing
+    for m in (None, mask):
+        want = F.scaled_dot_product_attention(q, k, v, attn_mask=m, enable_gqa=True)
+        if m is not None:
+            want = want.nan_to_num(0.0)  # torch's CPU kernel gives NaN or 0; splice: 0
+        got = decode_attention(q, k, v, m)
+        assert got.shape == want.shape and got.is_contiguous()
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    assert torch.equal(decode_attention(q, k, v, mask)[1, :, 0], torch.zeros(4, 8, dtype=q.dtype))
+
+
+def test_dispatch_takes_the_decode_kernel_only_in_bf16_inference() -> None:
+    q, k, v = (x.detach() for x in _qkv(2, 4, 2, 1, 30, 16, torch.bfloat16))
+    mask = torch.ones(2, 1, 1, 30, dtype=torch.bool)
+    mask[0, ..., :5] = False
+    with torch.no_grad():
+        got = scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
+        assert torch.equal(got, decode_attention(q, k, v, mask))
+        with pytest.raises(ValueError, match="enable_gqa"):
+            scaled_dot_product_attention(q, k, v)
+        # float32 keeps torch's kernel (level with the explicit one there): bit for bit
+        q32, k32, v32 = (x.float() for x in (q, k, v))
+        assert torch.equal(
+            scaled_dot_product_attention(q32, k32, v32, attn_mask=mask, enable_gqa=True),
+            F.scaled_dot_product_attention(q32, k32, v32, attn_mask=mask, enable_gqa=True),
+        )
+        # prefill-sized query blocks and causal calls keep torch's kernel too
+        qp, kp, vp = (
+            x.detach() for x in _qkv(1, 2, 2, MAX_DECODE_QUERIES + 1, 20, 8, torch.bfloat16)
+        )
+        want = F.scaled_dot_product_attention(qp, kp, vp)
+        assert torch.equal(scaled_dot_product_attention(qp, kp, vp), want)
+        qc, kc, vc = (x.detach() for x in _qkv(1, 2, 2, 4, 4, 8, torch.bfloat16))
+        want = F.scaled_dot_product_attention(qc, kc, vc, is_causal=True)
+        assert torch.equal(scaled_dot_product_attention(qc, kc, vc, is_causal=True), want)
+    # with gradients recorded, inputs that need them never take it
+    qg, kg, vg = _qkv(1, 2, 2, 1, 30, 8, torch.bfloat16)
+    assert "Decode" not in _grad_fn_name(scaled_dot_product_attention(qg, kg, vg))
+
+
+def test_bfloat16_decode_error_is_close_to_the_flash_kernels() -> None:
+    """One query against 80 cached keys at d=64, GQA, against a float64 reference."""
+    q, k, v = (x.detach() for x in _qkv(8, 8, 4, 1, 80, 64, torch.float64, seed=4))
+    q = q * 2.0  # sizeable scores, so their rounding matters
+    mask = torch.ones(8, 1, 1, 80, dtype=torch.bool)
+    mask[:3, ..., :7] = False  # left padding
+    ref = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
+    low = [x.bfloat16() for x in (q, k, v)]
+    flash = F.scaled_dot_product_attention(*low, attn_mask=mask, enable_gqa=True)
+    with torch.no_grad():
+        ours = scaled_dot_product_attention(*low, attn_mask=mask, enable_gqa=True)
+    err_flash = ((flash.double() - ref).norm() / ref.norm()).item()
+    err_ours = ((ours.double() - ref).norm() / ref.norm()).item()
+    assert err_ours < 2.5 * err_flash + 1e-3 and err_ours < 2e-2, (err_ours, err_flash)

@@ -16,7 +16,10 @@ replaces ``owner.q_proj`` after construction is always the module that runs.
 On CPU those decode matmuls have only a few rows (one token per sequence), and the BLAS
 kernel behind ``F.linear``'s ``x @ W^T`` is slow for that shape: ``few_rows_linear`` runs
 the same product as ``W @ x^T`` instead, a different BLAS case that streams the weight
-about 1.4x faster at 8 rows (see docs/benchmarks.md, generation section).
+about 1.4x faster at 8 rows in float32 (see docs/benchmarks.md, generation section). In
+bfloat16 it is the other way round: oneDNN's bf16 kernel behind ``F.linear`` runs the
+small model's decode matmuls about 2x faster than ``W @ x^T`` (1 thread, 8 rows), so
+only float32 weights take the transposed case.
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ _scope_ids = itertools.count(1)
 # Up to this many rows (tokens) a CPU linear runs as ``W @ x^T``; beyond it (prefill,
 # training-sized batches) BLAS's usual ``x @ W^T`` kernel is the faster one.
 FEW_ROWS = 32
+#: Weight dtypes for which ``W @ x^T`` was measured faster than ``F.linear`` (not bf16).
+TRANSPOSED_DTYPES = (torch.float32,)
 # 0: not inside fused_projections(). A ContextVar, so concurrent generate calls in other
 # threads or tasks never share (or invalidate) each other's scope.
 _active_scope: ContextVar[int] = ContextVar("splice_fused_scope", default=0)
@@ -66,11 +71,17 @@ def few_rows_linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Te
 
     With at most ``FEW_ROWS`` rows on CPU it computes ``(weight @ x^T)^T``: the same sums
     (up to float rounding) through the BLAS case that handles a skinny right-hand side
-    well. Anything else (CUDA, many rows, other dtypes than the weight's) is ``F.linear``.
+    well. Anything else (CUDA, many rows, a weight dtype outside ``TRANSPOSED_DTYPES``, an
+    input dtype other than the weight's) is ``F.linear``.
     """
     k = x.shape[-1]
     rows = x.numel() // k if k else 0
-    if x.device.type != "cpu" or not 0 < rows <= FEW_ROWS or x.dtype != weight.dtype:
+    if (
+        x.device.type != "cpu"
+        or not 0 < rows <= FEW_ROWS
+        or x.dtype != weight.dtype
+        or weight.dtype not in TRANSPOSED_DTYPES
+    ):
         return F.linear(x, weight, bias)
     xt = x.reshape(rows, k).t()  # (K, rows), a view
     if bias is None:

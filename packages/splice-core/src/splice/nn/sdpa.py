@@ -35,6 +35,12 @@ float32), the softmax is taken in float32 from them, and the probabilities and t
 gradient are bfloat16 operands of the next GEMMs, as in flash attention on GPUs. Against a
 float64 reference the output and gradients come out within ~1.6x of the flash kernel's
 own bf16 error (``tests/test_nn_sdpa.py`` asserts <= 2.5x).
+
+Decoding in bfloat16 (no gradients, a few queries against the KV cache) takes a second
+explicit path, :func:`decode_attention`: torch's CPU flash kernel spends ~1-3.5 ms per call
+on a decode step's 8 x 8 heads x 1 query x 20-144 keys (d=64, 1 thread) where two batched
+GEMMs and a softmax take ~0.05-0.3 ms; in float32 the two are level (the flash kernel's
+float32 path is ~30x faster than its bf16 one there), so float32 keeps torch's kernel.
 """
 
 from __future__ import annotations
@@ -56,6 +62,10 @@ EXPLICIT_BIDIRECTIONAL = {torch.bfloat16: True, torch.float32: False}
 #: Largest ``(B, H, T, S)`` probability tensor it saves for backward; beyond it, flash
 #: attention's linear memory is worth more than the speed.
 MAX_EXPLICIT_BYTES = 128 << 20
+#: Dtypes whose inference attention with at most ``MAX_DECODE_QUERIES`` queries takes
+#: :func:`decode_attention` on CPU (see the module docstring).
+DECODE_DTYPES = (torch.bfloat16,)
+MAX_DECODE_QUERIES = 16
 
 
 def scaled_dot_product_attention(
@@ -89,6 +99,10 @@ def scaled_dot_product_attention(
         if k.shape[1] != q.shape[1] and not enable_gqa:
             raise ValueError(f"q has {q.shape[1]} heads and k/v {k.shape[1]}: pass enable_gqa=True")
         return _ExplicitAttention.apply(q, k, v, attn_mask, is_causal)  # type: ignore[no-any-return]
+    if _takes_decode_path(q, k, v, attn_mask, dropout_p, is_causal):
+        if k.shape[1] != q.shape[1] and not enable_gqa:
+            raise ValueError(f"q has {q.shape[1]} heads and k/v {k.shape[1]}: pass enable_gqa=True")
+        return decode_attention(q, k, v, attn_mask)
     return F.scaled_dot_product_attention(
         q,
         k,
@@ -118,6 +132,69 @@ def _takes_explicit_path(
         <= MAX_EXPLICIT_BYTES
         and (mask is None or mask.dtype == torch.bool)
     )
+
+
+def _takes_decode_path(
+    q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, dropout_p: float, is_causal: bool
+) -> bool:
+    return (
+        q.device.type == "cpu"
+        and q.dtype in DECODE_DTYPES
+        and k.dtype == q.dtype
+        and v.dtype == q.dtype
+        and q.shape[2] <= MAX_DECODE_QUERIES
+        and not is_causal  # a cache's causal alignment arrives as a mask (splice-mha)
+        and dropout_p == 0.0
+        and not (
+            torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)
+        )
+        and q.shape[1] % k.shape[1] == 0
+        and (mask is None or mask.dtype == torch.bool)
+    )
+
+
+def decode_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Tensor:
+    """Inference attention for a few queries: ``softmax(q k^T / sqrt(d) + mask) v``.
+
+    Query heads that share a key/value head are stacked as rows of one GEMM, so GQA needs
+    no copy of the keys: q ``(B, H, T, d)`` is read as ``(B H_kv, (H / H_kv) T, d)`` against
+    k ``(B H_kv, S, d)``, which is a view of a KV cache's ``(B, H_kv, max_len, d)`` buffer
+    cut to ``S`` positions. The scores are rounded to q's dtype once (the GEMM accumulates
+    in float32), the softmax computes in float32 internally, and the probabilities are the
+    bf16 operand of the second GEMM, as in ``_ExplicitAttention``. A query row that may
+    attend to nothing gets zeros, as in SDPA.
+
+    Args:
+        q: ``(B, H, T, d)`` queries.
+        k: ``(B, H_kv, S, d)`` keys, ``H_kv`` dividing ``H``.
+        v: ``(B, H_kv, S, d_v)`` values.
+        mask: bool, broadcastable to ``(B, H, T, S)``, True = may attend. A query row
+            that may attend to nothing gets a zero output, as in SDPA.
+
+    Returns:
+        ``(B, H, T, d_v)``, contiguous.
+    """
+    b, h, t, d = q.shape
+    h_kv, s, d_v = k.shape[1], k.shape[2], v.shape[-1]
+    rows = h // h_kv * t  # query rows per key/value head
+    qg = q.reshape(b * h_kv, rows, d)  # (B H_kv, g T, d)
+    # A cache buffer cut along S is strided between heads; bf16 bmm copies such operands
+    # itself (the keys transposed, ~1.6x the time of the whole kernel measured with a
+    # plain block copy first), so the blocks are copied here, untransposed.
+    kg = k.reshape(b * h_kv, s, d).contiguous()  # (B H_kv, S, d)
+    vg = v.reshape(b * h_kv, s, d_v).contiguous()
+    scores = torch.baddbmm(qg.new_empty(()), qg, kg.transpose(1, 2), beta=0.0, alpha=d**-0.5)
+    dead = None
+    if mask is not None:
+        allowed = mask.expand(b, h, t, s).reshape(b * h_kv, rows, s)
+        scores.masked_fill_(~allowed, float("-inf"))
+        dead = ~allowed.any(-1, keepdim=True)  # (B H_kv, g T, 1)
+        if not (torch.compiler.is_compiling() or bool(dead.any())):
+            dead = None
+    p = torch.softmax(scores, dim=-1)  # (B H_kv, g T, S)
+    if dead is not None:
+        p.masked_fill_(dead, 0.0)
+    return torch.bmm(p, vg).view(b, h, t, d_v)
 
 
 def _score_bias(
