@@ -12,16 +12,24 @@ format) by full fine-tuning and by LoRA on every linear layer (base frozen):
   (``recovered = gain_r / gain_full``, gain = accuracy on B minus the pre-trained model's);
 * the scaling factor ``alpha / r`` controls how far the model moves (``||dW|| / ||W||`` at
   ``alpha/r`` = 0.5, 2, 8 for the main rank);
-* step time and trainable parameters grow with r;
+* step time and trainable parameters grow with r: the time is the median of many steps
+  timed back to back in one process, the arms interleaved round by round (a run's own
+  time per step swings by 2x on a loaded machine), with the FLOPs of a step beside it;
 * a QLoRA arm (NF4 base) at the main rank: bytes per weight and training-state memory
   next to LoRA's.
 
-Every arm of a seed starts from that seed's pre-trained model. Learning rates are the
-recipe's defaults (LoRA's higher: B starts at zero), not tuned on the reported split.
+Learning rates are chosen on a **dev split** (problems neither trained on nor reported),
+on a tuning seed that is not reported, with its own pre-training: full fine-tuning's among
+``full_lr_candidates``, LoRA's (at the main rank, ``alpha = 2r``; used by every LoRA and
+QLoRA arm) among ``lora_lr_candidates``, by the highest dev accuracy on B. Every arm of a
+reported seed starts from that seed's pre-trained model; the seeds run in ``workers``
+processes, one seed each.
 """
 
 from __future__ import annotations
 
+import functools
+import json
 from pathlib import Path
 from typing import Any
 
@@ -35,33 +43,54 @@ from pydantic import (
 )
 from splice.config import ModelField, TaskField
 from splice.recipe import Recipe
-from splice.training.configs import (
-    DataConfig,
-    EvalConfig,
-    ExperimentConfig,
-    ScheduleConfig,
-    TrainConfig,
-)
+from splice.training.configs import ExperimentConfig, ScheduleConfig, TrainConfig
 
-from splice_recipes.common import addition_task, short_run, tiny_decoder
-from splice_recipes.study import Claim, StudyConfig, StudyResult, pinned, run_and_report, run_arm
+from splice_recipes.common import addition_task, short_run, tiny_decoder, two_task_experiment
+from splice_recipes.study import (
+    Claim,
+    Clock,
+    StudyConfig,
+    StudyResult,
+    Tuning,
+    every_arm,
+    mean_of_last_evals,
+    pinned,
+    run_and_report,
+    run_arm,
+    seeds_in_workers,
+    tune,
+)
 from splice_recipes.study.report import write_json
+from splice_recipes.study.tuning import tuning_table
 
 VOCAB = 52  # pad/bos/eos + the default character alphabet
+
+#: Share of each task's operand pairs set aside as its dev split (learning rates are chosen
+#: there); the reported held-out split is another 10%, and training uses the rest.
+DEV_FRACTION = 0.1
+
+
+def _old_task() -> dict[str, Any]:
+    return addition_task("+", dev_fraction=DEV_FRACTION)
+
+
+def _new_task() -> dict[str, Any]:
+    return addition_task("-", dev_fraction=DEV_FRACTION)
 
 
 def _default_pretrain() -> TrainConfig:
     schedule = ScheduleConfig(kind="cosine", warmup_steps=100, min_lr_ratio=0.05)
-    return short_run(
-        steps=1000, batch_size=64, lr=3e-3, log_every=50, schedule=schedule, checkpoint_every=1000
-    )
+    return short_run(steps=1000, batch_size=64, lr=3e-3, log_every=100, schedule=schedule,
+                     progress=False, plot_curves=False)  # fmt: skip
 
 
 def _default_finetune() -> TrainConfig:
-    schedule = ScheduleConfig(kind="cosine", warmup_steps=20, min_lr_ratio=0.1)
-    return short_run(
-        steps=300, batch_size=64, lr=1e-3, log_every=50, schedule=schedule, checkpoint_every=300
-    )
+    # 600 steps: at 300 (the first design) full fine-tuning had learnt 12-34% of B and the
+    # gain one seed's LoRA "recovered" was a ratio of two small, noisy numbers. The learning
+    # rate is replaced by the arm's (chosen on the dev split).
+    schedule = ScheduleConfig(kind="cosine", warmup_steps=30, min_lr_ratio=0.1)
+    return short_run(steps=600, batch_size=64, lr=1e-3, log_every=100, schedule=schedule,
+                     progress=False, plot_curves=False)  # fmt: skip
 
 
 class LoRARankConfig(StudyConfig):
@@ -73,16 +102,27 @@ class LoRARankConfig(StudyConfig):
         alphas_over_r: extra ``alpha / r`` values tried at ``main_rank`` (the alpha sweep).
         qlora: add a QLoRA arm (NF4 base) at ``main_rank``.
         targets: LoRA targets (``splice-lora``'s syntax), the same for every arm.
-        lora_lr / full_lr: peak learning rates of LoRA/QLoRA and of full fine-tuning.
-        eval_every: steps between the fine-tunes' evaluations (the result averages the last).
+        full_lr / lora_lr: peak learning rates of full fine-tuning and of every LoRA/QLoRA
+            arm; None (the default) chooses each on the dev split among its candidates.
+        full_lr_candidates / lora_lr_candidates: the values tried on the dev split (LoRA's
+            at ``main_rank``, ``alpha = 2r``), by the highest dev accuracy on ``new_task``.
+        tuning_seeds: seeds of the dev-split runs (their own pre-training), disjoint from
+            the reported seeds.
+        eval_every: steps between the fine-tunes' evaluations (the result averages the last
+            ``last_evals``).
         eval_examples: exact-match problems per task (more than the split: each once).
+        timed_rounds: steps per arm timed for the median step time (per seed, the arms
+            interleaved round by round in one process).
+        workers: seeds run at once, one process each (every run uses one thread; the
+            figures do not depend on it).
     """
 
     name: str = "lora-rank"
-    seeds: PositiveInt = 3
+    seeds: PositiveInt = 4
+    last_evals: PositiveInt = 2  # steps 500 and 600
     model: ModelField = Field(default_factory=lambda: tiny_decoder(VOCAB), validate_default=True)  # type: ignore[valid-type]
-    old_task: TaskField = Field(default_factory=lambda: addition_task("+"), validate_default=True)  # type: ignore[valid-type]
-    new_task: TaskField = Field(default_factory=lambda: addition_task("-"), validate_default=True)  # type: ignore[valid-type]
+    old_task: TaskField = Field(default_factory=_old_task, validate_default=True)  # type: ignore[valid-type]
+    new_task: TaskField = Field(default_factory=_new_task, validate_default=True)  # type: ignore[valid-type]
     max_len: PositiveInt = 16
     pretrain: TrainConfig = Field(default_factory=_default_pretrain)
     finetune: TrainConfig = Field(default_factory=_default_finetune)
@@ -91,11 +131,20 @@ class LoRARankConfig(StudyConfig):
     alphas_over_r: list[PositiveFloat] = Field(default_factory=lambda: [0.5, 8.0])
     qlora: bool = True
     targets: str = "all-linear"
-    lora_lr: PositiveFloat = 3e-3
-    full_lr: PositiveFloat = 1e-3
-    eval_every: PositiveInt = 60
+    full_lr: PositiveFloat | None = None
+    lora_lr: PositiveFloat | None = None
+    full_lr_candidates: list[PositiveFloat] = Field(
+        default_factory=lambda: [1e-3, 3e-3, 1e-2], min_length=1
+    )
+    lora_lr_candidates: list[PositiveFloat] = Field(
+        default_factory=lambda: [3e-3, 1e-2, 3e-2], min_length=1
+    )
+    tuning_seeds: list[NonNegativeInt] = Field(default_factory=lambda: [100], min_length=1)
+    eval_every: PositiveInt = 100
     eval_examples: NonNegativeInt = 2000
     max_new_tokens: PositiveInt = 5
+    timed_rounds: PositiveInt = 30
+    workers: PositiveInt = 2
 
     @field_validator("ranks")
     @classmethod
@@ -110,8 +159,19 @@ class LoRARankConfig(StudyConfig):
             raise ValueError(f"main_rank {self.main_rank} must be one of ranks {self.ranks}")
         return self
 
+    @model_validator(mode="after")
+    def _tuning_seeds_are_not_reported(self) -> LoRARankConfig:
+        shared = sorted(set(self.tuning_seeds) & set(self.seed_list()))
+        if shared:
+            raise ValueError(
+                f"tuning_seeds {shared} are also reported seeds {self.seed_list()}: a choice "
+                "made on a run must not be reported from it"
+            )
+        return self
+
     def arms(self) -> list[str]:
-        """``full`` first (the others' gain is read against it), then ranks, alphas, QLoRA."""
+        """``full`` first (it pre-trains the seed, and the others' gain is read against
+        it), then ranks, alphas, QLoRA."""
         r = self.main_rank
         return [
             "full",
@@ -133,144 +193,160 @@ def adapter_of(config: LoRARankConfig, arm: str) -> dict[str, Any] | None:
     return {"type": kind, "r": rank, "alpha": over_r * rank, "targets": config.targets, **extra}
 
 
-def _experiment(
-    config: LoRARankConfig, name: str, *, task: Any, other: Any, train: TrainConfig, **extra: Any
+def lr_of(config: LoRARankConfig, arm: str) -> float:
+    """The arm's peak learning rate (full fine-tuning's, or the one every adapter arm uses).
+
+    Raises:
+        ValueError: it is not set yet (``run`` chooses it on the dev split first).
+    """
+    field = "full_lr" if arm == "full" else "lora_lr"
+    lr = getattr(config, field)
+    if lr is None:
+        raise ValueError(f"{field} is not set: choose it on the dev split first (run does)")
+    return float(lr)
+
+
+def check_splits(config: LoRARankConfig) -> None:
+    """Raise unless, in both tasks, the dev and held-out problems are disjoint from each
+    other and from the training problems (learning rates are chosen on dev, never on the
+    reported held-out split).
+
+    Raises:
+        ValueError: a task has no dev split (names the field).
+        RuntimeError: a problem is in two splits (names the task and split).
+    """
+    from splice.data.arithmetic import check_disjoint
+    from splice.training.experiment import build_task
+
+    for field in ("old_task", "new_task"):
+        task = build_task(getattr(config, field))
+        if not hasattr(task, "all_examples") or getattr(task, "dev_fraction", 0.0) <= 0.0:
+            raise ValueError(f"{field}: need an arithmetic task with dev_fraction > 0")
+        train = {ex.prompt for ex in task.all_examples("train")}
+        dev, held_out = task.all_examples("dev"), task.all_examples("held_out")
+        check_disjoint(dev, train, where=f"{field} dev")
+        check_disjoint(held_out, train, where=f"{field} held_out")
+        check_disjoint(dev, {ex.prompt for ex in held_out}, where=f"{field} dev vs held_out")
+
+
+def pretrain_config(config: LoRARankConfig, split: str = "held_out") -> ExperimentConfig:
+    """Task A from scratch, scored on ``split`` at the end (task B too: every arm's start)."""
+    return two_task_experiment(config, "pretrain", task=config.old_task,
+                               others={"other": config.new_task}, train=config.pretrain,
+                               split=split)  # fmt: skip
+
+
+def finetune_config(
+    config: LoRARankConfig,
+    arm: str,
+    init_from: str,
+    *,
+    lr: float | None = None,
+    split: str = "held_out",
 ) -> ExperimentConfig:
-    return ExperimentConfig(
-        name=f"{config.name}-{name}",
-        model=config.model,
-        data=DataConfig(task=task, max_len=config.max_len),
-        train=train,
-        eval=EvalConfig(
-            every=config.eval_every,
-            loss_batches=0,
-            exact_match_examples=config.eval_examples,
-            max_new_tokens=config.max_new_tokens,
-            tasks={"other": other},
-        ),
-        **extra,
-    )
+    """Task B from the pre-trained weights as ``arm`` says, at ``lr`` (default: the arm's,
+    ``lr_of``), scored on ``split`` every ``eval_every`` steps (task A as ``other``)."""
+    train = config.finetune
+    rate = lr_of(config, arm) if lr is None else lr
+    train = train.model_copy(update={"optimizer": train.optimizer.model_copy(update={"lr": rate})})
+    return two_task_experiment(config, arm, task=config.new_task,
+                               others={"other": config.old_task}, train=train, split=split,
+                               every=config.eval_every, init_from=init_from,
+                               adapter=adapter_of(config, arm))  # fmt: skip
 
 
-def pretrain_config(config: LoRARankConfig) -> ExperimentConfig:
-    """Task A from scratch (task B scored too: every arm's starting point)."""
-    return _experiment(
-        config, "pretrain", task=config.old_task, other=config.new_task, train=config.pretrain
-    )
-
-
-def finetune_config(config: LoRARankConfig, arm: str, init_from: str) -> ExperimentConfig:
-    """Task B from the pre-trained weights, as ``arm`` says (task A scored as ``other``)."""
-    adapter = adapter_of(config, arm)
-    lr = config.full_lr if adapter is None else config.lora_lr
-    train = config.finetune.model_copy(
-        update={"optimizer": config.finetune.optimizer.model_copy(update={"lr": lr})}
-    )
-    return _experiment(
-        config,
-        arm,
-        task=config.new_task,
-        other=config.old_task,
-        train=train,
-        init_from=init_from,
-        adapter=adapter,
-    )
-
-
-CLAIMS_TEXT = {
-    "delta-low-rank": "over half of full fine-tuning's weight change lies in its top {r} "
-    "of {d} singular directions",
-    "small-rank-recovers": "LoRA r={r} (<= d/8) recovers at least 80% of full fine-tuning's "
-    "gain on the new task",
-    "rank-helps": "LoRA r={r} beats r=1 on the new task",
-    "alpha-moves": "a larger alpha/r moves the weights further (alpha/r {hi:g} vs {lo:g})",
-    "rank-costs-time": "a LoRA step at r={top} is slower than at r=1",
-    "qlora-smaller": "QLoRA r={r} holds the model in fewer bytes than LoRA r={r}",
-}
-
-
-def claims(config: LoRARankConfig) -> list[Claim]:
-    r, d = config.main_rank, int(config.model.d_model)
-    lo, hi = min(config.alphas_over_r), max(config.alphas_over_r)
-    t = {k: v.format(r=r, d=d, lo=lo, hi=hi, top=max(config.ranks)) for k, v in CLAIMS_TEXT.items()}
-    out = [
-        Claim(
-            "delta-low-rank",
-            "full",
-            0.5,
-            f"energy_top{r}",
-            "higher",
-            t["delta-low-rank"],
-            scale=100,
-            unit=" pt",
-        ),
-        Claim(
-            "small-rank-recovers",
-            f"r{r}",
-            0.8,
-            "recovered",
-            "higher",
-            t["small-rank-recovers"],
-            scale=100,
-            unit=" pt",
-        ),
-    ]
-    if 1 in config.ranks and r != 1:
-        out.append(
-            Claim(
-                "rank-helps",
-                f"r{r}",
-                "r1",
-                "exact_match",
-                "higher",
-                t["rank-helps"],
-                scale=100,
-                unit=" pt",
-            )
-        )
-    if len(config.alphas_over_r) >= 2:
-        out.append(
-            Claim(
-                "alpha-moves",
-                f"r{r}-a{hi:g}",
-                f"r{r}-a{lo:g}",
-                "relative_change",
-                "higher",
-                t["alpha-moves"],
-            )
-        )
-    if 1 in config.ranks and max(config.ranks) > 1:
-        out.append(
-            Claim(
-                "rank-costs-time",
-                f"r{max(config.ranks)}",
-                "r1",
-                "ms_per_step",
-                "higher",
-                t["rank-costs-time"],
-                unit=" ms",
-            )
-        )
-    if config.qlora:
-        out.append(
-            Claim(
-                "qlora-smaller",
-                f"qlora-r{r}",
-                f"r{r}",
-                "weight_bytes",
-                "lower",
-                t["qlora-smaller"],
-                scale=1 / 1024,
-                unit=" KiB",
-            )
-        )
-    return out
-
-
-def run(config: LoRARankConfig) -> dict[str, Any]:
-    """Pre-train per seed, fine-tune every arm, judge the claims, plot the delta spectrum."""
+def pretrain(config: LoRARankConfig, seed: int, folder: Path, split: str) -> dict[str, float]:
+    """Pre-train task A into ``folder``; the accuracies on A and B scored on ``split``."""
     from splice.training.experiment import run_experiment
 
+    run_experiment(pinned(pretrain_config(config, split), config, seed=seed, folder=folder),
+                   overwrite=True)  # fmt: skip
+    m = folder / "metrics.jsonl"
+    got = {"acc_a": mean_of_last_evals(m, "exact_match", 1),
+           "acc_b": mean_of_last_evals(m, "other/exact_match", 1)}  # fmt: skip
+    print(f"seed {seed} pre-trained ({split}): A {got['acc_a']:.1%}, B {got['acc_b']:.1%}",
+          flush=True)  # fmt: skip
+    return got
+
+
+def choose_learning_rates(config: LoRARankConfig) -> tuple[LoRARankConfig, list[Tuning]]:
+    """``config`` with ``full_lr`` and ``lora_lr`` chosen on the dev split (those already
+    set are kept, not tuned), and the record of each choice.
+
+    Each tuning seed pre-trains its own start; each candidate fine-tunes from it (full
+    fine-tuning, or LoRA at ``main_rank``) and is scored on B's dev split.
+    """
+    check_splits(config)
+    root = Path(config.run_dir()) / "tuning"
+    starts: dict[int, Path] = {}
+
+    def start(seed: int) -> Path:
+        if seed not in starts:
+            starts[seed] = root / "shared" / f"seed-{seed}" / "pretrain"
+            pretrain(config, seed, starts[seed], "dev")
+        return starts[seed]
+
+    tunings, chosen = [], {}
+    lora_arm = f"r{config.main_rank}"
+    for field, arm, candidates in (("full_lr", "full", config.full_lr_candidates),
+                                   ("lora_lr", lora_arm, config.lora_lr_candidates)):  # fmt: skip
+        if getattr(config, field) is not None:
+            continue
+
+        def on_dev(lr: float, seed: int, arm: str = arm) -> dict[str, float]:
+            exp = finetune_config(config, arm, str(start(seed)), lr=lr, split="dev")
+            folder = root / f"{arm}-lr{lr:g}" / f"seed-{seed}"
+            return run_arm(exp, config, seed=seed, folder=folder,
+                           metrics=("exact_match", "other/exact_match"))  # fmt: skip
+
+        t = tune(f"{field} ({arm})", candidates, on_dev, metric="exact_match",
+                 seeds=config.tuning_seeds)  # fmt: skip
+        tunings.append(t)
+        chosen[field] = t.value
+        print(f"{field}: chose {t.value:g} on the dev split (dev accuracy on B "
+              f"{t.scores[t.chosen]:.1%})", flush=True)  # fmt: skip
+    return config.model_copy(update=chosen), tunings
+
+
+def step_costs(config: LoRARankConfig, base_dir: Path, seed: int) -> dict[str, dict[str, float]]:
+    """Per arm whose step costs differ (an alpha arm costs what its rank does): the median
+    milliseconds of a training step (``timed_rounds`` steps, arms interleaved) as
+    ``step_ms``, and the FLOPs of its forward + backward as ``flops_per_step`` (not for
+    QLoRA: the counter sees no FLOPs in its 4-bit matmul)."""
+    import torch
+    from splice.training.experiment import build_experiment_model
+    from splice.training.optimizer import build_optimizer
+    from splice.training.threads import torch_threads
+
+    from splice_recipes.step_cost import median_step_ms, step_flops
+
+    torch.manual_seed(seed)  # the adapters' initialisation
+    # one batch of the fine-tunes' shape: a step's cost does not depend on the token values
+    shape = (config.finetune.batch_size, config.max_len)
+    ids = torch.randint(0, int(config.model.vocab_size), shape,
+                        generator=torch.Generator().manual_seed(seed))  # fmt: skip
+    steps, flops = {}, {}
+    for arm in [a for a in config.arms() if "-a" not in a]:
+        exp = finetune_config(config, arm, str(base_dir))
+        model = build_experiment_model(exp)
+        steps[arm] = (model, build_optimizer(model, exp.train.optimizer))
+        if not arm.startswith("qlora-"):
+            flops[arm] = float(step_flops(model, ids))
+    with torch_threads(config.finetune.num_threads):
+        ms = median_step_ms(steps, ids, rounds=config.timed_rounds)
+    return {a: {"step_ms": ms[a], **({"flops_per_step": flops[a]} if a in flops else {})}
+            for a in steps}  # fmt: skip
+
+
+def seed_dir(config: LoRARankConfig, seed: int) -> Path:
+    """``<study>/shared/seed-<s>``: the seed's pre-trained model and ``seed.json``."""
+    return Path(config.run_dir()) / "shared" / f"seed-{seed}"
+
+
+def run_one(config: LoRARankConfig, arm: str, seed: int, folder: Path) -> dict[str, float]:
+    """One arm of one seed. ``full`` runs first: it pre-trains the seed, times every arm's
+    step, and writes ``seed.json`` (start accuracies, step costs, its own gain on B), which
+    the other arms read."""
     from splice_recipes.weight_delta import (
         energy_in_top,
         load_run_model,
@@ -280,94 +356,152 @@ def run(config: LoRARankConfig) -> dict[str, Any]:
         weight_deltas,
     )
 
+    shared = seed_dir(config, seed)
+    base_dir = shared / "pretrain"
+    if arm == "full":
+        record: dict[str, Any] = {"pretrained": pretrain(config, seed, base_dir, "held_out")}
+        record["step_costs"] = step_costs(config, base_dir, seed)
+    else:
+        record = json.loads((shared / "seed.json").read_text())
+    exp = finetune_config(config, arm, init_from=str(base_dir))
+    out = run_arm(exp, config, seed=seed, folder=folder,
+                  metrics=("exact_match", "other/exact_match"))  # fmt: skip
+    out["gain"] = out["exact_match"] - record["pretrained"]["acc_b"]
+    base = load_run_model(base_dir)
+    deltas = weight_deltas(base, load_run_model(folder))
+    out["relative_change"] = relative_change(deltas, base)
+    out.update(memory_figures(load_run_model(folder, merge=False)))
+    out.update(record["step_costs"].get(arm, {}))
+    if arm == "full":
+        d = int(config.model.d_model)
+        curve, rand = energy_in_top(deltas, d), random_energy_in_top(deltas, d, seed)
+        write_json(folder / "spectrum.json", {"full": curve, "random": rand})
+        for r in sorted({*config.ranks, config.main_rank}):
+            out[f"energy_top{r}"] = curve[min(r, d) - 1]
+            out[f"random_energy_top{r}"] = rand[min(r, d) - 1]
+        out["pretrained_a"], out["pretrained_b"] = (record["pretrained"]["acc_a"],
+                                                    record["pretrained"]["acc_b"])  # fmt: skip
+        record["full_gain"] = out["gain"]
+        write_json(shared / "seed.json", record)
+    # no gain to recover (full fine-tuning did not learn B): counted as nothing recovered
+    g = record["full_gain"]
+    out["recovered"] = out["gain"] / g if g > 0.01 else 0.0
+    return out
+
+
+def study_arms(config: LoRARankConfig) -> list[str]:
+    return config.arms()
+
+
+#: every arm of one seed, in order (``full`` first): one worker's share
+run_seed = functools.partial(every_arm, run_one, study_arms)
+
+
+CLAIMS_TEXT = {
+    "delta-low-rank": "over half of full fine-tuning's weight change lies in its top {r} "
+    "of {d} singular directions",
+    "small-rank-recovers": "LoRA r={r} (<= d/8) recovers at least 80% of full fine-tuning's "
+    "gain on the new task",
+    "rank-helps": "LoRA r={r} beats r=1 on the new task",
+    "alpha-moves": "a larger alpha/r moves the weights further (alpha/r {hi:g} vs {lo:g})",
+    "rank-costs-time": "a LoRA step at r={top} is slower than at r=1 (median of interleaved "
+    "timed steps)",
+    "qlora-smaller": "QLoRA r={r} holds the model in fewer bytes than LoRA r={r}",
+}
+
+
+def claims(config: LoRARankConfig) -> list[Claim]:
+    r, d = config.main_rank, int(config.model.d_model)
+    lo, hi = min(config.alphas_over_r), max(config.alphas_over_r)
+    top = max(config.ranks)
+    t = {k: v.format(r=r, d=d, lo=lo, hi=hi, top=top) for k, v in CLAIMS_TEXT.items()}
+    pt = {"scale": 100, "unit": " pt"}
+    out = [
+        Claim("delta-low-rank", "full", 0.5, f"energy_top{r}", "higher", t["delta-low-rank"], **pt),
+        Claim("small-rank-recovers", f"r{r}", 0.8, "recovered", "higher",
+              t["small-rank-recovers"], **pt),
+    ]  # fmt: skip
+    if 1 in config.ranks and r != 1:
+        out.append(Claim("rank-helps", f"r{r}", "r1", "exact_match", "higher", t["rank-helps"],
+                         **pt))  # fmt: skip
+    if len(config.alphas_over_r) >= 2:
+        out.append(Claim("alpha-moves", f"r{r}-a{hi:g}", f"r{r}-a{lo:g}", "relative_change",
+                         "higher", t["alpha-moves"]))  # fmt: skip
+    if 1 in config.ranks and top > 1:
+        out.append(Claim("rank-costs-time", f"r{top}", "r1", "step_ms", "higher",
+                         t["rank-costs-time"], unit=" ms"))  # fmt: skip
+    if config.qlora:
+        out.append(Claim("qlora-smaller", f"qlora-r{r}", f"r{r}", "weight_bytes", "lower",
+                         t["qlora-smaller"], scale=1 / 1024, unit=" KiB"))  # fmt: skip
+    return out
+
+
+def run(config: LoRARankConfig) -> dict[str, Any]:
+    """Choose the learning rates on the dev split, then fine-tune every arm over the
+    reported seeds (in ``workers`` processes), judge the claims, plot the delta spectrum.
+
+    Returns:
+        ``splice_recipes.study.summary`` of the study (``run_dir``, each claim's verdict).
+    """
+    clock = Clock.start()  # the recorded times cover the dev-split choice too
+    config, tunings = choose_learning_rates(config)
     arms = config.arms()
-    d = int(config.model.d_model)
-    before: dict[int, dict[str, float]] = {}  # seed -> pre-trained accuracies
-    full_gain: dict[int, float] = {}
-    spectra: dict[int, dict[str, list[float]]] = {}
-
-    def pretrained(seed: int) -> Path:
-        folder = Path(config.run_dir()) / "shared" / f"seed-{seed}" / "pretrain"
-        if seed not in before:
-            exp = pinned(pretrain_config(config), config, seed=seed, folder=folder)
-            run_experiment(exp, overwrite=True)
-            from splice_recipes.study import mean_of_last_evals
-
-            m = folder / "metrics.jsonl"
-            before[seed] = {
-                k: mean_of_last_evals(m, k, config.last_evals)
-                for k in ("exact_match", "other/exact_match")
-            }
-            print(
-                f"seed {seed} pre-trained: A {before[seed]['exact_match']:.1%}, "
-                f"B {before[seed]['other/exact_match']:.1%}",
-                flush=True,
-            )
-        return folder
-
-    def run_one(arm: str, seed: int, folder: Path) -> dict[str, float]:
-        base_dir = pretrained(seed)
-        exp = finetune_config(config, arm, init_from=str(base_dir))
-        out = run_arm(
-            exp, config, seed=seed, folder=folder, metrics=("exact_match", "other/exact_match")
-        )
-        out["gain"] = out["exact_match"] - before[seed]["other/exact_match"]
-        base = load_run_model(base_dir)
-        deltas = weight_deltas(base, load_run_model(folder))
-        out["relative_change"] = relative_change(deltas, base)
-        out.update(memory_figures(load_run_model(folder, merge=False)))
-        if arm == "full":
-            full_gain[seed] = out["gain"]
-            curve = energy_in_top(deltas, d)
-            rand = random_energy_in_top(deltas, d, seed)
-            spectra[seed] = {"full": curve, "random": rand}
-            write_json(folder / "spectrum.json", spectra[seed])
-            for r in sorted({*config.ranks, config.main_rank}):
-                out[f"energy_top{r}"] = curve[min(r, d) - 1]
-                out[f"random_energy_top{r}"] = rand[min(r, d) - 1]
-        # no gain to recover (full fine-tuning did not learn B): counted as nothing recovered
-        g = full_gain.get(seed, 0.0)
-        out["recovered"] = out["gain"] / g if g > 0.01 else 0.0
-        return out
 
     def extras(result: StudyResult) -> dict[str, Any]:
+        spectra = {
+            s: json.loads((config.arm_dir("full", s) / "spectrum.json").read_text())
+            for s in result.seeds
+        }
         png = plot_spectrum(spectra, Path(config.run_dir()) / "delta_spectrum.png", config)
+        full = result.figures["full"]
         return {
-            "pretrained": {str(s): v for s, v in before.items()},
+            "learning_rates": {"full_lr": config.full_lr, "lora_lr": config.lora_lr},
+            "tuning": [t.to_json() for t in tunings],
+            "dev_choice": tuning_table(tunings, scale=100, unit="%") if tunings else "",
+            "pretrained": {
+                str(s): {"acc_a": full[s]["pretrained_a"], "acc_b": full[s]["pretrained_b"]}
+                for s in result.seeds
+            },
             "spectra": {str(s): v for s, v in spectra.items()},
             "spectrum_plot": png.name,
-            "side_table": side_table(result, arms),
+            "side_table": side_table(result, config),
         }
 
-    return run_and_report(config, arms=arms, run_one=run_one, claims=claims(config), extras=extras)
+    return run_and_report(
+        config,
+        arms=arms,
+        run_one=seeds_in_workers(
+            run_seed, config, lambda arm, seed, folder: run_one(config, arm, seed, folder)
+        ),
+        claims=claims(config),
+        extras=extras,
+        clock=clock,
+        show=("dev_choice", "side_table"),
+    )
 
 
-def side_table(result: StudyResult, arms: list[str]) -> str:
-    """Per arm, means over seeds: accuracy on B and A, gain recovered, params, time, memory."""
+def side_table(result: StudyResult, config: LoRARankConfig) -> str:
+    """Per arm, means over seeds: its learning rate, accuracy on B and A, gain recovered,
+    trainable parameters, step FLOPs and median step time, how far it moved, memory."""
     lines = [
-        "| arm | acc B (new) | acc A kept | gain recovered | trainable params | ms/step "
-        "| ||dW||/||W|| | bytes/weight | training state KiB |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| arm | lr (dev) | acc B (new) | acc A kept | gain recovered | trainable params "
+        "| MFLOPs/step | median ms/step | ||dW||/||W|| | bytes/weight | training state KiB |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for arm in arms:
-        m = {
-            k: result.interval(arm, k).mean
-            for k in (
-                "exact_match",
-                "other/exact_match",
-                "recovered",
-                "trainable_params",
-                "ms_per_step",
-                "relative_change",
-                "bytes_per_param",
-                "training_state_bytes",
-            )
-        }
+    for arm in result.figures:
+        first = next(iter(result.figures[arm].values()))
+
+        def mean(metric: str, arm: str = arm) -> float:
+            return result.interval(arm, metric).mean
+
+        flops = f"{mean('flops_per_step') / 1e6:.0f}" if "flops_per_step" in first else "-"
+        ms = f"{mean('step_ms'):.1f}" if "step_ms" in first else "-"
         lines.append(
-            f"| {arm} | {m['exact_match']:.1%} | {m['other/exact_match']:.1%} "
-            f"| {m['recovered']:.0%} | {int(m['trainable_params']):,} | {m['ms_per_step']:.1f} "
-            f"| {m['relative_change']:.3f} | {m['bytes_per_param']:.3f} "
-            f"| {m['training_state_bytes'] / 1024:.0f} |"
+            f"| {arm} | {lr_of(config, arm):g} | {mean('exact_match'):.1%} "
+            f"| {mean('other/exact_match'):.1%} | {mean('recovered'):.0%} "
+            f"| {int(mean('trainable_params')):,} | {flops} | {ms} "
+            f"| {mean('relative_change'):.3f} | {mean('bytes_per_param'):.3f} "
+            f"| {mean('training_state_bytes') / 1024:.0f} |"
         )
     return "\n".join(lines)
 
@@ -386,14 +520,8 @@ def plot_spectrum(
     for i, (_, s) in enumerate(sorted(spectra.items())):
         r = range(1, len(s["full"]) + 1)
         ax.plot(r, s["full"], color="C0", lw=1.2, label="full FT delta" if i == 0 else None)
-        ax.plot(
-            r,
-            s["random"],
-            color="0.6",
-            ls="--",
-            lw=1,
-            label="Gaussian, same shapes" if i == 0 else None,
-        )
+        ax.plot(r, s["random"], color="0.6", ls="--", lw=1,
+                label="Gaussian, same shapes" if i == 0 else None)  # fmt: skip
     for k in config.ranks:
         ax.axvline(k, color="C3" if k == config.main_rank else "0.85", lw=0.8, zorder=0)
     ax.set_xscale("log", base=2)
@@ -418,7 +546,8 @@ def config() -> LoRARankConfig:
 recipe = Recipe(
     name="lora-rank",
     description="pre-train on addition, fine-tune on subtraction fully and with LoRA "
-    "(r=1..32, alpha sweep, QLoRA) over seeds: delta spectrum, gain recovered, cost per rank",
+    "(r=1..32, alpha sweep, QLoRA; learning rates chosen on a dev split) over seeds: delta "
+    "spectrum, gain recovered, FLOPs and median step time per rank",
     config=config,
     run=run,
 )
