@@ -1,12 +1,15 @@
-"""The ``lora-rank`` study: arms and adapters from the config, the weight-delta analysis on
-known matrices, and a tiny end-to-end run over two seeds."""
+"""The ``lora-rank`` study: arms, adapters and learning rates from the config, disjoint
+splits, the weight-delta analysis on known matrices, and a tiny end-to-end run over two
+seeds in two worker processes, learning rates chosen on the dev split."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 import torch
 from splice.overrides import apply_overrides
-from splice_recipes.lora_rank import adapter_of, claims, config, run
+from splice_recipes.lora_rank import adapter_of, check_splits, claims, config, lr_of, run
 from splice_recipes.study import StudyResult
 from splice_recipes.weight_delta import energy_in_top, random_energy_in_top
 
@@ -21,13 +24,15 @@ TINY = [
     "progress=false",
     "pretrain.steps=4",
     "pretrain.batch_size=8",
-    "pretrain.checkpoint_every=4",
     "finetune.steps=4",
     "finetune.batch_size=8",
-    "finetune.checkpoint_every=4",
     "eval_every=2",
     "eval_examples=4",
     "last_evals=2",
+    "full_lr_candidates=[0.001, 0.003]",
+    "lora_lr_candidates=[0.003, 0.01]",
+    "timed_rounds=2",
+    "workers=2",
 ]
 
 
@@ -58,6 +63,33 @@ def test_arms_and_adapters():
         apply_overrides(cfg, ["main_rank=4"])
 
 
+def test_learning_rates_are_chosen_on_dev_seeds_that_are_not_reported():
+    cfg = config()
+    assert cfg.full_lr is None and cfg.lora_lr is None  # chosen on the dev split by run()
+    assert len(cfg.full_lr_candidates) > 1 and len(cfg.lora_lr_candidates) > 1
+    with pytest.raises(ValueError, match="full_lr is not set"):
+        lr_of(cfg, "full")
+    set_ = apply_overrides(cfg, ["full_lr=0.002", "lora_lr=0.01"])
+    assert lr_of(set_, "full") == 0.002
+    assert lr_of(set_, "r1") == lr_of(set_, "r8-a8") == lr_of(set_, "qlora-r8") == 0.01
+    assert not set(cfg.tuning_seeds) & set(cfg.seed_list())
+    with pytest.raises(ValueError, match="tuning_seeds \\[1\\] are also reported seeds"):
+        apply_overrides(cfg, ["tuning_seeds=[1]"])
+
+
+def test_dev_and_held_out_splits_are_disjoint_from_each_other_and_training():
+    cfg = config()
+    check_splits(cfg)  # raises on a problem in two splits
+    from splice.training.experiment import build_task
+
+    task = build_task(cfg.new_task)
+    dev = {e.prompt for e in task.all_examples("dev")}
+    held = {e.prompt for e in task.all_examples("held_out")}
+    assert len(dev) > 500 and len(held) > 500 and not dev & held
+    with pytest.raises(ValueError, match="new_task: need an arithmetic task with dev_fraction"):
+        check_splits(apply_overrides(cfg, ["new_task.dev_fraction=0.0"]))
+
+
 def test_energy_of_a_rank_one_delta_is_all_in_its_top_direction():
     u, v = torch.randn(16, 1), torch.randn(1, 12)
     low = {"w": u @ v}
@@ -68,12 +100,32 @@ def test_energy_of_a_rank_one_delta_is_all_in_its_top_direction():
     assert 0.1 < rand[-1] < 0.5  # a Gaussian matrix spreads its energy
 
 
-@pytest.mark.slow  # 2 seeds x (pre-train + 6 fine-tunes), a few steps each
+@pytest.mark.slow  # dev tuning (pre-train + 4 fine-tunes), then 2 seeds x (pre-train + 6)
 def test_tiny_study_end_to_end(tmp_path, capsys):
     cfg = apply_overrides(config(), [*TINY, f"output_dir={tmp_path}"])
     run(cfg)
     study = StudyResult.load(tmp_path)
     assert set(study.figures) == set(cfg.arms())
+    # learning rates: chosen on the dev split of tuning seed 100, recorded and used
+    tunings = {t["name"]: t for t in study.extras["tuning"]}
+    assert set(tunings) == {"full_lr (full)", "lora_lr (r2)"}
+    assert all(t["seeds"] == [100] and len(t["scores"]) == 2 for t in tunings.values())
+    lrs = study.extras["learning_rates"]
+    assert lrs == {"full_lr": tunings["full_lr (full)"]["value"],
+                   "lora_lr": tunings["lora_lr (r2)"]["value"]}  # fmt: skip
+    assert study.config["full_lr"] == lrs["full_lr"] and study.config["lora_lr"] == lrs["lora_lr"]
+    saved = json.loads((tmp_path / "r1" / "seed-1" / "config.json").read_text())
+    assert saved["train"]["optimizer"]["lr"] == lrs["lora_lr"]
+    assert saved["eval"]["split"] == "held_out"
+    dev = json.loads(
+        (tmp_path / "tuning" / "full-lr0.003" / "seed-100" / "config.json").read_text()
+    )
+    assert dev["eval"]["split"] == "dev" and dev["seed"] == 100
+    # step costs: FLOPs grow with rank (counted), every timed arm has a median step time
+    r1, r2 = study.figures["r1"][0], study.figures["r2"][0]
+    assert r2["flops_per_step"] > r1["flops_per_step"] > 0 and r1["step_ms"] > 0
+    assert "step_ms" in study.figures["qlora-r2"][0]
+    assert "flops_per_step" not in study.figures["qlora-r2"][0]  # its 4-bit matmul is uncounted
     full = study.figures["full"][0]
     assert 0 < full["energy_top2"] <= 1 and full["relative_change"] > 0
     assert len(study.extras["spectra"]["0"]["full"]) == 16
