@@ -59,6 +59,41 @@ def test_each_candidate_lands_where_its_strength_lives():
     assert kto.beta == 0.3 and kto.setting() == "lr=default beta=0.3"
 
 
+def test_choose_settings_takes_the_best_mean_dev_accuracy_over_tuning_seeds(monkeypatch):
+    import splice_recipes.dpo as dpo
+
+    cfg = DPOStudy(
+        workers=1,
+        tuning_seeds=[100, 101],
+        methods=[
+            MethodConfig(name="dpo", loss={"type": "sigmoid", "beta": 0.1},
+                         grid={"lr": [1e-5, 1e-4], "beta": [0.5, 0.1]}),
+            MethodConfig(name="rft", kind="rft", lr=3e-4),  # no grid: runs as set
+        ],
+    )  # fmt: skip
+    # dev accuracy per candidate (lr, beta order) and tuning seed; seed 100 alone would
+    # pick candidate 3, the mean over both seeds picks candidate 1 (lr=1e-5, beta=0.1)
+    dev = {100: [0.10, 0.30, 0.20, 0.40], 101: [0.10, 0.30, 0.25, 0.10]}
+    calls = []
+
+    def fake_runs(config, seed):
+        calls.append(seed)
+        return {
+            "sft": {"dev_acc": 0.1},
+            **{f"dpo/{i}": {"dev_acc": a} for i, a in enumerate(dev[seed])},
+        }
+
+    monkeypatch.setattr(dpo, "tuning_runs", fake_runs)
+    chosen, tunings, runs = dpo.choose_settings(cfg)
+    assert calls == [100, 101] and set(runs) == {100, 101}
+    (t,) = tunings
+    assert t.name == "dpo" and t.value == "lr=1e-05 beta=0.1"
+    assert t.scores == pytest.approx([0.10, 0.30, 0.225, 0.25])
+    d, r = chosen.methods
+    assert (d.lr, d.loss.beta, d.grid) == (1e-5, 0.1, {})
+    assert r == cfg.methods[1] and cfg.methods[0].grid  # the input config is unchanged
+
+
 @pytest.mark.parametrize(
     ("fields", "match"),
     [
