@@ -24,3 +24,11 @@ def register_recipes(register: Any) -> None:
     register("vlm-moe", "splice_recipes.vlm_moe:recipe")
     register("rag", "splice_recipes.rag:recipe")
     register("vlm-grpo", "splice_recipes.vlm_grpo:recipe")
+
+
+@hookimpl
+def register_tasks(register: Any) -> None:
+    """The ``markov_text`` task (``moe-vs-dense``'s language of stored rules)."""
+    from splice_recipes.markov_text import MarkovTextTaskConfig
+
+    register(MarkovTextTaskConfig, "splice_recipes.markov_text:build_markov_text")
