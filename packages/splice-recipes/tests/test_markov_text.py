@@ -113,6 +113,16 @@ def test_an_evaluation_draw_larger_than_its_split_gives_each_sequence_once() -> 
     check_split(task, held, "held_out")
 
 
+def test_dev_fraction_sets_the_dev_split() -> None:
+    narrow, wide = small(dev_fraction=0.05), small(dev_fraction=0.4)
+    for task in (narrow, wide):
+        check_split(task, task.sample("dev", 20, seed=0), "dev")
+    assert narrow.sample("dev", 20, seed=0) != wide.sample("dev", 20, seed=0)
+    # a sequence the narrow dev split trains on is dev in the wide one
+    moved = [ex for ex in narrow.sample("train", 200, seed=0) if wide.split_of(ex) == "dev"]
+    assert moved
+
+
 def test_no_dev_split_when_its_fraction_is_zero() -> None:
     with pytest.raises(ValueError, match="no dev split"):
         small(dev_fraction=0.0).sample("dev", 1)

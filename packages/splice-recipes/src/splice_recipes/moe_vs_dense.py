@@ -54,6 +54,7 @@ from splice_recipes.study import (
     StudyResult,
     Tuning,
     every_arm,
+    map_in_workers,
     run_and_report,
     run_arm,
     seeds_in_workers,
@@ -322,26 +323,6 @@ def dev_run(config: MoEVsDenseConfig, arm: str, lr: float, seed: int) -> dict[st
     return {"dev_ce": got["eval_ce"], "chain_ce": got["chain_ce"]}
 
 
-def _dev_run_packed(config: MoEVsDenseConfig, job: tuple[str, float, int]) -> dict[str, float]:
-    return dev_run(config, *job)
-
-
-def dev_runs(
-    config: MoEVsDenseConfig, jobs: list[tuple[str, float, int]]
-) -> dict[tuple[str, float, int], dict[str, float]]:
-    """Every ``(arm, lr, tuning seed)`` dev run, in ``config.workers`` processes (spawned,
-    as ``seeds_in_workers``'s are), or here when ``workers`` is 1."""
-    if config.workers <= 1 or len(jobs) <= 1:
-        return {job: dev_run(config, *job) for job in jobs}
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    ctx = multiprocessing.get_context("spawn")
-    work = functools.partial(_dev_run_packed, config)
-    with ProcessPoolExecutor(max_workers=min(config.workers, len(jobs)), mp_context=ctx) as pool:
-        return dict(zip(jobs, pool.map(work, jobs), strict=True))
-
-
 def choose_lrs(config: MoEVsDenseConfig) -> tuple[MoEVsDenseConfig, list[Tuning]]:
     """Each family's learning rate, chosen on the dev split (lowest mean dev loss over the
     tuning seeds) unless the config pins it; the config with both set, and the records."""
@@ -354,7 +335,9 @@ def choose_lrs(config: MoEVsDenseConfig) -> tuple[MoEVsDenseConfig, list[Tuning]
         if pinned_lr is None
     }
     jobs = [(arm, lr, s) for arm in todo.values() for lr in config.lrs for s in config.tuning_seeds]
-    done = dev_runs(config, jobs)
+    # the dev runs in the study's worker processes, as its seeds are
+    figures = map_in_workers(functools.partial(dev_run, config), jobs, config.workers)
+    done = dict(zip(jobs, figures, strict=True))
     tunings = {
         fam: tune(
             f"{fam} lr (on {arm})",

@@ -15,18 +15,27 @@ the same active FFN width per token:
   the shared expert serves both; the balancing loss is taken per modality, and the router
   orthogonal loss (0.01) pushes the experts' router directions apart.
 
+Each arm's learning rate is chosen on a dev split (lowest dev VQA loss): the held-out
+scenes of tuning seed 100, whose runs are never reported; every reported seed is scored on
+its own held-out scenes, checked distinct and disjoint from its training scenes and from
+the dev scenes (by image). Training decays the learning rate to zero along a cosine, so a
+run is read once, at the end, where its weights have settled.
+
 Each run reports held-out VQA loss and greedy exact match, held-out text-only loss (does
 the language side keep its ability?), and, for the MoE arms, each expert's share of the
-text and the image tokens of a held-out batch (``expert-load.png``).
+text and the image tokens of a held-out batch (``expert-load.png``). Seeds run in worker
+processes (``workers``), the dev-split runs too.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import Field, PositiveInt
+from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
 from splice.nn.modality import current_token_modality
 from splice.objectives.sft import SFTObjective
 from splice.recipe import Recipe
@@ -34,11 +43,23 @@ from splice.training.trainer import seed_everything
 from splice_moe.layer import MoELayer
 from splice_moe.modality import allowed_experts
 from splice_vision.configs import NativeVLMConfig
-from splice_vision.data import QUESTIONS, ShapesTask
+from splice_vision.data import QUESTIONS, Scene, ShapesTask
 from splice_vision.vlm import NativeVLM
 from torch import nn
 
-from splice_recipes.study import Claim, StudyConfig, StudyResult, run_and_report
+from splice_recipes.study import (
+    Claim,
+    Clock,
+    StudyConfig,
+    StudyResult,
+    Tuning,
+    every_arm,
+    map_in_workers,
+    run_and_report,
+    seeds_in_workers,
+    tune,
+)
+from splice_recipes.study.tuning import tuning_table
 from splice_recipes.vlm_compare import (
     IMAGE_ID,
     VOCAB,
@@ -60,19 +81,47 @@ class VLMMoEConfig(StudyConfig):
     Attributes:
         d_model / n_layers / n_heads: the decoder.
         hidden: ``h``, the width of one expert; dense gets ``2h`` (equal active width).
-        train: steps (alternating VQA and text batches), batch size, learning rate.
-        eval_scenes: held-out scenes (each asked every question) for exact match and loss.
+        train: steps (alternating VQA and text batches), batch size; its learning rate is
+            replaced by the arm's (``arm_lrs``), decayed to zero along a cosine.
+        lrs: the learning rates tried on the dev split, per arm (ties: the first listed).
+        arm_lrs: an arm's learning rate; an arm not listed has its own chosen on the dev split.
+        tuning_seeds: seeds of the dev-split runs; their held-out scenes are the dev split
+            (never reported).
+        eval_scenes: held-out (and dev) scenes, each asked every question.
+        workers: seeds (and dev runs) run at once, one process each; figures do not depend on it.
     """
 
     name: str = "vlm-moe"
-    seeds: PositiveInt = 3
+    seeds: PositiveInt = 5
     d_model: PositiveInt = 64
     n_layers: PositiveInt = 2
     n_heads: PositiveInt = 4
     hidden: PositiveInt = 64
-    train: StageConfig = Field(default_factory=lambda: StageConfig(steps=600, lr=2e-3))
-    eval_scenes: PositiveInt = 40
+    train: StageConfig = Field(default_factory=lambda: StageConfig(steps=600, lr=2e-3, decay=True))
+    lrs: list[PositiveFloat] = Field(default_factory=lambda: [1e-3, 2e-3, 4e-3], min_length=1)
+    arm_lrs: dict[str, PositiveFloat] = Field(default_factory=dict)
+    tuning_seeds: list[NonNegativeInt] = Field(default_factory=lambda: [100], min_length=1)
+    eval_scenes: PositiveInt = 100
     num_threads: PositiveInt = 1
+    workers: PositiveInt = 2
+
+    @model_validator(mode="after")
+    def _checks(self) -> VLMMoEConfig:
+        unknown = sorted(set(self.arm_lrs) - set(ARMS))
+        if unknown:
+            raise ValueError(f"arm_lrs: unknown arms {unknown}; arms are {list(ARMS)}")
+        shared = sorted(set(self.tuning_seeds) & set(self.seed_list()))
+        if shared:
+            raise ValueError(
+                f"tuning_seeds {shared} are also reported seeds {self.seed_list()}: a choice "
+                "made on a run must not be reported from it"
+            )
+        return self
+
+    def lr_of(self, arm: str) -> float:
+        if arm not in self.arm_lrs:
+            raise ValueError(f"no learning rate for {arm!r} yet: run() chooses it on the dev split")
+        return self.arm_lrs[arm]
 
 
 def channel_mixer(config: VLMMoEConfig, arm: str) -> dict[str, Any]:
@@ -148,24 +197,62 @@ def expert_load(model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, f
     }
 
 
-def run_one(config: VLMMoEConfig, arm: str, seed: int) -> dict[str, float]:
-    """Train arm ``arm`` from seed ``seed`` and score it on held-out scenes."""
+def image_key(scene: Scene) -> str:
+    """A scene's identity: the hash of its image's bytes."""
+    return hashlib.sha256(scene.image.numpy().tobytes()).hexdigest()
+
+
+def check_disjoint(scored: list[Scene], others: set[str], *, where: str) -> None:
+    """Raise unless the ``scored`` scenes are distinct and none is in ``others`` (by image).
+
+    Raises:
+        RuntimeError: naming ``where`` and how many repeat (a split bug, never bad input).
+    """
+    keys = [image_key(s) for s in scored]
+    repeats = len(keys) - len(set(keys))
+    shared = len(set(keys) & others)
+    if repeats or shared:
+        raise RuntimeError(
+            f"{where}: {repeats} scenes repeat and {shared} are also in the other set"
+        )
+
+
+def dev_scenes(config: VLMMoEConfig, task: ShapesTask) -> list[Scene]:
+    """The dev split: the held-out scenes of the tuning seeds."""
+    return [
+        s for t in config.tuning_seeds for s in task.sample("held_out", config.eval_scenes, seed=t)
+    ]
+
+
+def train_and_score(
+    config: VLMMoEConfig, arm: str, seed: int, lr: float, *, dev: bool = False
+) -> dict[str, float]:
+    """Train arm ``arm`` from seed ``seed`` at ``lr``; score it on that seed's held-out
+    scenes (the dev split when ``seed`` is a tuning seed, ``dev=True``), checked distinct
+    and disjoint from the scenes it trained on (and, when reported, from the dev split)."""
     torch.set_num_threads(config.num_threads)
     seed_everything(seed)
     task = ShapesTask()
     model = build_vlm(config, arm)
     n_img = int(model.tokens_per_image)
-    st = config.train
+    st = config.train.model_copy(update={"lr": lr})
+    trained: set[str] = set()
 
     def batch(step: int) -> dict[str, torch.Tensor]:
         scenes = train_scenes(task, step, st.batch_size, seed, 0)
         if step % 2:
             return text_batch(scenes, step)
+        trained.update(image_key(s) for s in scenes)
         qs = [QUESTIONS[(step // 2 + i) % len(QUESTIONS)] for i in range(len(scenes))]
         return vision_batch(scenes, qs, n_img)  # type: ignore[arg-type]
 
     times = train_stage(model, st, batch, seed=seed)
     held = task.sample("held_out", config.eval_scenes, seed=seed)
+    split = "dev" if dev else "held-out"
+    check_disjoint(held, trained, where=f"{arm} seed {seed}: {split} scenes vs training")
+    if not dev:
+        dev_keys = {image_key(s) for s in dev_scenes(config, task)}
+        check_disjoint(held, dev_keys, where=f"{arm} seed {seed}: held-out scenes vs dev")
     qs = [QUESTIONS[i % len(QUESTIONS)] for i in range(len(held))]
     vqa = vision_batch(held, qs, n_img)  # type: ignore[arg-type]
     out = {
@@ -179,6 +266,46 @@ def run_one(config: VLMMoEConfig, arm: str, seed: int) -> dict[str, float]:
     if arm != "dense":
         out.update(expert_load(model, vqa))
     return out
+
+
+def run_one(
+    config: VLMMoEConfig, arm: str, seed: int, folder: Path | None = None
+) -> dict[str, float]:
+    """One reported run: arm ``arm`` at its chosen learning rate, seed ``seed``."""
+    return train_and_score(config, arm, seed, config.lr_of(arm))
+
+
+def study_arms(config: VLMMoEConfig) -> list[str]:
+    return list(ARMS)
+
+
+#: every arm of one seed: one worker's share
+run_seed = functools.partial(every_arm, run_one, study_arms)
+
+
+def dev_run(config: VLMMoEConfig, arm: str, lr: float, seed: int) -> dict[str, float]:
+    """One tuning run: ``arm`` at ``lr`` on tuning seed ``seed``, scored on the dev split."""
+    return train_and_score(config, arm, seed, lr, dev=True)
+
+
+def choose_lrs(config: VLMMoEConfig) -> tuple[VLMMoEConfig, list[Tuning]]:
+    """Each arm's learning rate not set in ``arm_lrs``, chosen on the dev split (lowest mean
+    dev VQA loss over the tuning seeds); the config with every arm's set, and the records."""
+    todo = [arm for arm in ARMS if arm not in config.arm_lrs]
+    jobs = [(arm, lr, s) for arm in todo for lr in config.lrs for s in config.tuning_seeds]
+    figures = map_in_workers(functools.partial(dev_run, config), jobs, config.workers)
+    done = dict(zip(jobs, figures, strict=True))
+    tunings = [
+        tune(arm, config.lrs, lambda lr, seed, arm=arm: done[(arm, lr, seed)],
+             metric="vqa_loss", seeds=config.tuning_seeds, direction="lower")
+        for arm in todo
+    ]  # fmt: skip
+    for t in tunings:
+        print(
+            f"{t.name}: chose lr {t.value:g} on the dev split (dev VQA loss {t.scores[t.chosen]:.4f})"
+        )
+    lrs = {**config.arm_lrs, **{t.name: t.value for t in tunings}}
+    return config.model_copy(update={"arm_lrs": lrs}), tunings
 
 
 def claims() -> list[Claim]:
@@ -218,10 +345,11 @@ def plot_expert_load(result: StudyResult, path: Path) -> None:
     plt.close(fig)
 
 
-def side_table(result: StudyResult) -> str:
+def side_table(result: StudyResult, config: VLMMoEConfig) -> str:
     lines = [
-        "| arm | total params | active params | VQA loss | VQA exact match | text loss | ms/step |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| arm | total params | active params | lr (dev) | VQA loss | VQA exact match "
+        "| text loss | ms/step |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for arm in ARMS:
         f = result.figures[arm][result.seeds[0]]
@@ -231,27 +359,42 @@ def side_table(result: StudyResult) -> str:
         }
         lines.append(
             f"| {arm} | {int(f['total_params']):,} | {int(f['active_params']):,} "
-            f"| {mean['vqa_loss']:.4f} | {mean['vqa_em']:.1%} | {mean['text_loss']:.4f} "
+            f"| {config.lr_of(arm):g} | {mean['vqa_loss']:.4f} | {mean['vqa_em']:.1%} | {mean['text_loss']:.4f} "
             f"| {mean['ms_per_step']:.1f} |"
         )
     return "\n".join(lines)
 
 
 def run(config: VLMMoEConfig) -> dict[str, Any]:
-    """Train every arm for every seed; print the claims, the table and the load plot's path."""
+    """Choose each arm's learning rate on the dev split, train every arm for every seed
+    (seeds in worker processes); print the claims, the table and the load plot's path."""
+    clock = Clock.start()  # the recorded times cover the dev-split choice too
+    config, tunings = choose_lrs(config)
 
     def extras(result: StudyResult) -> dict[str, Any]:
         plot = Path(config.run_dir()) / "expert-load.png"
         plot_expert_load(result, plot)
         # a file name, not a path: the study folder holds the plot wherever it is published
-        return {"side_table": side_table(result), "expert_load_plot": plot.name}
+        record: dict[str, Any] = {
+            "lr": dict(config.arm_lrs),
+            "side_table": side_table(result, config),
+            "expert_load_plot": plot.name,
+        }
+        if tunings:
+            record["tuning"] = [t.to_json() for t in tunings]
+            record["dev_choice"] = tuning_table(tunings)
+        return record
 
     return run_and_report(
         config,
         arms=list(ARMS),
-        run_one=lambda arm, seed, _folder: run_one(config, arm, seed),
+        run_one=seeds_in_workers(
+            run_seed, config, lambda arm, seed, _folder: run_one(config, arm, seed)
+        ),
         claims=claims(),
         extras=extras,
+        clock=clock,
+        show=("dev_choice", "side_table"),
     )
 
 
