@@ -9,7 +9,15 @@ import json
 import pytest
 import torch
 from splice.overrides import apply_overrides
-from splice_recipes.lora_rank import adapter_of, check_splits, claims, config, lr_of, run
+from splice_recipes.lora_rank import (
+    adapter_of,
+    check_splits,
+    claims,
+    config,
+    lr_of,
+    run,
+    tuned_arms,
+)
 from splice_recipes.study import StudyResult
 from splice_recipes.weight_delta import energy_in_top, random_energy_in_top
 
@@ -65,13 +73,17 @@ def test_arms_and_adapters():
 
 def test_learning_rates_are_chosen_on_dev_seeds_that_are_not_reported():
     cfg = config()
-    assert cfg.full_lr is None and cfg.lora_lr is None  # chosen on the dev split by run()
+    assert cfg.learning_rates == {}  # every tuned arm's rate is chosen on the dev split
+    assert tuned_arms(cfg) == ["full", "r1", "r2", "r8", "r32"]
     assert len(cfg.full_lr_candidates) > 1 and len(cfg.lora_lr_candidates) > 1
-    with pytest.raises(ValueError, match="full_lr is not set"):
+    with pytest.raises(ValueError, match=r"learning_rates\['full'\] is not set"):
         lr_of(cfg, "full")
-    set_ = apply_overrides(cfg, ["full_lr=0.002", "lora_lr=0.01"])
-    assert lr_of(set_, "full") == 0.002
-    assert lr_of(set_, "r1") == lr_of(set_, "r8-a8") == lr_of(set_, "qlora-r8") == 0.01
+    set_ = apply_overrides(cfg, ['learning_rates={"full": 0.002, "r8": 0.01, "r1": 0.03}'])
+    assert lr_of(set_, "full") == 0.002 and lr_of(set_, "r1") == 0.03
+    # the alpha arms and QLoRA train at their rank's rate (alpha is swept at a fixed rate)
+    assert lr_of(set_, "r8") == lr_of(set_, "r8-a8") == lr_of(set_, "qlora-r8") == 0.01
+    with pytest.raises(ValueError, match=r"learning_rates: \['r8-a8'\] are not tuned arms"):
+        apply_overrides(cfg, ['learning_rates={"r8-a8": 0.01}'])
     assert not set(cfg.tuning_seeds) & set(cfg.seed_list())
     with pytest.raises(ValueError, match="tuning_seeds \\[1\\] are also reported seeds"):
         apply_overrides(cfg, ["tuning_seeds=[1]"])
@@ -106,16 +118,17 @@ def test_tiny_study_end_to_end(tmp_path, capsys):
     run(cfg)
     study = StudyResult.load(tmp_path)
     assert set(study.figures) == set(cfg.arms())
-    # learning rates: chosen on the dev split of tuning seed 100, recorded and used
+    # learning rates: each tuned arm's chosen on the dev split of tuning seed 100, recorded
     tunings = {t["name"]: t for t in study.extras["tuning"]}
-    assert set(tunings) == {"full_lr (full)", "lora_lr (r2)"}
+    assert set(tunings) == {"full lr", "r1 lr", "r2 lr"}
     assert all(t["seeds"] == [100] and len(t["scores"]) == 2 for t in tunings.values())
     lrs = study.extras["learning_rates"]
-    assert lrs == {"full_lr": tunings["full_lr (full)"]["value"],
-                   "lora_lr": tunings["lora_lr (r2)"]["value"]}  # fmt: skip
-    assert study.config["full_lr"] == lrs["full_lr"] and study.config["lora_lr"] == lrs["lora_lr"]
+    assert lrs == {arm: tunings[f"{arm} lr"]["value"] for arm in ("full", "r1", "r2")}
+    assert study.config["learning_rates"] == lrs
     saved = json.loads((tmp_path / "r1" / "seed-1" / "config.json").read_text())
-    assert saved["train"]["optimizer"]["lr"] == lrs["lora_lr"]
+    assert saved["train"]["optimizer"]["lr"] == lrs["r1"]
+    saved = json.loads((tmp_path / "qlora-r2" / "seed-0" / "config.json").read_text())
+    assert saved["train"]["optimizer"]["lr"] == lrs["r2"]
     assert saved["eval"]["split"] == "held_out"
     dev = json.loads(
         (tmp_path / "tuning" / "full-lr0.003" / "seed-100" / "config.json").read_text()

@@ -19,11 +19,13 @@ format) by full fine-tuning and by LoRA on every linear layer (base frozen):
   next to LoRA's.
 
 Learning rates are chosen on a **dev split** (problems neither trained on nor reported),
-on a tuning seed that is not reported, with its own pre-training: full fine-tuning's among
-``full_lr_candidates``, LoRA's (at the main rank, ``alpha = 2r``; used by every LoRA and
-QLoRA arm) among ``lora_lr_candidates``, by the highest dev accuracy on B. Every arm of a
-reported seed starts from that seed's pre-trained model; the seeds run in ``workers``
-processes, one seed each.
+on a tuning seed that is not reported, with its own pre-training, by the highest dev
+accuracy on B: full fine-tuning's among ``full_lr_candidates``, and each rank's (at
+``alpha = 2r``) among ``lora_lr_candidates`` (one rate shared by every rank let r=32
+diverge at the rate r=8 preferred). The alpha arms and QLoRA use their rank's rate: the
+alpha sweep asks how far the scale moves the model at a fixed rate. Every arm of a reported
+seed starts from that seed's pre-trained model; the dev candidates, then the seeds, run in
+``workers`` processes.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ from splice_recipes.study import (
     StudyResult,
     Tuning,
     every_arm,
+    map_in_workers,
     mean_of_last_evals,
     pinned,
     run_and_report,
@@ -102,10 +105,11 @@ class LoRARankConfig(StudyConfig):
         alphas_over_r: extra ``alpha / r`` values tried at ``main_rank`` (the alpha sweep).
         qlora: add a QLoRA arm (NF4 base) at ``main_rank``.
         targets: LoRA targets (``splice-lora``'s syntax), the same for every arm.
-        full_lr / lora_lr: peak learning rates of full fine-tuning and of every LoRA/QLoRA
-            arm; None (the default) chooses each on the dev split among its candidates.
-        full_lr_candidates / lora_lr_candidates: the values tried on the dev split (LoRA's
-            at ``main_rank``, ``alpha = 2r``), by the highest dev accuracy on ``new_task``.
+        learning_rates: peak learning rate per tuned arm (``full`` and each ``r<k>``; see
+            ``lr_arm``); an arm missing here (all, by default) is chosen on the dev split.
+        full_lr_candidates / lora_lr_candidates: the values tried on the dev split for
+            ``full`` and for each rank (``alpha = 2r``), by the highest dev accuracy on
+            ``new_task``; list the mildest first (ties go to the first).
         tuning_seeds: seeds of the dev-split runs (their own pre-training), disjoint from
             the reported seeds.
         eval_every: steps between the fine-tunes' evaluations (the result averages the last
@@ -131,8 +135,7 @@ class LoRARankConfig(StudyConfig):
     alphas_over_r: list[PositiveFloat] = Field(default_factory=lambda: [0.5, 8.0])
     qlora: bool = True
     targets: str = "all-linear"
-    full_lr: PositiveFloat | None = None
-    lora_lr: PositiveFloat | None = None
+    learning_rates: dict[str, PositiveFloat] = Field(default_factory=dict)
     full_lr_candidates: list[PositiveFloat] = Field(
         default_factory=lambda: [1e-3, 3e-3, 1e-2], min_length=1
     )
@@ -157,6 +160,16 @@ class LoRARankConfig(StudyConfig):
     def _main_rank_is_swept(self) -> LoRARankConfig:
         if self.main_rank not in self.ranks:
             raise ValueError(f"main_rank {self.main_rank} must be one of ranks {self.ranks}")
+        return self
+
+    @model_validator(mode="after")
+    def _learning_rates_of_tuned_arms(self) -> LoRARankConfig:
+        unknown = sorted(set(self.learning_rates) - set(tuned_arms(self)))
+        if unknown:
+            raise ValueError(
+                f"learning_rates: {unknown} are not tuned arms {tuned_arms(self)} (an alpha "
+                "or QLoRA arm uses its rank's rate)"
+            )
         return self
 
     @model_validator(mode="after")
@@ -193,16 +206,29 @@ def adapter_of(config: LoRARankConfig, arm: str) -> dict[str, Any] | None:
     return {"type": kind, "r": rank, "alpha": over_r * rank, "targets": config.targets, **extra}
 
 
+def tuned_arms(config: LoRARankConfig) -> list[str]:
+    """The arms whose learning rate is chosen on the dev split: ``full`` and each rank."""
+    return ["full", *[f"r{k}" for k in config.ranks]]
+
+
+def lr_arm(arm: str) -> str:
+    """The tuned arm whose learning rate ``arm`` uses: its own for ``full`` and ``r<k>``,
+    the rank's for an alpha arm (``r8-a0.5`` -> ``r8``) and for QLoRA (``qlora-r8``)."""
+    return arm.removeprefix("qlora-").partition("-a")[0]
+
+
 def lr_of(config: LoRARankConfig, arm: str) -> float:
-    """The arm's peak learning rate (full fine-tuning's, or the one every adapter arm uses).
+    """The arm's peak learning rate (``learning_rates[lr_arm(arm)]``).
 
     Raises:
         ValueError: it is not set yet (``run`` chooses it on the dev split first).
     """
-    field = "full_lr" if arm == "full" else "lora_lr"
-    lr = getattr(config, field)
+    lr = config.learning_rates.get(lr_arm(arm))
     if lr is None:
-        raise ValueError(f"{field} is not set: choose it on the dev split first (run does)")
+        raise ValueError(
+            f"learning_rates[{lr_arm(arm)!r}] is not set: choose it on the dev split first "
+            "(run does)"
+        )
     return float(lr)
 
 
@@ -269,43 +295,50 @@ def pretrain(config: LoRARankConfig, seed: int, folder: Path, split: str) -> dic
     return got
 
 
-def choose_learning_rates(config: LoRARankConfig) -> tuple[LoRARankConfig, list[Tuning]]:
-    """``config`` with ``full_lr`` and ``lora_lr`` chosen on the dev split (those already
-    set are kept, not tuned), and the record of each choice.
+def tuning_start(config: LoRARankConfig, seed: int) -> Path:
+    """``<study>/tuning/shared/seed-<s>/pretrain``: a tuning seed's pre-trained model."""
+    return Path(config.run_dir()) / "tuning" / "shared" / f"seed-{seed}" / "pretrain"
 
-    Each tuning seed pre-trains its own start; each candidate fine-tunes from it (full
-    fine-tuning, or LoRA at ``main_rank``) and is scored on B's dev split.
+
+def dev_run(config: LoRARankConfig, arm: str, lr: float, seed: int) -> dict[str, float]:
+    """One dev-split candidate: ``arm`` fine-tuned at ``lr`` from the tuning seed's start,
+    scored on B's (and A's) dev split."""
+    exp = finetune_config(config, arm, str(tuning_start(config, seed)), lr=lr, split="dev")
+    folder = Path(config.run_dir()) / "tuning" / f"{arm}-lr{lr:g}" / f"seed-{seed}"
+    return run_arm(exp, config, seed=seed, folder=folder,
+                   metrics=("exact_match", "other/exact_match"))  # fmt: skip
+
+
+def choose_learning_rates(config: LoRARankConfig) -> tuple[LoRARankConfig, list[Tuning]]:
+    """``config`` with the learning rate of every tuned arm chosen on the dev split (those
+    already in ``learning_rates`` are kept, not tuned), and the record of each choice.
+
+    Each tuning seed pre-trains its own start; each candidate fine-tunes from it and is
+    scored on B's dev split; the candidates run in ``workers`` processes.
     """
     check_splits(config)
-    root = Path(config.run_dir()) / "tuning"
-    starts: dict[int, Path] = {}
+    todo = [a for a in tuned_arms(config) if a not in config.learning_rates]
+    if not todo:
+        return config, []
+    for seed in config.tuning_seeds:
+        pretrain(config, seed, tuning_start(config, seed), "dev")
 
-    def start(seed: int) -> Path:
-        if seed not in starts:
-            starts[seed] = root / "shared" / f"seed-{seed}" / "pretrain"
-            pretrain(config, seed, starts[seed], "dev")
-        return starts[seed]
+    def candidates(arm: str) -> list[float]:
+        return config.full_lr_candidates if arm == "full" else config.lora_lr_candidates
 
-    tunings, chosen = [], {}
-    lora_arm = f"r{config.main_rank}"
-    for field, arm, candidates in (("full_lr", "full", config.full_lr_candidates),
-                                   ("lora_lr", lora_arm, config.lora_lr_candidates)):  # fmt: skip
-        if getattr(config, field) is not None:
-            continue
-
-        def on_dev(lr: float, seed: int, arm: str = arm) -> dict[str, float]:
-            exp = finetune_config(config, arm, str(start(seed)), lr=lr, split="dev")
-            folder = root / f"{arm}-lr{lr:g}" / f"seed-{seed}"
-            return run_arm(exp, config, seed=seed, folder=folder,
-                           metrics=("exact_match", "other/exact_match"))  # fmt: skip
-
-        t = tune(f"{field} ({arm})", candidates, on_dev, metric="exact_match",
-                 seeds=config.tuning_seeds)  # fmt: skip
+    jobs = [(arm, lr, seed) for arm in todo for lr in candidates(arm)
+            for seed in config.tuning_seeds]  # fmt: skip
+    runs = map_in_workers(dev_run, [(config, *job) for job in jobs], config.workers)
+    figures = dict(zip(jobs, runs, strict=True))
+    tunings, chosen = [], dict(config.learning_rates)
+    for arm in todo:
+        t = tune(f"{arm} lr", candidates(arm), lambda lr, seed, arm=arm: figures[(arm, lr, seed)],
+                 metric="exact_match", seeds=config.tuning_seeds)  # fmt: skip
         tunings.append(t)
-        chosen[field] = t.value
-        print(f"{field}: chose {t.value:g} on the dev split (dev accuracy on B "
+        chosen[arm] = t.value
+        print(f"{arm}: lr {t.value:g} chosen on the dev split (dev accuracy on B "
               f"{t.scores[t.chosen]:.1%})", flush=True)  # fmt: skip
-    return config.model_copy(update=chosen), tunings
+    return config.model_copy(update={"learning_rates": chosen}), tunings
 
 
 def step_costs(config: LoRARankConfig, base_dir: Path, seed: int) -> dict[str, dict[str, float]]:
@@ -455,7 +488,7 @@ def run(config: LoRARankConfig) -> dict[str, Any]:
         png = plot_spectrum(spectra, Path(config.run_dir()) / "delta_spectrum.png", config)
         full = result.figures["full"]
         return {
-            "learning_rates": {"full_lr": config.full_lr, "lora_lr": config.lora_lr},
+            "learning_rates": dict(config.learning_rates),
             "tuning": [t.to_json() for t in tunings],
             "dev_choice": tuning_table(tunings, scale=100, unit="%") if tunings else "",
             "pretrained": {
