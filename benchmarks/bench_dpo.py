@@ -12,8 +12,10 @@ ids. Two settings, each with both stacks:
 * **precomputed**: reference log-probs computed once before training (TRL
   ``precompute_ref_log_probs=True``, splice ``precompute_reference=True``); not timed.
 
-One process; a TRL callback runs one splice step after each TRL step (as ``bench_sft``), so
-load drift hits both alike; warm-up steps dropped, medians and the paired ratio reported.
+One process; a TRL callback runs one step of each splice candidate after each TRL step (as
+``bench_sft``), so load drift hits all alike; warm-up steps dropped, medians and the paired
+ratios reported. splice runs twice: its default layout (pairs packed without padding, each
+prompt once for both completions) and the padded rows (one row per sequence) it replaced.
 """
 
 from __future__ import annotations
@@ -37,6 +39,9 @@ from harness import (
 
 D_MODEL, N_LAYERS, N_HEADS, FFN, VOCAB = 256, 4, 4, 688, 2000
 LR, BETA = 1e-5, 0.1
+#: splice's candidates: the default layout (pairs packed without padding, each prompt run
+#: once for both completions) and the padded rows it replaced, measured side by side.
+LAYOUTS = {"splice": "shared_prompt", "splice, padded rows": "padded"}
 
 
 class WordIds:
@@ -107,7 +112,7 @@ class _Stepper:
 
 
 def splice_trainer(
-    ckpt: Path, pairs: list[Any], *, batch: int, precompute: bool, bf16: bool
+    ckpt: Path, pairs: list[Any], *, batch: int, precompute: bool, bf16: bool, layout: str
 ) -> Any:
     from splice.hf import load_pretrained
     from splice.training.configs import OptimizerConfig, TrainConfig
@@ -118,7 +123,7 @@ def splice_trainer(
     from splice_dpo.precompute import precompute_reference_logps
 
     model, _ = load_pretrained(ckpt, dtype=torch.float32)
-    collate = PreferenceCollator(WordIds(), max_len=256)
+    collate = PreferenceCollator(WordIds(), max_len=256, layout=layout)
     if precompute:
         table = precompute_reference_logps(model, pairs, collate, batch_size=batch)
         pairs = [
@@ -221,16 +226,28 @@ def run_setting(
 ) -> Comparison:
     from transformers import TrainerCallback
 
-    splice = _Stepper(splice_trainer(ckpt, pairs, batch=batch, precompute=precompute, bf16=bf16))
-    samples: dict[str, list[float]] = {"splice": [], "TRL DPOTrainer": []}
+    splices = {
+        name: _Stepper(
+            splice_trainer(
+                ckpt, pairs, batch=batch, precompute=precompute, bf16=bf16, layout=layout
+            )
+        )
+        for name, layout in LAYOUTS.items()
+    }
+    samples: dict[str, list[float]] = {name: [] for name in splices}
+    samples["TRL DPOTrainer"] = []
     mark = [time.perf_counter()]
 
     class Alternate(TrainerCallback):  # type: ignore[misc]
         def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
             samples["TRL DPOTrainer"].append(time.perf_counter() - mark[0])
-            t0 = time.perf_counter()
-            splice()
-            samples["splice"].append(time.perf_counter() - t0)
+            names = list(splices)
+            if state.global_step % 2:  # the two layouts take turns at running first
+                names.reverse()
+            for name in names:
+                t0 = time.perf_counter()
+                splices[name]()
+                samples[name].append(time.perf_counter() - t0)
             mark[0] = time.perf_counter()
 
     with warnings.catch_warnings():
@@ -247,7 +264,8 @@ def run_setting(
         check_same_ids(trl, pairs)
         mark[0] = time.perf_counter()
         trl.train()  # precomputation (when on) happens before the first step's mark
-    splice.trainer.flush()
+    for stepper in splices.values():
+        stepper.trainer.flush()
     return Comparison({k: v[warmup:] for k, v in samples.items()}, baseline="TRL DPOTrainer")
 
 
@@ -284,12 +302,24 @@ def main(quick: bool = False) -> str:
                     out=Path(tmp) / name.replace(", ", "-").replace(" ", "_"),
                 )
                 results[name] = comp
-                print(f"{name}: splice/TRL speedup {comp.speedup('splice'):.2f}x", flush=True)
+                padded = Comparison(
+                    {k: comp.samples[k] for k in LAYOUTS}, baseline="splice, padded rows"
+                )
+                print(
+                    f"{name}: splice/TRL speedup {comp.speedup('splice'):.2f}x "
+                    f"(padded rows {comp.speedup('splice, padded rows'):.2f}x; "
+                    f"shared-prompt packing / padded {padded.speedup('splice'):.2f}x)",
+                    flush=True,
+                )
                 lines.append(f"**{name}**\n")
                 lines.append(comp.table())
                 rates = ", ".join(f"{k} {batch / comp.median(k):.3g}" for k in comp.samples)
                 lines.append(f"\npairs/s at the median step: {rates}.")
-                lines.append(f"\nsplice / TRL (paired median): **{comp.speedup('splice'):.2f}x**\n")
+                lines.append(
+                    f"\nsplice / TRL (paired median): **{comp.speedup('splice'):.2f}x** "
+                    f"(padded rows {comp.speedup('splice, padded rows'):.2f}x; "
+                    f"packing with a shared prompt / padded rows {padded.speedup('splice'):.2f}x)\n"
+                )
     measured = "; ".join(f"{k} {c.speedup('splice'):.2f}x" for k, c in results.items())
     body = (
         f"DPO (sigmoid, beta {BETA}) full fine-tuning of a random tiny Llama (d={D_MODEL}, "
@@ -302,7 +332,11 @@ def main(quick: bool = False) -> str:
         f"a splice step after each TRL step; {warmup} warm-up steps dropped, medians of {rounds}. "
         "TRL keeps its defaults (chunked fused LM-head log-probs, per-step entropy/logit "
         "metrics) except gradient checkpointing (off, as in splice). splice runs chosen and "
-        "rejected in one forward and projects only completion positions to the vocabulary.\n\n"
+        "rejected in one forward and projects only completion positions to the vocabulary; "
+        "its default layout (`shared_prompt`) packs a batch's pairs into rows without padding, "
+        "each pair as its prompt once followed by both completions (branch masks keep them "
+        "apart), and the former padded rows (one right-padded row per sequence, "
+        '`layout="padded"`) run in the same rounds.\n\n'
         + "\n".join(lines)
         + f"\nTarget: splice >= 2x TRL in every setting. Measured: {measured}. "
         "Absolute times depend on the machine's load; the paired ratios are what to read."

@@ -45,7 +45,7 @@ def test_lora_policy_is_its_own_reference() -> None:
         PreferenceExample(ex.prompt, ex.completion, str(int(ex.answer) + 5), ex.answer)
         for ex in ArithmeticTask("+").sample("train", 8)
     ]
-    collate = PreferenceCollator(TOK, max_len=32)
+    collate = PreferenceCollator(TOK, max_len=32)  # pairs packed, each prompt once
     batch = collate(pairs)
     obj = DPOObjective(DPOConfig(loss={"type": "sigmoid", "beta": 0.5}))
     obj.setup(policy)
@@ -62,7 +62,8 @@ def test_lora_policy_is_its_own_reference() -> None:
     last = obj.loss(policy, batch)
     assert last.loss.item() < first.loss.item() and last.metrics["rewards/margin"] > 0
     # the reference (adapters off) is still exactly the base model
-    ids, mask, att = batch["input_ids"], batch["score_mask"], batch["attention_mask"]
+    rows = PreferenceCollator(TOK, max_len=32, layout="padded")(pairs)  # a row per sequence
+    ids, mask, att = rows["input_ids"], rows["score_mask"], rows["attention_mask"]
     ref = obj.reference.token_logprobs(ids, mask, attention_mask=att).sum(-1)
     with torch.no_grad():
         want = token_logprobs(frozen_base, ids, mask, attention_mask=att).sum()

@@ -90,7 +90,9 @@ EXEMPT: dict[tuple[str, str], tuple[str, ...]] = {
     # format: "auto" reads these prompt/completion lines as "prompt_completion" does and
     # "chat" cannot read them (test_data_jsonl covers the formats).
     ("task", "jsonl"): (*_PATHS, "chat_template", "format"),
-    ("task", "preference_jsonl"): _PATHS,
+    # layout changes how the collator packs a batch, not the examples (test_packing.py
+    # checks that every layout gives the padded one's loss and gradients).
+    ("task", "preference_jsonl"): (*_PATHS, "layout"),
     ("task", "unpaired_jsonl"): _PATHS,
     ("task", "rag"): (*_PATHS, "retriever_dir"),
     # weights is a list: no other value to try (test_chain_of_thought_tasks.py's mixture tests cover the weighting).

@@ -194,6 +194,31 @@ def test_packed_documents_equal_separate_runs(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", list(POSITIONALS))
+def test_branches_sharing_a_prefix_equal_separate_runs(name: str) -> None:
+    """``branch_ids``: two continuations after one copy of a prefix, each seeing the prefix
+    and itself only, give the logits of each full sequence run alone (with another
+    prefix-sharing document packed after them in the same row)."""
+    model = build(config(POSITIONALS[name]))
+    prefix, first, second = [5, 6, 7], [8, 9], [10, 11, 12]
+    other = [13, 14]
+    ids = torch.tensor([prefix + first + second + other])
+    positions = torch.tensor([[0, 1, 2, 3, 4, 3, 4, 5, 0, 1]])
+    branch_ids = torch.tensor([[0, 0, 0, 1, 1, 2, 2, 2, 0, 1]])
+    doc_ids = torch.tensor([[0] * 8 + [1] * 2])
+    out = model(ids, positions=positions, doc_ids=doc_ids, branch_ids=branch_ids).logits[0]  # type: ignore[index]
+    for seq, rows in (
+        (prefix + first, [0, 1, 2, 3, 4]),
+        (prefix + second, [0, 1, 2, 5, 6, 7]),
+        (other, [8, 9]),
+    ):
+        alone = model(torch.tensor([seq])).logits[0]  # type: ignore[index]
+        assert (out[rows] - alone).abs().max().item() <= 1e-5
+    # Without branch_ids the second continuation would see the first.
+    leaky = model(ids, positions=positions, doc_ids=doc_ids).logits[0]  # type: ignore[index]
+    assert (leaky[5:8] - out[5:8]).abs().max().item() > 1e-4
+
+
+@pytest.mark.parametrize("name", list(POSITIONALS))
 def test_left_padded_batch_equals_unpadded_rows(name: str) -> None:
     model = build(config(POSITIONALS[name]))
     rows = [[4, 5, 6, 7, 8], [9, 10]]

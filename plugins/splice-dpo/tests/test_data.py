@@ -99,9 +99,9 @@ def test_round_trip(tmp_path: Path, make_pairs) -> None:
     assert read_preference_jsonl(tmp_path / "x.jsonl") == pairs
 
 
-def test_preference_collator_layout() -> None:
+def test_preference_collator_padded_layout() -> None:
     pairs = [PreferenceExample("12+3=", "15", "105"), PreferenceExample("1+1=", "2", "3")]
-    b = PreferenceCollator(TOKENIZER, max_len=32)(pairs)
+    b = PreferenceCollator(TOKENIZER, max_len=32, layout="padded")(pairs)
     assert b["input_ids"].shape == (4, 1 + 5 + 3 + 1)  # bos + "12+3=" + "105" + eos
     assert int(b["n_pairs"]) == 2
     # row 0 = chosen of pair 0, row 2 = its rejected; the prompt is shared

@@ -31,7 +31,7 @@ def _separate_sums(model: Any, batch: dict, n: int) -> tuple[torch.Tensor, torch
 
 def test_one_forward_matches_two_and_reference(make_model, make_pairs, tok) -> None:
     model = make_model(0)
-    batch = PreferenceCollator(tok, max_len=32)(make_pairs(6))
+    batch = PreferenceCollator(tok, max_len=32, layout="padded")(make_pairs(6))
     obj = DPOObjective(DPOConfig(loss={"type": "sigmoid", "beta": 0.5}))
     obj.setup(model)  # the frozen copy is taken here, before the hook below
     calls = []
@@ -62,7 +62,7 @@ def test_loss_and_gradient_equal_the_written_out_formula(make_model, make_pairs,
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.05 * torch.randn_like(p))
-    batch = PreferenceCollator(tok, max_len=32)(make_pairs(4))
+    batch = PreferenceCollator(tok, max_len=32, layout="padded")(make_pairs(4))
     obj = DPOObjective(DPOConfig(loss={"type": "sigmoid", "beta": 0.5}))
     obj.reference = ref
     loss = obj.loss(model, batch).loss

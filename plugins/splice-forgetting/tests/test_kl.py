@@ -85,3 +85,40 @@ def test_padding_positions_do_not_count(make_model, make_batch, perturb) -> None
 def test_penalty_before_setup_is_an_error(make_model, make_batch) -> None:
     with pytest.raises(RuntimeError, match="setup"):
         KLToReference(KLReferenceConfig()).penalty(make_model(), make_batch())
+
+
+@pytest.mark.parametrize("tokens", ["attention", "labels"])
+def test_packed_rows_give_the_padded_penalty(make_model, perturb, tokens) -> None:
+    """Two sequences sharing a prefix (``branch_ids``) and a third document packed after
+    them in one row: the same penalty as the three sequences in padded rows."""
+    model = make_model()
+    reg = KLToReference(KLReferenceConfig(weight=1.0, tokens=tokens))
+    reg.setup(model)
+    perturb(model, 0.05)
+    prefix, first, second, other = [1, 5, 6], [7, 8, 2], [9, 2], [1, 4, 7, 2]
+    seqs = [prefix + first, prefix + second, other]
+    width = max(map(len, seqs))
+    padded = {
+        "input_ids": torch.tensor([s + [0] * (width - len(s)) for s in seqs]),
+        "attention_mask": torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs]),
+        "labels": torch.tensor(
+            [[-100] * 3 + s[3:] + [-100] * (width - len(s)) for s in seqs[:2]]
+            + [[-100] * 2 + other[2:] + [-100] * (width - len(other))]
+        ),
+    }
+    # prefix but its last token once, then each branch headed by that token
+    ids = [*prefix[:2], 6, *first, 6, *second, *other]
+    packed = {
+        "input_ids": torch.tensor([ids]),
+        "attention_mask": torch.ones(1, len(ids), dtype=torch.long),
+        "positions": torch.tensor([[0, 1, 2, 3, 4, 5, 2, 3, 4, 0, 1, 2, 3]]),
+        "doc_ids": torch.tensor([[0] * 9 + [1] * 4]),
+        "branch_ids": torch.tensor([[0, 0, 1, 1, 1, 1, 2, 2, 2, 0, 0, 0, 0]]),
+        "labels": torch.tensor([[-100] * 3 + first + [-100] + second + [-100] * 2 + other[2:]]),
+    }
+    want = reg.penalty(model, padded).item()  # a mean over 6 labels or 12 real next tokens
+    assert want > 0.0
+    if tokens == "attention":  # padded rows count the prefix's 2 next tokens twice: once here
+        alone = {"input_ids": torch.tensor([prefix]), "attention_mask": torch.ones(1, 3)}
+        want = (12 * want - 2 * reg.penalty(model, alone).item()) / 10
+    assert reg.penalty(model, packed).item() == pytest.approx(want, rel=1e-5)

@@ -149,12 +149,19 @@ class PreferenceJsonlTaskConfig(ComponentConfig):
         held_out: an evaluation file, or None to set aside ``held_out_fraction`` of ``train``.
         held_out_fraction: share of ``train`` held out (by a hash of each pair) when
             ``held_out`` is None.
+        layout: how a batch's chosen and rejected sequences are laid out
+            (``splice_dpo.packing``): ``"shared_prompt"`` (default: pairs packed into rows
+            without padding, each prompt run once for both completions), ``"packed"``
+            (every sequence packed whole) or ``"padded"`` (one right-padded row per
+            sequence: for models whose forward takes no ``positions`` / ``doc_ids`` /
+            ``branch_ids``). All three give the same log-probs up to float rounding.
     """
 
     type: Literal["preference_jsonl"] = "preference_jsonl"
     train: str
     held_out: str | None = None
     held_out_fraction: float = Field(default=0.0, ge=0.0, lt=1.0)
+    layout: Literal["padded", "packed", "shared_prompt"] = "shared_prompt"
 
 
 class UnpairedJsonlTaskConfig(ComponentConfig):

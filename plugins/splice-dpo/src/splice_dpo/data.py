@@ -21,10 +21,18 @@ from typing import Any
 
 import torch
 from splice.data.chat import SIMPLE_TEMPLATE, ChatTemplate
-from splice.data.collate import IGNORE_INDEX, Overflow, Tokenizer, tokenize_example
+from splice.data.collate import (
+    IGNORE_INDEX,
+    Overflow,
+    TokenizedExample,
+    Tokenizer,
+    tokenize_example,
+)
 from splice.data.examples import Example
 from splice.data.jsonl import parse_jsonl_lines
 from torch import Tensor
+
+from splice_dpo.packing import LAYOUTS, Layout, pack_pairs
 
 
 @dataclass(frozen=True)
@@ -137,52 +145,88 @@ def _pad(rows: Sequence[list[int]], fill: int, t: int) -> Tensor:
     return out
 
 
-def _sequences(
+def _tokenize(
     tokenizer: Tokenizer,
     prompts: Sequence[str],
     completions: Sequence[str],
     max_len: int,
     overflow: Overflow,
-) -> dict[str, Tensor]:
-    """``bos + prompt + completion + eos`` rows, right-padded: ids, attention and score masks."""
-    toks = [
+) -> list[TokenizedExample]:
+    return [
         tokenize_example(tokenizer, Example(p, c), max_len=max_len, overflow=overflow, index=i)
         for i, (p, c) in enumerate(zip(prompts, completions))
     ]
+
+
+def _padded(toks: Sequence[TokenizedExample], pad_id: int) -> dict[str, Tensor]:
+    """One sequence per row, right-padded: ids, labels, attention mask."""
     t = max(len(x.input_ids) for x in toks)
-    ids = _pad([x.input_ids for x in toks], tokenizer.pad_id, t)  # (N, T)
+    ids = _pad([x.input_ids for x in toks], pad_id, t)  # (N, T)
     labels = _pad([x.labels for x in toks], IGNORE_INDEX, t)  # (N, T)
     attention = _pad([[1] * len(x.input_ids) for x in toks], 0, t)  # (N, T)
     return {"input_ids": ids, "labels": labels, "attention_mask": attention}
 
 
 class PreferenceCollator:
-    """``B`` pairs -> one batch of ``2B`` rows: the chosen sequences, then the rejected ones.
+    """``B`` pairs -> one batch holding the ``2B`` sequences: the chosen, then the rejected.
 
-    Returns (``T`` the longest row):
+    ``layout="padded"``: one sequence per row, right-padded (``T`` the longest):
         ``input_ids`` (2B, T) long; ``attention_mask`` (2B, T) long;
         ``score_mask`` (2B, T) bool, True on completion tokens (and eos), the tokens whose
         log-probs are scored; ``labels`` (2B, T) long, the chosen completions' tokens and
         ``-100`` elsewhere (rejected rows included), so the SFT objective run on this batch
-        trains on the chosen side; ``n_pairs`` (scalar long) ``B``;
-        ``ref_chosen_logps`` / ``ref_rejected_logps`` (B,) float32 when every pair carries
-        precomputed reference log-probs.
+        trains on the chosen side.
+    ``layout="packed"`` / ``"shared_prompt"``: the same sequences packed into ``R`` rows
+        without padding (the latter running each prompt once for both completions), with
+        ``positions``, ``doc_ids`` (and ``branch_ids``) for the model and ``sequence_ids``
+        naming the sequence of each scored token (``splice_dpo.packing``).
+    Every layout adds ``n_pairs`` (scalar long) ``B`` and, when every pair carries
+    precomputed reference log-probs, ``ref_chosen_logps`` / ``ref_rejected_logps`` (B,)
+    float32. The layouts give the same log-probs up to float rounding.
+
+    Args:
+        tokenizer: anything with the tokenizer protocol.
+        max_len: longest sequence (prompt + completion); see ``splice.data.collate``.
+        overflow: ``"truncate"`` (default, warns) or ``"error"``.
+        layout: ``"shared_prompt"`` (default), ``"packed"`` or ``"padded"`` (see above;
+            ``"padded"`` for a model whose forward takes no ``positions`` / ``doc_ids`` /
+            ``branch_ids``).
+        row_len: packed row capacity; None = twice the batch's longest packed document.
     """
 
     def __init__(
-        self, tokenizer: Tokenizer, *, max_len: int, overflow: Overflow = "truncate"
+        self,
+        tokenizer: Tokenizer,
+        *,
+        max_len: int,
+        overflow: Overflow = "truncate",
+        layout: Layout = "shared_prompt",
+        row_len: int | None = None,
     ) -> None:
+        if layout not in LAYOUTS:
+            raise ValueError(f"PreferenceCollator layout must be one of {LAYOUTS}, got {layout!r}")
         self.tokenizer, self.max_len, self.overflow = tokenizer, max_len, overflow
+        self.layout, self.row_len = layout, row_len
 
     def __call__(self, pairs: Sequence[PreferenceExample]) -> dict[str, Tensor]:
         if not pairs:
             raise ValueError("cannot collate an empty list of preference pairs")
         prompts = [p.prompt for p in pairs] * 2
         completions = [p.chosen for p in pairs] + [p.rejected for p in pairs]
-        batch = _sequences(self.tokenizer, prompts, completions, self.max_len, self.overflow)
+        toks = _tokenize(self.tokenizer, prompts, completions, self.max_len, self.overflow)
         b = len(pairs)
-        batch["score_mask"] = batch["labels"] != IGNORE_INDEX
-        batch["labels"][b:] = IGNORE_INDEX  # SFT on this batch = SFT on the chosen side
+        if self.layout == "padded":
+            batch = _padded(toks, self.tokenizer.pad_id)
+            batch["score_mask"] = batch["labels"] != IGNORE_INDEX
+            batch["labels"][b:] = IGNORE_INDEX  # SFT on this batch = SFT on the chosen side
+        else:
+            batch = pack_pairs(
+                toks[:b],
+                toks[b:],
+                layout=self.layout,
+                pad_id=self.tokenizer.pad_id,
+                row_len=self.row_len,
+            )
         batch["n_pairs"] = torch.tensor(b)
         if all(p.ref_chosen is not None and p.ref_rejected is not None for p in pairs):
             batch["ref_chosen_logps"] = torch.tensor(
@@ -215,7 +259,8 @@ class UnpairedCollator:
         prompts = [e.prompt for e in examples] * 2
         shifted = [examples[(i + 1) % n].completion for i in range(n)]
         completions = [e.completion for e in examples] + shifted
-        batch = _sequences(self.tokenizer, prompts, completions, self.max_len, self.overflow)
+        toks = _tokenize(self.tokenizer, prompts, completions, self.max_len, self.overflow)
+        batch = _padded(toks, self.tokenizer.pad_id)
         batch["score_mask"] = batch["labels"] != IGNORE_INDEX
         desirable = torch.tensor([e.label for e in examples], dtype=torch.bool)
         batch["labels"][n:] = IGNORE_INDEX

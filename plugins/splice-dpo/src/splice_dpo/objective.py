@@ -14,6 +14,7 @@ is higher), ``logps/chosen``, ``logps/rejected`` (per-token log-prob of each sid
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -27,6 +28,7 @@ from torch import Tensor, nn
 
 from splice_dpo.configs import DPOConfig
 from splice_dpo.losses import PreferenceLogps, as_output
+from splice_dpo.packing import sequence_sums
 
 BATCH_KEYS = ("input_ids", "attention_mask", "score_mask", "n_pairs")
 
@@ -39,11 +41,40 @@ def resolve_loss(config: Any) -> Callable[..., Any]:
 def sequence_logps(
     model: nn.Module, batch: Mapping[str, Any]
 ) -> tuple[Tensor, Tensor, Tensor | None]:
-    """``(summed log-probs (2B,), token counts (2B,) float32, aux_loss)`` of one forward."""
+    """``(summed log-probs (2B,), token counts (2B,) float32, aux_loss)`` of one forward,
+    in any ``PreferenceCollator`` layout (or one sequence per row: ``UnpairedCollator``)."""
+    _check_takes_packing(model, batch)
     out = token_logprobs(
         model, batch["input_ids"], batch["score_mask"], **batch_model_inputs(batch)
     )
-    return out.sum(), out.count().float(), out.aux_loss
+    ids = batch.get("sequence_ids")  # packed layouts; else row i is sequence i
+    n = 2 * int(batch["n_pairs"]) if ids is not None else out.logprobs.shape[0]
+    sums, counts = sequence_sums(out.logprobs, out.mask, ids, n)
+    return sums, counts, out.aux_loss
+
+
+_PACKING_KEYS = ("positions", "doc_ids", "branch_ids")
+
+
+def _check_takes_packing(model: nn.Module, batch: Mapping[str, Any]) -> None:
+    """A packed batch needs a model whose forward takes its packing inputs: else say which
+    (a model that ignored them would attend across sequences)."""
+    keys = [k for k in _PACKING_KEYS if k in batch]
+    if not keys:
+        return
+    try:
+        params = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):  # a wrapper without a signature: let it try
+        return
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    missing = [k for k in keys if k not in params]
+    if missing:
+        raise ValueError(
+            f"{type(model).__name__}.forward takes no {missing}, which this packed preference "
+            "batch needs; use the padded layout (the task's layout='padded', or "
+            "PreferenceCollator(layout='padded'))"
+        )
 
 
 class DPOObjective:
@@ -85,9 +116,11 @@ class DPOObjective:
         if self.reference is None:  # used outside the Trainer: the weights now are the start
             self.setup(model)
         assert self.reference is not None
-        ref = self.reference.token_logprobs(
+        ref_tokens = self.reference.token_logprobs(
             batch["input_ids"], batch["score_mask"], **batch_model_inputs(batch)
-        ).sum(-1)  # (2B,)
+        )  # (R, T-1)
+        mask = batch["score_mask"][:, 1:].bool()
+        ref, _ = sequence_sums(ref_tokens, mask, batch.get("sequence_ids"), 2 * n)  # (2B,)
         return ref[:n], ref[n:]
 
     def loss(self, model: nn.Module, batch: Mapping[str, Any]) -> LossOutput:
@@ -98,7 +131,7 @@ class DPOObjective:
                 f"missing {missing}, got keys {sorted(batch)}"
             )
         n = int(batch["n_pairs"])
-        if batch["input_ids"].shape[0] != 2 * n:
+        if "sequence_ids" not in batch and batch["input_ids"].shape[0] != 2 * n:
             raise ValueError(
                 f"a dpo batch holds 2 * n_pairs rows (chosen then rejected), got "
                 f"{batch['input_ids'].shape[0]} rows for n_pairs={n}"

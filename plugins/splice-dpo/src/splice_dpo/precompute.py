@@ -24,6 +24,7 @@ from splice.objectives.logprobs import batch_model_inputs, token_logprobs
 from torch import Tensor, nn
 
 from splice_dpo.data import PreferenceExample
+from splice_dpo.packing import sequence_sums
 
 FILENAME = "reference_logps.safetensors"
 SPLITS = ("train", "held_out")
@@ -54,10 +55,13 @@ def precompute_reference_logps(
                     k: v.to(device) if isinstance(v, Tensor) else v
                     for k, v in collate(chunk).items()
                 }
-                seq = token_logprobs(
+                tokens = token_logprobs(
                     model, batch["input_ids"], batch["score_mask"], **batch_model_inputs(batch)
-                ).sum()  # (2b,)
+                )
                 n = len(chunk)
+                seq, _ = sequence_sums(
+                    tokens.logprobs, tokens.mask, batch.get("sequence_ids"), 2 * n
+                )  # (2b,)
                 out.append(torch.stack([seq[:n], seq[n:]], dim=1).float().cpu())  # (b, 2)
     finally:
         model.train(was_training)

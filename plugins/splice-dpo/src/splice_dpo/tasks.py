@@ -67,6 +67,9 @@ class PreferenceJsonlTask(_FileTask):
     parse = staticmethod(preference_example)
     collator_cls = PreferenceCollator
 
+    def collator(self, tokenizer: Any, *, max_len: int) -> Any:
+        return PreferenceCollator(tokenizer, max_len=max_len, layout=self.config.layout)
+
 
 class UnpairedJsonlTask(_FileTask):
     """Unpaired labelled examples (``UnpairedExample``) from JSONL files, for KTO."""

@@ -2,8 +2,8 @@
 
 Batch convention (``splice.data.collate``): ``input_ids`` ``(B, T)``, ``attention_mask``
 ``(B, T)`` (1 real, 0 pad), optional ``labels`` ``(B, T)`` aligned with ``input_ids``
-(-100 = no loss; the shift to next-token targets happens here), optional ``positions``
-and ``doc_ids`` for packed rows.
+(-100 = no loss; the shift to next-token targets happens here), optional ``positions``,
+``doc_ids`` and ``branch_ids`` for packed rows.
 """
 
 from __future__ import annotations
@@ -19,7 +19,9 @@ IGNORE_INDEX = -100
 
 def forward_logits(model: nn.Module, batch: Mapping[str, Any]) -> Tensor:
     """``(B, T, V)`` logits of ``model`` on ``batch`` (padding and packing respected)."""
-    kwargs = {k: batch[k] for k in ("attention_mask", "positions", "doc_ids") if k in batch}
+    kwargs = {
+        k: batch[k] for k in ("attention_mask", "positions", "doc_ids", "branch_ids") if k in batch
+    }
     out = model(batch["input_ids"], **kwargs)
     logits = getattr(out, "logits", out)
     if logits is None:
@@ -40,6 +42,14 @@ def next_token_targets(batch: Mapping[str, Any], *, use_labels: bool = True) -> 
     mask = batch.get("attention_mask")
     if mask is not None:
         targets[mask[:, 1:] == 0] = IGNORE_INDEX
+    # Packed rows: a document's first token does not follow the previous document, and a
+    # branch's first token (prefix sharing) does not follow the previous branch.
+    doc_ids, branch_ids = batch.get("doc_ids"), batch.get("branch_ids")
+    if doc_ids is not None:
+        targets[doc_ids[:, 1:] != doc_ids[:, :-1]] = IGNORE_INDEX
+    if branch_ids is not None:
+        new_branch = (branch_ids[:, 1:] != branch_ids[:, :-1]) & (branch_ids[:, :-1] != 0)
+        targets[new_branch] = IGNORE_INDEX
     return targets
 
 

@@ -59,6 +59,7 @@ def attention_inputs(
     attention_mask: Tensor | None,
     doc_ids: Tensor | None,
     cache: KVCache | None,
+    branch_ids: Tensor | None = None,
     context: Tensor | None = None,
     context_mask: Tensor | None = None,
 ) -> AttentionInputs:
@@ -67,6 +68,8 @@ def attention_inputs(
     Args:
         attention_mask: ``(B, S)`` bool/int key padding over cache + new tokens (1 = real).
         doc_ids: ``(B, T)`` document index per token for packed sequences.
+        branch_ids: ``(B, T)`` branch per token for prefix sharing (0 = the shared prefix;
+            see ``splice.nn.masks.build_attention_mask``).
         context_mask: ``(B, S_ctx)`` key padding of the cross-attention context.
     """
     past = cache.length if cache is not None else 0
@@ -81,15 +84,17 @@ def attention_inputs(
         )
     mask: Tensor | None = None
     is_causal = causal
-    if attention_mask is not None or doc_ids is not None or (past > 0 and t > 1 and causal):
-        if doc_ids is not None and past > 0:
-            raise ValueError("doc_ids (packing) cannot be combined with a KV cache")
+    packed = doc_ids is not None or branch_ids is not None
+    if attention_mask is not None or packed or (past > 0 and t > 1 and causal):
+        if packed and past > 0:
+            raise ValueError("doc_ids / branch_ids (packing) cannot be combined with a KV cache")
         mask = build_attention_mask(
             t=t,
             s=s,
             causal=causal,
             key_padding=attention_mask.bool() if attention_mask is not None else None,
             doc_ids=doc_ids,
+            branch_ids=branch_ids,
             device=device,
         )
         is_causal = False

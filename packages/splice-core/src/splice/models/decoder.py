@@ -63,6 +63,7 @@ class DecoderLM(nn.Module):
         positions: Tensor | None = None,
         attention_mask: Tensor | None = None,
         doc_ids: Tensor | None = None,
+        branch_ids: Tensor | None = None,
         cache: KVCache | None = None,
         context: Tensor | None = None,
         context_mask: Tensor | None = None,
@@ -77,6 +78,8 @@ class DecoderLM(nn.Module):
                 ``attention_mask`` when omitted.
             attention_mask: ``(B, S)`` 1 for real tokens, 0 for padding, over cache + input.
             doc_ids: ``(B, T)`` document ids of packed sequences (no cross-document attention).
+            branch_ids: ``(B, T)`` prefix sharing within a document: 0 on the shared prefix,
+                ``k > 0`` on continuation ``k``, which sees the prefix and itself only.
             cache: KV cache to read and extend (generation).
             context: ``(B, S_ctx, D_ctx)`` features for cross-attention blocks.
             context_mask: ``(B, S_ctx)`` padding mask of ``context``.
@@ -95,6 +98,7 @@ class DecoderLM(nn.Module):
             positions=positions,
             attention_mask=attention_mask,
             doc_ids=doc_ids,
+            branch_ids=branch_ids,
             cache=cache,
             context=context,
             context_mask=context_mask,

@@ -20,9 +20,10 @@ def build_attention_mask(
     causal: bool,
     key_padding: Tensor | None = None,
     doc_ids: Tensor | None = None,
+    branch_ids: Tensor | None = None,
     device: torch.device | None = None,
 ) -> Tensor:
-    """Combine causal, key-padding and same-document masks into ``(B, 1, T, S)``.
+    """Combine causal, key-padding, same-document and same-branch masks into ``(B, 1, T, S)``.
 
     Args:
         t: number of query positions (the last ``t`` of the ``s`` key positions).
@@ -31,6 +32,10 @@ def build_attention_mask(
         key_padding: ``(B, S)`` bool, True for real tokens.
         doc_ids: ``(B, S)`` int document index per position (packing); tokens only
             attend within their document.
+        branch_ids: ``(B, S)`` int branch per position (prefix sharing): 0 for a document's
+            shared prefix, ``k > 0`` for its ``k``-th continuation; a token attends to keys
+            of branch 0 and of its own branch only. Several completions of one prompt then
+            share one copy of it: each sees the prompt and itself, never a sibling.
 
     A query row that would see no key at all (a padding query) is allowed to see
     itself, so softmax never divides by zero; its output is ignored anyway.
@@ -40,6 +45,8 @@ def build_attention_mask(
         b = key_padding.shape[0]
     elif doc_ids is not None:
         b = doc_ids.shape[0]
+    elif branch_ids is not None:
+        b = branch_ids.shape[0]
     mask = torch.ones(b, 1, t, s, dtype=torch.bool, device=device)
     if causal:
         mask = mask & causal_mask(t, s, device=device)
@@ -47,6 +54,9 @@ def build_attention_mask(
         mask = mask & key_padding[:, None, None, :].bool()
     if doc_ids is not None:
         mask = mask & (doc_ids[:, None, s - t :, None] == doc_ids[:, None, None, :])
+    if branch_ids is not None:
+        key_branch = branch_ids[:, None, None, :]  # (B, 1, 1, S)
+        mask = mask & ((key_branch == 0) | (branch_ids[:, None, s - t :, None] == key_branch))
     diag = torch.zeros(t, s, dtype=torch.bool, device=device)
     diag[torch.arange(t), torch.arange(s - t, s)] = True
     empty = ~mask.any(dim=-1, keepdim=True)  # (B, 1, T, 1)

@@ -24,6 +24,7 @@ MODEL_INPUT_KEYS = (
     "attention_mask",
     "positions",
     "doc_ids",
+    "branch_ids",
     "encoder_input_ids",
     "encoder_attention_mask",
     "context",

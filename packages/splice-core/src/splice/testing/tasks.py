@@ -181,10 +181,15 @@ class TaskConformance(NamedConformance):
         assert isinstance(batch, dict), f"the collator returned a {type(batch).__name__}"
         grid = {k: v for k, v in batch.items() if isinstance(v, Tensor) and v.ndim >= 2}
         assert grid, f"the collator gave no (rows, positions) tensor: {sorted(batch)}"
-        rows = {len(examples), 2 * len(examples)}  # a pair task may stack both halves
+        n = len(examples)
+        rows = {n, 2 * n}  # a pair task may stack both halves
         for key, value in grid.items():
-            assert value.shape[0] in rows and value.shape[1] <= self.max_len, (
-                f"batch[{key!r}] has shape {tuple(value.shape)} for {len(examples)} examples "
+            if "doc_ids" in batch:  # packed rows: at most twice a padded pair batch's slots
+                bounded = value.shape[0] <= 2 * n and value.numel() <= 4 * n * self.max_len
+            else:
+                bounded = value.shape[0] in rows and value.shape[1] <= self.max_len
+            assert bounded, (
+                f"batch[{key!r}] has shape {tuple(value.shape)} for {n} examples "
                 f"and max_len={self.max_len}"
             )
             if not value.is_floating_point():
