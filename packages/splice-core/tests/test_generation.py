@@ -316,3 +316,33 @@ def test_compiled_decode_matches_eager_and_compiles_once() -> None:
     # ... and the first shape again picks its own graph.
     again = generate(model, PROMPTS, runs[0].model_copy(update={"compile": True}), **kw)
     assert torch.equal(again.tokens, generate(model, PROMPTS, runs[0], **kw).tokens)
+
+
+def test_bf16_decoding_takes_the_decode_kernel_and_keeps_the_models_logprobs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """bf16 weights: decode steps run splice.nn.sdpa.decode_attention (left-padded rows,
+    GQA), and each greedy token's log-prob equals a teacher-forced bf16 forward's within
+    bf16 rounding, the token being that forward's argmax up to the same rounding."""
+    import splice.nn.sdpa as sdpa
+
+    calls = []
+    kernel = sdpa.decode_attention
+
+    def counted(*args, **kw):  # type: ignore[no-untyped-def]
+        calls.append(args[0].shape)
+        return kernel(*args, **kw)
+
+    monkeypatch.setattr(sdpa, "decode_attention", counted)
+    model = tiny_model().to(torch.bfloat16)
+    out = generate(model, PROMPTS, SamplingConfig(max_new_tokens=8), pad_id=PAD)
+    # 2 layers x (the padded prefill, whose mask holds the causality: 5 queries; 7 steps)
+    assert [shape[2] for shape in calls] == [5] * 2 + [1] * 14
+    for row, prompt in enumerate(PROMPTS):
+        seq = torch.tensor([prompt + out.tokens[row].tolist()])
+        with torch.no_grad():
+            logp = model(seq).logits[0].float().log_softmax(-1)  # (T, V)
+        idx = torch.arange(len(prompt), seq.shape[1])
+        expected = logp[idx - 1, seq[0, idx]]
+        assert (out.logprobs[row] - expected).abs().max().item() <= 0.1
+        assert (logp[idx - 1].max(-1).values - expected).max().item() <= 0.1
