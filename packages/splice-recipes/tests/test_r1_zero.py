@@ -34,23 +34,35 @@ def test_recipe_is_registered_and_its_config_is_valid():
     assert grpo.objective.type == "grpo" and grpo.objective.beta == 0.0
     assert grpo.train.precision == "float32"
     assert [c.name for c in claims(cfg)] == ["accuracy", "length", "reasoning", "retention"]
-    # the longest reasoning completion (99+99) fits the generation budget
-    task = ArithmeticTask("+", min_digits=2, max_digits=2, chain_of_thought=True)
-    assert len(task.format(99, 99).completion) + 1 <= grpo.rollout.max_new_tokens
+    # the longest reasoning completion (999+999) fits the generation budget and the context
+    task = ArithmeticTask("+", min_digits=3, max_digits=3, chain_of_thought=True)
+    longest = task.format(999, 999)
+    assert len(longest.completion) + 1 <= grpo.rollout.max_new_tokens
+    assert len(longest.prompt) + len(longest.completion) + 2 <= cfg.max_len
 
 
 def test_the_start_mostly_answers_directly_and_the_second_skill_is_large():
-    task = addition()  # the default start's addition: 45% of its examples reason
-    add = ArithmeticTask("+", min_digits=2, max_digits=2, chain_of_thought=True,
+    cfg = R1ZeroConfig()
+    task = cfg.grpo_task  # three-digit addition: 35% of the start's examples reason
+    assert task == addition() and task["min_digits"] == task["max_digits"] == 3
+    add = ArithmeticTask("+", min_digits=3, max_digits=3, chain_of_thought=True,
                          reasoning_share=task["reasoning_share"])  # fmt: skip
     examples = add.sample("train", 400)
     share = sum(reasons([], [e.completion for e in examples], [])) / len(examples)
-    assert 0.38 < share < 0.52
+    assert 0.28 < share < 0.42
     assert all(e.completion.startswith("<think></think>") or "=" in e.completion for e in examples)
-    plain = ArithmeticTask("+", min_digits=2, max_digits=2, chain_of_thought=True)
+    plain = ArithmeticTask("+", min_digits=3, max_digits=3, chain_of_thought=True)
     assert [e.prompt for e in plain.sample("train", 50)] == [e.prompt for e in examples[:50]]
-    sub = ArithmeticTask("+", max_digits=2, reverse_answer=True, separator=":")
-    assert len({e.prompt for e in sub.sample("held_out", 2000)}) >= 200
+    # the second skill: two-digit addition, always answered directly, in the same format;
+    # over 200 distinct held-out problems, none of them a GRPO prompt
+    assert cfg.retention_task == addition(reasoning_share=0.0, digits=2)
+    sub = ArithmeticTask("+", min_digits=2, max_digits=2, chain_of_thought=True,
+                         reasoning_share=0.0)  # fmt: skip
+    held = sub.sample("held_out", 2000)
+    assert len({e.prompt for e in held}) >= 200
+    trained = sub.sample("train", 200)  # what SFT shows (evaluation reads the answer only)
+    assert not any(reasons([], [e.completion for e in trained], []))
+    assert cfg.sft_task["tasks"] == [task, cfg.retention_task]
 
 
 def test_reasons_reads_a_non_empty_think_block():

@@ -1,16 +1,18 @@
 """Recipe ``r1-zero``: DeepSeek-R1-Zero's three claims in miniature, as a study over seeds.
 
-A small decoder adds two-digit numbers in R1's format. A problem can be answered at once,
-``37+25=`` -> ``<think></think><answer>62</answer>``, or after working out the carries,
-``<think>7+5=12,3+2+1=6</think><answer>62</answer>``: the longer form is the more
-accurate one for a small model. Per seed:
+A small decoder adds three-digit numbers in R1's format. A problem can be answered at
+once, ``374+258=`` -> ``<think></think><answer>632</answer>``, or after working out the
+carries, ``<think>4+8=12,7+5+1=13,3+2+1=6</think><answer>632</answer>``. Answered at once,
+the first digit written needs every carry in one step, which a 2-layer decoder barely
+learns; with the carries written out, each step is one digit sum: the longer form is the
+far more accurate one. Per seed:
 
-1. **SFT start** (arm ``sft``): a mixture of addition, where only ``reasoning_share``
-   (45%) of the examples show the carries (so the start mostly answers directly), and a
-   second skill, reversed-digit addition answered directly after a ``:`` (>= 200 distinct
-   held-out problems), which GRPO never sees. Its held-out curve over seeds
-   (``sft_curve`` in ``study.json``, with ``sft_eval_every``) says whether it reached a
-   plateau: at the default 1200 steps it has not on every seed (docs/concepts/grpo-r1.md);
+1. **SFT start** (arm ``sft``): a mixture of three-digit addition, where only
+   ``reasoning_share`` (35%) of the examples show the carries (so the start answers
+   directly, and rarely right), and a second skill, two-digit addition answered directly
+   in the same format (810 distinct held-out problems), which GRPO never sees. Its
+   held-out curve over seeds (``sft_curve`` in ``study.json``, every ``sft_eval_every``
+   steps) shows whether it flattened (docs/concepts/grpo-r1.md);
 2. **GRPO** from that start with rule-based rewards only (answer match + format), once per
    KL weight of ``betas`` (0, small, large): arms ``grpo-beta-<label>``.
 
@@ -59,19 +61,20 @@ VOCAB = 3 + len(ALPHABET)
 SFT_ARM = "sft"
 
 
-def addition(reasoning_share: float = 0.45) -> dict[str, Any]:
-    """Two-digit addition in R1's format; ``reasoning_share`` of the examples work the
-    carries out, the others answer after an empty think block."""
-    return {"type": "arithmetic", "op": "+", "min_digits": 2, "max_digits": 2,
+def addition(reasoning_share: float = 0.35, digits: int = 3) -> dict[str, Any]:
+    """``digits``-digit addition in R1's format; ``reasoning_share`` of the examples work
+    the carries out, the others answer after an empty think block."""
+    return {"type": "arithmetic", "op": "+", "min_digits": digits, "max_digits": digits,
             "chain_of_thought": True, "reasoning_share": reasoning_share}  # fmt: skip
 
 
-# The second skill: 1-2 digit addition answered directly, digits least-significant first,
-# after a ":" (``37+25:`` -> ``26``; ~1000 distinct held-out problems). It shares the
-# arithmetic with the GRPO task, so GRPO can overwrite it: what the KL term should prevent.
-# (Direct 1-2 digit subtraction stayed under 10% after SFT here: nothing to retain.)
-SECOND_SKILL = {"type": "arithmetic", "op": "+", "min_digits": 1, "max_digits": 2,
-                "reverse_answer": True, "separator": ":"}  # fmt: skip
+# The second skill: two-digit addition answered directly in the same format
+# (``37+25=`` -> ``<think></think><answer>62</answer>``; 810 distinct held-out problems).
+# It shares the prompt, the format and the think-or-answer decision that GRPO moves on the
+# three-digit prompts, so GRPO can overwrite it: what the KL term should prevent. (Earlier
+# second skills, reversed-digit addition after a ":" and direct subtraction, never moved
+# under GRPO at any beta: nothing for the KL term to keep.)
+SECOND_SKILL = addition(reasoning_share=0.0, digits=2)
 _THINKS = re.compile(r"\s*<think>[^<]+</think>")
 
 
@@ -92,15 +95,16 @@ REWARDS = [
 
 
 def _default_sft() -> TrainConfig:
-    schedule = ScheduleConfig(kind="cosine", warmup_steps=30, min_lr_ratio=0.1)
-    return short_run(steps=1200, batch_size=32, lr=3e-3, log_every=100, schedule=schedule,
+    # annealed to 5% of the peak rate: the start ends on a flat stretch of its curve
+    schedule = ScheduleConfig(kind="cosine", warmup_steps=30, min_lr_ratio=0.05)
+    return short_run(steps=1500, batch_size=32, lr=3e-3, log_every=100, schedule=schedule,
                      progress=False)  # fmt: skip
 
 
 def _default_grpo() -> TrainConfig:
     # RL steps are small: Adam's first update moves every weight by ~lr whatever the
     # gradient's size. batch_size is unused by online runs (rollout.prompts_per_step).
-    return short_run(steps=24, batch_size=1, lr=1e-4, log_every=4, betas=(0.9, 0.99),
+    return short_run(steps=32, batch_size=1, lr=1e-4, log_every=4, betas=(0.9, 0.99),
                      max_grad_norm=1.0, progress=False)  # fmt: skip
 
 
@@ -108,14 +112,15 @@ class R1ZeroConfig(StudyConfig):
     """The SFT start, then GRPO once per ``betas`` value, over ``seeds`` seeds.
 
     Attributes:
-        sft_task: what SFT trains on (addition, mostly answered directly, + the second skill).
+        sft_task: what SFT trains on (three-digit addition, mostly answered directly, and
+            the second skill, 3 to 2).
         grpo_task / retention_task: GRPO's prompts, and the second skill it never sees.
         grpo_objective: the GRPO config (``beta`` is replaced by each value of ``betas``).
         betas: label -> KL weight; one GRPO arm ``grpo-beta-<label>`` each. The claims use
             the labels ``0``, ``small`` and ``large``.
         eval_examples: held-out problems per task, answered greedily.
         sft_eval_every: SFT steps between evaluations of the start (its curve: whether it
-            reached a plateau); None: once, at the end.
+            flattened); None: once, at the end.
         workers: seeds run at once, one process each (every run uses one thread; the
             figures do not depend on it).
         eval_every: GRPO steps between evaluations (the curves; a run's result is the mean
@@ -126,24 +131,24 @@ class R1ZeroConfig(StudyConfig):
     seeds: PositiveInt = 5
     last_evals: PositiveInt = 2
     model: ModelField = Field(
-        default_factory=lambda: tiny_decoder(VOCAB, max_seq_len=64), validate_default=True
+        default_factory=lambda: tiny_decoder(VOCAB, max_seq_len=72), validate_default=True
     )  # type: ignore[valid-type]
     tokenizer: TokenizerConfig = TokenizerConfig(alphabet=ALPHABET)
     sft_task: dict[str, Any] = Field(
         default_factory=lambda: {
             "type": "mixture",
             "tasks": [addition(), SECOND_SKILL],
-            "weights": [2, 1],
+            "weights": [3, 2],
         }
     )
     grpo_task: dict[str, Any] = Field(default_factory=addition)
     retention_task: dict[str, Any] = Field(default_factory=lambda: dict(SECOND_SKILL))
-    max_len: PositiveInt = 64
+    max_len: PositiveInt = 72  # 999+999= and its 60-character reasoning completion
     sft: TrainConfig = Field(default_factory=_default_sft)
     grpo: TrainConfig = Field(default_factory=_default_grpo)
-    # temperature 0.7: at 1.0 the start's reasoning samples were right 12% of the time (23%
-    # at 0.7), and it still draws a reasoning completion for ~1 in 4 samples
-    rollout: RolloutConfig = RolloutConfig(prompts_per_step=16, max_new_tokens=52, temperature=0.7)
+    # temperature 0.7: at 1.0 nearly every sample of a briefly trained start is wrong (no
+    # signal), and at 0.7 it still draws a reasoning completion for some samples
+    rollout: RolloutConfig = RolloutConfig(prompts_per_step=16, max_new_tokens=61, temperature=0.7)
     grpo_objective: dict[str, Any] = Field(
         default_factory=lambda: {"type": "grpo", "group_size": 8, "rewards": REWARDS}
     )
@@ -152,7 +157,7 @@ class R1ZeroConfig(StudyConfig):
     )
     eval_examples: NonNegativeInt = 200
     eval_every: PositiveInt = 8
-    sft_eval_every: PositiveInt | None = None
+    sft_eval_every: PositiveInt | None = 500
     workers: PositiveInt = 2
 
     def arms(self) -> list[str]:
@@ -406,7 +411,7 @@ def config() -> R1ZeroConfig:
 
 recipe = Recipe(
     name="r1-zero",
-    description="SFT start that mostly answers directly, then GRPO with rule-based rewards at "
+    description="SFT start that mostly answers 3-digit additions directly, then GRPO with rule-based rewards at "
     "β 0 / small / large over seeds: accuracy, reasoning length, retention of a second skill",
     config=config,
     run=run,
