@@ -93,6 +93,10 @@ def test_composed_objective_trains_and_logs_every_term(tmp_path: Path) -> None:
         assert "dpo/rewards/margin" in r and "sft/ce_loss" in r
     first, last = train_rows[0], train_rows[-1]
     assert first["term/kl_reference"] == pytest.approx(0.0, abs=1e-6)  # starts at the base
-    assert first["term/dpo"] == pytest.approx(0.6931472, abs=1e-5)  # log 2: policy == reference
+    # log 2 at the start: policy == reference. In bf16 (nox -s tests_bf16) the policy's
+    # forward (with grad) and the reference's (without) may take kernels that round
+    # differently (seen on an AVX2 CPU, where bf16 is emulated): only ~log 2 there.
+    tol = 1e-5 if report["precision"] == "float32" else 2e-3
+    assert first["term/dpo"] == pytest.approx(0.6931472, abs=tol)
     assert last["term/kl_reference"] > 0
     assert last["dpo/rewards/margin"] > first["dpo/rewards/margin"]
