@@ -110,7 +110,8 @@ def pair_logps(
     from splice.objectives.logprobs import batch_model_inputs, token_logprobs
     from splice_dpo.data import PreferenceCollator
 
-    collate = PreferenceCollator(tokenizer, max_len=max_len)
+    # one row per sequence (chosen rows, then rejected): the sums below read rows as sequences
+    collate = PreferenceCollator(tokenizer, max_len=max_len, layout="padded")
     sums, counts = torch.zeros(2, dtype=torch.float64), torch.zeros(2, dtype=torch.float64)
     model.eval()
     with torch.no_grad():

@@ -29,6 +29,6 @@ def register_recipes(register: Any) -> None:
 @hookimpl
 def register_tasks(register: Any) -> None:
     """The ``markov_text`` task (``moe-vs-dense``'s language of stored rules)."""
-    from splice_recipes.markov_text import MarkovTextTaskConfig
+    from splice_recipes.markov_text_config import MarkovTextTaskConfig
 
     register(MarkovTextTaskConfig, "splice_recipes.markov_text:build_markov_text")
