@@ -12,6 +12,7 @@ import torch
 from splice.cli import main
 from splice.data.examples import Example
 from splice_dpo.data import PreferenceExample
+from splice_recipes import dpo_data
 from splice_recipes.dpo import DPOStudy, MethodConfig, claims, config, label, method_config
 from splice_recipes.dpo_data import dev_test_split, pair_logps
 from splice_recipes.dpo_diagnosis import logged_logps, windowed_curve
@@ -33,6 +34,7 @@ def test_default_config_arms_claims_grids_and_method_runs(tmp_path):
     nll = method_config(cfg, m["dpo+nll"], folder=tmp_path / "a", **common)
     assert nll.objective.type == "weighted_sum" and nll.seed == 2
     assert nll.train.precision == "float32" and nll.output_dir == str(tmp_path / "a")
+    assert nll.data.task.layout == dpo_data.LAYOUT  # the layout pair_logps reads in
     kto = method_config(cfg, m["kto"], folder=tmp_path / "b", **common)
     assert kto.objective.type == "kto" and kto.data.task.type == "unpaired_jsonl"
     rft = method_config(cfg, m["rft"], folder=tmp_path / "c", **common)
@@ -119,7 +121,8 @@ def test_dev_test_split_is_disjoint_and_refuses_repeats_and_leaks():
         dev_test_split(held, [held[5]], 0.5)
 
 
-def test_pair_logps_are_per_token_means_over_all_pairs():
+@pytest.mark.parametrize("layout", ["shared_prompt", "packed", "padded"])
+def test_pair_logps_are_per_token_means_over_all_pairs(layout):
     from splice.models.build import build_model
     from splice.training.experiment import build_tokenizer
     from splice_recipes.dpo_data import sft_config
@@ -129,7 +132,8 @@ def test_pair_logps_are_per_token_means_over_all_pairs():
     torch.manual_seed(0)
     model = build_model(cfg.model).eval()
     pairs = [PreferenceExample("1+2=", "3", "4", "3"), PreferenceExample("12+3=", "51", "6", "51")]
-    got = pair_logps(model, tok, pairs, cfg.max_len, batch_size=1)  # batches must not matter
+    # batches must not matter; the default layout is the arms' (LAYOUT, shared_prompt)
+    got = pair_logps(model, tok, pairs, cfg.max_len, batch_size=1, layout=layout)
 
     def by_hand(prompt: str, completion: str) -> tuple[float, int]:
         p = tok.encode(prompt, bos=True)

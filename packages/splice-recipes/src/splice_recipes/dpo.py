@@ -259,7 +259,11 @@ def method_config(
         task = {"type": "unpaired_jsonl", "train": str(data / "unpaired.jsonl")}
         objective = {"type": "kto", "beta": method.beta}
     else:
-        task = {"type": "preference_jsonl", "train": str(data / "pairs.jsonl")}
+        task = {
+            "type": "preference_jsonl",
+            "train": str(data / "pairs.jsonl"),
+            "layout": dpo_data.LAYOUT,  # the layout pair_logps reads the arms in
+        }
         objective = {"type": "dpo", "loss": method.loss}
         if method.sft_weight > 0:
             objective = {

@@ -24,6 +24,9 @@ from splice_recipes.study import pinned
 #: the config fields a seed's SFT and data depend on (``data.json`` records them)
 SEED_FIELDS = ("model", "task", "max_len", "sft", "prompts", "samples_per_prompt",
                "temperature", "reference_as_chosen", "max_new_tokens")  # fmt: skip
+#: how the preference arms' collator lays out a batch (``splice_dpo.packing``); the
+#: log-prob readout (``pair_logps``) uses it too, so it runs the training's code path
+LAYOUT = "shared_prompt"
 
 
 @dataclass
@@ -99,32 +102,26 @@ def accuracy(model: Any, tokenizer: Any, examples: list[Any], max_new_tokens: in
 
 
 def pair_logps(
-    model: Any, tokenizer: Any, pairs: list[Any], max_len: int, batch_size: int = 128
+    model: Any,
+    tokenizer: Any,
+    pairs: list[Any],
+    max_len: int,
+    batch_size: int = 128,
+    layout: str = LAYOUT,
 ) -> dict[str, float]:
     """Per-token log-prob of the chosen and of the rejected completions over all ``pairs``
     (summed over every completion token, eos included, divided by the token count):
     ``{"chosen_logp", "rejected_logp"}``. Read on the same pairs before and after training,
     it says which side a method moved, free of the batch-to-batch noise of the logged
-    training values."""
-    import torch
-    from splice.objectives.logprobs import batch_model_inputs, token_logprobs
+    training values. ``layout``: the batches' layout, by default the one the preference
+    arms train with (``LAYOUT``), so the readout runs the training's code path."""
     from splice_dpo.data import PreferenceCollator
+    from splice_dpo.readout import completion_logps
 
-    # one row per sequence (chosen rows, then rejected): the sums below read rows as sequences
-    collate = PreferenceCollator(tokenizer, max_len=max_len, layout="padded")
-    sums, counts = torch.zeros(2, dtype=torch.float64), torch.zeros(2, dtype=torch.float64)
-    model.eval()
-    with torch.no_grad():
-        for start in range(0, len(pairs), batch_size):
-            batch = collate(pairs[start : start + batch_size])
-            n = int(batch["n_pairs"])
-            out = token_logprobs(
-                model, batch["input_ids"], batch["score_mask"], **batch_model_inputs(batch)
-            )
-            s, c = out.sum().double(), out.count().double()  # (2n,)
-            sums += torch.stack([s[:n].sum(), s[n:].sum()])
-            counts += torch.stack([c[:n].sum(), c[n:].sum()])
-    chosen, rejected = (sums / counts.clamp(min=1)).tolist()
+    collate = PreferenceCollator(tokenizer, max_len=max_len, layout=layout)  # type: ignore[arg-type]
+    sums, counts = completion_logps(model, pairs, collate, batch_size=batch_size)  # (N, 2)
+    per_token = sums.double().sum(0) / counts.double().sum(0).clamp(min=1)  # (2,)
+    chosen, rejected = per_token.tolist()
     return {"chosen_logp": chosen, "rejected_logp": rejected}
 
 

@@ -11,6 +11,7 @@ of recomputing (a different fingerprint recomputes and overwrites it).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 from collections.abc import Callable, Sequence
@@ -20,17 +21,15 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 from splice.adapters import adapters_disabled, has_adapters
-from splice.objectives.logprobs import batch_model_inputs, token_logprobs
 from torch import Tensor, nn
 
 from splice_dpo.data import PreferenceExample
-from splice_dpo.packing import sequence_sums
+from splice_dpo.readout import completion_logps
 
 FILENAME = "reference_logps.safetensors"
 SPLITS = ("train", "held_out")
 
 
-@torch.no_grad()
 def precompute_reference_logps(
     model: nn.Module,
     pairs: Sequence[PreferenceExample],
@@ -40,32 +39,11 @@ def precompute_reference_logps(
     adapters_off: bool = True,
 ) -> Tensor:
     """``(N, 2)`` float32 summed completion log-probs ``[chosen, rejected]`` of each pair
-    under ``model`` as it is now (eval mode; adapter layers off unless ``adapters_off=False``)."""
-    import contextlib
-
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    out: list[Tensor] = []
-    try:
-        with adapters_disabled(model) if adapters_off else contextlib.nullcontext():
-            for start in range(0, len(pairs), batch_size):
-                chunk = list(pairs[start : start + batch_size])
-                batch = {
-                    k: v.to(device) if isinstance(v, Tensor) else v
-                    for k, v in collate(chunk).items()
-                }
-                tokens = token_logprobs(
-                    model, batch["input_ids"], batch["score_mask"], **batch_model_inputs(batch)
-                )
-                n = len(chunk)
-                seq, _ = sequence_sums(
-                    tokens.logprobs, tokens.mask, batch.get("sequence_ids"), 2 * n
-                )  # (2b,)
-                out.append(torch.stack([seq[:n], seq[n:]], dim=1).float().cpu())  # (b, 2)
-    finally:
-        model.train(was_training)
-    return torch.cat(out) if out else torch.zeros(0, 2)
+    under ``model`` as it is now (eval mode; adapter layers off unless ``adapters_off=False``),
+    read in ``collate``'s layout (``splice_dpo.readout.completion_logps``)."""
+    with adapters_disabled(model) if adapters_off else contextlib.nullcontext():
+        sums, _ = completion_logps(model, pairs, collate, batch_size=batch_size)
+    return sums
 
 
 def fingerprint(
