@@ -3,10 +3,15 @@ the images travel with the rollout.
 
 A prompt batch carries ``images (P, C, H, W)``; generation conditions on them, the packed
 rollout repeats each prompt's image for its completions, and the policy's, the rollout
-policy's and the reference's log-probs are all computed with those images.
+policy's and the reference's log-probs are all computed with those images. The core
+``Trainer`` runs it end to end from a task whose examples carry their images
+(``PromptBatches``), and resumes it exactly from a checkpoint.
 """
 
 from __future__ import annotations
+
+import json
+import shutil
 
 import pytest
 import torch
@@ -15,10 +20,13 @@ pytest.importorskip("splice_lora", reason="splice-lora is not installed")
 pytest.importorskip("splice_vision", reason="splice-vision is not installed")
 pytest.importorskip("splice_grpo", reason="splice-grpo is not installed")
 
+from splice.data.examples import Example
 from splice.generation.sampling import SamplingConfig
 from splice.objectives.logprobs import token_logprobs
 from splice.registry import get_registry
-from splice.rl.rollout import Rollouts, pack_rollout
+from splice.rl.rollout import PromptBatches, Rollouts, pack_rollout
+from splice.training.configs import OptimizerConfig, TrainConfig
+from splice.training.trainer import Trainer
 from splice_grpo.configs import GRPOConfig
 from splice_grpo.objective import build_grpo
 from splice_vision.configs import LlavaConfig
@@ -189,3 +197,75 @@ def test_minibatches_keep_each_completion_with_its_image() -> None:
         with torch.enable_grad():
             now = token_logprobs(model, mb["input_ids"], mb["completion_mask"], images=mb["images"])
         torch.testing.assert_close(now.logprobs.detach(), mb["old_logprobs"], atol=0, rtol=0)
+
+
+class Pictures:
+    """A task whose example ``i`` of a draw asks about its own seeded random image."""
+
+    def sample(self, split: str, n: int, *, seed: int = 0) -> list[Example]:
+        g = torch.Generator().manual_seed(seed % 2**62)
+        return [
+            Example(
+                f"q{i}",
+                str(3 + i),
+                str(3 + i),
+                model_inputs={"images": torch.rand(3, 32, 32, generator=g)},
+            )
+            for i in range(n)
+        ]
+
+
+def fit_grpo(run_dir, *, resume: bool = False) -> Trainer:
+    model = build_vlm()
+    n_img = model.tokens_per_image
+    prompts = PromptBatches(
+        Pictures(),
+        Tokenizer(),
+        prompts_per_step=P,
+        seed=3,
+        encode=lambda e: expand_image_tokens([1, IMG, 5 + int(e.prompt[1:])], IMG, n_img),
+    )
+    trainer = Trainer(
+        model,
+        grpo(),
+        prompts,
+        TrainConfig(
+            steps=2,
+            log_every=1,
+            checkpoint_every=1,
+            keep_last=None,
+            progress=False,
+            precision="float32",
+            optimizer=OptimizerConfig(lr=1e-2),
+        ),
+        run_dir=run_dir,
+        rollouts=Rollouts(
+            SamplingConfig(max_new_tokens=5, temperature=1.0, suppress_token_ids=[IMG]),
+            Tokenizer(),
+            seed=11,
+            prompts_per_step=P,
+        ),
+    )
+    trainer.fit(resume=resume)
+    return trainer
+
+
+def test_the_trainer_runs_grpo_on_the_vlm_with_images_and_resumes_exactly(tmp_path) -> None:
+    start = {n: p.detach().clone() for n, p in build_vlm().named_parameters()}
+    straight = fit_grpo(tmp_path / "a")
+    log = [json.loads(x) for x in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in log if r["kind"] == "train"]
+    assert [r["step"] for r in train] == [1, 2] and all(r["kl"] >= 0 for r in train)
+    trained = dict(straight.model.named_parameters())
+    moved = [n for n, p in trained.items() if not torch.equal(p, start[n])]
+    assert moved and all(n.startswith("lm.") and "lora_" in n for n in moved)
+    # resumed after step 1: step 2's rollout sees the same images and samples the same
+    (tmp_path / "b" / "checkpoints").mkdir(parents=True)
+    shutil.copytree(tmp_path / "a/checkpoints/step-000001", tmp_path / "b/checkpoints/step-000001")
+    resumed = fit_grpo(tmp_path / "b", resume=True)
+    for name, p in resumed.model.named_parameters():
+        assert torch.equal(p, trained[name]), name
+    again = [json.loads(x) for x in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["reward"]) for r in again if r["kind"] == "train"] == [
+        (2, train[1]["reward"])
+    ]

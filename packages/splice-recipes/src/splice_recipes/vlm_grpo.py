@@ -11,10 +11,12 @@ Per seed, one model (a ViT, a 2-layer MLP connector and a decoder LM, ``LlavaVLM
    step takes ``prompts_per_step`` fresh training scenes (never in the SFT pool), one
    question each, samples ``group_size`` answers per prompt at temperature 1, and rewards
    each with ``answer_match`` against the scene's true answer (the rule verifier; no
-   labelled completion is ever trained on). The images travel with the rollout: generation
-   conditions on them, and the policy's and the reference's (adapters off = the SFT start)
-   log-probs are computed with the same images (``splice.rl.rollout``'s per-prompt model
-   inputs).
+   labelled completion is ever trained on). It runs on the core ``Trainer`` (its online
+   step: checkpoints, ``metrics.jsonl``, gradient clipping, the run's precision), fed by the
+   core's ``PromptBatches`` over ``SceneQuestions``, whose examples carry their scene's image
+   (``Example.model_inputs``). The images travel with the rollout: generation conditions on
+   them, and the policy's and the reference's (adapters off = the SFT start) log-probs are
+   computed with the same images (``splice.rl.rollout``'s per-prompt model inputs).
 
 Both arms are scored by greedy exact match on the same held-out scenes (the ``held_out``
 split, each scene asked all four questions, every image distinct and none seen in training:
@@ -31,6 +33,7 @@ with beta 0.
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 import time
@@ -40,12 +43,15 @@ from typing import Any, Literal
 
 import torch
 from pydantic import Field, NonNegativeFloat, PositiveFloat, PositiveInt
+from splice.data.examples import Example
 from splice.generation.sampling import SamplingConfig
 from splice.recipe import Recipe
 from splice.registry import get_registry
-from splice.rl.rollout import Rollouts
+from splice.rl.rollout import PromptBatches, Rollouts
+from splice.training.configs import OptimizerConfig, TrainConfig
+from splice.training.metrics import read_metrics
 from splice.training.stream import derive_seed
-from splice.training.trainer import seed_everything
+from splice.training.trainer import Trainer, seed_everything
 from splice_lora.configs import LoRAConfig
 from splice_vision.configs import LlavaConfig
 from splice_vision.data import QUESTIONS, Scene, ShapesTask
@@ -53,7 +59,14 @@ from splice_vision.freezing import count_parameters
 from splice_vision.vlm import LlavaVLM
 from torch import Tensor
 
-from splice_recipes.study import Claim, StudyConfig, StudyResult, run_and_report
+from splice_recipes.study import (
+    Claim,
+    StudyConfig,
+    StudyResult,
+    every_arm,
+    run_and_report,
+    seeds_in_workers,
+)
 from splice_recipes.vlm_compare import (
     IMAGE_ID,
     TOKENIZER,
@@ -86,6 +99,8 @@ class VLMGRPOConfig(StudyConfig):
         max_new_tokens: answer budget (the longest answer, ``triangle``, is 8 characters).
         eval_scenes: scored scenes, each asked all four questions.
         split: ``held_out`` (reported) or ``dev`` (tuning: unseen training-split scenes).
+        workers: seeds run at once, one process each (every run uses one thread; the
+            figures do not depend on it).
     """
 
     name: str = "vlm-grpo"
@@ -107,6 +122,7 @@ class VLMGRPOConfig(StudyConfig):
     eval_scenes: PositiveInt = 100
     split: Literal["held_out", "dev"] = "held_out"
     num_threads: PositiveInt = 1
+    workers: PositiveInt = 2
 
 
 # --------------------------------------------------------------------------- data
@@ -114,7 +130,7 @@ def image_hash(image: Tensor) -> str:
     return hashlib.sha1(image.contiguous().numpy().tobytes()).hexdigest()
 
 
-def check_disjoint(scored: list[Scene], trained: Iterable[Scene]) -> None:
+def check_disjoint(scored: list[Scene], trained_images: Iterable[Tensor]) -> None:
     """Every scored image distinct, and none of them an image trained on.
 
     Raises:
@@ -123,7 +139,7 @@ def check_disjoint(scored: list[Scene], trained: Iterable[Scene]) -> None:
     scored_hashes = [image_hash(s.image) for s in scored]
     if len(set(scored_hashes)) != len(scored_hashes):
         raise ValueError(f"{len(scored_hashes) - len(set(scored_hashes))} scored images repeat")
-    seen = set(scored_hashes) & {image_hash(s.image) for s in trained}
+    seen = set(scored_hashes) & {image_hash(image) for image in trained_images}
     if seen:
         raise ValueError(f"{len(seen)} scored images were also trained on")
 
@@ -132,28 +148,43 @@ def sft_pool(task: ShapesTask, config: VLMGRPOConfig, seed: int) -> list[Scene]:
     return [task.scene("train", i, seed=seed) for i in range(config.sft_scenes)]
 
 
-def grpo_scenes(task: ShapesTask, config: VLMGRPOConfig, seed: int, step: int) -> list[Scene]:
-    p = config.prompts_per_step
-    return [task.scene("train", GRPO_OFFSET + step * p + i, seed=seed) for i in range(p)]
-
-
 def scored_scenes(task: ShapesTask, config: VLMGRPOConfig, seed: int) -> list[Scene]:
     if config.split == "dev":
         return [task.scene("train", DEV_OFFSET + i, seed=seed) for i in range(config.eval_scenes)]
     return task.sample("held_out", config.eval_scenes, seed=seed)
 
 
-def prompt_batch(scenes: list[Scene], step: int, tokens_per_image: int) -> dict[str, Any]:
-    """A GRPO prompt batch (``splice.rl.rollout``'s fields) whose prompts carry images:
-    scene ``i`` is asked question ``(step + i) % 4``; ``images (P, 3, H, W)``."""
-    questions = [QUESTIONS[(step + i) % len(QUESTIONS)] for i in range(len(scenes))]
-    return {
-        "prompts": [f"{q}?" for q in questions],
-        "references": [s.answer(q) for s, q in zip(scenes, questions)],
-        "prompt_ids": [prompt_ids(q, tokens_per_image) for q in questions],
-        "index": torch.arange(len(scenes)),
-        "images": torch.stack([s.image for s in scenes]),
-    }
+class SceneQuestions:
+    """GRPO's prompts as a task (``sample(split, n, seed=...)`` of ``Example``s): a draw of
+    ``n`` is ``n`` fresh training scenes of its own seed (indices from ``GRPO_OFFSET``, never
+    the SFT pool's or the dev range's), scene ``i`` asked question ``(seed + i) % 4``, the
+    scene's true answer as the reference and its image as the example's ``model_inputs``."""
+
+    def __init__(self) -> None:
+        self.shapes = ShapesTask()
+
+    def sample(self, split: str, n: int, *, seed: int = 0) -> list[Example]:
+        if split != "train":
+            raise ValueError(f"GRPO trains on the 'train' split only, got {split!r}")
+        scenes = [self.shapes.scene("train", GRPO_OFFSET + i, seed=seed) for i in range(n)]
+        questions = [QUESTIONS[(seed + i) % len(QUESTIONS)] for i in range(n)]
+        return [
+            Example(f"{q}?", s.answer(q), s.answer(q), model_inputs={"images": s.image})
+            for s, q in zip(scenes, questions)
+        ]
+
+
+def grpo_prompts(config: VLMGRPOConfig, seed: int, tokens_per_image: int) -> PromptBatches:
+    """The GRPO prompt stream: the core's ``PromptBatches`` over ``SceneQuestions``, so batch
+    ``k`` (a pure function of ``(seed, k)``) carries ``images (P, 3, H, W)`` beside the
+    prompts, and each prompt's ids are ``bos [image tokens] question?``."""
+    return PromptBatches(
+        SceneQuestions(),
+        TOKENIZER,
+        prompts_per_step=config.prompts_per_step,
+        seed=derive_seed(seed, "vlm-grpo-prompts"),
+        encode=lambda e: prompt_ids(e.prompt[:-1], tokens_per_image),
+    )
 
 
 # --------------------------------------------------------------------------- model
@@ -232,12 +263,37 @@ def sft_start(config: VLMGRPOConfig, seed: int) -> tuple[LlavaVLM, dict[str, flo
     return copy.deepcopy(model), figures
 
 
-def train_grpo(config: VLMGRPOConfig, model: LlavaVLM, seed: int) -> dict[str, Any]:
-    """GRPO with LoRA on the LM; returns per-step curves (reward, KL, length) and times."""
+def grpo_train_config(config: VLMGRPOConfig) -> TrainConfig:
+    """The Trainer's settings for GRPO: one optimizer update per rollout, AdamW on the LoRA
+    weights at ``grpo_lr`` (no decay), gradients clipped at norm 1, float32, every step
+    logged (the curves are read back from ``metrics.jsonl``)."""
+    return TrainConfig(
+        steps=config.grpo_steps,
+        batch_size=config.prompts_per_step,  # unused by online runs: prompts_per_step rules
+        max_grad_norm=1.0,
+        precision="float32",
+        optimizer=OptimizerConfig(lr=config.grpo_lr, weight_decay=0.0),
+        log_every=1,
+        plot_curves=False,
+        keep_last=1,
+        progress=False,
+        num_threads=config.num_threads,
+    )
+
+
+def train_grpo(config: VLMGRPOConfig, model: LlavaVLM, seed: int, run_dir: Path) -> dict[str, Any]:
+    """GRPO with LoRA on the LM (and connector), run by the core ``Trainer``'s online step:
+    each step one rollout of ``P x G`` answers conditioned on the prompts' images, then one
+    update. The run's ``metrics.jsonl``, ``report.md`` and final checkpoint (the LoRA weights
+    and optimizer state) go to ``run_dir``. Returns per-step curves (reward, KL, length, read
+    back from ``metrics.jsonl``), CPU seconds and parameter counts.
+    """
     from splice_grpo.configs import GRPOConfig
     from splice_grpo.objective import build_grpo
 
-    task = ShapesTask()
+    # LoRA's A starts random: seed it, so the start does not hang on what ran before in
+    # this process (the sft arm, another seed in the same worker)
+    torch.manual_seed(derive_seed(seed, "vlm-grpo-lora") % 2**63)
     add_lora(model, config.lora_rank, config.lora_on)
     grpo = GRPOConfig.model_validate(
         {
@@ -246,38 +302,36 @@ def train_grpo(config: VLMGRPOConfig, model: LlavaVLM, seed: int) -> dict[str, A
             "beta": config.beta,
         }
     )
-    objective = build_grpo(grpo)
-    objective.setup(model)
     # the image placeholder is never an answer token (the training forward would read it
     # as an image slot)
     sampling = SamplingConfig(
         max_new_tokens=config.max_new_tokens, temperature=1.0, suppress_token_ids=[IMAGE_ID]
     )
-    rollouts = Rollouts(sampling, TOKENIZER, seed=derive_seed(seed, "vlm-grpo-rollouts"))
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=config.grpo_lr, weight_decay=0.0)
-    n_img = model.tokens_per_image
-    curves: dict[str, list[float]] = {"reward": [], "kl": [], "completion_length": []}
-    model.train()
+    rollouts = Rollouts(
+        sampling,
+        TOKENIZER,
+        seed=derive_seed(seed, "vlm-grpo-rollouts"),
+        prompts_per_step=config.prompts_per_step,
+    )
+    trainer = Trainer(
+        model,
+        build_grpo(grpo),
+        grpo_prompts(config, seed, model.tokens_per_image),
+        grpo_train_config(config),
+        run_dir=run_dir,
+        seed=seed,
+        rollouts=rollouts,
+        title=f"vlm-grpo seed {seed}",
+    )
     t0 = time.process_time()
-    for step in range(config.grpo_steps):
-        prompts = prompt_batch(grpo_scenes(task, config, seed, step), step, n_img)
-        experience = objective.collect(model, prompts, rollouts.generator(step))
-        kl = []
-        for minibatch in objective.minibatches(experience):
-            out = objective.loss(model, minibatch)
-            opt.zero_grad(set_to_none=True)
-            out.loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            opt.step()
-            kl.append(out.metrics.get("kl", 0.0))
-        curves["reward"].append(experience["metrics"]["reward"])
-        curves["completion_length"].append(experience["metrics"]["completion_length"])
-        curves["kl"].append(sum(kl) / len(kl))
+    trainer.fit(overwrite=True)  # a re-run study replaces the seed's earlier run
+    cpu_s = time.process_time() - t0
+    steps = [r for r in read_metrics(run_dir / "metrics.jsonl") if r["kind"] == "train"]
+    curves = {k: [float(r[k]) for r in steps] for k in ("reward", "kl", "completion_length")}
     trainable, total = count_parameters(model)
     return {
         "curves": curves,
-        "cpu_s": time.process_time() - t0,
+        "cpu_s": cpu_s,
         "trainable": trainable,
         "total": total,
     }
@@ -291,14 +345,15 @@ def run_one(config: VLMGRPOConfig, arm: str, seed: int, folder: Path) -> dict[st
     torch.set_num_threads(config.num_threads)
     task = ShapesTask()
     model, sft_figures = sft_start(config, seed)
-    trained = sft_pool(task, config, seed)
+    trained = [s.image for s in sft_pool(task, config, seed)]
     out: dict[str, float] = {
         "sft_cpu_s": sft_figures["cpu_s"],
         "sft_loss": sft_figures["final_loss"],
     }
     if arm == "grpo":
-        grpo = train_grpo(config, model, seed)
-        trained += [s for k in range(config.grpo_steps) for s in grpo_scenes(task, config, seed, k)]
+        grpo = train_grpo(config, model, seed, folder / "trainer")
+        prompts = grpo_prompts(config, seed, model.tokens_per_image)
+        trained += [img for k in range(config.grpo_steps) for img in prompts.batch(k)["images"]]
         out.update(
             grpo_cpu_s=grpo["cpu_s"],
             final_reward=sum(grpo["curves"]["reward"][-10:]) / len(grpo["curves"]["reward"][-10:]),
@@ -312,6 +367,15 @@ def run_one(config: VLMGRPOConfig, arm: str, seed: int, folder: Path) -> dict[st
     check_disjoint(scored, trained)
     scores = vqa_exact_match(model.eval(), scored)
     return {**out, **scores}
+
+
+def study_arms(config: VLMGRPOConfig) -> list[str]:
+    """The arms of one seed, in order: the SFT start before GRPO from it."""
+    return list(ARMS)
+
+
+#: every arm of one seed, in order: one worker's share
+run_seed = functools.partial(every_arm, run_one, study_arms)
 
 
 def claims() -> list[Claim]:
@@ -393,7 +457,9 @@ def run(config: VLMGRPOConfig) -> dict[str, Any]:
     return run_and_report(
         config,
         arms=list(ARMS),
-        run_one=lambda arm, seed, folder: run_one(config, arm, seed, folder),
+        run_one=seeds_in_workers(
+            run_seed, config, lambda arm, seed, folder: run_one(config, arm, seed, folder)
+        ),
         claims=claims(),
         extras=extras,
     )
@@ -413,18 +479,21 @@ recipe = Recipe(
 
 __all__ = [
     "ARMS",
+    "SceneQuestions",
     "VLMGRPOConfig",
     "add_lora",
     "build_vlm",
     "check_disjoint",
     "claims",
-    "grpo_scenes",
-    "prompt_batch",
+    "grpo_prompts",
+    "grpo_train_config",
     "recipe",
     "run",
     "run_one",
+    "run_seed",
     "scored_scenes",
     "sft_pool",
     "sft_start",
+    "study_arms",
     "train_grpo",
 ]

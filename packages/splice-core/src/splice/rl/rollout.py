@@ -22,7 +22,8 @@ and, optionally, per-prompt model inputs (``PROMPT_MODEL_INPUTS``, one row per p
     context       (P, S, D)        encoder output a cross-attention model reads every step
     context_mask  (P, S)           1 on real context positions
 
-They travel with the rollout: generation conditions on them (``RolloutGenerator``),
+``PromptBatches`` stacks them from its examples' ``Example.model_inputs`` (one tensor per
+prompt each). They travel with the rollout: generation conditions on them (``RolloutGenerator``),
 ``pack_rollout`` repeats each prompt's row for its completions, and an objective passes
 them to every forward over those rows (policy, rollout policy and reference log-probs).
 """
@@ -30,7 +31,7 @@ them to every forward over those rows (policy, rollout policy and reference log-
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -48,8 +49,41 @@ def model_inputs_of(batch: Mapping[str, Any]) -> dict[str, Tensor]:
     return {k: batch[k] for k in PROMPT_MODEL_INPUTS if isinstance(batch.get(k), Tensor)}
 
 
+def stack_model_inputs(examples: Sequence[Any]) -> dict[str, Tensor]:
+    """The examples' ``model_inputs`` stacked by name into ``(P, ...)`` rows, in order.
+
+    Raises:
+        ValueError: a name that is not in ``PROMPT_MODEL_INPUTS``, a prompt without an input
+            the others of its batch have, or shapes that differ within the batch (each
+            names the input and the prompt or shapes).
+    """
+    names = sorted({name for e in examples for name in e.model_inputs})
+    stacked: dict[str, Tensor] = {}
+    for name in names:
+        if name not in PROMPT_MODEL_INPUTS:
+            raise ValueError(
+                f"example model input {name!r} is not a per-prompt model input; "
+                f"expected one of {PROMPT_MODEL_INPUTS}"
+            )
+        lacking = [e.prompt for e in examples if name not in e.model_inputs]
+        if lacking:
+            raise ValueError(
+                f"prompt {lacking[0]!r} has no model input {name!r}, which other prompts of "
+                "its batch have"
+            )
+        rows = [torch.as_tensor(e.model_inputs[name]) for e in examples]
+        shapes = sorted({tuple(r.shape) for r in rows})
+        if len(shapes) > 1:
+            raise ValueError(f"model input {name!r} has different shapes in one batch: {shapes}")
+        stacked[name] = torch.stack(rows)
+    return stacked
+
+
 class PromptBatches:
     """Prompt batch ``k`` of an online run (a ``BatchSource``: restartable at any ``k``).
+
+    An example's ``model_inputs`` (a VLM's image) join the batch as ``(P, ...)`` rows
+    (``stack_model_inputs``).
 
     Args:
         task: a task object (``sample(split, n, seed=...)`` returning ``Example``s).
@@ -58,6 +92,8 @@ class PromptBatches:
         seed: the run seed.
         max_prompt_len: longest allowed prompt in tokens (the model's context minus the
             generation budget); a longer prompt is an error naming it.
+        encode: ``encode(example) -> prompt ids`` in place of ``bos + prompt`` (e.g. a VLM's
+            prompt, whose image placeholders no text encodes).
     """
 
     def __init__(
@@ -69,17 +105,21 @@ class PromptBatches:
         seed: int,
         max_prompt_len: int | None = None,
         split: str = "train",
+        encode: Callable[[Any], list[int]] | None = None,
     ) -> None:
         self.task, self.tokenizer = task, tokenizer
         self.prompts_per_step, self.seed, self.split = prompts_per_step, seed, split
-        self.max_prompt_len = max_prompt_len
+        self.max_prompt_len, self.encode = max_prompt_len, encode
 
     def batch(self, k: int) -> dict[str, Any]:
         """Prompt batch ``k`` (see the module docstring for its fields)."""
         examples = self.task.sample(
             self.split, self.prompts_per_step, seed=derive_seed(self.seed, "prompts", k)
         )
-        ids = [self.tokenizer.encode(e.prompt, bos=True) for e in examples]
+        if self.encode is not None:
+            ids = [list(self.encode(e)) for e in examples]
+        else:
+            ids = [self.tokenizer.encode(e.prompt, bos=True) for e in examples]
         if self.max_prompt_len is not None:
             for e, p in zip(examples, ids):
                 if len(p) > self.max_prompt_len:
@@ -93,6 +133,7 @@ class PromptBatches:
             "references": [(e.answer or e.completion).strip() for e in examples],
             "prompt_ids": ids,
             "index": torch.arange(len(examples)),
+            **stack_model_inputs(examples),
         }
 
     def batches(self, start: int = 0) -> Iterator[dict[str, Any]]:
@@ -273,4 +314,5 @@ __all__ = [
     "concat_generations",
     "model_inputs_of",
     "pack_rollout",
+    "stack_model_inputs",
 ]
