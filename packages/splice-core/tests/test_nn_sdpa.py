@@ -244,3 +244,66 @@ def test_bfloat16_decode_error_is_close_to_the_flash_kernels() -> None:
     err_flash = ((flash.double() - ref).norm() / ref.norm()).item()
     err_ours = ((ours.double() - ref).norm() / ref.norm()).item()
     assert err_ours < 2.5 * err_flash + 1e-3 and err_ours < 2e-2, (err_ours, err_flash)
+
+
+def _packed_mask(t: int) -> torch.Tensor:
+    """``(2, 1, t, t)`` causal mask of two documents per row (what packing builds)."""
+    from splice.nn.masks import build_attention_mask
+
+    doc_ids = (torch.arange(t) >= t // 3).long().expand(2, t)
+    return build_attention_mask(t=t, s=t, causal=True, doc_ids=doc_ids)
+
+
+def test_layers_sharing_a_bool_mask_save_one_float_copy_for_backward() -> None:
+    """torch converts a bool mask to a float one inside each call and saves that copy for
+    backward; the wrapper converts once per mask, so stacked layers save one (the memory of
+    a long packed step) and the output and gradients stay torch's."""
+    t = 200  # above MAX_EXPLICIT_KEYS in float32: torch's kernel
+    mask = _packed_mask(t)
+    q, k, v = _qkv(2, 2, 2, t, t, 8, torch.float32, seed=1)
+    saved: list[torch.Tensor] = []
+
+    def keep(x: torch.Tensor) -> torch.Tensor:
+        saved.append(x)
+        return x
+
+    with torch.autograd.graph.saved_tensors_hooks(keep, lambda x: x):
+        out = q
+        for _ in range(3):  # three "layers", one mask
+            out = scaled_dot_product_attention(out, k, v, attn_mask=mask)
+    masks = {x.data_ptr() for x in saved if x.shape == (2, 1, t, t)}
+    assert len(masks) == 1
+    probe = torch.randn_like(out)
+
+    def stacked(fn):  # type: ignore[no-untyped-def]
+        return lambda q, k, v: fn(fn(fn(q, k, v), k, v), k, v)
+
+    want = _out_and_grads(
+        stacked(lambda q, k, v: F.scaled_dot_product_attention(q, k, v, attn_mask=mask)),
+        q, k, v, probe,
+    )  # fmt: skip
+    got = _out_and_grads(
+        stacked(lambda q, k, v: scaled_dot_product_attention(q, k, v, attn_mask=mask)),
+        q, k, v, probe,
+    )  # fmt: skip
+    for w, g in zip(want, got, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-6, atol=1e-7)
+
+
+def test_additive_mask_is_made_once_per_mask_and_keeps_empty_rows_bool() -> None:
+    from splice.nn.sdpa import additive_mask
+
+    mask = _packed_mask(12)
+    first = additive_mask(mask, torch.float32)
+    assert first.dtype == torch.float32 and first.shape == mask.shape
+    assert torch.equal(first == 0, mask) and torch.isinf(first[~mask]).all()
+    assert additive_mask(mask, torch.float32) is first  # reused while the mask lives
+    assert additive_mask(mask, torch.bfloat16).dtype == torch.bfloat16
+    mask[0, 0, 5, 0] = not bool(mask[0, 0, 5, 0])  # changed in place: made again
+    assert additive_mask(mask, torch.float32) is not first
+    empty = torch.ones(1, 1, 4, 4, dtype=torch.bool)
+    empty[..., 1, :] = False  # a row that sees nothing: torch's bool handling gives zeros
+    assert additive_mask(empty, torch.float32) is empty
+    with torch.inference_mode():
+        frozen = _packed_mask(12)
+    assert additive_mask(frozen, torch.float32) is frozen  # no version counter to key on

@@ -168,3 +168,21 @@ def test_a_model_without_packing_inputs_is_told_to_use_the_padded_layout(
     ):
         obj.loss(model, packed)
     obj.loss(model, PreferenceCollator(tok, max_len=32, layout="padded")(make_pairs(2)))
+
+
+def test_default_rows_hold_two_short_documents_and_one_long_one() -> None:
+    from splice_dpo.packing import MAX_DEFAULT_ROW_LEN, default_row_len
+
+    assert default_row_len(100) == 200
+    assert default_row_len(400) == MAX_DEFAULT_ROW_LEN == 512
+    assert default_row_len(3000) == 3000  # a long document is never split
+
+    def pairs(prompt: int, completion: int, n: int) -> tuple[list, list]:
+        ids = list(range(3, 3 + prompt + completion))
+        return [_tokens(ids, prompt)] * n, [_tokens(ids[:-1], prompt)] * n
+
+    short = pack_pairs(*pairs(20, 20, 4), layout="shared_prompt", pad_id=0)  # 60-token docs
+    assert short["input_ids"].shape == (2, 120)  # two per row
+    long = pack_pairs(*pairs(150, 150, 4), layout="shared_prompt", pad_id=0)  # 450-token docs
+    assert long["input_ids"].shape == (4, 450)  # one per row: no (R, L, L) mask of 900
+    assert int(long["attention_mask"].sum()) == 4 * 450

@@ -191,7 +191,9 @@ class PreferenceCollator:
         layout: ``"shared_prompt"`` (default), ``"packed"`` or ``"padded"`` (see above;
             ``"padded"`` for a model whose forward takes no ``positions`` / ``doc_ids`` /
             ``branch_ids``).
-        row_len: packed row capacity; None = twice the batch's longest packed document.
+        row_len: packed row capacity; None = twice the batch's longest packed document,
+            capped at 512 tokens unless that document is longer
+            (``splice_dpo.packing.default_row_len``).
     """
 
     def __init__(

@@ -118,6 +118,16 @@ def _documents(
     return docs
 
 
+#: Widest row the default packing makes from documents shorter than it (see ``pack_pairs``).
+MAX_DEFAULT_ROW_LEN = 512
+
+
+def default_row_len(longest: int) -> int:
+    """Row capacity for documents of at most ``longest`` tokens: twice that, capped at
+    ``MAX_DEFAULT_ROW_LEN`` (but never below ``longest``)."""
+    return max(longest, min(2 * longest, MAX_DEFAULT_ROW_LEN))
+
+
 def pack_pairs(
     chosen: Sequence[TokenizedExample],
     rejected: Sequence[TokenizedExample],
@@ -132,7 +142,8 @@ def pack_pairs(
         chosen / rejected: each pair's ``bos + prompt + completion + eos`` tokens.
         layout: ``"packed"`` or ``"shared_prompt"``.
         pad_id: the id that fills each row's tail.
-        row_len: row capacity in tokens; None = twice the longest document.
+        row_len: row capacity in tokens; None = ``default_row_len`` of the longest document
+            (twice it, capped at ``MAX_DEFAULT_ROW_LEN`` unless the document is longer).
 
     Returns ``R`` rows of ``L`` tokens (``L`` the fullest row):
         ``input_ids``, ``positions``, ``doc_ids`` (R, L) long (the tail of a row is a
@@ -146,10 +157,12 @@ def pack_pairs(
         raise ValueError(f"{len(chosen)} chosen sequences for {len(rejected)} rejected ones")
     docs = _documents(chosen, rejected, layout)
     longest = max(len(d) for d in docs)
-    # Two of the longest per row by default: few half-empty rows, and the keys each query
-    # scores under the block-diagonal mask stay within 2x a document (192-256 ran fastest
-    # at the benchmark's shapes, ~116-token documents; 512 lost the gain to attention).
-    capacity = 2 * longest if row_len is None else row_len
+    # By default two of the longest per row, but no wider than MAX_DEFAULT_ROW_LEN unless
+    # one document is: few half-empty rows, and the keys each query scores under the
+    # block-diagonal mask stay few (192-256 ran fastest at the benchmark's shapes, ~116-token
+    # documents; 512 lost the gain to attention). Long documents get a row each: two
+    # 3,000-token documents in one row doubled the (R, 1, L, L) mask against one per row.
+    capacity = default_row_len(longest) if row_len is None else row_len
     if capacity < longest:
         raise ValueError(f"row_len={row_len} is shorter than a {layout} document of {longest}")
     # Longest first: first fit then leaves the least room unused (first-fit decreasing).
@@ -206,4 +219,12 @@ def sequence_sums(
     return sums, counts
 
 
-__all__ = ["LAYOUTS", "Layout", "pack_pairs", "sequence_sums", "shared_start"]
+__all__ = [
+    "LAYOUTS",
+    "MAX_DEFAULT_ROW_LEN",
+    "Layout",
+    "default_row_len",
+    "pack_pairs",
+    "sequence_sums",
+    "shared_start",
+]

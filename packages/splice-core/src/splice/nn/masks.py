@@ -47,17 +47,21 @@ def build_attention_mask(
         b = doc_ids.shape[0]
     elif branch_ids is not None:
         b = branch_ids.shape[0]
+    # Built in place: one (B, 1, T, S) temporary at a time beside the mask (a 2048-token
+    # packed batch's mask is tens of MiB; chained out-of-place ops held ~3.5x that).
     mask = torch.ones(b, 1, t, s, dtype=torch.bool, device=device)
     if causal:
-        mask = mask & causal_mask(t, s, device=device)
+        mask &= causal_mask(t, s, device=device)
     if key_padding is not None:
-        mask = mask & key_padding[:, None, None, :].bool()
+        mask &= key_padding[:, None, None, :].bool()
     if doc_ids is not None:
-        mask = mask & (doc_ids[:, None, s - t :, None] == doc_ids[:, None, None, :])
+        mask &= doc_ids[:, None, s - t :, None] == doc_ids[:, None, None, :]
     if branch_ids is not None:
         key_branch = branch_ids[:, None, None, :]  # (B, 1, 1, S)
-        mask = mask & ((key_branch == 0) | (branch_ids[:, None, s - t :, None] == key_branch))
-    diag = torch.zeros(t, s, dtype=torch.bool, device=device)
-    diag[torch.arange(t), torch.arange(s - t, s)] = True
-    empty = ~mask.any(dim=-1, keepdim=True)  # (B, 1, T, 1)
-    return mask | (empty & diag)
+        same = branch_ids[:, None, s - t :, None] == key_branch  # (B, 1, T, S)
+        mask &= same.logical_or_(key_branch == 0)
+        del same
+    empty = ~mask.any(dim=-1)  # (B, 1, T)
+    # the query at absolute index S - T + i sits on diagonal S - T of the (T, S) block
+    mask.diagonal(offset=s - t, dim1=-2, dim2=-1).logical_or_(empty)
+    return mask

@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import weakref
 
 import torch
 from torch import Tensor
@@ -103,6 +104,8 @@ def scaled_dot_product_attention(
         if k.shape[1] != q.shape[1] and not enable_gqa:
             raise ValueError(f"q has {q.shape[1]} heads and k/v {k.shape[1]}: pass enable_gqa=True")
         return decode_attention(q, k, v, attn_mask)
+    if attn_mask is not None and attn_mask.dtype == torch.bool and torch.is_grad_enabled():
+        attn_mask = additive_mask(attn_mask, q.dtype)  # saved once for backward, not per layer
     return F.scaled_dot_product_attention(
         q,
         k,
@@ -112,6 +115,44 @@ def scaled_dot_product_attention(
         dropout_p=dropout_p,
         enable_gqa=enable_gqa,
     )
+
+
+#: ``(id(bool mask), dtype) -> (the mask's version, additive mask)``; an entry leaves when
+#: its bool mask is freed (``weakref.finalize``).
+_ADDITIVE_MASKS: dict[tuple[int, torch.dtype], tuple[int, Tensor]] = {}
+
+
+def additive_mask(mask: Tensor, dtype: torch.dtype) -> Tensor:
+    """The bool ``mask`` (True = may attend) as the additive mask torch's SDPA makes of it
+    (0 where True, -inf elsewhere, in ``dtype``), made once per mask and reused.
+
+    Why: torch converts a bool mask to this float mask inside every call, and its CPU flash
+    kernel saves the converted copy for backward, so a model whose layers share one
+    ``(B, 1, T, S)`` mask kept one float copy per layer: 4 bytes per element per layer
+    against 1 for the bool mask (one DPO step at 2048-token sequences, 4 layers: the masks
+    were most of its peak memory, docs/benchmarks.md). Handing every layer the same float
+    tensor, autograd saves it once.
+
+    Returned unchanged (bool) when some query row may attend to nothing (torch gives such a
+    row a zero output from a bool mask, NaN from an all -inf row), for an inference-mode
+    tensor, and while compiling (the cache is Python state; the compiled graph converts the
+    mask itself). ``scaled_dot_product_attention`` calls it only while gradients are
+    recorded: without them nothing is saved and torch's own conversion is freed per call.
+    """
+    if torch.compiler.is_compiling() or mask.is_inference():  # no version counter to key on
+        return mask
+    key = (id(mask), dtype)
+    hit = _ADDITIVE_MASKS.get(key)
+    if hit is not None and hit[0] == mask._version:
+        return hit[1]
+    if not bool(mask.any(dim=-1).all()):
+        return mask
+    out = torch.zeros(mask.shape, dtype=dtype, device=mask.device)
+    out.masked_fill_(mask.logical_not(), float("-inf"))
+    if hit is None:  # first sight of this mask: forget it when the mask is freed
+        weakref.finalize(mask, _ADDITIVE_MASKS.pop, key, None)
+    _ADDITIVE_MASKS[key] = (mask._version, out)
+    return out
 
 
 def _takes_explicit_path(
