@@ -170,19 +170,24 @@ def test_a_model_without_packing_inputs_is_told_to_use_the_padded_layout(
     obj.loss(model, PreferenceCollator(tok, max_len=32, layout="padded")(make_pairs(2)))
 
 
-def test_default_rows_hold_two_short_documents_and_one_long_one() -> None:
-    from splice_dpo.packing import MAX_DEFAULT_ROW_LEN, default_row_len
+def test_default_rows_are_the_cheapest_plan_and_long_documents_get_a_row_each() -> None:
+    from splice_dpo.packing import MAX_DEFAULT_ROW_LEN, cheapest_plan, default_row_len
 
     assert default_row_len(100) == 200
     assert default_row_len(400) == MAX_DEFAULT_ROW_LEN == 512
     assert default_row_len(3000) == 3000  # a long document is never split
+    # 100 | 60 + 40 fills two rows of 100 exactly; twice the longest (200) would leave a
+    # 200-wide row beside a 100-wide one: 400 slots for 200 tokens
+    assert sorted(map(sorted, cheapest_plan([100, 60, 40]))) == [[0], [1, 2]]
+    # equal documents: as many slots one or two per row, and less attention one per row
+    assert cheapest_plan([60, 60, 60, 60]) == [[0], [1], [2], [3]]
+    # many short ones share rows (fewer, fuller rows than one each)
+    assert len(cheapest_plan([30, 10, 10, 10, 20, 20])) < 6
 
     def pairs(prompt: int, completion: int, n: int) -> tuple[list, list]:
         ids = list(range(3, 3 + prompt + completion))
         return [_tokens(ids, prompt)] * n, [_tokens(ids[:-1], prompt)] * n
 
-    short = pack_pairs(*pairs(20, 20, 4), layout="shared_prompt", pad_id=0)  # 60-token docs
-    assert short["input_ids"].shape == (2, 120)  # two per row
     long = pack_pairs(*pairs(150, 150, 4), layout="shared_prompt", pad_id=0)  # 450-token docs
     assert long["input_ids"].shape == (4, 450)  # one per row: no (R, L, L) mask of 900
     assert int(long["attention_mask"].sum()) == 4 * 450

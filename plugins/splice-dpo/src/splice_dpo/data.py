@@ -191,9 +191,9 @@ class PreferenceCollator:
         layout: ``"shared_prompt"`` (default), ``"packed"`` or ``"padded"`` (see above;
             ``"padded"`` for a model whose forward takes no ``positions`` / ``doc_ids`` /
             ``branch_ids``).
-        row_len: packed row capacity; None = twice the batch's longest packed document,
-            capped at 512 tokens unless that document is longer
-            (``splice_dpo.packing.default_row_len``).
+        row_len: packed row capacity; None = the cheapest packing over capacities from the
+            batch's longest packed document to twice it, capped at 512 tokens unless that
+            document is longer (``splice_dpo.packing.cheapest_plan``).
     """
 
     def __init__(

@@ -120,12 +120,53 @@ def _documents(
 
 #: Widest row the default packing makes from documents shorter than it (see ``pack_pairs``).
 MAX_DEFAULT_ROW_LEN = 512
+#: Row width at which a key's attention costs as much as a token slot's matmuls, in the
+#: cost ``rows x width x (1 + width / ATTENTION_WIDTH)`` that ``cheapest_plan`` minimises:
+#: attention took 13.5% of the float32 benchmark step (d=256, rows ~230 wide) against ~86%
+#: for the per-token work, ~1/1,500 of a slot per key.
+ATTENTION_WIDTH = 1500
+#: Capacities ``cheapest_plan`` tries (evenly spaced): ~1 ms for a batch of 32 pairs.
+PLAN_CANDIDATES = 32
 
 
 def default_row_len(longest: int) -> int:
-    """Row capacity for documents of at most ``longest`` tokens: twice that, capped at
-    ``MAX_DEFAULT_ROW_LEN`` (but never below ``longest``)."""
+    """Widest row capacity the default packing considers for documents of at most
+    ``longest`` tokens: twice that, capped at ``MAX_DEFAULT_ROW_LEN`` (never below
+    ``longest``). Two 3,000-token documents in one row doubled the ``(R, 1, L, L)``
+    attention mask against one per row; at ~116-token documents rows of 192-256 ran
+    fastest and 512 lost the gain to attention."""
     return max(longest, min(2 * longest, MAX_DEFAULT_ROW_LEN))
+
+
+def _first_fit_decreasing(lengths: Sequence[int], capacity: int) -> list[list[int]]:
+    """Rows of document indices: longest first, each into the first row with room."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    return [
+        [order[i] for i in row] for row in pack_first_fit([lengths[i] for i in order], capacity)
+    ]
+
+
+def cheapest_plan(lengths: Sequence[int]) -> list[list[int]]:
+    """The default packing of documents of ``lengths`` tokens: first-fit decreasing at the
+    capacity, among ``PLAN_CANDIDATES`` from the longest document to ``default_row_len``,
+    whose ``R`` rows of width ``W`` (the fullest row) cost least, ``R W (1 + W /
+    ATTENTION_WIDTH)``: the token slots the matmuls run over, plus attention's keys.
+
+    One fixed capacity (twice the longest) left 16% of the slots empty at the benchmark's
+    shapes (rows padded to the fullest); choosing per batch leaves ~4-5%, with less
+    attention as well (fewer wide rows)."""
+    longest = max(lengths)
+    top = default_row_len(longest)
+    step = max(1, (top - longest) // PLAN_CANDIDATES)
+    best: tuple[float, list[list[int]]] | None = None
+    for capacity in range(longest, top + 1, step):
+        plan = _first_fit_decreasing(lengths, capacity)
+        width = max(sum(lengths[i] for i in row) for row in plan)
+        cost = len(plan) * width * (1 + width / ATTENTION_WIDTH)
+        if best is None or cost < best[0]:
+            best = (cost, plan)
+    assert best is not None
+    return best[1]
 
 
 def pack_pairs(
@@ -142,8 +183,8 @@ def pack_pairs(
         chosen / rejected: each pair's ``bos + prompt + completion + eos`` tokens.
         layout: ``"packed"`` or ``"shared_prompt"``.
         pad_id: the id that fills each row's tail.
-        row_len: row capacity in tokens; None = ``default_row_len`` of the longest document
-            (twice it, capped at ``MAX_DEFAULT_ROW_LEN`` unless the document is longer).
+        row_len: row capacity in tokens; None = the cheapest of several capacities from
+            the longest document to ``default_row_len`` of it (``cheapest_plan``).
 
     Returns ``R`` rows of ``L`` tokens (``L`` the fullest row):
         ``input_ids``, ``positions``, ``doc_ids`` (R, L) long (the tail of a row is a
@@ -157,19 +198,10 @@ def pack_pairs(
         raise ValueError(f"{len(chosen)} chosen sequences for {len(rejected)} rejected ones")
     docs = _documents(chosen, rejected, layout)
     longest = max(len(d) for d in docs)
-    # By default two of the longest per row, but no wider than MAX_DEFAULT_ROW_LEN unless
-    # one document is: few half-empty rows, and the keys each query scores under the
-    # block-diagonal mask stay few (192-256 ran fastest at the benchmark's shapes, ~116-token
-    # documents; 512 lost the gain to attention). Long documents get a row each: two
-    # 3,000-token documents in one row doubled the (R, 1, L, L) mask against one per row.
-    capacity = default_row_len(longest) if row_len is None else row_len
-    if capacity < longest:
+    if row_len is not None and row_len < longest:
         raise ValueError(f"row_len={row_len} is shorter than a {layout} document of {longest}")
-    # Longest first: first fit then leaves the least room unused (first-fit decreasing).
-    order = sorted(range(len(docs)), key=lambda i: -len(docs[i]))
-    plan = [
-        [order[i] for i in row] for row in pack_first_fit([len(docs[i]) for i in order], capacity)
-    ]
+    lengths = [len(d) for d in docs]
+    plan = cheapest_plan(lengths) if row_len is None else _first_fit_decreasing(lengths, row_len)
     width = max(sum(len(docs[i]) for i in row) for row in plan)
     shape = (len(plan), width)
     out = {
@@ -220,9 +252,12 @@ def sequence_sums(
 
 
 __all__ = [
+    "ATTENTION_WIDTH",
     "LAYOUTS",
     "MAX_DEFAULT_ROW_LEN",
+    "PLAN_CANDIDATES",
     "Layout",
+    "cheapest_plan",
     "default_row_len",
     "pack_pairs",
     "sequence_sums",
