@@ -188,3 +188,78 @@ def test_one_chat_template_type_for_data_and_hf(tmp_path: Path) -> None:
     assert ex.completion == "4<|im_end|>\n"
     with pytest.raises(ValueError, match="last message must be from the assistant"):
         SIMPLE_TEMPLATE.prompt_completion(msgs[:1])
+
+
+class CountingList(list):
+    """A list that counts the items read from it (what a batch costs)."""
+
+    reads = 0
+
+    def __getitem__(self, i):  # type: ignore[no-untyped-def]
+        CountingList.reads += 1
+        return super().__getitem__(i)
+
+
+def test_jsonl_training_draws_seeded_epochs_resumable_at_any_step(tmp_path: Path) -> None:
+    from itertools import islice
+
+    from splice.interfaces import EpochTask
+    from splice.testing.protocols import check_epoch_task
+    from splice.training.experiment import build_batches
+
+    lines = [{"prompt": f"{i}=", "completion": str(i)} for i in range(40)]
+    held = write(tmp_path / "held.jsonl", {"prompt": "x=", "completion": "x"})
+    cfg = {
+        "type": "jsonl",
+        "train": str(write(tmp_path / "t.jsonl", *lines)),
+        "held_out": str(held),
+    }
+
+    def source(seed: int = 3):  # a fresh task each time, as a resumed process builds it
+        task = get_registry().build(
+            "task", TypeAdapter(component_field("task")).validate_python(cfg)
+        )
+        assert isinstance(task, EpochTask) and check_epoch_task(task) == task.split("train")
+        return build_batches(
+            task, lambda xs: {"prompts": [e.prompt for e in xs]}, batch_size=8, seed=seed
+        )
+
+    batches = [b["prompts"] for b in islice(source().batches(0), 15)]  # 3 epochs of 5 batches
+    epochs = [[p for b in batches[i : i + 5] for p in b] for i in (0, 5, 10)]
+    for epoch in epochs:  # every example exactly once per epoch
+        assert sorted(epoch) == sorted(f"{i}=" for i in range(40))
+    assert epochs[0] != epochs[1] != epochs[2]  # a new order each epoch
+    # resumed at step 7 (mid-epoch 2) in a new process: the batches an unbroken run saw
+    assert [b["prompts"] for b in islice(source().batches(7), 8)] == batches[7:15]
+    assert [b["prompts"] for b in islice(source(seed=4).batches(0), 5)] != batches[:5]
+
+
+@pytest.mark.parametrize("n", [40, 4000])
+def test_a_jsonl_batch_costs_the_same_whatever_the_file_size(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, n: int
+) -> None:
+    """Counted, not timed: a batch of 8 reads 8 examples, and the order is shuffled once per
+    epoch (a sample per batch shuffled all n every batch)."""
+    import random
+    from itertools import islice
+
+    from splice.training.experiment import build_batches
+
+    lines = [{"prompt": f"{i}=", "completion": str(i)} for i in range(n)]
+    held = write(tmp_path / "held.jsonl", {"prompt": "x=", "completion": "x"})
+    task = JsonlTask(
+        JsonlTaskConfig(train=str(write(tmp_path / "t.jsonl", *lines)), held_out=str(held))
+    )
+    examples = CountingList(task.epoch_examples())
+    monkeypatch.setattr(task, "epoch_examples", lambda: examples)
+    shuffled: list[int] = []
+    real_shuffle = random.Random.shuffle
+    monkeypatch.setattr(
+        random.Random,
+        "shuffle",
+        lambda self, x: (shuffled.append(len(x)), real_shuffle(self, x))[1],
+    )
+    CountingList.reads = 0
+    got = list(islice(build_batches(task, list, batch_size=8, seed=0).batches(0), 5))
+    assert sum(map(len, got)) == 40 and CountingList.reads == 40  # 8 reads a batch
+    assert shuffled == [n]  # one permutation for the epoch, not one per batch

@@ -22,6 +22,7 @@ from splice.testing.tasks import TaskConformance
 Fault = Literal[
     "none", "leaky_split", "ignores_seed", "unseeded", "one_epoch", "no_truncation",
     "ignores_offset", "empty_held_out", "unnamed_lines", "lines_skip_held_out",
+    "epochs_hold_held_out",
 ]  # fmt: skip
 
 
@@ -48,6 +49,10 @@ class AddTask:
 
     def split(self, split: str) -> list[Example]:
         return self.data[split]
+
+    def epoch_examples(self) -> list[Example]:
+        extra = self.data["held_out"][:1] if self.fault == "epochs_hold_held_out" else []
+        return self.data["train"] + extra
 
     def examples(self, split: str, *, seed: int = 0) -> Iterator[Example]:
         epoch = 0
@@ -99,7 +104,7 @@ def _suite(fault: str, **knobs: Any) -> Any:
 
 def test_the_sound_task_passes_every_check() -> None:
     results = run_suite(_suite("none"))
-    assert set(results.values()) == {"passed"} and len(results) == 8, results
+    assert set(results.values()) == {"passed"} and len(results) == 9, results
 
 
 @pytest.mark.parametrize(
@@ -114,6 +119,11 @@ def test_the_sound_task_passes_every_check() -> None:
         ("empty_held_out", "test_both_splits_give_examples", r"sample\('held_out', 12\) is empty"),
         ("unnamed_lines", "test_lines_name_every_example", "'file:line'"),
         ("lines_skip_held_out", "test_lines_name_every_example", "lines\\(\\) holds 18"),
+        (
+            "epochs_hold_held_out",
+            "test_epoch_examples_are_the_training_items",
+            r"epoch_examples\(\) is not its split\('train'\) \(19 items, the split 18\)",
+        ),
     ],
 )
 def test_each_planted_fault_is_caught_and_named(fault: str, test: str, match: str) -> None:

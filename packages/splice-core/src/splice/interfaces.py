@@ -381,10 +381,20 @@ class AfterOptimizerStep(Protocol):
 
 @runtime_checkable
 class SplitTask(Protocol):
-    """A finite dataset: ``split("train" | "held_out") -> list[Example]``; trained in
-    reshuffled epochs instead of sampled."""
+    """A finite dataset: ``split("train" | "held_out") -> list[Example]``, fixed splits that
+    the checks read whole (held-out disjoint from train)."""
 
     def split(self, split: Any) -> Sequence[Any]: ...
+
+
+@runtime_checkable
+class EpochTask(Protocol):
+    """A finite dataset trained in reshuffled epochs instead of sampled per batch:
+    ``epoch_examples()`` are the training items its collator takes; each is drawn once per
+    epoch, in a new order per epoch seeded by the run (``splice.training.stream.ListBatches``),
+    so a batch costs the same whatever the dataset's size."""
+
+    def epoch_examples(self) -> Sequence[Any]: ...
 
 
 @runtime_checkable

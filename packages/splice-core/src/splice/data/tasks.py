@@ -93,7 +93,8 @@ class JsonlTask:
 
     ``examples`` loops over the split forever, reshuffled each epoch (seeded);
     ``sample(split, n)`` returns ``min(n, size)`` distinct examples: a seeded
-    random subset, never repeats.
+    random subset, never repeats. Training draws epochs of ``epoch_examples()``
+    (``EpochTask``), not a ``sample`` per batch, which would shuffle the whole file each time.
     """
 
     def __init__(self, config: JsonlTaskConfig) -> None:
@@ -158,6 +159,10 @@ class JsonlTask:
 
     def __len__(self) -> int:
         return len(self._load()["train"])
+
+    def epoch_examples(self) -> list[Example]:
+        """The training split, which training draws in reshuffled epochs (``EpochTask``)."""
+        return self.split("train")
 
     def examples(self, split: Split, *, seed: int = 0) -> Iterator[Example]:
         """Endless stream: every example once per epoch, a new seeded order each epoch."""

@@ -29,6 +29,7 @@ from splice.interfaces import (
     AfterOptimizerStep,
     ClosedAlphabet,
     CollatingTask,
+    EpochTask,
     HasTrainableModules,
     LocatedTask,
     Minibatched,
@@ -217,6 +218,34 @@ def check_split_task(task: Any) -> tuple[Sequence[Any], Sequence[Any]]:
     return train, held
 
 
+def check_epoch_task(task: Any) -> Sequence[Any]:
+    """``epoch_examples()`` is non-empty, the same on every call, and holds what the task
+    samples for training (a batch of it collates as a sampled one would): the items of
+    ``split("train")`` where the task splits, else items of the type ``sample`` returns.
+
+    Returns the items."""
+    _require(task, EpochTask, "epoch_examples")
+    items = task.epoch_examples()
+    if not len(items):
+        raise ProtocolViolation(f"{_name(task)}.epoch_examples() is empty")
+    if list(task.epoch_examples()) != list(items):
+        raise ProtocolViolation(f"{_name(task)}.epoch_examples() differs between calls")
+    if isinstance(task, SplitTask):
+        if list(items) != list(task.split("train")):
+            raise ProtocolViolation(
+                f"{_name(task)}.epoch_examples() is not its split('train') "
+                f"({len(items)} items, the split {len(task.split('train'))})"
+            )
+    else:
+        sampled = task.sample("train", 1, seed=0)
+        if sampled and type(items[0]) is not type(sampled[0]):
+            raise ProtocolViolation(
+                f"{_name(task)}.epoch_examples() holds {_name(items[0])}, but sample() gives "
+                f"{_name(sampled[0])}: training batches would reach the collator as neither"
+            )
+    return items
+
+
 def check_collating_task(
     task: Any, tokenizer: Any, examples: Sequence[Any], *, max_len: int
 ) -> dict[str, Any]:
@@ -329,6 +358,7 @@ __all__ = [
     "check_after_optimizer_step",
     "check_closed_alphabet",
     "check_collating_task",
+    "check_epoch_task",
     "check_located_task",
     "check_minibatches",
     "check_param_lr_scaled",

@@ -2,7 +2,7 @@
 
 A task object has ``sample(split, n, *, seed) -> list[Example]`` for the splits ``"train"``
 and ``"held_out"`` (what the trainer and the evaluator call), usually ``examples(split, *,
-seed) -> Iterator[Example]`` (an endless stream), and may add ``split(name) -> list`` (a finite dataset, ``SplitTask``), ``collator(tokenizer, *,
+seed) -> Iterator[Example]`` (an endless stream), and may add ``split(name) -> list`` (a finite dataset, ``SplitTask``), ``epoch_examples()`` (trained in reshuffled epochs, ``EpochTask``), ``collator(tokenizer, *,
 max_len)`` (it batches its own examples, ``CollatingTask``) and ``lines()`` (``("file:line",
 example)`` of every example read, so a check can name a bad line). Subclass the suite and
 define ``make_config()``; it checks, on real examples:
@@ -13,6 +13,8 @@ define ``make_config()``; it checks, on real examples:
 - ``examples``, where present, is endless (a stream is drawn past one epoch);
 - the held-out split shares no example with the training split (and ``split`` obeys
   ``splice.testing.protocols.check_split_task``);
+- ``epoch_examples()``, where present, holds the training items
+  (``splice.testing.protocols.check_epoch_task``);
 - a batch collates (the task's own collator, else the SFT collator for ``Example``s) into
   tensors with one row per example (or per pair half) and at most ``max_len`` positions;
 - ``lines()``, where present, names a ``file:line`` for each example, and holds exactly the
@@ -33,7 +35,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from splice.interfaces import CollatingTask, SplitTask
+from splice.interfaces import CollatingTask, EpochTask, SplitTask
 from splice.testing.naming import NamedConformance
 
 SPLITS = ("train", "held_out")
@@ -159,6 +161,16 @@ class TaskConformance(NamedConformance):
             f"{len(shared)} of {len(held)} held-out examples are also training examples, "
             f"e.g. {str(shared[0])[:200]} (held-out scores would measure memorisation)"
         )
+
+    def test_epoch_examples_are_the_training_items(self) -> None:
+        from splice.testing.protocols import check_epoch_task
+
+        task = self.build()
+        if not isinstance(task, EpochTask):
+            import pytest
+
+            pytest.skip("no epoch_examples() (training samples a batch at a time)")
+        check_epoch_task(task)
 
     def test_collates_into_bounded_batches(self) -> None:
         from splice.data.collate import SFTCollator

@@ -20,7 +20,7 @@ from torch import nn
 from splice.checkpoint import atomic_write_text, load_model_weights
 from splice.data.examples import Example
 from splice.data.tokenizer import CharTokenizer
-from splice.interfaces import CollatingTask, Prepares, SplitTask
+from splice.interfaces import CollatingTask, EpochTask, Prepares
 from splice.rl.rollout import PromptBatches, Rollouts
 from splice.training.config_drift import check_resume_config
 from splice.training.configs import DataConfig, ExperimentConfig, TokenizerConfig
@@ -137,9 +137,10 @@ def build_evaluator(
 
 
 def build_batches(task: Any, collate: Any, *, batch_size: int, seed: int) -> BatchSource:
-    """Finite datasets (with ``split``) run in reshuffled epochs; generated tasks are sampled."""
-    if isinstance(task, SplitTask):
-        return ListBatches(task.split("train"), collate, batch_size=batch_size, seed=seed)
+    """Finite datasets (``EpochTask``) run in reshuffled epochs, one permutation per epoch;
+    generated tasks are sampled per batch. Either reaches any step without replaying."""
+    if isinstance(task, EpochTask):
+        return ListBatches(task.epoch_examples(), collate, batch_size=batch_size, seed=seed)
     return TaskBatches(task, collate, batch_size=batch_size, seed=seed)
 
 
@@ -343,7 +344,7 @@ def _run(
     if online:  # each step: a prompt batch -> collect -> updates (splice.training.online)
         train, rollouts = build_rollouts(config, tokenizer, task, model)
     else:
-        train = TaskBatches(
+        train = build_batches(
             task,
             collate,
             batch_size=config.train.batch_size,
