@@ -3,11 +3,13 @@ choice by the stated rule, checked against hand-computed choices; the record rou
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
+from pathlib import Path
 
 import pytest
-from splice_recipes.study import Tuning, tune
+from splice_recipes.study import Tuning, tune, tune_in_workers
 from splice_recipes.study.tuning import choose, tuning_table
 
 # dev accuracy per (candidate, seed), as a recipe's dev runs would return them
@@ -71,3 +73,33 @@ def test_record_round_trips_and_states_rule_candidates_scores_choice() -> None:
     table = tuning_table([t], scale=100, unit="%")
     assert "| replay | 0.05 | 5% |  |" in table and "| replay | 0.25 | 25% | **yes** |" in table
     assert table.endswith("Rule: " + t.rule)
+
+
+def _dev_run(arm: str, candidate: float, seed: int) -> dict[str, float]:
+    """Module-level (it reaches the worker processes): arm "b" swaps 0.3's and 1.0's dev
+    figures, so the two arms choose differently."""
+    return _dev(candidate if arm == "a" else {0.3: 1.0, 1.0: 0.3}[candidate], seed)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_tune_in_workers_is_tune_per_arm_whatever_the_workers(
+    workers: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The worker processes import dev_run by its module's name, which pytest's importlib mode
+    # does not make importable: import this file again from its folder (spawned workers get
+    # this sys.path), as a recipe's module is.
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+    dev_run = importlib.import_module(Path(__file__).stem)._dev_run
+    cands = {"a": [0.1, 0.3, 1.0], "b": [0.3, 1.0]}
+    got = tune_in_workers(
+        dev_run, cands, metric="acc", seeds=[7, 8], workers=workers, names={"b": "b lr"}
+    )
+    want = [
+        tune(name, cands[arm], lambda c, s, arm=arm: _dev_run(arm, c, s), metric="acc",
+             seeds=[7, 8])
+        for arm, name in (("a", "a"), ("b", "b lr"))
+    ]  # fmt: skip
+    assert got == want
+    assert [(t.name, t.value) for t in got] == [("a", 0.3), ("b lr", 1.0)]
+    assert got[1].figures == [[_dev(1.0, 7), _dev(1.0, 8)], [_dev(0.3, 7), _dev(0.3, 8)]]
+

@@ -36,11 +36,10 @@ from splice_recipes.study import (
     StudyResult,
     Tuning,
     every_arm,
-    map_in_workers,
     run_and_report,
     run_arm,
     seeds_in_workers,
-    tune,
+    tune_in_workers,
 )
 from splice_recipes.study.tuning import tuning_table
 
@@ -180,37 +179,25 @@ def run_one(config: ArithmeticStudy, arm: str, seed: int, folder: Path) -> dict[
     return run_arm(arm_experiment(config, arm), config, seed=seed, folder=folder)
 
 
-def dev_run(config: ArithmeticStudy, job: tuple[str, int, int]) -> dict[str, float]:
-    """One tuning run ``(arm, candidate index, tuning seed)``, scored on the dev split."""
-    arm, i, seed = job
+def dev_run(config: ArithmeticStudy, arm: str, lr: float, seed: int) -> dict[str, float]:
+    """One tuning run: ``arm`` at ``lr`` on tuning seed ``seed``, scored on the dev split."""
+    i = config.lr_candidates.index(lr)
     folder = Path(config.run_dir()) / "tuning" / f"{arm}-lr{i}" / f"seed-{seed}"
     folder.mkdir(parents=True, exist_ok=True)
-    exp = arm_experiment(config, arm, lr=config.lr_candidates[i], split="dev")
+    exp = arm_experiment(config, arm, lr=lr, split="dev")
     return run_arm(exp, config, seed=seed, folder=folder)
 
 
 def choose_lrs(config: ArithmeticStudy) -> list[Tuning]:
     """Each arm's learning rate, chosen on the dev split by the tuning seeds (the runs go in
     ``config.workers`` processes): highest mean dev exact match, ties to the first listed."""
-    jobs = [
-        (arm, i, seed)
-        for arm in ARMS
-        for i in range(len(config.lr_candidates))
-        for seed in config.tuning_seeds
-    ]
-    runs = map_in_workers(dev_run, [(config, job) for job in jobs], config.workers)
-    figures = dict(zip(jobs, runs, strict=True))
-    cands = config.lr_candidates
-    return [
-        tune(
-            arm,
-            cands,
-            lambda lr, seed, arm=arm: figures[(arm, cands.index(lr), seed)],
-            metric="exact_match",
-            seeds=config.tuning_seeds,
-        )
-        for arm in ARMS
-    ]
+    return tune_in_workers(
+        functools.partial(dev_run, config),
+        {arm: config.lr_candidates for arm in ARMS},
+        metric="exact_match",
+        seeds=config.tuning_seeds,
+        workers=config.workers,
+    )
 
 
 def study_arms(config: ArithmeticStudy) -> list[str]:

@@ -55,10 +55,9 @@ from splice_recipes.study import (
     StudyResult,
     Tuning,
     every_arm,
-    map_in_workers,
     run_and_report,
     seeds_in_workers,
-    tune,
+    tune_in_workers,
 )
 from splice_recipes.study.tuning import tuning_table
 
@@ -303,17 +302,34 @@ def run_one(config: ClipStudy, arm: str, seed: int, folder: Path) -> dict[str, f
             "lr": config.arm_lrs.get(arm, config.lr)}  # fmt: skip
 
 
-def tune_arm(config: ClipStudy, arm: str) -> Tuning:
-    """Choose ``arm``'s learning rate among ``lrs``: the best mean dev zero-shot accuracy
-    over the tuning seeds."""
+def dev_run(config: ClipStudy, arm: str, lr: float, seed: int) -> dict[str, float]:
+    """One tuning run: ``arm`` at ``lr`` on tuning seed ``seed``, scored on the dev scenes."""
     torch.set_num_threads(config.num_threads)
-    dev = scored_scenes(config)[1]
+    trial = config.model_copy(update={"arm_lrs": {**config.arm_lrs, arm: lr}})
+    return train_and_score(trial, arm, seed, scored_scenes(config)[1])
 
-    def on_dev(lr: float, seed: int) -> dict[str, float]:
-        trial = config.model_copy(update={"arm_lrs": {**config.arm_lrs, arm: lr}})
-        return train_and_score(trial, arm, seed, dev)
 
-    return tune(arm, config.lrs, on_dev, metric="zs_mean", seeds=config.tuning_seeds)
+def choose_lrs(config: ClipStudy) -> list[Tuning]:
+    """The learning rate of each arm not in ``arm_lrs``, chosen among ``lrs`` on the dev
+    split (the runs in ``config.workers`` processes): the best mean dev zero-shot accuracy
+    over the tuning seeds."""
+    return tune_in_workers(
+        functools.partial(dev_run, config),
+        {arm: config.lrs for arm in config.arms() if arm not in config.arm_lrs},
+        metric="zs_mean",
+        seeds=config.tuning_seeds,
+        workers=config.workers,
+    )
+
+
+def tune_arm(config: ClipStudy, arm: str) -> Tuning:
+    """Choose ``arm``'s learning rate among ``lrs`` in this process (``choose_lrs`` for one
+    arm)."""
+    cands = {arm: config.lrs}
+    return tune_in_workers(
+        functools.partial(dev_run, config), cands, metric="zs_mean", seeds=config.tuning_seeds,
+        workers=1,
+    )[0]  # fmt: skip
 
 
 def study_arms(config: ClipStudy) -> list[str]:
@@ -333,10 +349,7 @@ def run(config: ClipStudy) -> dict[str, Any]:
     if reused:
         raise ValueError(f"tuning_seeds {reused} are also reported seeds: keep them apart")
     scored_scenes(config)  # fail before any training when the scored sets overlap
-    untuned = [a for a in config.arms() if a not in config.arm_lrs]
-    tunings: list[Tuning] = map_in_workers(
-        tune_arm, [(config, arm) for arm in untuned], config.workers
-    )
+    tunings = choose_lrs(config)
     for t in tunings:
         print(f"{t.name}: lr {t.value:g} chosen on the dev split (dev mean zero-shot "
               f"accuracy {t.scores[t.chosen]:.1%})", flush=True)  # fmt: skip

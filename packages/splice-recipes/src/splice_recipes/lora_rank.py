@@ -55,13 +55,12 @@ from splice_recipes.study import (
     StudyResult,
     Tuning,
     every_arm,
-    map_in_workers,
     mean_of_last_evals,
     pinned,
     run_and_report,
     run_arm,
     seeds_in_workers,
-    tune,
+    tune_in_workers,
 )
 from splice_recipes.study.report import write_json
 from splice_recipes.study.tuning import tuning_table
@@ -323,18 +322,16 @@ def choose_learning_rates(config: LoRARankConfig) -> tuple[LoRARankConfig, list[
     for seed in config.tuning_seeds:
         pretrain(config, seed, tuning_start(config, seed), "dev")
 
-    def candidates(arm: str) -> list[float]:
-        return config.full_lr_candidates if arm == "full" else config.lora_lr_candidates
-
-    jobs = [(arm, lr, seed) for arm in todo for lr in candidates(arm)
-            for seed in config.tuning_seeds]  # fmt: skip
-    runs = map_in_workers(dev_run, [(config, *job) for job in jobs], config.workers)
-    figures = dict(zip(jobs, runs, strict=True))
-    tunings, chosen = [], dict(config.learning_rates)
-    for arm in todo:
-        t = tune(f"{arm} lr", candidates(arm), lambda lr, seed, arm=arm: figures[(arm, lr, seed)],
-                 metric="exact_match", seeds=config.tuning_seeds)  # fmt: skip
-        tunings.append(t)
+    tunings = tune_in_workers(
+        functools.partial(dev_run, config),
+        {a: config.full_lr_candidates if a == "full" else config.lora_lr_candidates for a in todo},
+        metric="exact_match",
+        seeds=config.tuning_seeds,
+        workers=config.workers,
+        names={a: f"{a} lr" for a in todo},
+    )
+    chosen = dict(config.learning_rates)
+    for arm, t in zip(todo, tunings, strict=True):
         chosen[arm] = t.value
         print(f"{arm}: lr {t.value:g} chosen on the dev split (dev accuracy on B "
               f"{t.scores[t.chosen]:.1%})", flush=True)  # fmt: skip

@@ -54,11 +54,10 @@ from splice_recipes.study import (
     StudyResult,
     Tuning,
     every_arm,
-    map_in_workers,
     run_and_report,
     run_arm,
     seeds_in_workers,
-    tune,
+    tune_in_workers,
 )
 from splice_recipes.study.tuning import tuning_table
 
@@ -334,21 +333,15 @@ def choose_lrs(config: MoEVsDenseConfig) -> tuple[MoEVsDenseConfig, list[Tuning]
         )
         if pinned_lr is None
     }
-    jobs = [(arm, lr, s) for arm in todo.values() for lr in config.lrs for s in config.tuning_seeds]
-    # the dev runs in the study's worker processes, as its seeds are
-    figures = map_in_workers(functools.partial(dev_run, config), jobs, config.workers)
-    done = dict(zip(jobs, figures, strict=True))
-    tunings = {
-        fam: tune(
-            f"{fam} lr (on {arm})",
-            config.lrs,
-            lambda lr, seed, arm=arm: done[(arm, lr, seed)],
-            metric="dev_ce",
-            seeds=config.tuning_seeds,
-            direction="lower",
-        )
-        for fam, arm in todo.items()
-    }
+    tunings = dict(zip(todo, tune_in_workers(
+        functools.partial(dev_run, config),
+        {arm: config.lrs for arm in todo.values()},  # in the study's worker processes
+        metric="dev_ce",
+        seeds=config.tuning_seeds,
+        workers=config.workers,
+        direction="lower",
+        names={arm: f"{fam} lr (on {arm})" for fam, arm in todo.items()},
+    ), strict=True))  # fmt: skip
     update = {f"{fam}_lr": t.value for fam, t in tunings.items()}
     for fam, t in tunings.items():
         print(f"{fam}: chose lr {t.value:g} on the dev split (dev loss {t.scores[t.chosen]:.4f})")

@@ -53,10 +53,9 @@ from splice_recipes.study import (
     StudyConfig,
     Tuning,
     every_arm,
-    map_in_workers,
     run_and_report,
     seeds_in_workers,
-    tune,
+    tune_in_workers,
 )
 from splice_recipes.study.tuning import tuning_table
 
@@ -390,34 +389,25 @@ def run_one(config: TranslateConfig, arm: str, seed: int, folder: Path) -> dict[
     return figures(r)
 
 
-def dev_run(config: TranslateConfig, job: tuple[str, int, int]) -> dict[str, float]:
-    """One tuning run ``(arm, candidate index, tuning seed)``, scored on the dev half."""
-    arm, i, seed = job
+def dev_run(config: TranslateConfig, arm: str, lr: float, seed: int) -> dict[str, float]:
+    """One tuning run: ``arm`` at ``lr`` on tuning seed ``seed``, scored on the dev half."""
+    i = config.lr_candidates.index(lr)
     folder = Path(config.run_dir()) / "tuning" / f"{arm}-lr{i}" / f"seed-{seed}"
     folder.mkdir(parents=True, exist_ok=True)
     dev = dev_and_test(config)[0]
-    return figures(ARMS[arm](with_lr(config, arm, config.lr_candidates[i]), dev, seed=seed,
-                             folder=folder))  # fmt: skip
+    return figures(ARMS[arm](with_lr(config, arm, lr), dev, seed=seed, folder=folder))
 
 
 def choose_lrs(config: TranslateConfig) -> list[Tuning]:
     """Each model's learning rate, chosen on the dev half by the tuning seeds (the runs go
     in ``config.workers`` processes): highest mean dev exact match, ties to the first listed."""
-    jobs = [(arm, i, seed) for arm in ARMS for i in range(len(config.lr_candidates))
-            for seed in config.tuning_seeds]  # fmt: skip
-    runs = map_in_workers(dev_run, [(config, job) for job in jobs], config.workers)
-    got = dict(zip(jobs, runs, strict=True))
-    cands = config.lr_candidates
-    return [
-        tune(
-            arm,
-            cands,
-            lambda lr, seed, arm=arm: got[(arm, cands.index(lr), seed)],
-            metric="exact_match",
-            seeds=config.tuning_seeds,
-        )
-        for arm in ARMS
-    ]
+    return tune_in_workers(
+        functools.partial(dev_run, config),
+        {arm: config.lr_candidates for arm in ARMS},
+        metric="exact_match",
+        seeds=config.tuning_seeds,
+        workers=config.workers,
+    )
 
 
 def study_arms(config: TranslateConfig) -> list[str]:

@@ -71,11 +71,10 @@ from splice_recipes.study import (
     StudyResult,
     Tuning,
     every_arm,
-    map_in_workers,
     run_and_report,
     seeds_in_workers,
     t_interval,
-    tune,
+    tune_in_workers,
 )
 from splice_recipes.study.machine import cpu_seconds
 from splice_recipes.study.tuning import tuning_table
@@ -473,18 +472,36 @@ def run_one(config: VLMCompareConfig, arm: str, seed: int, folder: Path) -> dict
     }
 
 
-def tune_arm(config: VLMCompareConfig, arm: str) -> Tuning:
-    """Choose approach ``arm``'s learning rate among ``lrs``: the best mean dev exact match
-    over the tuning seeds (each with its own shared start)."""
+def dev_run(config: VLMCompareConfig, arm: str, lr: float, seed: int) -> dict[str, float]:
+    """One tuning run: approach ``arm`` at ``lr`` from tuning seed ``seed``'s own shared
+    start, scored on the dev scenes."""
     torch.set_num_threads(config.num_threads)
-    _, dev = scored_scenes(config)
+    trial = config.model_copy(update={"arm_lrs": {**config.arm_lrs, arm: lr}})
+    trained = train_arm(trial, arm, seed, shared_for(config.shared_key(), seed))
+    return grid_exact_match(trained["model"], scored_scenes(config)[1])
 
-    def on_dev(lr: float, seed: int) -> dict[str, float]:
-        trial = config.model_copy(update={"arm_lrs": {**config.arm_lrs, arm: lr}})
-        trained = train_arm(trial, arm, seed, shared_for(config.shared_key(), seed))
-        return grid_exact_match(trained["model"], dev)
 
-    return tune(arm, config.lrs, on_dev, metric="em", seeds=config.tuning_seeds)
+def choose_lrs(config: VLMCompareConfig) -> list[Tuning]:
+    """The learning rate of each approach not in ``arm_lrs``, chosen among ``lrs`` on the
+    dev split (the runs in ``config.workers`` processes): the best mean dev exact match over
+    the tuning seeds."""
+    return tune_in_workers(
+        functools.partial(dev_run, config),
+        {arm: config.lrs for arm in ARMS if arm not in config.arm_lrs},
+        metric="em",
+        seeds=config.tuning_seeds,
+        workers=config.workers,
+    )
+
+
+def tune_arm(config: VLMCompareConfig, arm: str) -> Tuning:
+    """Choose approach ``arm``'s learning rate among ``lrs`` in this process (``choose_lrs``
+    for one arm)."""
+    cands = {arm: config.lrs}
+    return tune_in_workers(
+        functools.partial(dev_run, config), cands, metric="em", seeds=config.tuning_seeds,
+        workers=1,
+    )[0]  # fmt: skip
 
 
 def study_arms(config: VLMCompareConfig) -> list[str]:
@@ -613,10 +630,7 @@ def run(config: VLMCompareConfig) -> dict[str, Any]:
     if reused:
         raise ValueError(f"tuning_seeds {reused} are also reported seeds: keep them apart")
     held_out, dev = scored_scenes(config)
-    untuned = [a for a in ARMS if a not in config.arm_lrs]
-    tunings: list[Tuning] = map_in_workers(
-        tune_arm, [(config, arm) for arm in untuned], config.workers
-    )
+    tunings = choose_lrs(config)
     for t in tunings:
         print(f"{t.name}: lr {t.value:g} chosen on the dev split (dev exact match "
               f"{t.scores[t.chosen]:.1%})", flush=True)  # fmt: skip

@@ -54,10 +54,9 @@ from splice_recipes.study import (
     StudyResult,
     Tuning,
     every_arm,
-    map_in_workers,
     run_and_report,
     seeds_in_workers,
-    tune,
+    tune_in_workers,
 )
 from splice_recipes.study.tuning import tuning_table
 from splice_recipes.vlm_compare import (
@@ -292,14 +291,14 @@ def choose_lrs(config: VLMMoEConfig) -> tuple[VLMMoEConfig, list[Tuning]]:
     """Each arm's learning rate not set in ``arm_lrs``, chosen on the dev split (lowest mean
     dev VQA loss over the tuning seeds); the config with every arm's set, and the records."""
     todo = [arm for arm in ARMS if arm not in config.arm_lrs]
-    jobs = [(arm, lr, s) for arm in todo for lr in config.lrs for s in config.tuning_seeds]
-    figures = map_in_workers(functools.partial(dev_run, config), jobs, config.workers)
-    done = dict(zip(jobs, figures, strict=True))
-    tunings = [
-        tune(arm, config.lrs, lambda lr, seed, arm=arm: done[(arm, lr, seed)],
-             metric="vqa_loss", seeds=config.tuning_seeds, direction="lower")
-        for arm in todo
-    ]  # fmt: skip
+    tunings = tune_in_workers(
+        functools.partial(dev_run, config),
+        {arm: config.lrs for arm in todo},
+        metric="vqa_loss",
+        seeds=config.tuning_seeds,
+        workers=config.workers,
+        direction="lower",
+    )
     for t in tunings:
         print(
             f"{t.name}: chose lr {t.value:g} on the dev split (dev VQA loss {t.scores[t.chosen]:.4f})"

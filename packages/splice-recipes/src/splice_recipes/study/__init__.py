@@ -23,7 +23,7 @@ from splice_recipes.study.stats import (
     t_quantile,
     verdict,
 )
-from splice_recipes.study.tuning import Tuning, tune
+from splice_recipes.study.tuning import Tuning, tune, tune_in_workers
 
 __all__ = [
     "NOT_SHOWN",
@@ -51,5 +51,6 @@ __all__ = [
     "t_interval",
     "t_quantile",
     "tune",
+    "tune_in_workers",
     "verdict",
 ]

@@ -5,6 +5,7 @@ named metric over those seeds, and picks by a stated rule: the best mean in the 
 direction, ties going to the candidate listed first (list the candidates so that the first
 is the one to prefer: the mildest, the cheapest). The record (``Tuning``) keeps every
 candidate's dev figures, its score and the choice, for ``study.json`` and ``report.md``.
+``tune_in_workers`` does it for several arms at once, their dev runs in worker processes.
 Torch-free.
 """
 
@@ -15,6 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from splice_recipes.study.parallel import map_in_workers
 from splice_recipes.study.stats import Direction
 
 #: ``evaluate(candidate, seed) -> {metric: value}``, scored on the dev split.
@@ -145,6 +147,52 @@ def tune(
         scores=scores,
         chosen=choose(scores, direction),
     )
+
+
+def tune_in_workers(
+    dev_run: Callable[[str, Any, int], Mapping[str, float]],
+    candidates: Mapping[str, Sequence[Any]],
+    *,
+    metric: str,
+    seeds: Sequence[int],
+    workers: int,
+    direction: Direction = "higher",
+    names: Mapping[str, str] | None = None,
+) -> list[Tuning]:
+    """``tune`` for every arm of ``candidates`` (``{arm: its candidates, first preferred}``),
+    the dev runs first, all at once in up to ``workers`` processes (``map_in_workers``).
+
+    ``dev_run(arm, candidate, seed)`` trains ``arm`` at ``candidate`` on a tuning seed and
+    scores the dev split; it runs once per ``(arm, candidate, seed)``, arms in the mapping's
+    order, then candidates, then seeds (the order a sequential loop would take). It must be
+    a module-level function or a ``functools.partial`` of one (``partial(dev_run, config)``):
+    it is sent to the worker processes.
+
+    Returns:
+        One ``Tuning`` per arm, in order, named ``names[arm]`` (default: the arm).
+    """
+    jobs = [
+        (arm, i, seed)
+        for arm, cands in candidates.items()
+        for i in range(len(cands))
+        for seed in seeds
+    ]
+    runs = map_in_workers(
+        dev_run, [(arm, candidates[arm][i], seed) for arm, i, seed in jobs], workers
+    )
+    figures = dict(zip(jobs, runs, strict=True))
+    names = names or {}
+    out = []
+    for arm, cands in candidates.items():
+        # the candidate's position, not its value, keys the runs: values need not hash
+        def on_dev(cand: Any, seed: int, arm: str = arm, cands: Sequence[Any] = cands) -> Any:
+            return figures[(arm, list(cands).index(cand), seed)]
+
+        out.append(
+            tune(names.get(arm, arm), cands, on_dev, metric=metric, seeds=seeds,
+                 direction=direction)
+        )  # fmt: skip
+    return out
 
 
 def tuning_table(tunings: Sequence[Tuning], *, scale: float = 1.0, unit: str = "") -> str:
