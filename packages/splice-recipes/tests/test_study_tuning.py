@@ -103,3 +103,23 @@ def test_tune_in_workers_is_tune_per_arm_whatever_the_workers(
     assert [(t.name, t.value) for t in got] == [("a", 0.3), ("b lr", 1.0)]
     assert got[1].figures == [[_dev(1.0, 7), _dev(1.0, 8)], [_dev(0.3, 7), _dev(0.3, 8)]]
 
+
+def test_tuned_study_refuses_a_tuning_seed_that_is_reported() -> None:
+    import pydantic
+    from splice_recipes.study import TunedStudyConfig
+
+    assert TunedStudyConfig(name="s", seeds=3).tuning_seeds == [100]
+    with pytest.raises(pydantic.ValidationError, match=r"tuning_seeds \[2\] are also reported"):
+        TunedStudyConfig(name="s", seeds=3, tuning_seeds=[100, 2])
+    with pytest.raises(pydantic.ValidationError, match="tuning_seeds"):
+        TunedStudyConfig(name="s", tuning_seeds=[])
+
+
+def test_tuning_extras_hold_the_records_and_the_table_or_nothing() -> None:
+    from splice_recipes.study.tuning import tuning_extras
+
+    t = tune("lr", [0.1, 0.3, 1.0], _dev, metric="acc", seeds=[7, 8])
+    got = tuning_extras([t], scale=100, unit="%")
+    assert got == {"tuning": [t.to_json()], "dev_choice": tuning_table([t], scale=100, unit="%")}
+    assert "| lr | 0.3 | 69% | **yes** |" in got["dev_choice"]
+    assert tuning_extras([]) == {}

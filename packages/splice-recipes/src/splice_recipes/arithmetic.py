@@ -24,7 +24,7 @@ import functools
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
+from pydantic import Field, PositiveFloat, PositiveInt, model_validator
 from splice.recipe import Recipe
 from splice.training.configs import ExperimentConfig
 
@@ -32,8 +32,8 @@ from splice_recipes import addition
 from splice_recipes.study import (
     Claim,
     Clock,
-    StudyConfig,
     StudyResult,
+    TunedStudyConfig,
     Tuning,
     every_arm,
     run_and_report,
@@ -41,7 +41,7 @@ from splice_recipes.study import (
     seeds_in_workers,
     tune_in_workers,
 )
-from splice_recipes.study.tuning import tuning_table
+from splice_recipes.study.tuning import tuning_extras
 
 ARMS = {"reversed": True, "plain": False}  # arm -> reverse_answer
 
@@ -67,7 +67,7 @@ def _experiment() -> ExperimentConfig:
     )
 
 
-class ArithmeticStudy(StudyConfig):
+class ArithmeticStudy(TunedStudyConfig):
     """The study: ``experiment`` is one run's config; each arm sets the answer order and its
     learning rate (chosen on the dev split).
 
@@ -89,18 +89,11 @@ class ArithmeticStudy(StudyConfig):
     experiment: ExperimentConfig = Field(default_factory=_experiment)
     # 6e-3 was tried first: the reversed arm's dev run stalled at 4% after 800 steps
     lr_candidates: list[PositiveFloat] = Field(default_factory=lambda: [3e-3, 1e-3], min_length=1)
-    tuning_seeds: list[NonNegativeInt] = Field(default_factory=lambda: [100], min_length=1)
     lrs: dict[str, PositiveFloat] = Field(default_factory=dict)
     workers: PositiveInt = 2
 
     @model_validator(mode="after")
     def _check(self) -> ArithmeticStudy:
-        shared = sorted(set(self.tuning_seeds) & set(self.seed_list()))
-        if shared:
-            raise ValueError(
-                f"tuning_seeds {shared} are also reported seeds {self.seed_list()}: a choice "
-                "made on a run must not be reported from it"
-            )
         if unknown := sorted(set(self.lrs) - set(ARMS)):
             raise ValueError(f"lrs: unknown arms {unknown}; arms are {list(ARMS)}")
         if getattr(self.experiment.data.task, "dev_fraction", 0.0) <= 0.0:
@@ -237,8 +230,7 @@ def run(config: ArithmeticStudy) -> dict[str, Any]:
         claims=CLAIMS,
         extras=lambda _: {
             "splits": sizes,
-            "tuning": [t.to_json() for t in tunings],
-            "dev_choice": tuning_table(tunings, scale=100, unit="%"),
+            **tuning_extras(tunings, scale=100, unit="%"),
         },
         clock=clock,
         show=("dev_choice",),

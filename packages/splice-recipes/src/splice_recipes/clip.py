@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt, field_validator
+from pydantic import Field, PositiveFloat, PositiveInt, field_validator
 from splice.data.tokenizer import CharTokenizer
 from splice.recipe import Recipe
 from splice.training.trainer import seed_everything
@@ -51,15 +51,15 @@ from torch import Tensor
 from splice_recipes.study import (
     Claim,
     Clock,
-    StudyConfig,
     StudyResult,
+    TunedStudyConfig,
     Tuning,
     every_arm,
     run_and_report,
     seeds_in_workers,
     tune_in_workers,
 )
-from splice_recipes.study.tuning import tuning_table
+from splice_recipes.study.tuning import tuning_extras
 
 TOKENIZER = CharTokenizer()
 LOSSES = ("infonce", "siglip")
@@ -81,7 +81,7 @@ def _default_model() -> CLIPConfig:
     )  # fmt: skip
 
 
-class ClipStudy(StudyConfig):
+class ClipStudy(TunedStudyConfig):
     """The study: one CLIP per loss x batch size x seed, each arm at its dev-chosen lr.
 
     Attributes:
@@ -110,7 +110,6 @@ class ClipStudy(StudyConfig):
     lr: PositiveFloat = 5e-4
     lrs: list[PositiveFloat] = Field(default_factory=lambda: [2.5e-4, 5e-4, 1e-3])
     arm_lrs: dict[str, PositiveFloat] = Field(default_factory=dict)
-    tuning_seeds: list[NonNegativeInt] = Field(default_factory=lambda: [100])
     eval_images: PositiveInt = 600
     dev_images: PositiveInt = 300
     retrieval_pairs: PositiveInt = 64
@@ -345,9 +344,6 @@ def run(config: ClipStudy) -> dict[str, Any]:
     dev choice, the side table and each claim's verdict."""
     torch.set_num_threads(config.num_threads)
     clock = Clock.start()  # the recorded times cover the dev-split choice too
-    reused = sorted(set(config.tuning_seeds) & set(config.seed_list()))
-    if reused:
-        raise ValueError(f"tuning_seeds {reused} are also reported seeds: keep them apart")
     scored_scenes(config)  # fail before any training when the scored sets overlap
     tunings = choose_lrs(config)
     for t in tunings:
@@ -359,8 +355,7 @@ def run(config: ClipStudy) -> dict[str, Any]:
 
     def extras(result: StudyResult) -> dict[str, Any]:
         return {
-            "tuning": [t.to_json() for t in tunings],
-            "dev_choice": tuning_table(tunings, scale=100, unit="%") if tunings else "",
+            **tuning_extras(tunings, scale=100, unit="%"),
             "side_table": side_table(result, chosen),
         }
 

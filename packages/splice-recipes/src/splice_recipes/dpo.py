@@ -52,8 +52,8 @@ from splice_recipes.dpo_diagnosis import curves, plot_curves
 from splice_recipes.study import (
     Claim,
     Clock,
-    StudyConfig,
     StudyResult,
+    TunedStudyConfig,
     Tuning,
     every_arm,
     pinned,
@@ -62,7 +62,7 @@ from splice_recipes.study import (
     seeds_in_workers,
     tune,
 )
-from splice_recipes.study.tuning import tuning_table
+from splice_recipes.study.tuning import tuning_extras
 
 VOCAB = 51  # pad/bos/eos + the 48 characters of the default alphabet (sampling can pick any id)
 START = "sft"  # the arm every method is compared with: the SFT weights, untouched
@@ -176,7 +176,7 @@ def _default_methods() -> list[MethodConfig]:
     ]  # fmt: skip
 
 
-class DPOStudy(StudyConfig):
+class DPOStudy(TunedStudyConfig):
     """The study: SFT per seed, on-policy data from it, one arm per method.
 
     Attributes:
@@ -224,16 +224,6 @@ class DPOStudy(StudyConfig):
         if START in names or len(set(names)) != len(names):
             raise ValueError(f"methods: names must be unique and not {START!r}, got {names}")
         return methods
-
-    @model_validator(mode="after")
-    def _tuning_seeds_are_not_reported(self) -> DPOStudy:
-        shared = sorted(set(self.tuning_seeds) & set(self.seed_list()))
-        if shared:
-            raise ValueError(
-                f"tuning_seeds {shared} are also reported seeds {self.seed_list()}: a choice "
-                "made on a run must not be reported from it"
-            )
-        return self
 
     def arms(self) -> list[str]:
         return [START, *(m.name for m in self.methods)]
@@ -450,9 +440,8 @@ def run(config: DPOStudy) -> dict[str, Any]:
 
     def extras(result: StudyResult) -> dict[str, Any]:
         return {
-            "tuning": [t.to_json() for t in tunings],
+            **tuning_extras(tunings, scale=100, unit="%"),
             "tuning_start_dev_acc": {str(s): r[START]["dev_acc"] for s, r in tuned_runs.items()},
-            "dev_choice": tuning_table(tunings, scale=100, unit="%") if tunings else "",
             "side_table": side_table(result, chosen),
             **diagnosis(result, chosen),
         }

@@ -61,8 +61,8 @@ from splice_recipes.common import addition_task, short_run, tiny_decoder, two_ta
 from splice_recipes.study import (
     Claim,
     Clock,
-    StudyConfig,
     StudyResult,
+    TunedStudyConfig,
     Tuning,
     mean_of_last_evals,
     pinned,
@@ -221,7 +221,7 @@ def _default_methods() -> list[MethodConfig]:
     ]
 
 
-class ForgettingConfig(StudyConfig):
+class ForgettingConfig(TunedStudyConfig):
     """Pre-train on ``old_task`` per seed, then fine-tune on ``new_task`` once per method at
     the strength chosen on the dev split.
 
@@ -253,7 +253,6 @@ class ForgettingConfig(StudyConfig):
     pretrain: TrainConfig = Field(default_factory=_default_pretrain)
     finetune: TrainConfig = Field(default_factory=_default_finetune)
     methods: list[MethodConfig] = Field(default_factory=_default_methods, min_length=2)
-    tuning_seeds: list[NonNegativeInt] = Field(default_factory=lambda: [100], min_length=1)
     eval_every: PositiveInt = 200
     last_evals: PositiveInt = 1
     eval_examples: NonNegativeInt = 2000
@@ -275,16 +274,6 @@ class ForgettingConfig(StudyConfig):
                 "methods: need one named 'full' with no strength (every claim's baseline)"
             )
         return methods
-
-    @model_validator(mode="after")
-    def _tuning_seeds_are_not_reported(self) -> ForgettingConfig:
-        shared = sorted(set(self.tuning_seeds) & set(self.seed_list()))
-        if shared:
-            raise ValueError(
-                f"tuning_seeds {shared} are also reported seeds {self.seed_list()}: a choice "
-                "made on a run must not be reported from it"
-            )
-        return self
 
 
 def pretrain_config(config: ForgettingConfig, split: str = "held_out") -> ExperimentConfig:

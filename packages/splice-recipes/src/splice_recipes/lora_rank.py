@@ -51,8 +51,8 @@ from splice_recipes.common import addition_task, short_run, tiny_decoder, two_ta
 from splice_recipes.study import (
     Claim,
     Clock,
-    StudyConfig,
     StudyResult,
+    TunedStudyConfig,
     Tuning,
     every_arm,
     mean_of_last_evals,
@@ -63,7 +63,7 @@ from splice_recipes.study import (
     tune_in_workers,
 )
 from splice_recipes.study.report import write_json
-from splice_recipes.study.tuning import tuning_table
+from splice_recipes.study.tuning import tuning_extras
 
 VOCAB = 52  # pad/bos/eos + the default character alphabet
 
@@ -95,7 +95,7 @@ def _default_finetune() -> TrainConfig:
                      progress=False, plot_curves=False)  # fmt: skip
 
 
-class LoRARankConfig(StudyConfig):
+class LoRARankConfig(TunedStudyConfig):
     """Pre-train on ``old_task`` per seed; fine-tune on ``new_task`` fully and with LoRA.
 
     Attributes:
@@ -141,7 +141,6 @@ class LoRARankConfig(StudyConfig):
     lora_lr_candidates: list[PositiveFloat] = Field(
         default_factory=lambda: [3e-3, 1e-2, 3e-2], min_length=1
     )
-    tuning_seeds: list[NonNegativeInt] = Field(default_factory=lambda: [100], min_length=1)
     eval_every: PositiveInt = 100
     eval_examples: NonNegativeInt = 2000
     max_new_tokens: PositiveInt = 5
@@ -168,16 +167,6 @@ class LoRARankConfig(StudyConfig):
             raise ValueError(
                 f"learning_rates: {unknown} are not tuned arms {tuned_arms(self)} (an alpha "
                 "or QLoRA arm uses its rank's rate)"
-            )
-        return self
-
-    @model_validator(mode="after")
-    def _tuning_seeds_are_not_reported(self) -> LoRARankConfig:
-        shared = sorted(set(self.tuning_seeds) & set(self.seed_list()))
-        if shared:
-            raise ValueError(
-                f"tuning_seeds {shared} are also reported seeds {self.seed_list()}: a choice "
-                "made on a run must not be reported from it"
             )
         return self
 
@@ -486,8 +475,7 @@ def run(config: LoRARankConfig) -> dict[str, Any]:
         full = result.figures["full"]
         return {
             "learning_rates": dict(config.learning_rates),
-            "tuning": [t.to_json() for t in tunings],
-            "dev_choice": tuning_table(tunings, scale=100, unit="%") if tunings else "",
+            **tuning_extras(tunings, scale=100, unit="%"),
             "pretrained": {
                 str(s): {"acc_a": full[s]["pretrained_a"], "acc_b": full[s]["pretrained_b"]}
                 for s in result.seeds

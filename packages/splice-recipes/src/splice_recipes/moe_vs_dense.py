@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
+from pydantic import Field, PositiveFloat, PositiveInt, model_validator
 from splice.recipe import Recipe
 from splice.training.configs import (
     DataConfig,
@@ -50,8 +50,8 @@ from splice_recipes.markov_text import MarkovTextTask, MarkovTextTaskConfig, che
 from splice_recipes.study import (
     Claim,
     Clock,
-    StudyConfig,
     StudyResult,
+    TunedStudyConfig,
     Tuning,
     every_arm,
     run_and_report,
@@ -59,7 +59,7 @@ from splice_recipes.study import (
     seeds_in_workers,
     tune_in_workers,
 )
-from splice_recipes.study.tuning import tuning_table
+from splice_recipes.study.tuning import tuning_extras
 
 VOCAB = 52  # pad/bos/eos + the default character alphabet
 Family = Literal["dense", "moe"]
@@ -79,7 +79,7 @@ def _default_train() -> TrainConfig:
     )
 
 
-class MoEVsDenseConfig(StudyConfig):
+class MoEVsDenseConfig(TunedStudyConfig):
     """Every arm trains the same decoder, data, steps and seeds; only the FFN differs.
 
     Attributes:
@@ -116,7 +116,6 @@ class MoEVsDenseConfig(StudyConfig):
     dense_lr: PositiveFloat | None = None
     moe_lr: PositiveFloat | None = None
     tune_moe_arm: str = "moe8"
-    tuning_seeds: list[NonNegativeInt] = Field(default_factory=lambda: [100], min_length=1)
     eval_every: PositiveInt = 100
     loss_batches: PositiveInt = 16
     workers: PositiveInt = 2
@@ -129,12 +128,6 @@ class MoEVsDenseConfig(StudyConfig):
         if self.tune_moe_arm not in self.arms()[1:]:
             raise ValueError(
                 f"tune_moe_arm={self.tune_moe_arm!r} is not one of the MoE arms {self.arms()[1:]}"
-            )
-        shared = sorted(set(self.tuning_seeds) & set(self.seed_list()))
-        if shared:
-            raise ValueError(
-                f"tuning_seeds {shared} are also reported seeds {self.seed_list()}: a choice "
-                "made on a run must not be reported from it"
             )
         if self.task.dev_fraction == 0:
             raise ValueError("task.dev_fraction: the learning rates are chosen on a dev split")
@@ -405,14 +398,11 @@ def run(config: MoEVsDenseConfig) -> dict[str, Any]:
     config, tunings = choose_lrs(config)
 
     def extras(result: StudyResult) -> dict[str, Any]:
-        record: dict[str, Any] = {
+        return {
             "lr": {"dense": config.dense_lr, "moe": config.moe_lr},
             "side_table": side_table(result, config),
+            **tuning_extras(tunings),
         }
-        if tunings:
-            record["tuning"] = [t.to_json() for t in tunings]
-            record["dev_choice"] = tuning_table(tunings)
-        return record
 
     return run_and_report(
         config,

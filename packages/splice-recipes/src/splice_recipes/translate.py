@@ -50,14 +50,14 @@ from torch import Tensor, nn
 from splice_recipes.study import (
     Claim,
     Clock,
-    StudyConfig,
+    TunedStudyConfig,
     Tuning,
     every_arm,
     run_and_report,
     seeds_in_workers,
     tune_in_workers,
 )
-from splice_recipes.study.tuning import tuning_table
+from splice_recipes.study.tuning import tuning_extras
 
 VOCAB = 3 + len(TokenizerConfig().alphabet)  # pad/bos/eos + the default char alphabet
 D_MODEL = 64
@@ -104,8 +104,9 @@ def _default_train() -> TrainConfig:
     )
 
 
-class TranslateConfig(StudyConfig):
-    """Everything the ``translate`` study runs (seeds, precision and folder: ``StudyConfig``).
+class TranslateConfig(TunedStudyConfig):
+    """Everything the ``translate`` study runs (seeds, precision and folder: ``StudyConfig``;
+    ``tuning_seeds``: ``TunedStudyConfig``).
 
     Attributes:
         task: the number-words task (digit range, direction, held-out share).
@@ -139,18 +140,11 @@ class TranslateConfig(StudyConfig):
     eval_batch_size: PositiveInt = 250
     max_new_tokens: PositiveInt = 48
     lr_candidates: list[PositiveFloat] = Field(default_factory=lambda: [3e-3, 1e-3], min_length=1)
-    tuning_seeds: list[NonNegativeInt] = Field(default_factory=lambda: [100], min_length=1)
     lrs: dict[str, PositiveFloat] = Field(default_factory=dict)
     workers: PositiveInt = 2
 
     @model_validator(mode="after")
     def _check(self) -> TranslateConfig:
-        shared = sorted(set(self.tuning_seeds) & set(self.seed_list()))
-        if shared:
-            raise ValueError(
-                f"tuning_seeds {shared} are also reported seeds {self.seed_list()}: a choice "
-                "made on a run must not be reported from it"
-            )
         if unknown := sorted(set(self.lrs) - {"encoder_decoder", "decoder_only"}):
             raise ValueError(f"lrs: unknown arms {unknown}; arms are encoder_decoder, decoder_only")
         return self
@@ -441,8 +435,7 @@ def run(config: TranslateConfig) -> dict[str, Any]:
         return {
             "dev_examples": len(dev),
             "held_out_examples": len(test),
-            "tuning": [t.to_json() for t in tunings],
-            "dev_choice": tuning_table(tunings, scale=100, unit="%"),
+            **tuning_extras(tunings, scale=100, unit="%"),
             "samples": samples,
         }
 

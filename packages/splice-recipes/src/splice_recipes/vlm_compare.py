@@ -46,7 +46,7 @@ from statistics import median
 from typing import Any
 
 import torch
-from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt, field_validator
+from pydantic import Field, PositiveFloat, PositiveInt, field_validator
 from splice.config import SpliceConfig
 from splice.data.tokenizer import CharTokenizer
 from splice.generation.sampling import SamplingConfig, generate
@@ -67,8 +67,8 @@ from splice_recipes.grid_scenes import KINDS, GridScene, GridTask, Layout, check
 from splice_recipes.study import (
     Claim,
     Clock,
-    StudyConfig,
     StudyResult,
+    TunedStudyConfig,
     Tuning,
     every_arm,
     run_and_report,
@@ -77,7 +77,7 @@ from splice_recipes.study import (
     tune_in_workers,
 )
 from splice_recipes.study.machine import cpu_seconds
-from splice_recipes.study.tuning import tuning_table
+from splice_recipes.study.tuning import tuning_extras
 from splice_recipes.vlm_costs import forward_flops, text_only_lm
 
 TOKENIZER = CharTokenizer()
@@ -109,7 +109,7 @@ class StageConfig(SpliceConfig):
     decay: bool = False
 
 
-class VLMCompareConfig(StudyConfig):
+class VLMCompareConfig(TunedStudyConfig):
     """Settings of ``vlm-compare``.
 
     Attributes:
@@ -143,7 +143,6 @@ class VLMCompareConfig(StudyConfig):
     noise: float = Field(default=0.05, ge=0.0)
     lrs: list[PositiveFloat] = Field(default_factory=lambda: [3e-4, 1e-3, 3e-3])
     arm_lrs: dict[str, PositiveFloat] = Field(default_factory=dict)
-    tuning_seeds: list[NonNegativeInt] = Field(default_factory=lambda: [100])
     workers: PositiveInt = 2
     num_threads: PositiveInt = 1  # tiny matmuls: more threads cost more than they gain
 
@@ -626,9 +625,6 @@ def run(config: VLMCompareConfig) -> dict[str, Any]:
     print the dev choice, the side-by-side table and each claim."""
     torch.set_num_threads(config.num_threads)
     clock = Clock.start()  # the recorded times cover the dev-split choice too
-    reused = sorted(set(config.tuning_seeds) & set(config.seed_list()))
-    if reused:
-        raise ValueError(f"tuning_seeds {reused} are also reported seeds: keep them apart")
     held_out, dev = scored_scenes(config)
     tunings = choose_lrs(config)
     for t in tunings:
@@ -642,8 +638,7 @@ def run(config: VLMCompareConfig) -> dict[str, Any]:
         plot = Path(config.run_dir()) / "vlm-compare.png"
         plot_side_by_side(result, plot)
         return {
-            "tuning": [t.to_json() for t in tunings],
-            "dev_choice": tuning_table(tunings, scale=100, unit="%") if tunings else "",
+            **tuning_extras(tunings, scale=100, unit="%"),
             "side_table": side_table(result),
             "plot": plot.name,
             "held_out_questions": len(held_out) * len(KINDS),

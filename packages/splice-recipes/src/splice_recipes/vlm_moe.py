@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
+from pydantic import Field, PositiveFloat, PositiveInt, model_validator
 from splice.nn.modality import current_token_modality
 from splice.objectives.sft import SFTObjective
 from splice.recipe import Recipe
@@ -50,15 +50,15 @@ from torch import nn
 from splice_recipes.study import (
     Claim,
     Clock,
-    StudyConfig,
     StudyResult,
+    TunedStudyConfig,
     Tuning,
     every_arm,
     run_and_report,
     seeds_in_workers,
     tune_in_workers,
 )
-from splice_recipes.study.tuning import tuning_table
+from splice_recipes.study.tuning import tuning_extras
 from splice_recipes.vlm_compare import (
     IMAGE_ID,
     VOCAB,
@@ -74,7 +74,7 @@ ARMS = ("dense", "moe-shared", "moe-isolated")
 N_EXPERTS = 4
 
 
-class VLMMoEConfig(StudyConfig):
+class VLMMoEConfig(TunedStudyConfig):
     """Settings of ``vlm-moe``.
 
     Attributes:
@@ -99,7 +99,6 @@ class VLMMoEConfig(StudyConfig):
     train: StageConfig = Field(default_factory=lambda: StageConfig(steps=600, lr=2e-3, decay=True))
     lrs: list[PositiveFloat] = Field(default_factory=lambda: [1e-3, 2e-3, 4e-3], min_length=1)
     arm_lrs: dict[str, PositiveFloat] = Field(default_factory=dict)
-    tuning_seeds: list[NonNegativeInt] = Field(default_factory=lambda: [100], min_length=1)
     eval_scenes: PositiveInt = 100
     num_threads: PositiveInt = 1
     workers: PositiveInt = 2
@@ -109,12 +108,6 @@ class VLMMoEConfig(StudyConfig):
         unknown = sorted(set(self.arm_lrs) - set(ARMS))
         if unknown:
             raise ValueError(f"arm_lrs: unknown arms {unknown}; arms are {list(ARMS)}")
-        shared = sorted(set(self.tuning_seeds) & set(self.seed_list()))
-        if shared:
-            raise ValueError(
-                f"tuning_seeds {shared} are also reported seeds {self.seed_list()}: a choice "
-                "made on a run must not be reported from it"
-            )
         return self
 
     def lr_of(self, arm: str) -> float:
@@ -374,15 +367,12 @@ def run(config: VLMMoEConfig) -> dict[str, Any]:
         plot = Path(config.run_dir()) / "expert-load.png"
         plot_expert_load(result, plot)
         # a file name, not a path: the study folder holds the plot wherever it is published
-        record: dict[str, Any] = {
+        return {
             "lr": dict(config.arm_lrs),
             "side_table": side_table(result, config),
             "expert_load_plot": plot.name,
+            **tuning_extras(tunings),
         }
-        if tunings:
-            record["tuning"] = [t.to_json() for t in tunings]
-            record["dev_choice"] = tuning_table(tunings)
-        return record
 
     return run_and_report(
         config,

@@ -13,7 +13,7 @@ from splice_recipes.study.parallel import every_arm, map_in_workers, run_seeds, 
 from splice_recipes.study.result import ClaimResult, StudyResult, judge
 from splice_recipes.study.results import mean_of_last_evals
 from splice_recipes.study.runner import claim_lines, run_and_report, run_study, summary
-from splice_recipes.study.spec import Claim, StudyConfig
+from splice_recipes.study.spec import Claim, StudyConfig, TunedStudyConfig
 from splice_recipes.study.stats import (
     NOT_SHOWN,
     SHOWN,
@@ -34,6 +34,7 @@ __all__ = [
     "Interval",
     "StudyConfig",
     "StudyResult",
+    "TunedStudyConfig",
     "Tuning",
     "claim_lines",
     "every_arm",

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, NonNegativeInt, PositiveInt
+from pydantic import Field, NonNegativeInt, PositiveInt, model_validator
 from splice.config import SpliceConfig
 
 from splice_recipes.study.stats import Direction
@@ -50,6 +50,28 @@ class StudyConfig(SpliceConfig):
     def arm_dir(self, arm: str, seed: int) -> Path:
         """The folder of one run: ``<study>/<arm>/seed-<seed>``."""
         return Path(self.run_dir()) / arm / f"seed-{seed}"
+
+
+class TunedStudyConfig(StudyConfig):
+    """A study that chooses hyperparameters on a dev split (``study.tune``) on seeds of its
+    own.
+
+    Attributes:
+        tuning_seeds: seeds of the dev-split runs; refused when one is also a reported seed
+            (a choice made on a run must not be reported from it).
+    """
+
+    tuning_seeds: list[NonNegativeInt] = Field(default_factory=lambda: [100], min_length=1)
+
+    @model_validator(mode="after")
+    def _tuning_seeds_are_not_reported(self) -> TunedStudyConfig:
+        shared = sorted(set(self.tuning_seeds) & set(self.seed_list()))
+        if shared:
+            raise ValueError(
+                f"tuning_seeds {shared} are also reported seeds {self.seed_list()}: a choice "
+                "made on a run must not be reported from it"
+            )
+        return self
 
 
 @dataclass(frozen=True)

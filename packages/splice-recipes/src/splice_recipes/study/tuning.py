@@ -195,6 +195,18 @@ def tune_in_workers(
     return out
 
 
+def tuning_extras(tunings: Sequence[Tuning], *, scale: float = 1.0, unit: str = "") -> dict:
+    """A study's ``extras`` for its dev-split choices: ``tuning`` (every record's
+    ``to_json()``, for ``study.json``) and ``dev_choice`` (``tuning_table``, for the report
+    and the console); ``{}`` when nothing was tuned (every value pinned)."""
+    if not tunings:
+        return {}
+    return {
+        "tuning": [t.to_json() for t in tunings],
+        "dev_choice": tuning_table(tunings, scale=scale, unit=unit),
+    }
+
+
 def tuning_table(tunings: Sequence[Tuning], *, scale: float = 1.0, unit: str = "") -> str:
     """Markdown: per tuning, each candidate's dev score, the chosen one in bold, the rule."""
     lines = ["| tuned | candidate | dev score | chosen |", "|---|---|---:|:---:|"]
