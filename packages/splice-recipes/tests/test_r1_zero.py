@@ -43,13 +43,13 @@ def test_recipe_is_registered_and_its_config_is_valid():
 
 def test_the_start_mostly_answers_directly_and_the_second_skill_is_large():
     cfg = R1ZeroConfig()
-    task = cfg.grpo_task  # three-digit addition: 35% of the start's examples reason
+    task = cfg.grpo_task  # three-digit addition: 40% of the start's examples reason
     assert task == addition() and task["min_digits"] == task["max_digits"] == 3
     add = ArithmeticTask("+", min_digits=3, max_digits=3, chain_of_thought=True,
                          reasoning_share=task["reasoning_share"])  # fmt: skip
     examples = add.sample("train", 400)
     share = sum(reasons([], [e.completion for e in examples], [])) / len(examples)
-    assert 0.28 < share < 0.42
+    assert 0.33 < share < 0.47
     assert all(e.completion.startswith("<think></think>") or "=" in e.completion for e in examples)
     plain = ArithmeticTask("+", min_digits=3, max_digits=3, chain_of_thought=True)
     assert [e.prompt for e in plain.sample("train", 50)] == [e.prompt for e in examples[:50]]
@@ -94,6 +94,7 @@ def test_study_runs_with_overrides(tmp_path, capsys):
     assert "GRPO raises held-out accuracy over the SFT start" in printed
     assert "a large KL weight keeps more of the second skill than none" in printed
     assert "accuracy β large costs against β 0" in printed
+    assert printed.count("start seed") == 2 and "forced reasoning" in printed
     result = StudyResult.load(out / "study.json")
     assert [c.claim.name for c in result.claims] == ["accuracy", "length", "reasoning", "retention"]
     assert all(c.verdict in ("shown", "not shown") and c.interval.n == 2 for c in result.claims)
@@ -106,6 +107,9 @@ def test_study_runs_with_overrides(tmp_path, capsys):
     # the SFT start's curve (every seed at each evaluation) and the study's CPU seconds
     assert [p[0] for p in result.extras["sft_curve"]["acc"]] == [4.0]
     assert result.cpu_time_s > 0 and "CPU s" in printed
+    # the start's probes: the reasoning mode forced open, P(reasoning) when sampling
+    for start in result.figures["sft"].values():
+        assert 0.0 <= start["forced"] <= 1.0 and 0.0 < start["p_reason"] < 1.0
     # two seeds ran in two worker processes (the default); a run's figures depend only on
     # its seed: the SFT start of seed 1 again, in this process, gives the same figures
     cfg = R1ZeroConfig.model_validate(json.loads((out / "config.json").read_text()))

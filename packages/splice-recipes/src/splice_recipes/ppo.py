@@ -32,7 +32,7 @@ SFT_ARM, GRPO_ARM, PPO_ARM = "sft", "grpo", "ppo"
 def _default_ppo_train() -> TrainConfig:
     # the policy rate of r1-zero's GRPO (Adam's first steps move every weight by ~lr), for
     # the value head too (value_lr_scale below). batch_size is unused by online runs.
-    return short_run(steps=32, batch_size=1, lr=1e-4, log_every=4, betas=(0.9, 0.99),
+    return short_run(steps=16, batch_size=1, lr=1e-4, log_every=4, betas=(0.9, 0.99),
                      max_grad_norm=1.0, progress=False)  # fmt: skip
 
 
