@@ -263,3 +263,40 @@ def test_a_jsonl_batch_costs_the_same_whatever_the_file_size(
     got = list(islice(build_batches(task, list, batch_size=8, seed=0).batches(0), 5))
     assert sum(map(len, got)) == 40 and CountingList.reads == 40  # 8 reads a batch
     assert shuffled == [n]  # one permutation for the epoch, not one per batch
+
+
+def test_online_prompt_batches_of_a_jsonl_task_are_its_epochs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An online run's prompts from a JSONL file: every prompt once per epoch, batch k the
+    same after a restart, and one shuffle of the file per epoch (not one per step)."""
+    import random
+
+    from splice.data.tokenizer import CharTokenizer
+    from splice.rl.rollout import PromptBatches
+
+    lines = [{"prompt": f"{i}+1=", "completion": str(i + 1)} for i in range(20)]
+    held = write(tmp_path / "held.jsonl", {"prompt": "x=", "completion": "x"})
+    cfg = JsonlTaskConfig(train=str(write(tmp_path / "t.jsonl", *lines)), held_out=str(held))
+    tok = CharTokenizer("0123456789+=x")
+    shuffled: list[int] = []
+    real_shuffle = random.Random.shuffle
+
+    def counting_shuffle(self: random.Random, x: list) -> None:
+        shuffled.append(len(x))
+        real_shuffle(self, x)
+
+    monkeypatch.setattr(random.Random, "shuffle", counting_shuffle)
+    src = PromptBatches(JsonlTask(cfg), tok, prompts_per_step=5, seed=1)
+    batches = [src.batch(k) for k in range(8)]  # two epochs of 4 steps
+    assert shuffled == [20, 20]  # one permutation per epoch
+    for epoch in (batches[:4], batches[4:]):
+        prompts = [p for b in epoch for p in b["prompts"]]
+        assert sorted(prompts) == sorted(line["prompt"] for line in lines)
+    assert batches[0]["references"] == [
+        str(int(p.split("+")[0]) + 1) for p in batches[0]["prompts"]
+    ]
+    restarted = PromptBatches(JsonlTask(cfg), tok, prompts_per_step=5, seed=1)
+    assert next(restarted.batches(6))["prompts"] == batches[6]["prompts"]
+    other = PromptBatches(JsonlTask(cfg), tok, prompts_per_step=5, seed=2)
+    assert other.batch(0)["prompts"] != batches[0]["prompts"]

@@ -3,7 +3,9 @@
 Each training step of an online run takes one *prompt batch* from ``PromptBatches`` and
 hands it, with a ``RolloutGenerator``, to ``OnlineObjective.collect``. Both are pure
 functions of ``(seed, step)``: prompt batch ``k`` is ``task.sample("train", P,
-seed=derive_seed(seed, "prompts", k))`` and the sampling seed of step ``k`` is
+seed=derive_seed(seed, "prompts", k))`` (for a finite dataset, an ``EpochTask`` such as a
+JSONL file: prompts ``kP .. kP+P-1`` of its seeded epochs, one permutation per epoch, not a
+reshuffle of the whole file per step) and the sampling seed of step ``k`` is
 ``derive_seed(seed, "rollout", k)``, so a resumed run regenerates exactly the rollouts an
 uninterrupted run would have, with no generator state to save.
 
@@ -38,7 +40,8 @@ import torch
 from torch import Tensor, nn
 
 from splice.generation.sampling import GenerationOutput, SamplingConfig, generate
-from splice.training.stream import derive_seed
+from splice.interfaces import EpochTask
+from splice.training.stream import ListBatches, derive_seed
 
 #: Prompt-batch keys that are model inputs with one row per prompt (see the module docstring).
 PROMPT_MODEL_INPUTS = ("images", "context", "context_mask")
@@ -86,7 +89,8 @@ class PromptBatches:
     (``stack_model_inputs``).
 
     Args:
-        task: a task object (``sample(split, n, seed=...)`` returning ``Example``s).
+        task: a task object (``sample(split, n, seed=...)`` returning ``Example``s); an
+            ``EpochTask`` is drawn in seeded epochs instead.
         tokenizer: encodes each prompt as ``bos + prompt``.
         prompts_per_step: ``P``, prompts per batch (the global batch under torchrun).
         seed: the run seed.
@@ -110,12 +114,22 @@ class PromptBatches:
         self.task, self.tokenizer = task, tokenizer
         self.prompts_per_step, self.seed, self.split = prompts_per_step, seed, split
         self.max_prompt_len, self.encode = max_prompt_len, encode
+        # a finite training set: its seeded epochs (each prompt once per epoch)
+        self.epochs = None
+        if split == "train" and isinstance(task, EpochTask):
+            self.epochs = ListBatches(
+                task.epoch_examples(), list, batch_size=prompts_per_step,
+                seed=derive_seed(seed, "prompts"),
+            )  # fmt: skip
 
     def batch(self, k: int) -> dict[str, Any]:
         """Prompt batch ``k`` (see the module docstring for its fields)."""
-        examples = self.task.sample(
-            self.split, self.prompts_per_step, seed=derive_seed(self.seed, "prompts", k)
-        )
+        if self.epochs is not None:
+            examples = next(self.epochs.batches(k))
+        else:
+            examples = self.task.sample(
+                self.split, self.prompts_per_step, seed=derive_seed(self.seed, "prompts", k)
+            )
         if self.encode is not None:
             ids = [list(self.encode(e)) for e in examples]
         else:
