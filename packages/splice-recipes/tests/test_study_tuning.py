@@ -123,3 +123,16 @@ def test_tuning_extras_hold_the_records_and_the_table_or_nothing() -> None:
     assert got == {"tuning": [t.to_json()], "dev_choice": tuning_table([t], scale=100, unit="%")}
     assert "| lr | 0.3 | 69% | **yes** |" in got["dev_choice"]
     assert tuning_extras([]) == {}
+
+
+def test_with_chosen_sets_each_choice_and_keeps_the_pinned_values() -> None:
+    from splice_recipes.study import TunedStudyConfig
+    from splice_recipes.study.tuning import with_chosen
+
+    class Lrs(TunedStudyConfig):
+        arm_lrs: dict[str, float]
+
+    cfg = Lrs(name="s", arm_lrs={"pinned": 0.5, "b": 9.0})
+    t = tune("b", [0.1, 0.3, 1.0], _dev, metric="acc", seeds=[7, 8])
+    got = with_chosen(cfg, "arm_lrs", [t])
+    assert got.arm_lrs == {"pinned": 0.5, "b": 0.3} and cfg.arm_lrs["b"] == 9.0

@@ -41,7 +41,7 @@ from splice_recipes.study import (
     seeds_in_workers,
     tune_in_workers,
 )
-from splice_recipes.study.tuning import tuning_extras
+from splice_recipes.study.tuning import tuning_extras, with_chosen
 
 ARMS = {"reversed": True, "plain": False}  # arm -> reverse_answer
 
@@ -208,7 +208,7 @@ def run(config: ArithmeticStudy) -> dict[str, Any]:
     clock = Clock.start()  # the recorded times cover the dev-split choice too
     sizes = check_splits(config)
     tunings = choose_lrs(config)
-    chosen = config.model_copy(update={"lrs": {t.name: t.value for t in tunings}})
+    chosen = with_chosen(config, "lrs", tunings)
     for t in tunings:
         print(f"{t.name}: lr {t.value:g} chosen on the dev split "
               f"(dev exact match {t.scores[t.chosen]:.1%})", flush=True)  # fmt: skip

@@ -59,7 +59,7 @@ from splice_recipes.study import (
     seeds_in_workers,
     tune_in_workers,
 )
-from splice_recipes.study.tuning import tuning_extras
+from splice_recipes.study.tuning import tuning_extras, with_chosen
 
 TOKENIZER = CharTokenizer()
 LOSSES = ("infonce", "siglip")
@@ -349,9 +349,7 @@ def run(config: ClipStudy) -> dict[str, Any]:
     for t in tunings:
         print(f"{t.name}: lr {t.value:g} chosen on the dev split (dev mean zero-shot "
               f"accuracy {t.scores[t.chosen]:.1%})", flush=True)  # fmt: skip
-    chosen = config.model_copy(
-        update={"arm_lrs": {**config.arm_lrs, **{t.name: t.value for t in tunings}}}
-    )
+    chosen = with_chosen(config, "arm_lrs", tunings)
 
     def extras(result: StudyResult) -> dict[str, Any]:
         return {

@@ -57,7 +57,7 @@ from splice_recipes.study import (
     seeds_in_workers,
     tune_in_workers,
 )
-from splice_recipes.study.tuning import tuning_extras
+from splice_recipes.study.tuning import tuning_extras, with_chosen
 
 VOCAB = 3 + len(TokenizerConfig().alphabet)  # pad/bos/eos + the default char alphabet
 D_MODEL = 64
@@ -419,7 +419,7 @@ def run(config: TranslateConfig) -> dict[str, Any]:
     clock = Clock.start()  # the recorded times cover the dev-split choice too
     dev, test = dev_and_test(config)
     tunings = choose_lrs(config)
-    chosen = config.model_copy(update={"lrs": {t.name: t.value for t in tunings}})
+    chosen = with_chosen(config, "lrs", tunings)
     for t in tunings:
         print(f"{t.name}: lr {t.value:g} chosen on the dev half "
               f"(dev exact match {t.scores[t.chosen]:.1%})", flush=True)  # fmt: skip

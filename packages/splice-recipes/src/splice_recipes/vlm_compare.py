@@ -77,7 +77,7 @@ from splice_recipes.study import (
     tune_in_workers,
 )
 from splice_recipes.study.machine import cpu_seconds
-from splice_recipes.study.tuning import tuning_extras
+from splice_recipes.study.tuning import tuning_extras, with_chosen
 from splice_recipes.vlm_costs import forward_flops, text_only_lm
 
 TOKENIZER = CharTokenizer()
@@ -630,9 +630,7 @@ def run(config: VLMCompareConfig) -> dict[str, Any]:
     for t in tunings:
         print(f"{t.name}: lr {t.value:g} chosen on the dev split (dev exact match "
               f"{t.scores[t.chosen]:.1%})", flush=True)  # fmt: skip
-    chosen = config.model_copy(
-        update={"arm_lrs": {**config.arm_lrs, **{t.name: t.value for t in tunings}}}
-    )
+    chosen = with_chosen(config, "arm_lrs", tunings)
 
     def extras(result: StudyResult) -> dict[str, Any]:
         plot = Path(config.run_dir()) / "vlm-compare.png"

@@ -58,7 +58,7 @@ from splice_recipes.study import (
     seeds_in_workers,
     tune_in_workers,
 )
-from splice_recipes.study.tuning import tuning_extras
+from splice_recipes.study.tuning import tuning_extras, with_chosen
 from splice_recipes.vlm_compare import (
     IMAGE_ID,
     VOCAB,
@@ -296,8 +296,7 @@ def choose_lrs(config: VLMMoEConfig) -> tuple[VLMMoEConfig, list[Tuning]]:
         print(
             f"{t.name}: chose lr {t.value:g} on the dev split (dev VQA loss {t.scores[t.chosen]:.4f})"
         )
-    lrs = {**config.arm_lrs, **{t.name: t.value for t in tunings}}
-    return config.model_copy(update={"arm_lrs": lrs}), tunings
+    return with_chosen(config, "arm_lrs", tunings), tunings
 
 
 def claims() -> list[Claim]:

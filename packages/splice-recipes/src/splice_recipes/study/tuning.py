@@ -195,6 +195,13 @@ def tune_in_workers(
     return out
 
 
+def with_chosen(config: Any, field: str, tunings: Sequence[Tuning]) -> Any:
+    """``config`` (a pydantic model) with its ``{name: value}`` dict ``field`` updated by
+    every choice, keyed by the tuning's name (``{**config.<field>, name: value, ...}``)."""
+    chosen = {**getattr(config, field), **{t.name: t.value for t in tunings}}
+    return config.model_copy(update={field: chosen})
+
+
 def tuning_extras(tunings: Sequence[Tuning], *, scale: float = 1.0, unit: str = "") -> dict:
     """A study's ``extras`` for its dev-split choices: ``tuning`` (every record's
     ``to_json()``, for ``study.json``) and ``dev_choice`` (``tuning_table``, for the report
