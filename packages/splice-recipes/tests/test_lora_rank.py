@@ -114,6 +114,9 @@ def test_energy_of_a_rank_one_delta_is_all_in_its_top_direction():
 
 @pytest.mark.slow  # dev tuning (pre-train + 4 fine-tunes), then 2 seeds x (pre-train + 6)
 def test_tiny_study_end_to_end(tmp_path, capsys):
+    # workers=2 (TINY): the one recipe test whose dev runs and seeds run in spawned workers
+    # (~8 s of imports each; 46 s here against ~10 s in process), so the path a default
+    # study takes stays exercised end to end
     cfg = apply_overrides(config(), [*TINY, f"output_dir={tmp_path}"])
     run(cfg)
     study = StudyResult.load(tmp_path)

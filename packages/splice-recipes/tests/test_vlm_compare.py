@@ -120,8 +120,11 @@ def test_flops_per_answer_match_a_hand_count() -> None:
 
 
 def test_tiny_study_writes_every_figure_side_by_side(tmp_path, capsys) -> None:
-    # two workers: the dev-split candidates, then the seeds, run in spawned processes
-    cfg = apply_overrides(VLMCompareConfig(), [*TINY, "workers=2", f"output_dir={tmp_path}"])
+    # In this process (workers=1): spawned workers import torch and the plugins afresh (~8 s
+    # each, four per study), most of this test's ~40 s. The figures do not depend on the
+    # workers (test_study_runner, test_study_tuning); lora-rank's tiny study (marked slow)
+    # runs a recipe's dev runs and seeds in spawned workers.
+    cfg = apply_overrides(VLMCompareConfig(), [*TINY, "workers=1", f"output_dir={tmp_path}"])
     report = run(cfg)
     study = StudyResult.load(tmp_path)
     assert study.seeds == [0, 1] and sorted(study.figures) == sorted(ARMS)
