@@ -77,7 +77,8 @@ class MixtureTaskConfig(ComponentConfig):
 
 
 class JsonlTaskConfig(ComponentConfig):
-    """Examples from JSONL files (prompt/completion or chat lines).
+    """Examples from JSONL files (prompt/completion or chat lines). Training reads the train
+    split in epochs: each example once per epoch, in a new order per epoch seeded by the run.
 
     Attributes:
         train: path of the training file (relative paths: to the working directory).
