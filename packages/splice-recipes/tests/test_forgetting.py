@@ -245,12 +245,13 @@ def test_cli_runs_the_recipe_by_name(tmp_path, capsys) -> None:
 @pytest.mark.slow
 def test_replay_keeps_task_a_where_full_fine_tuning_forgets(tmp_path) -> None:
     """The recipe's own settings (model, tasks, steps, evaluation) on two arms over two
-    seeds, replay fixed at the 10% the default dev split chose (no dev runs: the test needs
+    seeds, replay fixed at the 25% the default dev split chose (no dev runs: the test needs
     no tuning seed). The margins come from the published study, where full FT reaches B
-    95-98% with A 0%, and replay 10% keeps A at 92-96%; they hold under AVX2 float32
-    kernels too (emulated: docs/precision.md), where seed 1's B is learnt later."""
+    96.7-99.4% with A 0%, and replay 25% keeps A at 100%; they hold under AVX2 float32
+    kernels too (emulated, docs/precision.md: full FT B 99.2 / 97.6%, replay A 99.9 /
+    98.8%), where seed 1's B is learnt later."""
     cfg = apply_overrides(config(), [
-        'methods=[{"name": "full"}, {"name": "replay", "replay": 0.1}]',
+        'methods=[{"name": "full"}, {"name": "replay", "replay": 0.25}]',
         "seeds=2", "plot=false", "progress=false", f"output_dir={tmp_path}",
     ])  # fmt: skip
     run(cfg)
@@ -266,6 +267,6 @@ def test_replay_keeps_task_a_where_full_fine_tuning_forgets(tmp_path) -> None:
     assert all(p["acc_a"] >= 0.95 for p in study.extras["pretrained"].values()), per_seed
     assert all(b >= 0.85 for b in study.values("full", "acc_b")), per_seed  # full FT learns B
     assert all(a <= 0.05 for a in study.values("full", "acc_a")), per_seed  # ... and forgets A
-    assert all(a >= 0.8 for a in study.values("replay", "acc_a")), per_seed  # replay keeps A
+    assert all(a >= 0.9 for a in study.values("replay", "acc_a")), per_seed  # replay keeps A
     kept = [r - f for r, f in zip(study.values("replay", "acc_a"), study.values("full", "acc_a"))]
     assert study.claim("replay-keeps-a").differences == pytest.approx(kept)
