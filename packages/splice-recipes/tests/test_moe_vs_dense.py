@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import functools
 import json
-import pickle
 
 import pydantic
 import pytest
@@ -21,7 +20,7 @@ from splice_recipes.moe_vs_dense import (
     run,
     run_seed,
 )
-from splice_recipes.study import StudyResult
+from splice_recipes.study import StudyResult, check_sendable
 
 TINY = [
     "d_model=16",
@@ -110,7 +109,7 @@ def test_tiny_study_chooses_lrs_on_dev_and_writes_claims(tmp_path, capsys) -> No
         config(), [*TINY, "lrs=[0.001, 0.01]", "workers=1", f"output_dir={tmp_path}"]
     )
     for job in (run_seed, functools.partial(dev_run, cfg)):
-        assert pickle.loads(pickle.dumps(job)).func is job.func
+        check_sendable(job)  # raises, naming the function, if a worker could not get it
     report = run(cfg)
     study = StudyResult.load(tmp_path)
     assert [c.claim.name for c in study.claims] == [

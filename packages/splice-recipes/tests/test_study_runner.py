@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -214,3 +215,16 @@ def test_map_in_workers_keeps_the_order_of_the_jobs_in_or_out_of_processes():
     assert map_in_workers(operator.add, jobs, 1) == [3, 30, 300]
     assert map_in_workers(operator.add, jobs, 2) == [3, 30, 300]
     assert map_in_workers(operator.sub, [(5, 7)], 2) == [-2]  # one job: no process started
+
+
+def test_a_job_a_worker_cannot_get_is_refused_by_name_before_any_process_starts() -> None:
+    from splice_recipes.study import check_sendable, map_in_workers
+
+    def nested(x: int) -> int:
+        return x
+
+    check_sendable(functools.partial(map_in_workers, abs))  # module-level: fine
+    with pytest.raises(ValueError, match="nested cannot be sent to a worker"):
+        check_sendable(functools.partial(nested, 1))
+    with pytest.raises(ValueError, match="cannot be sent to a worker"):
+        map_in_workers(lambda x: x, [(1,), (2,)], workers=2)

@@ -6,12 +6,11 @@ with intervals and the expert-load plot."""
 from __future__ import annotations
 
 import functools
-import pickle
 
 import pydantic
 import pytest
 from splice.overrides import apply_overrides
-from splice_recipes.study import StudyResult
+from splice_recipes.study import StudyResult, check_sendable
 from splice_recipes.vlm_moe import (
     ARMS,
     active_params,
@@ -79,7 +78,7 @@ def test_tiny_study_prints_claims_with_intervals(tmp_path, capsys) -> None:
          f"output_dir={tmp_path}"],
     )  # fmt: skip
     for job in (run_seed, functools.partial(dev_run, cfg)):
-        assert pickle.loads(pickle.dumps(job)).func is job.func
+        check_sendable(job)  # raises, naming the function, if a worker could not get it
     report = run(cfg)
     study = StudyResult.load(tmp_path)
     assert len(study.claims) == 4

@@ -9,7 +9,13 @@ docs/studies.md.
 
 from splice_recipes.study.experiments import pinned, run_arm
 from splice_recipes.study.machine import Clock
-from splice_recipes.study.parallel import every_arm, map_in_workers, run_seeds, seeds_in_workers
+from splice_recipes.study.parallel import (
+    check_sendable,
+    every_arm,
+    map_in_workers,
+    run_seeds,
+    seeds_in_workers,
+)
 from splice_recipes.study.result import ClaimResult, StudyResult, judge
 from splice_recipes.study.results import mean_of_last_evals
 from splice_recipes.study.runner import claim_lines, run_and_report, run_study, summary
@@ -36,6 +42,7 @@ __all__ = [
     "StudyResult",
     "TunedStudyConfig",
     "Tuning",
+    "check_sendable",
     "claim_lines",
     "every_arm",
     "judge",

@@ -14,6 +14,26 @@ RunSeed = Callable[[Any, int], dict[str, Figures]]
 _R = TypeVar("_R")
 
 
+def check_sendable(fn: Callable[..., Any]) -> None:
+    """Raise ``ValueError`` naming ``fn`` unless it can be sent to a spawned worker.
+
+    Sending pickles ``fn``; pickling a function stores only its module and qualified name
+    and checks that they find the same object, so a lambda, a nested function or a
+    ``functools.partial`` of one (or of an unpicklable argument) fails here, in the parent,
+    with the function's name, instead of inside the pool. Nothing is unpickled.
+    """
+    import pickle
+
+    try:
+        pickle.dumps(fn)
+    except (pickle.PicklingError, AttributeError, TypeError) as err:
+        name = getattr(getattr(fn, "func", fn), "__qualname__", repr(fn))
+        raise ValueError(
+            f"{name} cannot be sent to a worker process: it must be a module-level function "
+            f"(or a functools.partial of one with picklable arguments) ({err})"
+        ) from err
+
+
 def map_in_workers(fn: Callable[..., _R], jobs: list[tuple[Any, ...]], workers: int) -> list[_R]:
     """``[fn(*job) for job in jobs]``, in order, in up to ``workers`` processes (in this
     process when ``workers`` is 1 or there is one job): independent runs, such as a study's
@@ -28,6 +48,7 @@ def map_in_workers(fn: Callable[..., _R], jobs: list[tuple[Any, ...]], workers: 
 
     if workers <= 1 or len(jobs) <= 1:
         return [fn(*job) for job in jobs]
+    check_sendable(fn)
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx) as pool:
         return list(pool.map(fn, *zip(*jobs)))
