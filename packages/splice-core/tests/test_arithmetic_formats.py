@@ -44,7 +44,7 @@ def test_variant_scores_the_same_problems_in_the_same_split() -> None:
         ({"answer_digits": "abcdefghi-"}, "10 distinct characters"),
         ({"answer_digits": "abc"}, "answer_digits"),
         ({"separator": ""}, "separator"),
-        ({"chain_of_thought": True, "separator": ":"}, "chain_of_thought uses the default"),
+        ({"chain_of_thought": True, "answer_digits": "abcdefghij"}, "chain_of_thought uses"),
     ],
 )
 def test_bad_formats_are_refused(fields, match) -> None:
@@ -59,3 +59,17 @@ def test_task_class_refuses_bad_formats_too() -> None:
         ArithmeticTask("+", separator="")
     with pytest.raises(ValueError, match="chain_of_thought"):
         ArithmeticTask("+", chain_of_thought=True, answer_digits="abcdefghij")
+
+
+def test_chain_of_thought_under_its_own_cue_keeps_its_split_and_answer() -> None:
+    """``37+25:`` (a cue that always reasons) beside ``37+25=``: the same problem, the same
+    split and answer, only the prompt's last character differs."""
+    cue = ArithmeticTask("+", chain_of_thought=True, separator=":")
+    plain = ArithmeticTask("+", chain_of_thought=True)
+    ex = cue.format(37, 25)
+    assert ex.prompt == "37+25:" and ex.answer == "62"
+    assert ex.completion == "<think>7+5=12,3+2+1=6</think><answer>62</answer>"
+    assert cue.split_of(37, 25) == plain.split_of(37, 25)
+    held = cue.sample("held_out", 30)
+    assert [e.prompt[:-1] for e in held] == [e.prompt[:-1] for e in plain.sample("held_out", 30)]
+    assert all(e.prompt.endswith(":") for e in held)

@@ -42,6 +42,7 @@ def test_study_runs_with_overrides(tmp_path, capsys):
     sets = {
         "seeds": 2,
         "progress": False,
+        "start": "train",
         "sft.steps": 4,
         "grpo.steps": 2,
         "ppo.steps": 2,

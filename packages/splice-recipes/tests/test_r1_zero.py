@@ -10,6 +10,7 @@ from splice.cli import main
 from splice.cli.run import load_recipe
 from splice.data.arithmetic import ArithmeticTask
 from splice_recipes.r1_zero import (
+    WORKED,
     R1ZeroConfig,
     addition,
     claims,
@@ -34,25 +35,30 @@ def test_recipe_is_registered_and_its_config_is_valid():
     assert grpo.objective.type == "grpo" and grpo.objective.beta == 0.0
     assert grpo.train.precision == "float32"
     assert [c.name for c in claims(cfg)] == ["accuracy", "length", "reasoning", "retention"]
-    # the longest reasoning completion (999+999) fits the generation budget and the context
-    task = ArithmeticTask("+", min_digits=3, max_digits=3, chain_of_thought=True)
-    longest = task.format(999, 999)
+    # the longest reasoning completion (99999+99999) fits the generation budget and context
+    task = ArithmeticTask("+", min_digits=5, max_digits=5, chain_of_thought=True)
+    longest = task.format(99999, 99999)
     assert len(longest.completion) + 1 <= grpo.rollout.max_new_tokens
     assert len(longest.prompt) + len(longest.completion) + 2 <= cfg.max_len
 
 
 def test_the_start_mostly_answers_directly_and_the_second_skill_is_large():
     cfg = R1ZeroConfig()
-    task = cfg.grpo_task  # three-digit addition: 40% of the start's examples reason
-    assert task == addition() and task["min_digits"] == task["max_digits"] == 3
-    add = ArithmeticTask("+", min_digits=3, max_digits=3, chain_of_thought=True,
+    task = cfg.grpo_task  # five-digit addition: 20% of the start's `=` examples reason
+    assert task == addition() and task["min_digits"] == task["max_digits"] == 5
+    add = ArithmeticTask("+", min_digits=5, max_digits=5, chain_of_thought=True,
                          reasoning_share=task["reasoning_share"])  # fmt: skip
     examples = add.sample("train", 400)
     share = sum(reasons([], [e.completion for e in examples], [])) / len(examples)
-    assert 0.33 < share < 0.47
+    assert 0.15 < share < 0.25
     assert all(e.completion.startswith("<think></think>") or "=" in e.completion for e in examples)
-    plain = ArithmeticTask("+", min_digits=3, max_digits=3, chain_of_thought=True)
+    plain = ArithmeticTask("+", min_digits=5, max_digits=5, chain_of_thought=True)
     assert [e.prompt for e in plain.sample("train", 50)] == [e.prompt for e in examples[:50]]
+    # worked solutions under their own cue: the same problems, always reasoned
+    worked = ArithmeticTask("+", min_digits=5, max_digits=5, chain_of_thought=True,
+                            separator=":")  # fmt: skip
+    assert worked.format(12345, 56789).prompt == "12345+56789:"
+    assert cfg.sft_task["tasks"][1] == WORKED and WORKED["reasoning_share"] == 1.0
     # the second skill: two-digit addition, always answered directly, in the same format;
     # over 200 distinct held-out problems, none of them a GRPO prompt
     assert cfg.retention_task == addition(reasoning_share=0.0, digits=2)
@@ -62,7 +68,7 @@ def test_the_start_mostly_answers_directly_and_the_second_skill_is_large():
     assert len({e.prompt for e in held}) >= 200
     trained = sub.sample("train", 200)  # what SFT shows (evaluation reads the answer only)
     assert not any(reasons([], [e.completion for e in trained], []))
-    assert cfg.sft_task["tasks"] == [task, cfg.retention_task]
+    assert cfg.sft_task["tasks"] == [task, WORKED, cfg.retention_task]
 
 
 def test_reasons_reads_a_non_empty_think_block():
@@ -78,6 +84,7 @@ def test_study_runs_with_overrides(tmp_path, capsys):
     sets = {
         "seeds": 2,
         "progress": False,
+        "start": "train",
         "sft.steps": 4,
         "grpo.steps": 2,
         "rollout.prompts_per_step": 2,

@@ -228,3 +228,55 @@ def test_a_job_a_worker_cannot_get_is_refused_by_name_before_any_process_starts(
         check_sendable(functools.partial(nested, 1))
     with pytest.raises(ValueError, match="cannot be sent to a worker"):
         map_in_workers(lambda x: x, [(1,), (2,)], workers=2)
+
+
+def _staged_arm(config: TinyStudy, arm: str, seed: int, folder: Path) -> dict[str, float]:
+    """A start writes its seed's value; every other arm reads it (so it must run after)."""
+    import os
+
+    if arm == "start":
+        (folder / "start.json").write_text(json.dumps({"value": 10.0 * seed}))
+        return {"value": 10.0 * seed, "pid": float(os.getpid())}
+    start = json.loads((config.arm_dir("start", seed) / "start.json").read_text())
+    return {"value": start["value"] + len(arm), "pid": float(os.getpid())}
+
+
+def test_arms_after_start_runs_each_arm_after_its_seeds_start_in_two_workers(tmp_path):
+    """One job per arm in two spawned workers gives the sequential figures, every arm
+    reading its own seed's start, and both workers take jobs."""
+    from splice_recipes.study import arms_after_start
+
+    def without_pid(out):
+        return {s: {a: f["value"] for a, f in arms.items()} for s, arms in out.items()}
+
+    arms, seeds = ["start", "a", "bb"], [0, 1, 2]
+    one = arms_after_start(_staged_arm, TinyStudy(output_dir=str(tmp_path / "1")), arms, seeds, 1)
+    two = arms_after_start(_staged_arm, TinyStudy(output_dir=str(tmp_path / "2")), arms, seeds, 2)
+    assert (
+        without_pid(two)
+        == without_pid(one)
+        == {
+            0: {"start": 0.0, "a": 1.0, "bb": 2.0},
+            1: {"start": 10.0, "a": 11.0, "bb": 12.0},
+            2: {"start": 20.0, "a": 21.0, "bb": 22.0},
+        }
+    )
+    assert [list(two[s]) for s in seeds] == [arms] * 3  # the arms' order, whatever finished first
+    assert len({f["pid"] for arms_ in two.values() for f in arms_.values()}) == 2
+
+
+def _damaged(folder: str) -> None:
+    from splice.checkpoint.integrity import CorruptCheckpointError
+
+    raise CorruptCheckpointError(folder, "manifest.json is damaged ('files')")
+
+
+def test_an_error_with_two_arguments_reaches_the_parent_from_a_worker() -> None:
+    """A worker's ``CorruptCheckpointError`` arrives as itself, naming the folder (it used
+    to break the pool: "a process ... was terminated abruptly")."""
+    from splice.checkpoint.integrity import CorruptCheckpointError
+    from splice_recipes.study import map_in_workers
+
+    with pytest.raises(CorruptCheckpointError, match="corrupt checkpoint /x/y: manifest") as err:
+        map_in_workers(_damaged, [("/x/y",), ("/x/z",)], 2)
+    assert str(err.value.path) in ("/x/y", "/x/z") and "damaged" in err.value.problem

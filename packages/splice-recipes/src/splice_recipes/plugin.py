@@ -19,6 +19,7 @@ def register_recipes(register: Any) -> None:
     register("clip", "splice_recipes.clip:recipe")
     register("vlm-compare", "splice_recipes.vlm_compare:recipe")
     register("r1-zero", "splice_recipes.r1_zero:recipe")
+    register("r1-zero-start", "splice_recipes.r1_zero_start:recipe")
     register("ppo", "splice_recipes.ppo:recipe")
     register("moe-vs-dense", "splice_recipes.moe_vs_dense:recipe")
     register("vlm-moe", "splice_recipes.vlm_moe:recipe")

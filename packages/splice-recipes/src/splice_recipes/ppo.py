@@ -22,18 +22,17 @@ from splice.recipe import Recipe
 from splice.training.configs import DataConfig, ExperimentConfig, RolloutConfig, TrainConfig
 
 from splice_recipes import r1_zero as r1
-from splice_recipes.common import short_run
 from splice_recipes.rl_study import RETENTION_TASK, figures
-from splice_recipes.study import Claim, StudyResult, every_arm, seeds_in_workers
+from splice_recipes.study import Claim, StudyResult, arms_in_workers, every_arm
 
 SFT_ARM, GRPO_ARM, PPO_ARM = "sft", "grpo", "ppo"
 
 
 def _default_ppo_train() -> TrainConfig:
-    # the policy rate of r1-zero's GRPO (Adam's first steps move every weight by ~lr), for
-    # the value head too (value_lr_scale below). batch_size is unused by online runs.
-    return short_run(steps=16, batch_size=1, lr=1e-4, log_every=4, betas=(0.9, 0.99),
-                     max_grad_norm=1.0, progress=False)  # fmt: skip
+    # r1-zero's GRPO trainer (the same steps and policy rate; Adam's first steps move every
+    # weight by ~lr), for the value head too (value_lr_scale below). batch_size is unused
+    # by online runs.
+    return r1.default_grpo_train()
 
 
 def _default_objective() -> dict[str, Any]:
@@ -69,7 +68,7 @@ class PPOStudyConfig(r1.R1ZeroConfig):
     ppo: TrainConfig = Field(default_factory=_default_ppo_train)
     objective: dict[str, Any] = Field(default_factory=_default_objective)
     ppo_rollout: RolloutConfig = RolloutConfig(
-        prompts_per_step=32, max_new_tokens=61, temperature=0.7
+        prompts_per_step=32, max_new_tokens=84, temperature=0.7
     )
 
     @model_validator(mode="after")
@@ -122,12 +121,13 @@ def run_one(config: PPOStudyConfig, arm: str, seed: int, folder: Path) -> dict[s
 
     from splice_recipes.study import pinned
 
-    exp = ppo_config(config, str(config.arm_dir(SFT_ARM, seed)))
+    exp = ppo_config(config, r1.start_weights(config, seed))
     run_experiment(pinned(exp, config, seed=seed, folder=folder), overwrite=True)
     return figures(folder, config.last_evals)
 
 
-#: every arm of one seed, in order (the SFT start first): what one worker process runs
+#: every arm of one seed, in order (the start first), in one process: the sequential form
+#: of what ``run`` hands to ``arms_in_workers`` one arm at a time
 run_seed = functools.partial(every_arm, run_one, PPOStudyConfig.arms)
 
 
@@ -157,10 +157,9 @@ def run(config: PPOStudyConfig) -> dict[str, Any]:
     """SFT, GRPO and PPO for every seed; prints each claim with its interval and verdict."""
     from splice_recipes.study import claim_lines, run_study, summary
 
-    # the first call runs every seed in the worker processes, inside the study's clock
-    one = seeds_in_workers(
-        run_seed, config, lambda arm, seed, folder: run_one(config, arm, seed, folder)
-    )
+    # the first call runs every arm of every seed in the worker processes, inside the
+    # study's clock: each seed's start first, its other arms as soon as it is written
+    one = arms_in_workers(run_one, config)
 
     result = run_study(
         config,

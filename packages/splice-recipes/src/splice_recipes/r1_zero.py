@@ -1,20 +1,23 @@
 """Recipe ``r1-zero``: DeepSeek-R1-Zero's three claims in miniature, as a study over seeds.
 
-A small decoder adds three-digit numbers in R1's format. A problem can be answered at
-once, ``374+258=`` -> ``<think></think><answer>632</answer>``, or after working out the
-carries, ``<think>4+8=12,7+5+1=13,3+2+1=6</think><answer>632</answer>``. Answered at once,
-the first digit written needs every carry in one step, which a 2-layer decoder barely
-learns; with the carries written out, each step is one digit sum: the longer form is the
-far more accurate one. Per seed:
+A small decoder adds five-digit numbers in R1's format. A problem can be answered at
+once, ``51374+32258=`` -> ``<think></think><answer>83632</answer>``, or after working out
+the carries, ``<think>4+8=12,7+5+1=13,3+2+1=6,1+2=3,5+3=8</think><answer>83632</answer>``.
+Answered at once, the first digit written needs every carry in one step, which the 2-layer
+decoder does not learn within its SFT budget; with the carries written out, each step is
+one digit sum. Per seed:
 
-1. **SFT start** (arm ``sft``): a mixture of three-digit addition, where only
-   ``reasoning_share`` (35%) of the examples show the carries (so the start answers
-   directly, and rarely right), and a second skill, two-digit addition answered directly
-   in the same format (810 distinct held-out problems), which GRPO never sees. Its
-   held-out curve over seeds (``sft_curve`` in ``study.json``, every ``sft_eval_every``
-   steps) shows whether it flattened (docs/concepts/grpo-r1.md);
-2. **GRPO** from that start with rule-based rewards only (answer match + format), once per
-   KL weight of ``betas`` (0, small, large): arms ``grpo-beta-<label>``.
+1. **The start** (arm ``sft``): SFT on five-digit addition answered at once after ``=``
+   (80%; the other 20% work the carries out), the same problems always worked out under
+   their own cue ``:`` (so the start can reason when asked, as R1-Zero's base model
+   could), and a second skill, two-digit addition answered directly in the same format
+   (810 distinct held-out problems), which GRPO never sees. It is trained to its plateau
+   once, offline (``r1-zero-start``), and shipped with the package
+   (``splice_recipes.r1_shipped``); the arm evaluates it here. ``start="train"`` trains it
+   in the run instead;
+2. **GRPO** from that start on the ``=`` prompts with rule-based rewards only (answer match
+   + format), once per KL weight of ``betas`` (0, small, large): arms
+   ``grpo-beta-<label>``.
 
 The claims, each judged on paired differences over seeds with a 95% interval
 (``splice_recipes.study``): GRPO raises held-out accuracy; completions get longer and
@@ -29,7 +32,7 @@ import functools
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveInt
 from splice.config import ModelField
@@ -46,7 +49,8 @@ from splice.training.configs import (
 )
 
 from splice_recipes.common import short_run, tiny_decoder
-from splice_recipes.r1_start import probe_run
+from splice_recipes.r1_shipped import read_manifest, shipped_start
+from splice_recipes.r1_start import start_probes
 from splice_recipes.rl_study import (
     RETENTION_TASK,
     eval_config,
@@ -54,25 +58,35 @@ from splice_recipes.rl_study import (
     eval_figures,
     figures,
     records,
+    records_curve,
 )
-from splice_recipes.study import Claim, StudyConfig, StudyResult, every_arm, seeds_in_workers
+from splice_recipes.study import Claim, StudyConfig, StudyResult, arms_in_workers, every_arm
 
 ALPHABET = DEFAULT_ALPHABET + "<>"  # R1's tags
 VOCAB = 3 + len(ALPHABET)
 SFT_ARM = "sft"
 
 
-def addition(reasoning_share: float = 0.4, digits: int = 3) -> dict[str, Any]:
+def addition(reasoning_share: float = 0.2, digits: int = 5, cue: str = "=") -> dict[str, Any]:
     """``digits``-digit addition in R1's format; ``reasoning_share`` of the examples work
-    the carries out, the others answer after an empty think block."""
+    the carries out, the others answer after an empty think block. ``cue``: the prompt's
+    last character."""
     return {"type": "arithmetic", "op": "+", "min_digits": digits, "max_digits": digits,
-            "chain_of_thought": True, "reasoning_share": reasoning_share}  # fmt: skip
+            "chain_of_thought": True, "reasoning_share": reasoning_share, "separator": cue}  # fmt: skip
 
 
+# Worked solutions under their own cue (``12345+56789:`` always works the carries out): the
+# start can reason when asked, as R1-Zero's base model could, and answers the ``=`` form
+# (GRPO's prompts) mostly at once. With the cue the reasoning mode reaches its plateau
+# on every seed within the SFT budget; without it (reasoning only in 20-40% of the ``=``
+# examples) two seeds in four were still learning to read the answer off their sums.
+# Five digits and a small ``=`` share (1 in 6): with four digits, one seed of three learnt
+# to answer directly (95% by step 4000), so the start was bimodal.
+WORKED = addition(reasoning_share=1.0, cue=":")
 # The second skill: two-digit addition answered directly in the same format
 # (``37+25=`` -> ``<think></think><answer>62</answer>``; 810 distinct held-out problems).
 # It shares the prompt, the format and the think-or-answer decision that GRPO moves on the
-# three-digit prompts, so GRPO can overwrite it: what the KL term should prevent. (Earlier
+# five-digit prompts, so GRPO can overwrite it: what the KL term should prevent. (Earlier
 # second skills, reversed-digit addition after a ":" and direct subtraction, never moved
 # under GRPO at any beta: nothing for the KL term to keep.)
 SECOND_SKILL = addition(reasoning_share=0.0, digits=2)
@@ -100,17 +114,20 @@ def _default_sft() -> TrainConfig:
     # weight decay 0.1: with it the seeds' starts came out closer together (three seeds,
     # docs/concepts/grpo-r1.md)
     schedule = ScheduleConfig(kind="cosine", warmup_steps=50, min_lr_ratio=0.05)
-    run = short_run(steps=2000, batch_size=32, lr=3e-3, log_every=100, schedule=schedule,
+    run = short_run(steps=4000, batch_size=32, lr=3e-3, log_every=100, schedule=schedule,
                     progress=False)  # fmt: skip
     return run.model_copy(
         update={"optimizer": run.optimizer.model_copy(update={"weight_decay": 0.1})}
     )
 
 
-def _default_grpo() -> TrainConfig:
+def default_grpo_train() -> TrainConfig:
     # RL steps are small: Adam's first update moves every weight by ~lr whatever the
-    # gradient's size. batch_size is unused by online runs (rollout.prompts_per_step).
-    return short_run(steps=16, batch_size=1, lr=1e-4, log_every=4, betas=(0.9, 0.99),
+    # gradient's size (5e-4 collapsed an earlier start in one step; from the shipped starts
+    # 3e-4 and 1e-4 reach the same accuracy on seed 0, and 3e-4 moves the shared weights
+    # far enough to erode a second skill that is not fully learnt). batch_size is unused by
+    # online runs (rollout.prompts_per_step).
+    return short_run(steps=64, batch_size=1, lr=3e-4, log_every=4, betas=(0.9, 0.99),
                      max_grad_norm=1.0, progress=False)  # fmt: skip
 
 
@@ -118,8 +135,8 @@ class R1ZeroConfig(StudyConfig):
     """The SFT start, then GRPO once per ``betas`` value, over ``seeds`` seeds.
 
     Attributes:
-        sft_task: what SFT trains on (three-digit addition, mostly answered directly, and
-            the second skill, 3 to 2).
+        sft_task: what SFT trains on: five-digit addition, mostly answered directly
+            (``=``), the same worked out under the ``:`` cue, and the second skill, 1:2:3.
         grpo_task / retention_task: GRPO's prompts, and the second skill it never sees.
         grpo_objective: the GRPO config (``beta`` is replaced by each value of ``betas``).
         betas: label -> KL weight; one GRPO arm ``grpo-beta-<label>`` each. The claims use
@@ -127,8 +144,12 @@ class R1ZeroConfig(StudyConfig):
         eval_examples: held-out problems per task, answered greedily.
         sft_eval_every: SFT steps between evaluations of the start (its curve: whether it
             flattened); None: once, at the end.
-        workers: seeds run at once, one process each (every run uses one thread; the
-            figures do not depend on it).
+        workers: runs at once, one process each (every run uses one thread; the figures
+            do not depend on it).
+        start: ``"shipped"``: the ``sft`` arm evaluates the start shipped with the package
+            for its seed (``splice_recipes.r1_shipped``; trained to its plateau offline by
+            ``r1-zero-start``); ``"train"``: it trains the start in the run.
+        shipped_starts: the folder of the shipped starts (None: the package's).
         eval_every: GRPO steps between evaluations (the curves; a run's result is the mean
             of its last ``last_evals`` evaluations).
     """
@@ -137,24 +158,24 @@ class R1ZeroConfig(StudyConfig):
     seeds: PositiveInt = 5
     last_evals: PositiveInt = 2
     model: ModelField = Field(
-        default_factory=lambda: tiny_decoder(VOCAB, max_seq_len=72), validate_default=True
+        default_factory=lambda: tiny_decoder(VOCAB, max_seq_len=112), validate_default=True
     )  # type: ignore[valid-type]
     tokenizer: TokenizerConfig = TokenizerConfig(alphabet=ALPHABET)
     sft_task: dict[str, Any] = Field(
         default_factory=lambda: {
             "type": "mixture",
-            "tasks": [addition(), SECOND_SKILL],
-            "weights": [3, 2],
+            "tasks": [addition(), WORKED, SECOND_SKILL],
+            "weights": [1, 2, 3],
         }
     )
     grpo_task: dict[str, Any] = Field(default_factory=addition)
     retention_task: dict[str, Any] = Field(default_factory=lambda: dict(SECOND_SKILL))
-    max_len: PositiveInt = 72  # 999+999= and its 60-character reasoning completion
+    max_len: PositiveInt = 112  # 99999+99999= and its 82-character reasoning completion
     sft: TrainConfig = Field(default_factory=_default_sft)
-    grpo: TrainConfig = Field(default_factory=_default_grpo)
+    grpo: TrainConfig = Field(default_factory=default_grpo_train)
     # temperature 0.7: at 1.0 nearly every sample of a briefly trained start is wrong (no
     # signal), and at 0.7 it still draws a reasoning completion for some samples
-    rollout: RolloutConfig = RolloutConfig(prompts_per_step=16, max_new_tokens=61, temperature=0.7)
+    rollout: RolloutConfig = RolloutConfig(prompts_per_step=16, max_new_tokens=84, temperature=0.7)
     grpo_objective: dict[str, Any] = Field(
         default_factory=lambda: {"type": "grpo", "group_size": 8, "rewards": REWARDS}
     )
@@ -162,8 +183,10 @@ class R1ZeroConfig(StudyConfig):
         default_factory=lambda: {"0": 0.0, "small": 0.02, "large": 0.5}, min_length=1
     )
     eval_examples: NonNegativeInt = 200
-    eval_every: PositiveInt = 4
+    eval_every: PositiveInt = 16
     sft_eval_every: PositiveInt | None = 500
+    start: Literal["shipped", "train"] = "shipped"
+    shipped_starts: str | None = None
     workers: PositiveInt = 2
 
     def arms(self) -> list[str]:
@@ -232,17 +255,66 @@ def grpo_config(
     )
 
 
+def starts_folder(config: R1ZeroConfig) -> Path | None:
+    """The folder of the shipped starts: ``shipped_starts``, or the package's (None)."""
+    return Path(config.shipped_starts) if config.shipped_starts else None
+
+
+def start_weights(config: R1ZeroConfig, seed: int) -> str:
+    """Where seed ``seed``'s start is: the shipped weights (``start="shipped"``, checked
+    against their manifest) or the ``sft`` arm's run folder (``start="train"``)."""
+    if config.start == "shipped":
+        return str(shipped_start(config, seed, starts_folder(config)))
+    return str(config.arm_dir(SFT_ARM, seed))
+
+
+def evaluate_start(config: R1ZeroConfig, seed: int, folder: Path) -> Any:
+    """Evaluate the shipped start of ``seed`` as the SFT run's own evaluation does (the
+    same held-out problems and rewards), log it to ``folder/metrics.jsonl`` as the run's
+    eval record, and return the model (for the probes)."""
+    from splice.training.eval_schedule import evaluation_mode
+    from splice.training.experiment import (
+        build_evaluator,
+        build_experiment_model,
+        build_task,
+        build_tokenizer,
+    )
+    from splice.training.metrics import MetricsLog
+
+    from splice_recipes.study import pinned
+
+    exp = pinned(sft_config(config), config, seed=seed, folder=folder)
+    exp = exp.model_copy(update={"init_from": start_weights(config, seed)})
+    model, tokenizer = build_experiment_model(exp), build_tokenizer(exp.tokenizer)
+    evaluate = build_evaluator(exp, tokenizer, None, build_task(exp.data.task), with_loss=False)
+    with evaluation_mode(model):
+        metrics = evaluate(model)
+    (folder / "metrics.jsonl").unlink(missing_ok=True)
+    MetricsLog(folder / "metrics.jsonl").write(
+        [{"kind": "eval", "step": exp.train.steps, **metrics}]
+    )
+    return model, tokenizer
+
+
 def run_one(config: R1ZeroConfig, arm: str, seed: int, folder: Path) -> dict[str, float]:
-    """Train one arm for one seed in ``folder``; its figures (GRPO arms start from the
-    seed's SFT run, which the study runs first)."""
+    """Train one arm for one seed in ``folder``; its figures. The ``sft`` arm trains the
+    start (``start="train"``) or evaluates the shipped one; GRPO arms start from it."""
+    from splice.evaluation.from_run import load_splice_model
     from splice.training.experiment import run_experiment
 
     from splice_recipes.study import pinned
 
     if arm == SFT_ARM:
-        run_experiment(pinned(sft_config(config), config, seed=seed, folder=folder), overwrite=True)
-        probes = probe_run(
-            folder,
+        if config.start == "train":
+            run_experiment(
+                pinned(sft_config(config), config, seed=seed, folder=folder), overwrite=True
+            )
+            model, tokenizer, _ = load_splice_model(folder)
+        else:
+            model, tokenizer = evaluate_start(config, seed, folder)
+        probes = start_probes(
+            model,
+            tokenizer,
             config.grpo_task,
             examples=config.eval_examples,
             temperature=config.rollout.temperature,
@@ -250,13 +322,13 @@ def run_one(config: R1ZeroConfig, arm: str, seed: int, folder: Path) -> dict[str
         )
         return {**eval_figures(folder / "metrics.jsonl", "add/", 1), "kl": 0.0, **probes}
     label = arm.removeprefix("grpo-beta-")
-    start = str(config.arm_dir(SFT_ARM, seed))
-    exp = grpo_config(config, config.betas[label], start)
+    exp = grpo_config(config, config.betas[label], start_weights(config, seed))
     run_experiment(pinned(exp, config, seed=seed, folder=folder), overwrite=True)
     return figures(folder, config.last_evals)
 
 
-#: every arm of one seed, in order (the SFT start first): what one worker process runs
+#: every arm of one seed, in order (the start first), in one process: the sequential form
+#: of what ``run`` hands to ``arms_in_workers`` one arm at a time
 run_seed = functools.partial(every_arm, run_one, R1ZeroConfig.arms)
 
 
@@ -360,16 +432,22 @@ def arm_lines(result: StudyResult, config: R1ZeroConfig) -> list[str]:
     return lines
 
 
+SFT_CURVE_KEYS = {
+    "acc": "add/reward/accuracy",
+    "reasoning": "add/reward/reasoning",
+    "retention": f"{RETENTION_TASK}/exact_match",
+}
+
+
 def sft_curve(config: R1ZeroConfig) -> dict[str, list[list[float]]]:
     """The SFT start's held-out accuracy and retention over its steps, ``[[step, mean,
-    min, max], ...]`` over seeds: the plateau (a flat tail, seeds close together)."""
+    min, max], ...]`` over seeds: the plateau (a flat tail, seeds close together). Shipped
+    starts: the curve their manifest recorded when they were trained."""
+    if config.start == "shipped":
+        seeds = read_manifest(starts_folder(config))["seeds"]
+        return records_curve([seeds[str(s)]["curve"] for s in config.seed_list()], SFT_CURVE_KEYS)
     folders = [config.arm_dir(SFT_ARM, s) for s in config.seed_list()]
-    keys = {
-        "acc": "add/reward/accuracy",
-        "reasoning": "add/reward/reasoning",
-        "retention": f"{RETENTION_TASK}/exact_match",
-    }
-    return eval_curve(folders, keys)
+    return eval_curve(folders, SFT_CURVE_KEYS)
 
 
 def sft_lines(curve: dict[str, list[list[float]]]) -> list[str]:
@@ -384,12 +462,12 @@ def sft_lines(curve: dict[str, list[list[float]]]) -> list[str]:
     return lines
 
 
-def start_lines(result: StudyResult) -> list[str]:
+def start_lines(starts: dict[int, dict[str, float]]) -> list[str]:
     """The SFT start of each seed: greedy accuracy, accuracy with the think block forced
     open, P(reasoning) at the rollout temperature, the second skill (how far apart the
     seeds' starts are)."""
     lines = []
-    for seed, f in sorted(result.figures[SFT_ARM].items()):
+    for seed, f in sorted(starts.items()):
         lines.append(
             f"  start seed {seed}: accuracy {100 * f['acc']:5.1f}  forced reasoning "
             f"{100 * f['forced']:5.1f}  P(reasoning) {100 * f['p_reason']:5.1f}  "
@@ -404,10 +482,9 @@ def run(config: R1ZeroConfig) -> dict[str, Any]:
     from splice_recipes.study import claim_lines, run_study, summary
 
     curve: dict[str, Any] = {}
-    # the first call runs every seed in the worker processes, inside the study's clock
-    one = seeds_in_workers(
-        run_seed, config, lambda arm, seed, folder: run_one(config, arm, seed, folder)
-    )
+    # the first call runs every arm of every seed in the worker processes, inside the
+    # study's clock: each seed's start first, its GRPO arms as soon as it is written
+    one = arms_in_workers(run_one, config)
 
     def extras(result: StudyResult) -> dict[str, Any]:
         curve.update(curves(config))
@@ -423,7 +500,7 @@ def run(config: R1ZeroConfig) -> dict[str, Any]:
     )
     for line in [*claim_lines(result), *arm_lines(result, config)]:
         print(line)
-    for line in [*start_lines(result), *sft_lines(result.extras["sft_curve"])]:
+    for line in [*start_lines(result.figures[SFT_ARM]), *sft_lines(result.extras["sft_curve"])]:
         print(line)
     print(
         f"figure: {Path(config.run_dir()) / 'r1_zero.png'}; wall {result.wall_time_s:.0f} s, "
@@ -438,8 +515,9 @@ def config() -> R1ZeroConfig:
 
 recipe = Recipe(
     name="r1-zero",
-    description="SFT start that mostly answers 3-digit additions directly, then GRPO with rule-based rewards at "
-    "β 0 / small / large over seeds: accuracy, reasoning length, retention of a second skill",
+    description="a shipped SFT start that mostly answers 4-digit additions directly, then GRPO with "
+    "rule-based rewards at β 0 / small / large over seeds: accuracy, reasoning length, retention "
+    "of a second skill",
     config=config,
     run=run,
 )

@@ -79,9 +79,16 @@ def eval_curve(folders: list[Path], keys: dict[str, str]) -> dict[str, list[list
     """Per metric (``name -> eval key``): ``[[step, mean, min, max], ...]`` over the runs in
     ``folders`` (one per seed), at each step where every run evaluated: whether a run
     has reached its plateau, and how far apart the seeds are."""
+    return records_curve([records(folder, "eval") for folder in folders], keys)
+
+
+def records_curve(
+    runs: list[list[dict[str, Any]]], keys: dict[str, str]
+) -> dict[str, list[list[float]]]:
+    """:func:`eval_curve` of runs given as their eval records (one list per seed)."""
     per: dict[str, dict[int, list[float]]] = {m: {} for m in keys}
-    for folder in folders:
-        for r in records(folder, "eval"):
+    for run in runs:
+        for r in run:
             for m, key in keys.items():
                 if r.get(key) is not None:
                     per[m].setdefault(int(r["step"]), []).append(float(r[key]))
@@ -89,7 +96,7 @@ def eval_curve(folders: list[Path], keys: dict[str, str]) -> dict[str, list[list
         m: [
             [float(step), sum(v) / len(v), min(v), max(v)]
             for step, v in sorted(d.items())
-            if len(v) == len(folders)
+            if len(v) == len(runs)
         ]
         for m, d in per.items()
     }

@@ -36,6 +36,11 @@ class CorruptCheckpointError(ValueError):
         self.problem = problem
         super().__init__(f"corrupt checkpoint {self.path}: {problem}")
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # rebuilt from both arguments: a worker process's error reaches its parent intact
+        # (the default rebuilds from the message alone, which breaks the process pool)
+        return (type(self), (self.path, self.problem))
+
 
 def _hasher(algorithm: str) -> Callable[[], Any]:
     if algorithm == "xxh3_128":

@@ -94,7 +94,9 @@ class ArithmeticTask:
             the carries out; the others answer at once after an empty think block,
             ``<think></think><answer>62</answer>`` (a start that mostly answers directly,
             from which RL can learn to reason longer).
-        separator: the prompt's last character(s), ``"="`` by default (``"37+25="``).
+        separator: the prompt's last character(s), ``"="`` by default (``"37+25="``); with
+            ``chain_of_thought``, a cue of its own can mark a form that always reasons
+            (``37+25:`` with ``reasoning_share=1.0`` beside ``37+25=`` answered directly).
         answer_digits: the ten characters the answer's digits 0-9 are written with
             (``"abcdefghij"``: ``37+25=`` -> ``gc``); ``"0123456789"`` by default.
     """
@@ -142,8 +144,8 @@ class ArithmeticTask:
             raise ValueError(
                 f"answer_digits={answer_digits!r}: need 10 distinct characters, no '-'"
             )
-        if chain_of_thought and (separator != "=" or answer_digits != "0123456789"):
-            raise ValueError("chain_of_thought uses the default separator and answer_digits")
+        if chain_of_thought and answer_digits != "0123456789":
+            raise ValueError("chain_of_thought uses the default answer_digits")
         self.separator = separator
         self._digits = str.maketrans("0123456789", answer_digits)
 
@@ -159,7 +161,8 @@ class ArithmeticTask:
         if self.chain_of_thought:
             steps = addition_steps(a, b) if reason else ""
             completion = f"<think>{steps}</think><answer>{answer}</answer>"
-            return Example(prompt=f"{a}{self.op}{b}=", completion=completion, answer=answer)
+            prompt = f"{a}{self.op}{b}{self.separator}"
+            return Example(prompt=prompt, completion=completion, answer=answer)
         completion = (answer[::-1] if self.reverse_answer else answer).translate(self._digits)
         prompt = f"{a}{self.op}{b}{self.separator}"
         return Example(prompt=prompt, completion=completion, answer=completion)

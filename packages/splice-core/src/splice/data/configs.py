@@ -48,8 +48,8 @@ class ArithmeticTaskConfig(ComponentConfig):
                 f"answer_digits={self.answer_digits!r}: expected 10 distinct characters, "
                 "none of them '-' (the sign of a negative answer)"
             )
-        if self.chain_of_thought and (self.separator != "=" or self.answer_digits != "0123456789"):
-            raise ValueError("chain_of_thought uses the default separator and answer_digits")
+        if self.chain_of_thought and self.answer_digits != "0123456789":
+            raise ValueError("chain_of_thought uses the default answer_digits")
         return self
 
 

@@ -10,6 +10,8 @@ docs/studies.md.
 from splice_recipes.study.experiments import pinned, run_arm
 from splice_recipes.study.machine import Clock
 from splice_recipes.study.parallel import (
+    arms_after_start,
+    arms_in_workers,
     check_sendable,
     every_arm,
     map_in_workers,
@@ -42,6 +44,8 @@ __all__ = [
     "StudyResult",
     "TunedStudyConfig",
     "Tuning",
+    "arms_after_start",
+    "arms_in_workers",
     "check_sendable",
     "claim_lines",
     "every_arm",

@@ -87,6 +87,53 @@ def every_arm(
     return out
 
 
+def _arm_job(run_one: Callable[[Any, str, int, Path], Figures], config: Any, arm: str, seed: int):
+    folder = config.arm_dir(arm, seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    return run_one(config, arm, seed, folder)
+
+
+def arms_after_start(
+    run_one: Callable[[Any, str, int, Path], Figures],
+    config: Any,
+    arms: list[str],
+    seeds: list[int],
+    workers: int,
+) -> dict[int, dict[str, Figures]]:
+    """``{seed: {arm: figures}}``, each ``run_one(config, arm, seed, folder)`` a job of its
+    own in up to ``workers`` processes: every seed's start (``arms[0]``) first, and each of
+    its other arms as soon as that seed's start is done.
+
+    One process per *seed* leaves a core idle while the last seeds run alone (5 seeds on 2
+    workers: a third round with one); one job per *arm* keeps every worker busy to the end.
+    A run's figures depend only on its arm and seed, so they equal the sequential study's.
+    ``run_one`` must be a module-level function (it is sent to spawned workers).
+    """
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    out: dict[int, dict[str, Figures]] = {s: {} for s in seeds}
+    if workers <= 1:
+        for seed in seeds:
+            for arm in arms:
+                out[seed][arm] = _arm_job(run_one, config, arm, seed)
+        return out
+    check_sendable(run_one)
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        pending = {pool.submit(_arm_job, run_one, config, arms[0], s): (arms[0], s) for s in seeds}
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                arm, seed = pending.pop(future)
+                out[seed][arm] = future.result()
+                if arm == arms[0]:  # the seed's start is written: its arms can run
+                    for later in arms[1:]:
+                        job = pool.submit(_arm_job, run_one, config, later, seed)
+                        pending[job] = (later, seed)
+    return {s: {arm: out[s][arm] for arm in arms} for s in seeds}
+
+
 def seeds_in_workers(
     run_seed: RunSeed, config: Any, run_one: Callable[[str, int, Path], Figures]
 ) -> Callable[[str, int, Path], Figures]:
@@ -99,5 +146,27 @@ def seeds_in_workers(
         if not done and config.workers > 1:
             done.update(run_seeds(run_seed, config, config.seed_list(), config.workers))
         return done[seed][arm] if seed in done else run_one(arm, seed, folder)
+
+    return one
+
+
+def arms_in_workers(
+    run_one: Callable[[Any, str, int, Path], Figures], config: Any
+) -> Callable[[str, int, Path], Figures]:
+    """A ``run_one(arm, seed, folder)`` for ``run_study`` whose first call runs every arm of
+    every seed through :func:`arms_after_start` in ``config.workers`` processes (inside the
+    study's clock) and whose calls then return those figures; with one worker it calls
+    ``run_one(config, arm, seed, folder)`` itself. ``config.arms()[0]`` is the start the
+    other arms read."""
+    done: dict[int, dict[str, Figures]] = {}
+
+    def one(arm: str, seed: int, folder: Path) -> Figures:
+        if config.workers <= 1:
+            return run_one(config, arm, seed, folder)
+        if not done:
+            done.update(
+                arms_after_start(run_one, config, config.arms(), config.seed_list(), config.workers)
+            )
+        return done[seed][arm]
 
     return one
