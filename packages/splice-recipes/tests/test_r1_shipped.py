@@ -12,33 +12,14 @@ from splice_recipes.r1_shipped import read_manifest, sha256, shipped_start, star
 from splice_recipes.r1_zero import R1ZeroConfig
 from splice_recipes.study import StudyResult
 
-TINY = {
-    "seeds": 2,
-    "progress": False,
-    "sft.steps": 4,
-    "grpo.steps": 2,
-    "rollout.prompts_per_step": 2,
-    "grpo_objective.group_size": 2,
-    "eval_examples": 4,
-    "eval_every": 1,
-    "betas": {"0": 0.0, "small": 0.1, "large": 1.0},
-}
 
-
-def _args(recipe, out, sets):
-    args = ["run", recipe, "--output-dir", str(out)]
-    for k, v in sets.items():
-        args += ["--set", f"{k}={json.dumps(v)}"]
-    return args
-
-
-def test_published_starts_are_what_the_main_job_reads(tmp_path, capsys):
+def test_published_starts_are_what_the_main_job_reads(tmp_path, capsys, r1_tiny, cli_args):
     """``r1-zero-start`` trains and publishes two tiny starts; ``r1-zero`` with the same
     settings evaluates exactly those weights (the figures the start run printed) and runs
     its GRPO arms from them; other settings, seeds or bytes are refused by name."""
     ships = tmp_path / "starts"
-    sets = {**TINY, "shipped_starts": str(ships)}
-    assert main(_args("r1-zero-start", tmp_path / "s", {**sets, "publish": True})) == 0
+    sets = {**r1_tiny, "shipped_starts": str(ships)}
+    assert main(cli_args("r1-zero-start", tmp_path / "s", {**sets, "publish": True})) == 0
     assert "published 2 starts" in capsys.readouterr().out
     manifest = read_manifest(ships)
     assert sorted(manifest["seeds"]) == ["0", "1"] and manifest["trained"]["cpu_time_s"] > 0
@@ -46,7 +27,7 @@ def test_published_starts_are_what_the_main_job_reads(tmp_path, capsys):
         assert sha256(ships / entry["file"]) == entry["sha256"]
         assert [r["step"] for r in entry["curve"]] == [4]
 
-    assert main(_args("r1-zero", tmp_path / "r", sets)) == 0
+    assert main(cli_args("r1-zero", tmp_path / "r", sets)) == 0
     result = StudyResult.load(tmp_path / "r" / "study.json")
     for seed in (0, 1):  # the start's evaluation in the main job = the one at publish time
         assert result.figures["sft"][seed] == pytest.approx(manifest["seeds"][str(seed)]["figures"])

@@ -79,24 +79,10 @@ def test_reasons_reads_a_non_empty_think_block():
     assert got == [1.0, 0.0, 0.0, 0.0]
 
 
-def test_study_runs_with_overrides(tmp_path, capsys):
+def test_study_runs_with_overrides(tmp_path, capsys, r1_tiny, cli_args):
     out = tmp_path / "run"
-    sets = {
-        "seeds": 2,
-        "progress": False,
-        "start": "train",
-        "sft.steps": 4,
-        "grpo.steps": 2,
-        "rollout.prompts_per_step": 2,
-        "grpo_objective.group_size": 2,
-        "eval_examples": 4,
-        "eval_every": 1,
-        "betas": {"0": 0.0, "small": 0.1, "large": 1.0},
-    }
-    args = ["run", "r1-zero", "--output-dir", str(out)]
-    for k, v in sets.items():
-        args += ["--set", f"{k}={json.dumps(v)}"]
-    assert main(args) == 0
+    # start=train: 4 SFT steps are not the shipped start (test_r1_shipped runs that path)
+    assert main(cli_args("r1-zero", out, {**r1_tiny, "start": "train"})) == 0
     printed = capsys.readouterr().out
     assert "GRPO raises held-out accuracy over the SFT start" in printed
     assert "a large KL weight keeps more of the second skill than none" in printed
