@@ -44,7 +44,8 @@ def run(config: R1StartConfig) -> dict[str, Any]:
     for line in [*r1.start_lines(starts), *r1.sft_lines(curve)]:
         print(line)
     print(f"wall {spent['wall_time_s']:.0f} s, {spent['cpu_time_s']:.0f} CPU s")
-    out: dict[str, Any] = {"starts": starts, "sft_curve": curve, **spent}
+    # the figures and curve are printed above (and go to the manifest when published)
+    out: dict[str, Any] = {"run_dir": config.run_dir(), **spent}
     if config.publish:
         keys = set(r1.SFT_CURVE_KEYS.values()) | {"step"}
         per_seed = {
