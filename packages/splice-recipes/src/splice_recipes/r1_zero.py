@@ -8,7 +8,7 @@ decoder does not learn within its SFT budget; with the carries written out, each
 one digit sum. Per seed:
 
 1. **The start** (arm ``sft``): SFT on five-digit addition answered at once after ``=``
-   (80%; the other 20% work the carries out), the same problems always worked out under
+   (80%; the other 20% work the carries out), five-digit problems always worked out under
    their own cue ``:`` (so the start can reason when asked, as R1-Zero's base model
    could), and a second skill, two-digit addition answered directly in the same format
    (810 distinct held-out problems), which GRPO never sees. It is trained to its plateau
