@@ -35,6 +35,8 @@ def test_published_starts_are_what_the_main_job_reads(tmp_path, capsys, r1_tiny,
     assert not (tmp_path / "r" / "sft" / "seed-0" / "checkpoints").exists()  # not trained
 
     cfg = R1ZeroConfig.model_validate(json.loads((tmp_path / "r" / "config.json").read_text()))
+    logs_more = cfg.sft.model_copy(update={"log_every": 1, "keep_last": 3})
+    assert shipped_start(cfg.model_copy(update={"sft": logs_more}), 0, ships).is_file()
     with pytest.raises(ValueError, match="trained with other sft than"):
         shipped_start(
             cfg.model_copy(update={"sft": cfg.sft.model_copy(update={"steps": 5})}), 0, ships

@@ -31,13 +31,21 @@ def starts_dir() -> Path:
     return Path(__file__).parent / "starts" / "r1-zero"
 
 
+#: SFT settings that do not change the weights (logging, plots, checkpoint keeping; the
+#: precision is the study's, pinned float32)
+_NOT_WEIGHTS = ("precision", "progress", "log_every", "plot_curves", "checkpoint_every",
+                "keep_last", "retain_host_memory")  # fmt: skip
+
+
 def start_spec(config: Any) -> dict[str, Any]:
-    """What a config's start is trained from: its ``START_FIELDS``, as JSON values (the
-    precision is the study's, so it is left out of the SFT settings)."""
-    dumped = config.model_dump(mode="json", include=set(START_FIELDS))
-    dumped["sft"].pop("precision", None)
-    dumped["sft"].pop("progress", None)
-    return dumped
+    """What a config's start is trained from: its ``START_FIELDS``, as JSON values."""
+    return comparable(config.model_dump(mode="json", include=set(START_FIELDS)))
+
+
+def comparable(spec: dict[str, Any]) -> dict[str, Any]:
+    """``spec`` without the SFT settings that do not change the weights (``_NOT_WEIGHTS``)."""
+    sft = {k: v for k, v in spec.get("sft", {}).items() if k not in _NOT_WEIGHTS}
+    return {**spec, "sft": sft}
 
 
 def sha256(path: Path) -> str:
@@ -69,7 +77,7 @@ def shipped_start(config: Any, seed: int, folder: Path | None = None) -> Path:
     """
     folder = folder or starts_dir()
     manifest = read_manifest(folder)
-    spec, shipped = start_spec(config), manifest["trained_with"]
+    spec, shipped = start_spec(config), comparable(manifest["trained_with"])
     differ = [f for f in START_FIELDS if spec.get(f) != shipped.get(f)]
     if differ:
         raise ValueError(
