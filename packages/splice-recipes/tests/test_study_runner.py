@@ -230,28 +230,22 @@ def test_a_job_a_worker_cannot_get_is_refused_by_name_before_any_process_starts(
         map_in_workers(lambda x: x, [(1,), (2,)], workers=2)
 
 
-def _staged_arm(config: TinyStudy, arm: str, seed: int, folder: Path) -> dict[str, float]:
-    """A start writes its seed's value; every other arm reads it (so it must run after)."""
-    import os
-
-    if arm == "start":
-        (folder / "start.json").write_text(json.dumps({"value": 10.0 * seed}))
-        return {"value": 10.0 * seed, "pid": float(os.getpid())}
-    start = json.loads((config.arm_dir("start", seed) / "start.json").read_text())
-    return {"value": start["value"] + len(arm), "pid": float(os.getpid())}
-
-
 def test_arms_after_start_runs_each_arm_after_its_seeds_start_in_two_workers(tmp_path):
-    """One job per arm in two spawned workers gives the sequential figures, every arm
-    reading its own seed's start, and both workers take jobs."""
+    """One job per arm in spawned workers gives the sequential figures, every arm reading
+    its own seed's start; with one worker every job runs in this process."""
     from splice_recipes.study import arms_after_start
+    from splice_recipes.study.testing import staged_arm
 
     def without_pid(out):
         return {s: {a: f["value"] for a, f in arms.items()} for s, arms in out.items()}
 
     arms, seeds = ["start", "a", "bb"], [0, 1, 2]
-    one = arms_after_start(_staged_arm, TinyStudy(output_dir=str(tmp_path / "1")), arms, seeds, 1)
-    two = arms_after_start(_staged_arm, TinyStudy(output_dir=str(tmp_path / "2")), arms, seeds, 2)
+    one = arms_after_start(
+        staged_arm, StudyConfig(name="t", output_dir=str(tmp_path / "1")), arms, seeds, 1
+    )
+    two = arms_after_start(
+        staged_arm, StudyConfig(name="t", output_dir=str(tmp_path / "2")), arms, seeds, 2
+    )
     assert (
         without_pid(two)
         == without_pid(one)
@@ -262,13 +256,10 @@ def test_arms_after_start_runs_each_arm_after_its_seeds_start_in_two_workers(tmp
         }
     )
     assert [list(two[s]) for s in seeds] == [arms] * 3  # the arms' order, whatever finished first
-    assert len({f["pid"] for arms_ in two.values() for f in arms_.values()}) == 2
+    import os
 
-
-def _damaged(folder: str) -> None:
-    from splice.checkpoint.integrity import CorruptCheckpointError
-
-    raise CorruptCheckpointError(folder, "manifest.json is damaged ('files')")
+    assert {f["pid"] for arms_ in one.values() for f in arms_.values()} == {float(os.getpid())}
+    assert float(os.getpid()) not in {f["pid"] for arms_ in two.values() for f in arms_.values()}
 
 
 def test_an_error_with_two_arguments_reaches_the_parent_from_a_worker() -> None:
@@ -276,7 +267,8 @@ def test_an_error_with_two_arguments_reaches_the_parent_from_a_worker() -> None:
     to break the pool: "a process ... was terminated abruptly")."""
     from splice.checkpoint.integrity import CorruptCheckpointError
     from splice_recipes.study import map_in_workers
+    from splice_recipes.study.testing import damaged_checkpoint
 
     with pytest.raises(CorruptCheckpointError, match="corrupt checkpoint /x/y: manifest") as err:
-        map_in_workers(_damaged, [("/x/y",), ("/x/z",)], 2)
+        map_in_workers(damaged_checkpoint, [("/x/y",), ("/x/z",)], 2)
     assert str(err.value.path) in ("/x/y", "/x/z") and "damaged" in err.value.problem
