@@ -2,7 +2,7 @@
 
 Greedy held-out accuracy says how the start answers; GRPO also needs to know how well it
 reasons when it does, and whether it ever samples reasoning. Two probes per start, on the
-same held-out three-digit problems as the study's evaluation:
+same held-out problems as the study's evaluation:
 
 - ``forced``: accuracy when the think block is forced open (the prompt continued with
   ``<think>`` and the scratchpad's first character, the first operand's last digit) and the

@@ -110,9 +110,10 @@ REWARDS = [
 
 
 def _default_sft() -> TrainConfig:
-    # annealed to 5% of the peak rate: the start ends on a flatter stretch of its curve;
-    # weight decay 0.1: with it the seeds' starts came out closer together (three seeds,
-    # docs/concepts/grpo-r1.md)
+    # 4000 steps annealed to 5% of the peak rate: the second skill and the reasoning mode
+    # flatten on every seed over the last 1000 steps (the curve in starts.json); weight
+    # decay 0.1: with it an earlier design's starts came out closer together
+    # (docs/concepts/grpo-r1.md)
     schedule = ScheduleConfig(kind="cosine", warmup_steps=50, min_lr_ratio=0.05)
     run = short_run(steps=4000, batch_size=32, lr=3e-3, log_every=100, schedule=schedule,
                     progress=False)  # fmt: skip
