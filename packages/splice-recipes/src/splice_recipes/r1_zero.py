@@ -269,10 +269,10 @@ def start_weights(config: R1ZeroConfig, seed: int) -> str:
     return str(config.arm_dir(SFT_ARM, seed))
 
 
-def evaluate_start(config: R1ZeroConfig, seed: int, folder: Path) -> Any:
+def evaluate_start(config: R1ZeroConfig, seed: int, folder: Path) -> tuple[Any, Any]:
     """Evaluate the shipped start of ``seed`` as the SFT run's own evaluation does (the
     same held-out problems and rewards), log it to ``folder/metrics.jsonl`` as the run's
-    eval record, and return the model (for the probes)."""
+    eval record, and return ``(model, tokenizer)`` (for the probes)."""
     from splice.training.eval_schedule import evaluation_mode
     from splice.training.experiment import (
         build_evaluator,
