@@ -1,14 +1,15 @@
 """The shipped ``r1-zero`` starts: published by ``r1-zero-start``, checked against their
-manifest (config, seed, SHA-256) before the main job reads them, and what the main job
-reports of them is what they are."""
+manifest (config, seed) and the folder's checkpoint manifest (bytes) before the main job
+reads them, and what the main job reports of them is what they are."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
+from splice.checkpoint.integrity import CorruptCheckpointError, verify_checkpoint
 from splice.cli import main
-from splice_recipes.r1_shipped import read_manifest, sha256, shipped_start, starts_dir
+from splice_recipes.r1_shipped import read_manifest, shipped_start, starts_dir
 from splice_recipes.r1_zero import R1ZeroConfig
 from splice_recipes.study import StudyResult
 
@@ -23,8 +24,12 @@ def test_published_starts_are_what_the_main_job_reads(tmp_path, capsys, r1_tiny,
     assert "published 2 starts" in capsys.readouterr().out
     manifest = read_manifest(ships)
     assert sorted(manifest["seeds"]) == ["0", "1"] and manifest["trained"]["cpu_time_s"] > 0
+    assert set(verify_checkpoint(ships)["files"]) == {
+        "seed-0.safetensors",
+        "seed-1.safetensors",
+        "starts.json",
+    }
     for entry in manifest["seeds"].values():
-        assert sha256(ships / entry["file"]) == entry["sha256"]
         assert [r["step"] for r in entry["curve"]] == [4]
 
     assert main(cli_args("r1-zero", tmp_path / "r", sets)) == 0
@@ -46,7 +51,7 @@ def test_published_starts_are_what_the_main_job_reads(tmp_path, capsys, r1_tiny,
     ):
         shipped_start(cfg, 7, ships)
     (ships / "seed-1.safetensors").write_bytes(b"not the published weights")
-    with pytest.raises(ValueError, match="SHA-256 differs"):
+    with pytest.raises(CorruptCheckpointError, match=r"seed-1\.safetensors"):
         shipped_start(cfg, 1, ships)
     with pytest.raises(FileNotFoundError, match="r1-zero-start --set publish=true"):
         read_manifest(tmp_path / "nowhere")
@@ -54,12 +59,14 @@ def test_published_starts_are_what_the_main_job_reads(tmp_path, capsys, r1_tiny,
 
 def test_the_package_ships_a_start_for_every_default_seed():
     """The main job's defaults match the shipped manifest, and every seed's file is
-    intact: ``uv run splice run r1-zero`` needs no training of its start."""
+    intact (the checkpoint manifest vouches for every file): ``uv run splice run r1-zero``
+    needs no training of its start."""
     cfg = R1ZeroConfig()
     assert cfg.start == "shipped"
     for seed in cfg.seed_list():
         path = shipped_start(cfg, seed)
         assert path.parent == starts_dir() and path.stat().st_size > 100_000
+    assert len(verify_checkpoint(starts_dir())["files"]) == cfg.seeds + 1  # and starts.json
     manifest = read_manifest()
     assert manifest["trained"]["machine_class"]  # who trained them, and at what cost
 

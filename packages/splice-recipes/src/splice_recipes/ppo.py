@@ -28,13 +28,6 @@ from splice_recipes.study import Claim, StudyResult, arms_in_workers, every_arm
 SFT_ARM, GRPO_ARM, PPO_ARM = "sft", "grpo", "ppo"
 
 
-def _default_ppo_train() -> TrainConfig:
-    # r1-zero's GRPO trainer (the same steps and policy rate; Adam's first steps move every
-    # weight by ~lr), for the value head too (value_lr_scale below). batch_size is unused
-    # by online runs.
-    return r1.default_grpo_train()
-
-
 def _default_objective() -> dict[str, Any]:
     return {
         "type": "ppo",
@@ -65,7 +58,9 @@ class PPOStudyConfig(r1.R1ZeroConfig):
 
     name: str = "ppo"
     betas: dict[str, NonNegativeFloat] = Field(default_factory=lambda: {"small": 0.02})
-    ppo: TrainConfig = Field(default_factory=_default_ppo_train)
+    # r1-zero's GRPO trainer: the same steps and policy rate (for the value head too,
+    # value_lr_scale below); batch_size is unused by online runs
+    ppo: TrainConfig = Field(default_factory=r1.default_grpo_train)
     objective: dict[str, Any] = Field(default_factory=_default_objective)
     ppo_rollout: RolloutConfig = RolloutConfig(
         prompts_per_step=32, max_new_tokens=84, temperature=0.7

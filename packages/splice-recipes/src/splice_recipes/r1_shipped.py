@@ -4,8 +4,10 @@ offline, one per seed, like the pretrained base model R1-Zero's RL starts from.
 A start that reaches its plateau on every seed takes several times the main job's five
 minutes at this model size (docs/concepts/grpo-r1.md, "The start"), so the main job reads
 it: ``starts/r1-zero/seed-<k>.safetensors`` (the model's weights, float32) beside
-``starts.json``, which records what trained them (model, tokenizer, task, SFT settings),
-each file's SHA-256, and each seed's figures and curve when it was published.
+``starts.json``, which records what trained them (model, tokenizer, task, SFT settings)
+and each seed's figures and curve when it was published, and the folder's checkpoint
+manifest (``manifest.json``, the one every splice checkpoint has: each file's size and
+digest), which ``load_model_weights`` checks before it reads a start.
 ``splice run r1-zero-start --set publish=true`` trains and publishes them again.
 
 A config whose model or SFT settings differ from the manifest's is refused by name: the
@@ -15,13 +17,12 @@ shipped weights would not be the start it describes (train its own with
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
 from typing import Any
 
-MANIFEST = "starts.json"  # not manifest.json: that name is a checkpoint's own (splice.checkpoint)
+MANIFEST = "starts.json"  # beside the checkpoint manifest (manifest.json), which vouches for it
 #: the fields of an ``R1ZeroConfig`` that decide what its start is
 START_FIELDS = ("model", "tokenizer", "sft_task", "sft", "max_len")
 
@@ -48,10 +49,6 @@ def comparable(spec: dict[str, Any]) -> dict[str, Any]:
     return {**spec, "sft": sft}
 
 
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def read_manifest(folder: Path | None = None) -> dict[str, Any]:
     """The manifest of the shipped starts (``folder``: default :func:`starts_dir`).
 
@@ -72,9 +69,12 @@ def shipped_start(config: Any, seed: int, folder: Path | None = None) -> Path:
 
     Raises:
         ValueError: the config's start settings differ from the manifest's (names the
-            fields), the seed has no shipped start (names the seeds there are), or the file's
-            SHA-256 is not the manifest's (a damaged or replaced file).
+            fields), or the seed has no shipped start (names the seeds there are).
+        CorruptCheckpointError: the weights or ``starts.json`` are not the bytes the
+            folder's checkpoint manifest lists (a damaged or replaced file; names it).
     """
+    from splice.checkpoint.integrity import verify_checkpoint
+
     folder = folder or starts_dir()
     manifest = read_manifest(folder)
     spec, shipped = start_spec(config), comparable(manifest["trained_with"])
@@ -91,10 +91,8 @@ def shipped_start(config: Any, seed: int, folder: Path | None = None) -> Path:
             f"no shipped r1-zero start for seed {seed}; shipped seeds: "
             f"{sorted(int(s) for s in manifest['seeds'])} (or use --set start=train)"
         )
-    path = folder / entry["file"]
-    if sha256(path) != entry["sha256"]:
-        raise ValueError(f"{path}: SHA-256 differs from {MANIFEST}'s (damaged or replaced file)")
-    return path
+    verify_checkpoint(folder, [entry["file"], MANIFEST])
+    return folder / entry["file"]
 
 
 def publish(
@@ -107,27 +105,20 @@ def publish(
 ) -> Path:
     """Copy each seed's trained start (``runs``: seed -> its SFT run folder) into ``folder``
     (default :func:`starts_dir`) as ``seed-<k>.safetensors`` and write the manifest with
-    ``figures`` (seed -> its figures and curve) and ``extra``. The manifest is written last,
-    atomically: a failed publish leaves the old manifest, which then refuses the new files
-    by their SHA-256."""
+    ``figures`` (seed -> its figures and curve) and ``extra``, then the checkpoint manifest,
+    last: a publish that fails before it leaves the old one, which refuses the new files."""
     from splice.checkpoint.atomic import atomic_write_text
+    from splice.checkpoint.integrity import write_manifest
+    from splice.checkpoint.manager import resolve_weights
 
     folder = folder or starts_dir()
     folder.mkdir(parents=True, exist_ok=True)
     seeds: dict[str, Any] = {}
     for seed, run in sorted(runs.items()):
-        source = newest_weights(run)
         target = folder / f"seed-{seed}.safetensors"
-        shutil.copyfile(source, target)
-        seeds[str(seed)] = {"file": target.name, "sha256": sha256(target), **figures[seed]}
+        shutil.copyfile(resolve_weights(run), target)  # the run's newest intact checkpoint
+        seeds[str(seed)] = {"file": target.name, **figures[seed]}
     manifest = {"trained_with": start_spec(config), "seeds": seeds, **(extra or {})}
     atomic_write_text(folder / MANIFEST, json.dumps(manifest, indent=1) + "\n")
+    write_manifest(folder)
     return folder
-
-
-def newest_weights(run: Path) -> Path:
-    """The ``model.safetensors`` of the newest checkpoint of the run in ``run``."""
-    found = sorted(run.glob("checkpoints/step-*/model.safetensors"))
-    if not found:
-        raise FileNotFoundError(f"{run}: no checkpoints/step-*/model.safetensors")
-    return found[-1]

@@ -50,7 +50,7 @@ from splice.training.configs import (
 
 from splice_recipes.common import short_run, tiny_decoder
 from splice_recipes.r1_shipped import read_manifest, shipped_start
-from splice_recipes.r1_start import start_probes
+from splice_recipes.r1_start import probe_run, start_probes
 from splice_recipes.rl_study import (
     RETENTION_TASK,
     eval_config,
@@ -300,27 +300,23 @@ def evaluate_start(config: R1ZeroConfig, seed: int, folder: Path) -> tuple[Any, 
 def run_one(config: R1ZeroConfig, arm: str, seed: int, folder: Path) -> dict[str, float]:
     """Train one arm for one seed in ``folder``; its figures. The ``sft`` arm trains the
     start (``start="train"``) or evaluates the shipped one; GRPO arms start from it."""
-    from splice.evaluation.from_run import load_splice_model
     from splice.training.experiment import run_experiment
 
     from splice_recipes.study import pinned
 
     if arm == SFT_ARM:
+        probe = {
+            "examples": config.eval_examples,
+            "temperature": config.rollout.temperature,
+            "max_new_tokens": config.rollout.max_new_tokens,
+        }
         if config.start == "train":
-            run_experiment(
-                pinned(sft_config(config), config, seed=seed, folder=folder), overwrite=True
-            )
-            model, tokenizer, _ = load_splice_model(folder)
+            sft = pinned(sft_config(config), config, seed=seed, folder=folder)
+            run_experiment(sft, overwrite=True)
+            probes = probe_run(folder, config.grpo_task, **probe)
         else:
             model, tokenizer = evaluate_start(config, seed, folder)
-        probes = start_probes(
-            model,
-            tokenizer,
-            config.grpo_task,
-            examples=config.eval_examples,
-            temperature=config.rollout.temperature,
-            max_new_tokens=config.rollout.max_new_tokens,
-        )
+            probes = start_probes(model, tokenizer, config.grpo_task, **probe)
         return {**eval_figures(folder / "metrics.jsonl", "add/", 1), "kl": 0.0, **probes}
     label = arm.removeprefix("grpo-beta-")
     exp = grpo_config(config, config.betas[label], start_weights(config, seed))

@@ -69,6 +69,15 @@ def run_seeds(
     return dict(zip(seeds, map_in_workers(run_seed, [(config, s) for s in seeds], workers)))
 
 
+def _arm_job(
+    run_one: Callable[[Any, str, int, Path], Figures], config: Any, arm: str, seed: int
+) -> Figures:
+    """``run_one`` of one arm and seed in ``config.arm_dir(arm, seed)``, made first."""
+    folder = config.arm_dir(arm, seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    return run_one(config, arm, seed, folder)
+
+
 def every_arm(
     run_one: Callable[[Any, str, int, Path], Figures],
     arms_of: Callable[[Any], list[str]],
@@ -79,18 +88,7 @@ def every_arm(
     it): ``{arm: figures}``, each run in ``config.arm_dir(arm, seed)``. A recipe's
     ``run_seed`` is ``functools.partial(every_arm, run_one, arms_of)`` (module-level
     functions, so the partial reaches the worker processes)."""
-    out = {}
-    for arm in arms_of(config):
-        folder = config.arm_dir(arm, seed)
-        folder.mkdir(parents=True, exist_ok=True)
-        out[arm] = run_one(config, arm, seed, folder)
-    return out
-
-
-def _arm_job(run_one: Callable[[Any, str, int, Path], Figures], config: Any, arm: str, seed: int):
-    folder = config.arm_dir(arm, seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    return run_one(config, arm, seed, folder)
+    return {arm: _arm_job(run_one, config, arm, seed) for arm in arms_of(config)}
 
 
 def arms_after_start(
@@ -112,12 +110,9 @@ def arms_after_start(
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
-    out: dict[int, dict[str, Figures]] = {s: {} for s in seeds}
     if workers <= 1:
-        for seed in seeds:
-            for arm in arms:
-                out[seed][arm] = _arm_job(run_one, config, arm, seed)
-        return out
+        return {s: {arm: _arm_job(run_one, config, arm, s) for arm in arms} for s in seeds}
+    out: dict[int, dict[str, Figures]] = {s: {} for s in seeds}
     check_sendable(run_one)
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
